@@ -1,0 +1,51 @@
+"""Command line: ``python -m persona VERB [SUBVERB] [options]``.
+
+Each verb lives in the module that owns it; this file only dispatches, so ``--help`` of a verb
+is that module's own argparse help.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# verb (or "verb subverb") -> ("module", "function taking argv list and returning an exit code")
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "data build": ("persona.data.cli", "main_build", "build the synthetic benchmark (videos, audio, novel views)"),
+    "data figure": ("persona.data.cli", "main_figure", "figure of identities, expressions and novel-view ground truth"),
+    "prior train": ("persona.eg3d.train_prior", "main", "train the tiny EG3D prior on the synthetic corpus"),
+    "prior sample": ("persona.eg3d.train_prior", "main_sample", "figure of prior samples at 5 yaw angles"),
+    "syncnet train": ("persona.syncnet", "main_train", "train the synthetic lip-sync expert"),
+    "train": ("persona.train", "main_train", "fit a method (ours or a baseline) on a video"),
+    "render": ("persona.train", "main_render", "render a trained run (test frames, novel views, orbit video)"),
+    "eval": ("persona.evaluate", "main_eval", "metrics of a trained run on the test split"),
+    "bench generator": ("persona.eg3d.bench", "main", "generator speed (ms/image, GFLOP/s)"),
+    "bench renderer": ("persona.data.bench", "main", "synthetic renderer frames per second"),
+    "notebooks": ("persona.notebooks", "main", "run the notebooks in order (what reproduce.sh calls)"),
+}
+
+
+def _usage() -> str:
+    width = max(len(k) for k in COMMANDS)
+    lines = ["usage: python -m persona COMMAND [options]   (COMMAND --help for its options)", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    for words in (2, 1):
+        key = " ".join(argv[:words])
+        if len(argv) >= words and key in COMMANDS:
+            module_name, function, _ = COMMANDS[key]
+            module = importlib.import_module(module_name)
+            return int(getattr(module, function)(argv[words:]) or 0)
+    print(f"persona: unknown command {' '.join(argv[:2])!r}\n\n{_usage()}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
