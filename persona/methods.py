@@ -26,6 +26,9 @@ class Method(Protocol):
     def fit(self, train: Any, run: RunDir) -> None:
         """Train on a dataset of frames; checkpoints/metrics go to ``run``; resumes if possible."""
 
+    def load(self, run: RunDir) -> None:
+        """Load the latest checkpoint of a finished (or interrupted) run, for rendering."""
+
     def render(self, conditions: dict[str, torch.Tensor], camera: torch.Tensor) -> torch.Tensor:
         """conditions: batch dict as the dataset yields; camera [B,25] -> image [B,3,H,W] in [-1,1]."""
 
