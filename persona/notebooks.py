@@ -1,0 +1,162 @@
+"""Run the ordered, papermill-parameterised notebooks: the one runner used by ``reproduce.sh``
+and by the tests, so the command line and CI execute notebooks the same way.
+
+Parameters come from ``notebooks/params/<profile>.yaml``::
+
+    profile: default          # every notebook receives these top-level keys ...
+    seed: 0
+    notebooks:                # ... and, per notebook, its own overrides
+      03_audio_reenactment: {train_seconds: 20}
+
+Executed copies go to ``notebooks/executed/<profile>/`` (kept for inspection when a cell fails).
+The notebooks stored in ``notebooks/`` carry the outputs of a smoke run, which nbval compares
+against (``pytest --nbval-lax notebooks/``); :func:`refresh_stored_outputs` rewrites them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from persona.profiles import PROFILE_NAMES, check_profile
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+PARAMS_DIR = NOTEBOOK_DIR / "params"
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised; ``cell`` says which cell (papermill's message), ``output`` where it is."""
+
+    def __init__(self, name: str, output: Path, message: str):
+        super().__init__(f"notebook {name} failed; executed copy kept at {output}\n{message}")
+        self.name, self.output = name, output
+
+
+@dataclass
+class NotebookResult:
+    name: str
+    seconds: float
+    output: Path
+
+
+def notebook_names(notebook_dir: Path = NOTEBOOK_DIR) -> list[str]:
+    """The ordered notebooks: ``NN_name.ipynb`` files, by number."""
+    return sorted(p.stem for p in notebook_dir.glob("[0-9][0-9]_*.ipynb"))
+
+
+def resolve(only: str | None, notebook_dir: Path = NOTEBOOK_DIR) -> list[str]:
+    """All notebooks, or the one whose number (``03``) or full name is ``only``."""
+    names = notebook_names(notebook_dir)
+    if only is None:
+        return names
+    chosen = [n for n in names if n == only or n.split("_", 1)[0] == only]
+    if not chosen:
+        raise ValueError(f"unknown notebook {only!r}; expected a number or name from: {', '.join(names)}")
+    return chosen
+
+
+def load_params(profile: str, name: str | None = None, params_dir: Path = PARAMS_DIR) -> dict[str, Any]:
+    """Top-level parameters of ``profile`` merged with the overrides for notebook ``name``."""
+    check_profile(profile)
+    path = params_dir / f"{profile}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: parameter file of profile {profile!r} is missing")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of parameter names to values")
+    per_notebook = data.pop("notebooks", {}) or {}
+    params = dict(data)
+    params["profile"] = profile
+    if name is not None:
+        params.update(per_notebook.get(name, {}) or {})
+    return params
+
+
+def run_notebook(name: str, profile: str, output_dir: Path | None = None, extra: dict[str, Any] | None = None,
+                 notebook_dir: Path = NOTEBOOK_DIR, progress: bool = True) -> NotebookResult:
+    """Execute ``notebook_dir/<name>.ipynb`` with papermill under the profile's parameters.
+
+    Runs with the repository root as working directory. Raises :class:`NotebookFailed` naming the
+    failing cell (papermill's error) and keeps the executed copy.
+    """
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    output_dir = output_dir or NOTEBOOK_DIR / "executed" / profile
+    output_dir.mkdir(parents=True, exist_ok=True)
+    output = output_dir / f"{name}.ipynb"
+    params = load_params(profile, name)
+    params.update(extra or {})
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(str(notebook_dir / f"{name}.ipynb"), str(output), parameters=params,
+                            cwd=str(REPO_ROOT), progress_bar=progress, kernel_name="python3")
+    except PapermillExecutionError as err:
+        message = f"cell {err.exec_count} ({err.ename}): {err.evalue}"
+        raise NotebookFailed(name, output, message) from None
+    return NotebookResult(name, time.perf_counter() - start, output)
+
+
+def refresh_stored_outputs(names: list[str] | None = None, notebook_dir: Path = NOTEBOOK_DIR) -> None:
+    """Execute the stored notebooks in place with their own (smoke) parameters cell, so that
+    nbval has fresh reference outputs. Development tool; not part of reproduce.sh."""
+    import nbclient
+    import nbformat
+
+    for name in names or notebook_names(notebook_dir):
+        path = notebook_dir / f"{name}.ipynb"
+        nb = nbformat.read(path, as_version=4)
+        nbclient.NotebookClient(nb, timeout=1800, kernel_name="python3",
+                                resources={"metadata": {"path": str(REPO_ROOT)}}).execute()
+        nbformat.write(nb, path)
+        print(f"refreshed {path.relative_to(REPO_ROOT)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m persona notebooks", description="Run the notebooks in order.")
+    parser.add_argument("--profile", default="default", help=f"one of {', '.join(PROFILE_NAMES)} (default: default)")
+    parser.add_argument("--only", default=None, help="run one notebook, by number (03) or name")
+    parser.add_argument("--refresh-stored", action="store_true", help="re-execute the stored notebooks in place (smoke outputs for nbval)")
+    args = parser.parse_args(argv)
+    try:
+        check_profile(args.profile)
+        names = resolve(args.only)
+    except ValueError as err:
+        print(f"persona notebooks: {err}", file=sys.stderr)
+        return 2
+    if args.refresh_stored:
+        refresh_stored_outputs(names)
+        return 0
+    results: list[NotebookResult] = []
+    for i, name in enumerate(names, 1):
+        print(f"[{i}/{len(names)}] {name} (profile {args.profile})", flush=True)
+        try:
+            results.append(run_notebook(name, args.profile, progress=sys.stderr.isatty()))
+        except NotebookFailed as err:
+            print(f"FAILED: {err}", file=sys.stderr)
+            _print_timings(results)
+            return 1
+        print(f"      done in {results[-1].seconds:.1f} s", flush=True)
+    _print_timings(results)
+    return 0
+
+
+def _print_timings(results: list[NotebookResult]) -> None:
+    if not results:
+        return
+    print("\ntiming summary")
+    for r in results:
+        print(f"  {r.name:<32} {r.seconds:8.1f} s")
+    print(f"  {'total':<32} {sum(r.seconds for r in results):8.1f} s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

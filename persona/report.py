@@ -1,0 +1,167 @@
+"""Tables (CSV for data, Markdown for the README, LaTeX for papers) and figure grids.
+
+A results table has one row per method. Reproduced values are ``mean ± std`` over identities
+(each identity first averaged over its frames), at the ground-truth camera and - a measurement
+the paper could not make - at the novel-view cameras with ground truth. The paper's own numbers
+(on its real data) sit in separate columns whose names end in "(paper)". Under every table: its
+provenance (profile, seeds, commit, generator, LPIPS availability) and notes.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from persona.notebooks import REPO_ROOT
+from persona.paper import PAPER_RESULTS
+
+METRIC_LABELS = {"psnr": "PSNR ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓", "sync": "Sync-C ↑", "mouth_psnr": "mouth PSNR ↑"}
+METRIC_DIGITS = {"psnr": 2, "ssim": 3, "lpips": 3, "sync": 3, "mouth_psnr": 2}
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (out.stdout.strip() or "unknown") + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def provenance(profile: str, seeds: Sequence[int], generator: str, lpips_available: bool, **extra: Any) -> dict[str, Any]:
+    return {"profile": profile, "seeds": list(seeds), "commit": git_commit(), "generator": generator,
+            "lpips": "AlexNet LPIPS" if lpips_available else "unavailable (AlexNet weights absent)", **extra}
+
+
+def per_identity_means(per_frame: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """Frame rows (method, identity, view, metrics...) -> one row per (method, identity, view group)
+    where the view group is 'gt' or 'novel' (all novel cameras pooled)."""
+    df = per_frame.copy()
+    df["view_group"] = np.where(df["view"] == "gt", "gt", "novel")
+    cols = [m for m in metrics if m in df.columns]
+    return df.groupby(["method", "identity", "view_group"], sort=False)[cols].mean().reset_index()
+
+
+def summary(per_frame: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """Numeric summary: rows (method, view_group), columns ``<metric>_mean``, ``<metric>_std``, ``n_identities``."""
+    ident = per_identity_means(per_frame, metrics)
+    cols = [m for m in metrics if m in ident.columns]
+    grouped = ident.groupby(["method", "view_group"], sort=False)
+    out = grouped[cols].agg(["mean", "std"])
+    out.columns = [f"{m}_{s}" for m, s in out.columns]
+    out["n_identities"] = grouped.size()
+    return out.reset_index()
+
+
+def _fmt(mean: float, std: float, digits: int) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    if std is None or (isinstance(std, float) and math.isnan(std)):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def results_table(per_frame: pd.DataFrame, metrics: Sequence[str], rows: Sequence[str], paper_key: str | None = None,
+                  paper_rows: Mapping[str, str] | None = None, novel: bool = True,
+                  unsupported_novel: Sequence[str] = ()) -> pd.DataFrame:
+    """The display table: one row per method in ``rows`` order; reproduced columns, novel-view
+    columns, then paper columns (``paper_rows`` maps our row name to the paper's)."""
+    summ = summary(per_frame, metrics)
+    table = pd.DataFrame(index=list(rows))
+    table.index.name = "method"
+    for group, suffix in (("gt", ""), ("novel", " novel view")):
+        if group == "novel" and not novel:
+            continue
+        for m in metrics:
+            col = f"{METRIC_LABELS.get(m, m)}{suffix}"
+            values = []
+            for row in rows:
+                hit = summ[(summ["method"] == row) & (summ["view_group"] == group)]
+                if group == "novel" and row in unsupported_novel:
+                    values.append("not supported")
+                elif hit.empty or f"{m}_mean" not in hit:
+                    values.append("n/a")
+                else:
+                    values.append(_fmt(hit[f"{m}_mean"].iloc[0], hit[f"{m}_std"].iloc[0], METRIC_DIGITS.get(m, 3)))
+            table[col] = values
+    if paper_key:
+        paper = PAPER_RESULTS[paper_key]
+        for m in metrics:
+            col = f"{METRIC_LABELS.get(m, m)} (paper)"
+            vals = []
+            for row in rows:
+                name = (paper_rows or {}).get(row, row)
+                v = paper.get(name, {}).get(m)
+                vals.append("–" if v is None else f"{v:.{METRIC_DIGITS.get(m, 3)}f}")
+            if any(v != "–" for v in vals):
+                table[col] = vals
+    return table
+
+
+def write_table(table: pd.DataFrame, numeric: pd.DataFrame, name: str, tables_dir: Path, caption: str,
+                prov: Mapping[str, Any], notes: Sequence[str] = ()) -> dict[str, Path]:
+    """Write ``name``.csv (numeric summary + provenance columns), .md and .tex (display table)."""
+    tables_dir.mkdir(parents=True, exist_ok=True)
+    paths = {ext: tables_dir / f"{name}.{ext}" for ext in ("csv", "md", "tex")}
+    csv = numeric.copy()
+    for key, value in prov.items():
+        csv[f"provenance_{key}"] = str(value)
+    csv.to_csv(paths["csv"], index=False)
+    prov_line = "; ".join(f"{k}: {v}" for k, v in prov.items())
+    md = [f"**{caption}**", "", table.to_markdown(), "", f"<sub>Provenance — {prov_line}.</sub>"]
+    md += [f"<sub>{note}</sub>" for note in notes]
+    paths["md"].write_text("\n".join(md) + "\n")
+    latex = table.to_latex(escape=True, caption=caption, label=f"tab:{name}")
+    latex += "% provenance: " + prov_line + "\n" + "".join(f"% note: {n}\n" for n in notes)
+    paths["tex"].write_text(latex)
+    return paths
+
+
+def to_uint8(image: Any) -> np.ndarray:
+    """[3,H,W] (or [H,W,3]) in [-1,1], torch or numpy -> [H,W,3] uint8."""
+    arr = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
+        arr = arr.transpose(1, 2, 0)
+    arr = np.clip((arr + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+    return np.repeat(arr, 3, axis=-1) if arr.shape[-1] == 1 else arr
+
+
+def image_grid(rows: Sequence[Sequence[Any]], path: Path, row_labels: Sequence[str] = (), col_labels: Sequence[str] = (),
+               title: str | None = None, cell_inches: float = 1.3) -> list[Path]:
+    """A labelled grid of images (each [3,H,W] in [-1,1] or None for an empty cell) as PNG + PDF."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(cell_inches * n_cols + 0.8, cell_inches * n_rows + 0.4), squeeze=False)
+    for i, row in enumerate(rows):
+        for j in range(n_cols):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            img = row[j] if j < len(row) else None
+            if img is not None:
+                ax.imshow(to_uint8(img))
+            if i == 0 and j < len(col_labels):
+                ax.set_title(col_labels[j], fontsize=8)
+            if j == 0 and i < len(row_labels):
+                ax.set_ylabel(row_labels[i], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = [path.with_suffix(".png"), path.with_suffix(".pdf")]
+    for p in out:
+        fig.savefig(p, dpi=150)
+    plt.close(fig)
+    return out

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# reproduce.sh — set up the environment if needed, then regenerate every table and figure.
+#
+#   ./reproduce.sh                       all notebooks, default profile (CPU, synthetic benchmark)
+#   ./reproduce.sh --profile smoke       a quick pass (tables/smoke, figures/smoke)
+#   ./reproduce.sh --profile paper       the paper's settings (GPU, official EG3D weights, real data)
+#   ./reproduce.sh --only 03             one notebook (by number or name)
+#   ./reproduce.sh test                  the test suite: unit tests + notebooks under nbval (smoke)
+#   ./reproduce.sh --help
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$ROOT"
+
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+die2() { echo "reproduce.sh: $*" >&2; exit 2; }
+
+PROFILE=default
+ONLY=""
+MODE=run
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -h|--help) usage; exit 0 ;;
+    test) MODE=test; shift ;;
+    --profile) [ $# -ge 2 ] || die2 "--profile needs a value: smoke, default or paper"; PROFILE="$2"; shift 2 ;;
+    --profile=*) PROFILE="${1#*=}"; shift ;;
+    --only) [ $# -ge 2 ] || die2 "--only needs a notebook number or name (e.g. 03)"; ONLY="$2"; shift 2 ;;
+    --only=*) ONLY="${1#*=}"; shift ;;
+    *) die2 "unknown argument '$1' (expected: test, --profile smoke|default|paper, --only NN, --help)" ;;
+  esac
+done
+case "$PROFILE" in smoke|default|paper) ;; *) die2 "unknown profile '$PROFILE' (expected smoke, default or paper)" ;; esac
+if [ -n "$ONLY" ]; then
+  ls notebooks/"$ONLY"*.ipynb >/dev/null 2>&1 || ls notebooks/"$ONLY".ipynb >/dev/null 2>&1 \
+    || die2 "unknown notebook '$ONLY' (expected one of: $(cd notebooks && ls [0-9][0-9]_*.ipynb 2>/dev/null | sed 's/\.ipynb//' | tr '\n' ' '))"
+fi
+
+# --- the environment: the active venv/conda env if any, else ./.venv ---------------------------
+if [ -n "${VIRTUAL_ENV:-}" ]; then
+  PY="$VIRTUAL_ENV/bin/python"
+elif [ -n "${CONDA_PREFIX:-}" ] && [ "${CONDA_DEFAULT_ENV:-base}" != "base" ]; then
+  PY="$CONDA_PREFIX/bin/python"
+else
+  if [ ! -x .venv/bin/python ]; then
+    BASE_PY="$(command -v python3.11 || command -v python3 || true)"
+    [ -n "$BASE_PY" ] || die2 "no Python found: install Python 3.10 or newer (3.11 recommended) and retry"
+    "$BASE_PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+      || die2 "$BASE_PY is Python $("$BASE_PY" -c 'import platform; print(platform.python_version())'); expected 3.10 or newer"
+    echo "==> creating .venv with $BASE_PY"
+    "$BASE_PY" -m venv .venv || die2 "could not create .venv (on Debian/Ubuntu: apt-get install python3-venv)"
+  fi
+  PY="$ROOT/.venv/bin/python"
+fi
+
+STAMP="$("$PY" -c 'import sys; print(sys.prefix)')/.persona-install-stamp"
+WANT="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
+  echo "==> installing dependencies (pinned by constraints.txt) into $("$PY" -c 'import sys; print(sys.prefix)')"
+  start=$(date +%s)
+  "$PY" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e . 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  echo "$WANT" > "$STAMP"
+  echo "==> installed in $(( $(date +%s) - start )) s"
+fi
+
+export PYTHONHASHSEED=0 MPLBACKEND=Agg
+if [ "$MODE" = test ]; then
+  exec "$PY" -m pytest tests notebooks --nbval-lax --nbval-current-env \
+    --nbval-sanitize-with notebooks/nbval_sanitize.cfg --ignore=notebooks/executed -p no:cacheprovider
+fi
+args=(--profile "$PROFILE")
+[ -n "$ONLY" ] && args+=(--only "$ONLY")
+exec "$PY" -m persona notebooks "${args[@]}"

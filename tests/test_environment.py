@@ -1,0 +1,49 @@
+"""pyproject, constraints.txt and environment.yml agree; torch/torchvision are pinned."""
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _pins(lines):
+    pins = {}
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        m = re.fullmatch(r"([A-Za-z0-9_.\-]+)==([^\s;]+)", line)
+        if m:
+            pins[m.group(1).lower()] = m.group(2)
+    return pins
+
+
+def constraint_pins():
+    return _pins((ROOT / "constraints.txt").read_text().splitlines())
+
+
+def conda_pins():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    return _pins(pip_section), env
+
+
+def test_torch_and_torchvision_pinned():
+    pins = constraint_pins()
+    assert pins["torch"] == "2.13.0"
+    assert pins["torchvision"] == "0.28.0"
+
+
+def test_every_dependency_is_pinned_in_constraints():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!\[; ]", d, maxsplit=1)[0].lower() for d in deps}
+    assert names - set(constraint_pins()) == set()
+
+
+def test_environment_yml_matches_constraints():
+    pins, env = conda_pins()
+    assert pins == constraint_pins()
+    python = [d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python")]
+    assert python == ["python=3.11"]
+    assert "-e ." in next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))

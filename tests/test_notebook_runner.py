@@ -1,0 +1,71 @@
+"""persona.notebooks: ordering, parameters per profile and notebook, papermill execution, failures."""
+
+import nbformat
+import pytest
+import yaml
+
+from persona import notebooks as nbr
+
+
+def write_notebook(path, cells):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    for i, src in enumerate(cells):
+        cell = nbformat.v4.new_code_cell(src)
+        if i == 0:
+            cell.metadata["tags"] = ["parameters"]
+        nb.cells.append(cell)
+    nbformat.write(nb, path)
+
+
+def test_real_notebooks_are_ordered_and_parameterised():
+    names = nbr.notebook_names()
+    assert names == sorted(names) and names[0].startswith("00_")
+    for name in names:
+        nb = nbformat.read(nbr.NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, f"{name}: needs exactly one cell tagged 'parameters'"
+        params = nbr.load_params("smoke", name)
+        # every profile parameter is declared in the notebook's parameters cell (literals only)
+        for key in params:
+            assert f"{key} =" in tagged[0].source, f"{name}: parameters cell lacks {key!r}"
+
+
+def test_profiles_have_the_same_keys():
+    keys = [set(nbr.load_params(p)) for p in ("smoke", "default", "paper")]
+    assert keys[0] == keys[1] == keys[2]
+
+
+def test_resolve_by_number_and_unknown():
+    first = nbr.notebook_names()[0]
+    assert nbr.resolve(first[:2]) == [first]
+    with pytest.raises(ValueError, match="unknown notebook '99'"):
+        nbr.resolve("99")
+
+
+def test_load_params_merges_notebook_overrides(tmp_path):
+    (tmp_path / "smoke.yaml").write_text(yaml.safe_dump({"seed": 1, "notebooks": {"01_x": {"seed": 5}}}))
+    assert nbr.load_params("smoke", "00_y", params_dir=tmp_path) == {"seed": 1, "profile": "smoke"}
+    assert nbr.load_params("smoke", "01_x", params_dir=tmp_path)["seed"] == 5
+    with pytest.raises(ValueError, match="unknown profile"):
+        nbr.load_params("huge", params_dir=tmp_path)
+
+
+def test_run_notebook_injects_parameters_and_reports_failing_cell(tmp_path, monkeypatch):
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / "smoke.yaml").write_text(yaml.safe_dump({"value": 3}))
+    monkeypatch.setattr(nbr, "PARAMS_DIR", tmp_path / "params")
+    write_notebook(tmp_path / "00_ok.ipynb", ["value = 0\nprofile = 'x'", "assert value == 3 and profile == 'smoke'"])
+    write_notebook(tmp_path / "01_bad.ipynb", ["value = 0\nprofile = 'x'", "x = 1", "raise ValueError('boom')"])
+    load = nbr.load_params
+
+    def fake_load(profile, name=None):
+        return load(profile, name, params_dir=tmp_path / "params")
+
+    monkeypatch.setattr(nbr, "load_params", fake_load)
+    result = nbr.run_notebook("00_ok", "smoke", output_dir=tmp_path / "out", notebook_dir=tmp_path, progress=False)
+    assert result.output.is_file()
+    with pytest.raises(nbr.NotebookFailed) as err:
+        nbr.run_notebook("01_bad", "smoke", output_dir=tmp_path / "out", notebook_dir=tmp_path, progress=False)
+    assert "ValueError" in str(err.value) and "boom" in str(err.value)
+    assert (tmp_path / "out" / "01_bad.ipynb").is_file()  # kept for inspection
