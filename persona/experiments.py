@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 
 from persona.notebooks import REPO_ROOT
@@ -59,12 +60,8 @@ def ensure_benchmark(profile: str, seed: int = 0, force: bool = False) -> Path:
     """Build the synthetic benchmark of ``profile`` unless it is already complete; return its root."""
     from persona.data.synthetic import build_benchmark
 
-    root = data_root(profile)
-    if force and root.exists():
-        shutil.rmtree(root)
-    if not root.exists():
-        build_benchmark(root, profile, seed=seed)
-    return root
+    # build_benchmark keeps a complete build made with the same sizes, seed and code
+    return build_benchmark(data_root(profile), profile, seed=seed, force=force)
 
 
 def videos(root: Path, kind: str, identities: int) -> list[Path]:
@@ -140,12 +137,38 @@ def slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
 
 
+def synced(trained_run: TrainedRun, test_ds: Any, force: bool = False) -> pd.DataFrame:
+    """Lip-sync rows (the method and the ground truth) of a trained run, cached as ``sync-*.csv``."""
+    from persona.evaluate import evaluate_sync
+
+    path = trained_run.run.root / f"sync-{config_hash([str(test_ds.root), test_ds.split])}.csv"
+    if path.is_file() and not force:
+        return pd.read_csv(path)
+    df = evaluate_sync(trained_run.method, test_ds)
+    tmp = path.with_suffix(".tmp")
+    df.to_csv(tmp, index=False)
+    tmp.replace(path)
+    return df
+
+
+def sync_note() -> str:
+    from persona import syncnet
+
+    path = Path(syncnet.__file__).parent / "assets" / "syncnet_synthetic.safetensors"
+    return ("Sync-C is the SyncNet protocol's confidence (LSE-C = median - min distance over ±15 frame shifts) scored by "
+            f"our synthetic lip-sync expert ({path.name}, trained here on the synthetic world), not by SyncNet; "
+            "the paper's column is SyncNet on real video. Put the official syncnet_v2.model to score with SyncNet.")
+
+
 def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force: bool = False, novel: bool = True,
-            train_max_seconds: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, str], TrainedRun]]:
+            train_max_seconds: float | None = None, sync: bool = False,
+            ground_truth_label: str = "Ground Truth") -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, str], TrainedRun]]:
     """Train and evaluate every row on every video.
 
     Returns (per-frame metrics with columns method, identity, view, ...; timings with one row per
-    (method, identity): train_seconds, render_ms_per_frame; the trained runs by (label, identity)).
+    (method, identity): train_seconds, eval_seconds; the trained runs by (label, identity)).
+    With ``sync`` the gt-view rows get the lip-sync confidence ``sync`` of the rendered test clip,
+    and rows labelled ``ground_truth_label`` carry that of the real clip.
     """
     from persona.data.dataset import FrameDataset, NovelViewDataset
 
@@ -164,8 +187,107 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
             df = evaluated(tr, test, novel_ds if getattr(tr.method, "supports_novel_views", False) else None, force=force)
             eval_seconds = time.perf_counter() - start
             df["identity"] = identity
+            if sync:
+                sync_rows = synced(tr, test, force=force)
+                df.loc[df["view"] == "gt", "sync"] = float(sync_rows.iloc[0]["lse_c"])
+                if not any(f["method"].iloc[0] == ground_truth_label and f["identity"].iloc[0] == identity for f in frames):
+                    frames.append(pd.DataFrame([{"method": ground_truth_label, "identity": identity, "view": "gt",
+                                                 "sync": float(sync_rows.iloc[1]["lse_c"])}]))
             frames.append(df)
             timings.append({"method": row.label, "identity": identity, "train_seconds": tr.train_seconds,
                             "eval_seconds": eval_seconds})
             runs[(row.label, identity)] = tr
     return pd.concat(frames, ignore_index=True), pd.DataFrame(timings), runs
+
+
+def table_videos(profile: str, kind: str, identities: int, real_dirs: Sequence[str], seed: int = 0,
+                 force: bool = False) -> list[Path]:
+    """The videos a table runs on: the real folders in the paper profile, else the synthetic ones."""
+    if profile == "paper":
+        return [Path(d) for d in real_dirs]
+    return videos(ensure_benchmark(profile, seed=seed, force=force), kind, identities)
+
+
+def generator_cfg(eg3d_pkl: str | None) -> dict[str, Any]:
+    """Config entries selecting the generator: the official pickle when given, else the shipped prior."""
+    return {"generator": str(eg3d_pkl)} if eg3d_pkl else {}
+
+
+def generator_name(eg3d_pkl: str | None) -> str:
+    return f"official EG3D ({Path(eg3d_pkl).name})" if eg3d_pkl else "tiny prior (persona/assets/prior_tiny.safetensors)"
+
+
+def figure_samples(video: Path, n: int, novel_views: Sequence[str] = ("yaw-25", "yaw+25")) -> tuple[list[dict], list[list[Any]]]:
+    """``n`` evenly spaced test frames of ``video`` and, for each, the cameras of ``novel_views``
+    (names of :data:`persona.cameras.NOVEL_VIEWS`)."""
+    from persona import cameras
+    from persona.data.dataset import FrameDataset
+
+    test = FrameDataset(video, "test")
+    picks = np.linspace(0, len(test) - 1, n + 2)[1:-1].round().astype(int) if n else []
+    samples = [test[int(i)] for i in picks]
+    cams = [[cameras.novel_view(s["camera"], *cameras.NOVEL_VIEWS[v]) for v in novel_views] for s in samples]
+    return samples, cams
+
+
+def benchmark_summary(root: Path) -> pd.DataFrame:
+    """One row per video of a benchmark: frames per split, novel-view frames, resolution, fps."""
+    from persona.data.dataset import FrameDataset, NovelViewDataset
+
+    rows = []
+    for video in sorted(p for p in Path(root).glob("id*/*") if (p / "transforms_train.json").is_file()):
+        train, test = FrameDataset(video, "train"), FrameDataset(video, "test")
+        novel = len(NovelViewDataset(video)) if (video / "novel").is_dir() else 0
+        rows.append({"identity": video.parent.name, "video": video.name, "train_frames": len(train),
+                     "test_frames": len(test), "novel_view_frames": novel, "resolution": train.resolution, "fps": train.fps})
+    return pd.DataFrame(rows)
+
+
+def load_generator(eg3d_pkl: str | None = None) -> tuple[Any, str]:
+    """(generator, where it came from): the official EG3D pickle when given, else the shipped tiny prior."""
+    from persona.eg3d import load_official, load_prior
+
+    if eg3d_pkl:
+        return load_official(eg3d_pkl).eval(), generator_name(eg3d_pkl)
+    return load_prior().eval(), generator_name(None)
+
+
+def prior_figure(G: Any, path: Path, seed: int = 0, n: int = 6) -> list[Path]:
+    """Samples of the generic prior from ``n`` random z, each at five yaw angles (PNG + PDF)."""
+    import torch
+
+    from persona.eg3d.train_prior import render_yaw_grid, save_sample_figure
+
+    z = torch.randn(n, int(G.z_dim), generator=torch.Generator().manual_seed(seed))
+    return save_sample_figure(render_yaw_grid(G, z), Path(path))
+
+
+def data_figure(root: Path | None, path: Path, seed: int = 0, identities: int = 5, resolution: int = 128) -> list[Path]:
+    """Identities x expressions and the novel-view ground truth of the synthetic world (PNG + PDF)."""
+    import matplotlib.pyplot as plt
+
+    from persona.data import synthetic
+    from persona.data.cli import overview_figure
+
+    fig = overview_figure(synthetic.benchmark_identity_seeds(identities, seed), resolution)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = [path.with_suffix(".png"), path.with_suffix(".pdf")]
+    for p in out:
+        fig.savefig(p, dpi=150)
+    plt.close(fig)
+    return out
+
+
+def table_notes(*extra: str) -> list[str]:
+    """Footnotes every results table carries: LPIPS availability (and how to enable it), the
+    reading of novel-view columns, plus ``extra``."""
+    from persona.metrics import lpips_unavailable_reason
+
+    notes = ["Reproduced columns: mean ± std over identities (each the mean over its test frames). 'novel view' "
+             "columns: renders at cameras rotated about the head (±25° yaw, ±15° pitch) scored against ground truth, "
+             "which only the synthetic benchmark has. '(paper)' columns: the paper's numbers on its real data, for reference."]
+    reason = lpips_unavailable_reason()
+    if reason:
+        notes.append(reason)
+    return notes + list(extra)

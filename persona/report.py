@@ -165,3 +165,23 @@ def image_grid(rows: Sequence[Sequence[Any]], path: Path, row_labels: Sequence[s
         fig.savefig(p, dpi=150)
     plt.close(fig)
     return out
+
+
+def claims_table(per_frame: pd.DataFrame, claims: Sequence[tuple[str, str, str]], view: str = "gt") -> pd.DataFrame:
+    """Each ordering claim of the paper, ``(better, metric, worse)`` - "``better`` beats ``worse``
+    on ``metric``" - checked on the identity means at ``view`` ('gt' or 'novel'): reproduced or not,
+    with the numbers."""
+    summ = summary(per_frame, sorted({c[1] for c in claims}))
+    summ = summ[summ["view_group"] == view].set_index("method")
+    out = []
+    for better, metric, worse in claims:
+        higher_is_better = metric != "lpips"
+        if better not in summ.index or worse not in summ.index or pd.isna(summ.at[better, f"{metric}_mean"]):
+            out.append({"claim": f"{better} > {worse} ({metric})", "ours": "n/a", "verdict": "not measured"})
+            continue
+        a, b = summ.at[better, f"{metric}_mean"], summ.at[worse, f"{metric}_mean"]
+        ok = a > b if higher_is_better else a < b
+        out.append({"claim": f"{better} {'>' if higher_is_better else '<'} {worse} ({metric}, {view} view)",
+                    "ours": f"{a:.{METRIC_DIGITS.get(metric, 3)}f} vs {b:.{METRIC_DIGITS.get(metric, 3)}f}",
+                    "verdict": "reproduced" if ok else "NOT reproduced"})
+    return pd.DataFrame(out)

@@ -1,0 +1,349 @@
+"""StyleGAN2 building blocks of EG3D in plain PyTorch (no compiled CUDA plugin).
+
+Parameter and buffer names follow the official release (NVlabs/eg3d ``training/networks_stylegan2.py``)
+so its weights load by name: ``mapping.embed``, ``mapping.fc{i}``, ``mapping.w_avg``,
+``synthesis.b{res}.{const,conv0,conv1,torgb}``, each layer with ``affine``, ``weight``, ``bias``,
+``noise_const``, ``noise_strength``, ``resample_filter``.
+
+Semantics reproduced (written from the paper and the public description, not copied):
+- equalised learning rate: weights stored ~N(0,1)/lr_mul and scaled by ``lr_mul/sqrt(fan_in)`` at run time;
+- leaky ReLU (0.2) with gain sqrt(2), optional clamp of activations (``conv_clamp``);
+- modulated + demodulated 3x3 convolutions, either fused (grouped conv, one weight per sample) or
+  unfused (scale activations before and after a shared convolution): same result;
+- 2x upsampling by a transposed stride-2 convolution followed by the [1,3,3,1] FIR low-pass filter,
+  image skips upsampled by the same filter (``upfirdn2d`` written as a depthwise convolution);
+- per-layer noise (``random`` | ``const`` | ``none``) and the "skip" architecture (every block adds
+  its ToRGB output to the upsampled running image).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LRELU_SLOPE = 0.2
+LRELU_GAIN = math.sqrt(2.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# FIR filtering (upfirdn2d) as plain convolutions
+
+
+def fir_filter(taps=(1, 3, 3, 1)) -> torch.Tensor:
+    """Separable low-pass taps -> normalised 2-D filter [k,k] (sums to 1)."""
+    f = torch.as_tensor(taps, dtype=torch.float32)
+    f = torch.outer(f, f)
+    return f / f.sum()
+
+
+def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, pad: tuple[int, int, int, int] = (0, 0, 0, 0), gain: float = 1.0) -> torch.Tensor:
+    """Upsample by zero insertion, pad (x0, x1, y0, y1; negative crops), filter with ``f`` [k,k].
+
+    x: [B,C,H,W] -> [B,C,H*up+y0+y1-k+1, W*up+x0+x1-k+1]. The filter is applied as a convolution
+    (flipped), which is a no-op difference for the symmetric filters used here.
+    """
+    b, c, h, w = x.shape
+    if up > 1:
+        x = x.reshape(b, c, h, 1, w, 1)
+        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
+        x = x.reshape(b, c, h * up, w * up)
+    x0, x1, y0, y1 = pad
+    x = F.pad(x, [max(x0, 0), max(x1, 0), max(y0, 0), max(y1, 0)])
+    x = x[:, :, max(-y0, 0): x.shape[2] - max(-y1, 0), max(-x0, 0): x.shape[3] - max(-x1, 0)]
+    kernel = (f * gain).flip([0, 1]).to(x.dtype)
+    kernel = kernel[None, None].expand(c, 1, *f.shape)
+    return F.conv2d(x, kernel, groups=c)
+
+
+def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
+    """[B,C,H,W] -> [B,C,2H,2W] with the FIR filter (DC gain preserved)."""
+    k = f.shape[-1]
+    p0, p1 = (k + up - 1) // 2, (k - up) // 2
+    return upfirdn2d(x, f, up=up, pad=(p0, p1, p0, p1), gain=up * up)
+
+
+def conv2d_up2(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    """3x3 (odd k) convolution of a 2x upsampled input, as EG3D computes it:
+    transposed stride-2 convolution, then the FIR filter. x [B,I,H,W], weight [O,I/g,k,k] -> [B,O,2H,2W]."""
+    out_ch, in_per_group, kh, kw = weight.shape
+    fk = f.shape[-1]
+    pad = kw // 2
+    p0 = pad + (fk + 1) // 2 - (kw - 1)
+    p1 = pad + (fk - 2) // 2 - (kw - 2)
+    if groups == 1:
+        w = weight.transpose(0, 1)
+    else:
+        w = weight.reshape(groups, out_ch // groups, in_per_group, kh, kw).transpose(1, 2)
+        w = w.reshape(groups * in_per_group, out_ch // groups, kh, kw)
+    x = F.conv_transpose2d(x, w, stride=2, groups=groups)
+    return upfirdn2d(x, f, pad=(p0, p1, p0, p1), gain=4.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Layers
+
+
+def bias_act(x: torch.Tensor, bias: torch.Tensor | None, activation: str = "linear", gain: float = 1.0, clamp: float | None = None) -> torch.Tensor:
+    """x + bias (broadcast on dim 1), activation, gain, optional clamp to [-clamp, clamp]."""
+    if bias is not None:
+        x = x + bias.reshape([1, -1] + [1] * (x.ndim - 2))
+    if activation == "lrelu":
+        x = F.leaky_relu(x, LRELU_SLOPE)
+    elif activation != "linear":
+        raise ValueError(f"bias_act: unknown activation {activation!r}; expected 'linear' or 'lrelu'")
+    if gain != 1:
+        x = x * gain
+    if clamp is not None:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+class FullyConnectedLayer(nn.Module):
+    """Equalised-lr linear layer: [B,in] -> [B,out]; ``activation`` 'linear' | 'lrelu' (gain sqrt 2)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str = "linear", lr_multiplier: float = 1.0, bias_init: float = 0.0):
+        super().__init__()
+        self.in_features, self.out_features, self.activation = in_features, out_features, activation
+        self.weight = nn.Parameter(torch.randn([out_features, in_features]) / lr_multiplier)
+        self.bias = nn.Parameter(torch.full([out_features], float(bias_init))) if bias else None
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight * self.weight_gain
+        b = self.bias * self.bias_gain if self.bias is not None else None
+        if self.activation == "linear":
+            return F.linear(x, w, b)
+        x = x.matmul(w.t())
+        return bias_act(x, b, self.activation, gain=LRELU_GAIN)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
+
+
+def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
+    return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
+
+
+class MappingNetwork(nn.Module):
+    """(z [B,z_dim], c [B,c_dim]) -> ws [B,num_ws,w_dim].
+
+    z and the embedded camera are each normalised to unit second moment and concatenated; then
+    ``num_layers`` lrelu FC layers (lr multiplier 0.01). ``w_avg`` [w_dim] is the running mean of w
+    (updated when ``update_emas``) used by truncation: w = w_avg + psi (w - w_avg).
+    """
+
+    def __init__(self, z_dim: int, c_dim: int, w_dim: int, num_ws: int, num_layers: int = 8, lr_multiplier: float = 0.01, w_avg_beta: float = 0.998):
+        super().__init__()
+        self.z_dim, self.c_dim, self.w_dim, self.num_ws = z_dim, c_dim, w_dim, num_ws
+        self.num_layers, self.w_avg_beta = num_layers, w_avg_beta
+        embed_features = w_dim if c_dim > 0 else 0
+        features = [z_dim + embed_features] + [w_dim] * num_layers
+        if c_dim > 0:
+            self.embed = FullyConnectedLayer(c_dim, embed_features)
+        for idx in range(num_layers):
+            setattr(self, f"fc{idx}", FullyConnectedLayer(features[idx], features[idx + 1], activation="lrelu", lr_multiplier=lr_multiplier))
+        self.register_buffer("w_avg", torch.zeros([w_dim]))
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None, update_emas: bool = False) -> torch.Tensor:
+        if z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise ValueError(f"mapping: z has shape {tuple(z.shape)}; expected [B,{self.z_dim}]")
+        x = normalize_2nd_moment(z.float())
+        if self.c_dim > 0:
+            if c.ndim != 2 or c.shape[1] != self.c_dim:
+                raise ValueError(f"mapping: camera has shape {tuple(c.shape)}; expected [B,{self.c_dim}]")
+            x = torch.cat([x, normalize_2nd_moment(self.embed(c.float()))], dim=1)
+        for idx in range(self.num_layers):
+            x = getattr(self, f"fc{idx}")(x)
+        if update_emas:
+            with torch.no_grad():
+                self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+        x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
+        if truncation_psi != 1:
+            if truncation_cutoff is None:
+                x = self.w_avg.lerp(x, truncation_psi)
+            else:
+                x = torch.cat([self.w_avg.lerp(x[:, :truncation_cutoff], truncation_psi), x[:, truncation_cutoff:]], dim=1)
+        return x
+
+
+def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, noise: torch.Tensor | None = None, up: int = 1,
+                     resample_filter: torch.Tensor | None = None, demodulate: bool = True, fused: bool = True) -> torch.Tensor:
+    """StyleGAN2 modulated convolution. x [B,I,H,W], weight [O,I,k,k], styles [B,I] -> [B,O,H*up,W*up].
+
+    fused: one grouped convolution with per-sample weights; unfused: scale x by the styles, shared
+    convolution, scale by the demodulation coefficients (cheaper on CPU for B > 1; same result).
+    """
+    batch = x.shape[0]
+    out_ch, in_ch, kh, kw = weight.shape
+    if styles.shape != (batch, in_ch):
+        raise ValueError(f"modulated_conv2d: styles {tuple(styles.shape)}; expected [{batch},{in_ch}]")
+    dcoefs = None
+    if demodulate:
+        wmod = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)  # [B,O,I,k,k]
+        dcoefs = (wmod.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [B,O]
+    if not fused:
+        x = x * styles.reshape(batch, -1, 1, 1)
+        x = conv2d_up2(x, weight, resample_filter) if up == 2 else F.conv2d(x, weight, padding=kw // 2)
+        if dcoefs is not None:
+            x = x * dcoefs.reshape(batch, -1, 1, 1)
+        if noise is not None:
+            x = x + noise
+        return x
+    w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)
+    if dcoefs is not None:
+        w = w * dcoefs.reshape(batch, -1, 1, 1, 1)
+    x = x.reshape(1, -1, *x.shape[2:])
+    w = w.reshape(-1, in_ch, kh, kw)
+    if up == 2:
+        x = conv2d_up2(x, w, resample_filter, groups=batch)
+    else:
+        x = F.conv2d(x, w, padding=kw // 2, groups=batch)
+    x = x.reshape(batch, -1, *x.shape[2:])
+    if noise is not None:
+        x = x + noise
+    return x
+
+
+def _use_fused(fused_modconv: bool | str, module: nn.Module) -> bool:
+    """'inference_only' (EG3D's setting): grouped conv at inference, shared conv in training."""
+    if fused_modconv == "inference_only":
+        return not module.training
+    return bool(fused_modconv)
+
+
+class SynthesisLayer(nn.Module):
+    """Modulated 3x3 conv (+2x up), noise, bias, lrelu. x [B,I,r/up,r/up], w [B,w_dim] -> [B,O,r,r]."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: int = 1, use_noise: bool = True,
+                 conv_clamp: float | None = None, kernel_size: int = 3):
+        super().__init__()
+        self.in_channels, self.out_channels, self.w_dim = in_channels, out_channels, w_dim
+        self.resolution, self.up, self.use_noise, self.conv_clamp = resolution, up, use_noise, conv_clamp
+        self.register_buffer("resample_filter", fir_filter())
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
+        if use_noise:
+            self.register_buffer("noise_const", torch.randn([resolution, resolution]))
+            self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", fused_modconv: bool | str = "inference_only") -> torch.Tensor:
+        if noise_mode not in ("random", "const", "none"):
+            raise ValueError(f"noise_mode {noise_mode!r}; expected 'random', 'const' or 'none'")
+        styles = self.affine(w)
+        noise = None
+        if self.use_noise and noise_mode == "random":
+            noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device) * self.noise_strength
+        elif self.use_noise and noise_mode == "const":
+            noise = self.noise_const * self.noise_strength
+        x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, resample_filter=self.resample_filter,
+                             fused=_use_fused(fused_modconv, self))
+        return bias_act(x, self.bias, "lrelu", gain=LRELU_GAIN, clamp=self.conv_clamp)
+
+
+class ToRGBLayer(nn.Module):
+    """Modulated 1x1 conv without demodulation: [B,I,r,r], w -> [B,img_channels,r,r]."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: float | None = None):
+        super().__init__()
+        self.in_channels, self.out_channels, self.conv_clamp = in_channels, out_channels, conv_clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, 1, 1]))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+        self.weight_gain = 1 / math.sqrt(in_channels)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool | str = "inference_only") -> torch.Tensor:
+        styles = self.affine(w) * self.weight_gain
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=_use_fused(fused_modconv, self))
+        return bias_act(x, self.bias, "linear", clamp=self.conv_clamp)
+
+
+class SynthesisBlock(nn.Module):
+    """One resolution of the "skip" architecture.
+
+    (x [B,in,r/2,r/2] | None, img [B,img_ch,r/2,r/2] | None, ws [B,num_conv+num_torgb,w_dim])
+    -> (x [B,out,r,r], img [B,img_ch,r,r]). First block (in_channels=0) starts from a learned const.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
+                 conv_clamp: float | None = 256, use_noise: bool = True):
+        super().__init__()
+        self.in_channels, self.out_channels, self.w_dim = in_channels, out_channels, w_dim
+        self.resolution, self.img_channels = resolution, img_channels
+        self.register_buffer("resample_filter", fir_filter())
+        self.num_conv, self.num_torgb = 0, 1
+        if in_channels == 0:
+            self.const = nn.Parameter(torch.randn([out_channels, resolution, resolution]))
+        else:
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, conv_clamp=conv_clamp, use_noise=use_noise)
+            self.num_conv += 1
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp, use_noise=use_noise)
+        self.num_conv += 1
+        self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
+
+    def forward(self, x, img, ws: torch.Tensor, noise_mode: str = "random", fused_modconv: bool | str = "inference_only"):
+        if ws.shape[1] != self.num_conv + self.num_torgb:
+            raise ValueError(f"block b{self.resolution}: got {ws.shape[1]} ws; expected {self.num_conv + self.num_torgb}")
+        w_iter = iter(ws.unbind(dim=1))
+        if self.in_channels == 0:
+            x = self.const.unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+        else:
+            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
+        x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
+        if img is not None:
+            img = upsample2d(img, self.resample_filter)
+        y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv)
+        img = y if img is None else img + y
+        return x, img
+
+
+def channels_per_resolution(resolutions, channel_base: int, channel_max: int) -> dict[int, int]:
+    return {res: min(channel_base // res, channel_max) for res in resolutions}
+
+
+class SynthesisNetwork(nn.Module):
+    """ws [B,num_ws,w_dim] -> img [B,img_channels,R,R] through blocks b4 ... bR ("skip")."""
+
+    def __init__(self, w_dim: int, img_resolution: int, img_channels: int, channel_base: int = 32768, channel_max: int = 512,
+                 conv_clamp: float | None = 256):
+        super().__init__()
+        log2 = int(math.log2(img_resolution))
+        if img_resolution < 4 or 2 ** log2 != img_resolution:
+            raise ValueError(f"synthesis: img_resolution {img_resolution} must be a power of two >= 4")
+        self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
+        self.block_resolutions = [2 ** i for i in range(2, log2 + 1)]
+        channels = channels_per_resolution(self.block_resolutions, channel_base, channel_max)
+        self.num_ws = 0
+        for res in self.block_resolutions:
+            in_ch = channels[res // 2] if res > 4 else 0
+            block = SynthesisBlock(in_ch, channels[res], w_dim, res, img_channels, conv_clamp=conv_clamp)
+            self.num_ws += block.num_conv
+            setattr(self, f"b{res}", block)
+        self.num_ws += 1  # the last block's ToRGB
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = "random", fused_modconv: bool | str = "inference_only") -> torch.Tensor:
+        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
+            raise ValueError(f"synthesis: ws has shape {tuple(ws.shape)}; expected [B,{self.num_ws},{self.w_dim}]")
+        ws = ws.float()
+        x = img = None
+        w_idx = 0
+        for res in self.block_resolutions:
+            block = getattr(self, f"b{res}")
+            x, img = block(x, img, ws.narrow(1, w_idx, block.num_conv + block.num_torgb), noise_mode=noise_mode, fused_modconv=fused_modconv)
+            w_idx += block.num_conv
+        return img
+
+
+class StyleGAN2Backbone(nn.Module):
+    """The tri-plane backbone: ``mapping`` + ``synthesis`` (names as in the release)."""
+
+    def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int, channel_base: int, channel_max: int,
+                 mapping_layers: int, conv_clamp: float | None = 256, mapping_lr_multiplier: float = 0.01):
+        super().__init__()
+        self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, channel_base, channel_max, conv_clamp)
+        self.num_ws = self.synthesis.num_ws
+        self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.num_ws, num_layers=mapping_layers, lr_multiplier=mapping_lr_multiplier)

@@ -1,0 +1,150 @@
+"""Volume rendering of EG3D: ray sampler, tri-plane sampling, stratified + importance sampling,
+and the mip ray marcher. Written from the EG3D paper and the public release's conventions.
+
+Conventions (those of the released weights; changing any of them renders garbage):
+- camera label [B,25] = OpenCV cam2world [4,4] (x right, y down, z forward) ++ normalised intrinsics
+  [3,3]; pixel (row i, col j) of an r x r image looks through uv = ((j+.5)/r, (i+.5)/r).
+- tri-plane axis order XY, XZ, ZX: point (x,y,z) -> plane 0 at (x,y), plane 1 at (x,z), plane 2
+  at (z,x) (the release's quirk), after scaling by 2/box_warp; ``grid_sample`` with
+  align_corners=False and zero padding.
+- density = softplus(sigma - 1) of the midpoint of consecutive samples; colours and depths also
+  at midpoints; rgb mapped to [-1,1] as rgb*2-1; depth clamped to the sampled range.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+
+def ray_bundle(camera: torch.Tensor, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """camera [B,25] -> (origins [B,r*r,3], unit directions [B,r*r,3]), pixels in row-major order."""
+    if camera.ndim != 2 or camera.shape[1] != 25:
+        raise ValueError(f"ray_bundle: camera has shape {tuple(camera.shape)}; expected [B,25] (cam2world 16 ++ intrinsics 9)")
+    batch = camera.shape[0]
+    cam2world = camera[:, :16].reshape(batch, 4, 4).float()
+    intr = camera[:, 16:25].reshape(batch, 3, 3).float()
+    fx, fy, cx, cy, sk = intr[:, 0, 0, None], intr[:, 1, 1, None], intr[:, 0, 2, None], intr[:, 1, 2, None], intr[:, 0, 1, None]
+    coords = (torch.arange(resolution, dtype=torch.float32, device=camera.device) + 0.5) / resolution
+    v, u = torch.meshgrid(coords, coords, indexing="ij")  # v: row (y), u: column (x)
+    u = u.reshape(1, -1).expand(batch, -1)
+    v = v.reshape(1, -1).expand(batch, -1)
+    x_lift = (u - cx + cy * sk / fy - sk * v / fy) / fx
+    y_lift = (v - cy) / fy
+    ones = torch.ones_like(x_lift)
+    cam_points = torch.stack([x_lift, y_lift, ones, ones], dim=-1)  # [B,M,4]
+    world = torch.bmm(cam2world, cam_points.transpose(1, 2)).transpose(1, 2)[..., :3]
+    origin = cam2world[:, :3, 3]
+    directions = F.normalize(world - origin[:, None, :], dim=2)
+    return origin[:, None, :].expand(-1, directions.shape[1], -1).contiguous(), directions
+
+
+def project_to_planes(points: torch.Tensor) -> torch.Tensor:
+    """points [B,M,3] -> plane coordinates [B,3,M,2] in the release's order (XY, XZ, ZX)."""
+    x, y, z = points.unbind(-1)
+    return torch.stack([torch.stack([x, y], -1), torch.stack([x, z], -1), torch.stack([z, x], -1)], dim=1)
+
+
+def sample_planes(planes: torch.Tensor, points: torch.Tensor, box_warp: float) -> torch.Tensor:
+    """planes [B,3,C,H,W], points [B,M,3] (world) -> features [B,3,M,C] (bilinear, zero outside the box)."""
+    batch, n_planes, channels, h, w = planes.shape
+    grid = project_to_planes(points * (2.0 / box_warp)).reshape(batch * n_planes, 1, -1, 2)
+    out = F.grid_sample(planes.reshape(batch * n_planes, channels, h, w), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.reshape(batch, n_planes, channels, -1).transpose(2, 3)  # a view: no copy of the largest tensor
+
+
+def sample_stratified(batch: int, rays: int, ray_start: float, ray_end: float, n: int, device=None) -> torch.Tensor:
+    """Jittered uniform depths [B,R,n,1]: linspace(start, end, n) + U(0, (end-start)/(n-1))."""
+    depths = torch.linspace(ray_start, ray_end, n, device=device).reshape(1, 1, n, 1).repeat(batch, rays, 1, 1)
+    return depths + torch.rand_like(depths) * ((ray_end - ray_start) / (n - 1))
+
+
+def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n: int, eps: float = 1e-5) -> torch.Tensor:
+    """Inverse-CDF sampling. bins [R,K+1] (extra trailing entries ignored), weights [R,K] -> [R,n]."""
+    rays, k = weights.shape
+    weights = weights + eps
+    pdf = weights / weights.sum(-1, keepdim=True)
+    cdf = torch.cat([torch.zeros_like(pdf[:, :1]), torch.cumsum(pdf, -1)], -1)  # [R,K+1]
+    u = torch.rand(rays, n, device=bins.device).contiguous()
+    idx = torch.searchsorted(cdf, u, right=True)
+    lo = (idx - 1).clamp_min(0)
+    hi = idx.clamp_max(k)
+    pair = torch.stack([lo, hi], -1).reshape(rays, 2 * n)
+    cdf_g = torch.gather(cdf, 1, pair).reshape(rays, n, 2)
+    bins_g = torch.gather(bins, 1, pair).reshape(rays, n, 2)
+    denom = cdf_g[..., 1] - cdf_g[..., 0]
+    denom = torch.where(denom < eps, torch.ones_like(denom), denom)
+    return bins_g[..., 0] + (u - cdf_g[..., 0]) / denom * (bins_g[..., 1] - bins_g[..., 0])
+
+
+@torch.no_grad()
+def sample_importance(depths: torch.Tensor, weights: torch.Tensor, n: int) -> torch.Tensor:
+    """depths [B,R,S,1], marcher weights [B,R,S-1,1] -> n new depths [B,R,n,1] (no gradient).
+
+    Weights are smoothed (max-pool 2, avg-pool 2), floored by 0.01, and sampled over the midpoints,
+    as in the release (whose bins/weights pairing leaves the last bin unused; kept as is)."""
+    batch, rays, samples, _ = depths.shape
+    z = depths.reshape(batch * rays, samples)
+    w = weights.reshape(batch * rays, 1, -1).float()
+    w = F.max_pool1d(w, 2, 1, padding=1)
+    w = F.avg_pool1d(w, 2, 1).squeeze(1) + 0.01
+    mids = 0.5 * (z[:, :-1] + z[:, 1:])
+    return sample_pdf(mids, w[:, 1:-1], n).detach().reshape(batch, rays, n, 1)
+
+
+def ray_march(colors: torch.Tensor, densities: torch.Tensor, depths: torch.Tensor, white_back: bool = False):
+    """Mip ray marcher. colors [B,R,S,C] in [0,1], densities [B,R,S,1] (raw sigma), depths [B,R,S,1]
+    -> (rgb [B,R,C] in [-1,1], depth [B,R,1], weights [B,R,S-1,1])."""
+    deltas = depths[:, :, 1:] - depths[:, :, :-1]
+    colors_mid = (colors[:, :, :-1] + colors[:, :, 1:]) / 2
+    sigma_mid = F.softplus((densities[:, :, :-1] + densities[:, :, 1:]) / 2 - 1)
+    depths_mid = (depths[:, :, :-1] + depths[:, :, 1:]) / 2
+    alpha = 1 - torch.exp(-sigma_mid * deltas)
+    shifted = torch.cat([torch.ones_like(alpha[:, :, :1]), 1 - alpha + 1e-10], -2)
+    weights = alpha * torch.cumprod(shifted, -2)[:, :, :-1]
+    rgb = (weights * colors_mid).sum(-2)
+    total = weights.sum(2)
+    depth = (weights * depths_mid).sum(-2) / total
+    depth = torch.nan_to_num(depth, float("inf")).clamp(depths.min(), depths.max())
+    if white_back:
+        rgb = rgb + 1 - total
+    return rgb * 2 - 1, depth, weights
+
+
+def _sort_samples(depths, colors, densities):
+    order = torch.sort(depths, dim=-2).indices
+    return (torch.gather(depths, -2, order), torch.gather(colors, -2, order.expand(-1, -1, -1, colors.shape[-1])),
+            torch.gather(densities, -2, order))
+
+
+Decoder = Callable[[torch.Tensor, torch.Tensor], dict]
+
+
+def render_planes(planes: torch.Tensor, decoder: Decoder, origins: torch.Tensor, directions: torch.Tensor, *, ray_start: float, ray_end: float,
+                  depth_resolution: int, depth_resolution_importance: int, box_warp: float, white_back: bool = False):
+    """Two-pass (stratified, then importance) rendering of tri-planes.
+
+    planes [B,3,C,H,W]; decoder(features [B,3,M,C], directions [B,M,3]) -> {'rgb' [B,M,F], 'sigma' [B,M,1]};
+    origins/directions [B,R,3] -> (features [B,R,F] (first 3 = rgb, all mapped by x*2-1), depth [B,R,1], weight sum [B,R,1]).
+    """
+    batch, rays, _ = origins.shape
+
+    def query(depths):
+        n = depths.shape[2]
+        points = (origins.unsqueeze(-2) + depths * directions.unsqueeze(-2)).reshape(batch, -1, 3)
+        dirs = directions.unsqueeze(-2).expand(-1, -1, n, -1).reshape(batch, -1, 3)
+        out = decoder(sample_planes(planes, points, box_warp), dirs)
+        return out["rgb"].reshape(batch, rays, n, -1), out["sigma"].reshape(batch, rays, n, 1)
+
+    depths = sample_stratified(batch, rays, ray_start, ray_end, depth_resolution, device=origins.device)
+    colors, densities = query(depths)
+    if depth_resolution_importance > 0:
+        _, _, weights = ray_march(colors, densities, depths, white_back)
+        fine = sample_importance(depths, weights, depth_resolution_importance)
+        colors_f, densities_f = query(fine)
+        depths, colors, densities = _sort_samples(torch.cat([depths, fine], -2), torch.cat([colors, colors_f], -2),
+                                                  torch.cat([densities, densities_f], -2))
+    rgb, depth, weights = ray_march(colors, densities, depths, white_back)
+    return rgb, depth, weights.sum(2)

@@ -1,0 +1,206 @@
+"""Evaluate a trained method on a test split: per-frame image metrics per view, and lip-sync.
+
+``evaluate_method`` renders every test frame at its ground-truth camera (view ``gt``) and, given
+a :class:`persona.data.dataset.NovelViewDataset`, at every novel camera (views such as
+``yaw+25``), and returns one row per frame per view. ``summarise`` turns that into the mean/std
+table. ``python -m persona eval RUN`` does both for a run directory and writes the CSV there.
+
+Columns: ``method, view, index`` (frame number in the video; for novel views the test frame it
+re-renders), ``psnr, ssim, lpips`` (full image), ``psnr_mouth, ssim_mouth`` (the dataset's mouth
+box, see :mod:`persona.metrics` for region semantics), ``note``. LPIPS is NaN when the AlexNet
+weights are absent (``df.attrs['lpips_note']`` says why and how to enable it). Methods that do
+not render novel views get NaN rows with a note, so tables keep their shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from persona import metrics
+
+METRIC_COLUMNS = ("psnr", "ssim", "lpips", "psnr_mouth", "ssim_mouth")
+COLUMNS = ("method", "view", "index", *METRIC_COLUMNS, "note")
+NO_NOVEL_VIEWS = "method does not render novel views"
+
+
+def _batches(dataset: Any, batch_size: int) -> Iterator[dict[str, Any]]:
+    yield from DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+
+
+def method_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+    """What a method may see of a (batch of) sample(s).
+
+    A novel-view sample's ``image`` is the ground truth at the novel camera: the method instead
+    gets the video frame (``source_image``) and its camera (``source_camera``) as ``image`` and
+    ``camera``, exactly what it would have at test time. Other samples pass through unchanged.
+    """
+    conditions = {k: v for k, v in batch.items() if k not in ("source_image", "source_camera")}
+    if "source_image" in batch:
+        conditions["image"] = batch["source_image"]
+        conditions["camera"] = batch["source_camera"]
+    return conditions
+
+
+@torch.no_grad()
+def render_batch(method: Any, batch: dict[str, Any]) -> torch.Tensor:
+    """The method's frames for one batch at the batch's cameras -> [B,3,H,W] in [-1,1] (shape-checked).
+
+    For novel-view batches the method sees only :func:`method_inputs` (never the target image)."""
+    pred = method.render(method_inputs(batch), batch["camera"])
+    target = batch["image"]
+    if tuple(pred.shape) != tuple(target.shape):
+        raise ValueError(f"{getattr(method, 'name', method)}.render returned {tuple(pred.shape)}; expected {tuple(target.shape)} like the dataset's images")
+    return pred.detach().float().cpu()
+
+
+def _metric_rows(name: str, views: list[str], indices: list[int], pred: torch.Tensor, target: torch.Tensor,
+                 mouth_boxes: torch.Tensor | None, lpips_metric: metrics.LPIPS) -> list[dict[str, Any]]:
+    full = metrics.image_metrics(pred, target, None, lpips_metric)
+    mouth = {"psnr": [math.nan] * len(views), "ssim": [math.nan] * len(views)}
+    if mouth_boxes is not None:
+        mouth = {"psnr": metrics.psnr(pred, target, mouth_boxes), "ssim": metrics.ssim(pred, target, mouth_boxes)}
+    return [
+        {"method": name, "view": views[i], "index": indices[i], "psnr": float(full["psnr"][i]), "ssim": float(full["ssim"][i]),
+         "lpips": float(full["lpips"][i]), "psnr_mouth": float(mouth["psnr"][i]), "ssim_mouth": float(mouth["ssim"][i]), "note": ""}
+        for i in range(len(views))
+    ]
+
+
+def evaluate_method(method: Any, test_ds: Any, novel_ds: Any | None = None, batch_size: int = 8,
+                    lpips_metric: metrics.LPIPS | None = None, progress: bool = True) -> pd.DataFrame:
+    """Per-frame metrics of ``method`` on ``test_ds`` (view ``gt``) and ``novel_ds`` (its views).
+
+    method: a :class:`persona.methods.Method` ready to render; test_ds: a FrameDataset; novel_ds:
+    a NovelViewDataset or None. Returns a DataFrame with :data:`COLUMNS`, one row per frame per view.
+    """
+    from tqdm import tqdm
+
+    lpips_metric = lpips_metric or metrics.LPIPS()
+    name = getattr(method, "name", type(method).__name__)
+    if hasattr(method, "attach_audio"):  # neighbouring audio windows come from the whole test track
+        method.attach_audio(test_ds)
+    rows: list[dict[str, Any]] = []
+    for batch in tqdm(_batches(test_ds, batch_size), desc=f"eval {name} test", total=math.ceil(len(test_ds) / batch_size), disable=not progress):
+        pred = render_batch(method, batch)
+        indices = [int(i) for i in batch["index"]]
+        rows += _metric_rows(name, ["gt"] * len(indices), indices, pred, batch["image"], batch.get("mouth_box"), lpips_metric)
+    if novel_ds is not None:
+        supports = bool(getattr(method, "supports_novel_views", False))
+        for batch in tqdm(_batches(novel_ds, batch_size), desc=f"eval {name} novel", total=math.ceil(len(novel_ds) / batch_size), disable=not progress):
+            views, indices = list(batch["view"]), [int(i) for i in batch["source_index"]]
+            if not supports:
+                rows += [{"method": name, "view": v, "index": i, **{c: math.nan for c in METRIC_COLUMNS}, "note": NO_NOVEL_VIEWS}
+                         for v, i in zip(views, indices)]
+                continue
+            pred = render_batch(method, batch)
+            rows += _metric_rows(name, views, indices, pred, batch["image"], batch.get("mouth_box"), lpips_metric)
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    frame.attrs["lpips_label"] = lpips_metric.label if lpips_metric.model is not None else metrics.LPIPS_LABEL
+    frame.attrs["lpips_note"] = None if lpips_metric.available else (lpips_metric.reason or metrics.NOT_LPIPS_LABEL)
+    return frame
+
+
+def summarise(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per (method, view): mean and std of every metric column over frames (NaN ignored), and frame count."""
+    present = [c for c in METRIC_COLUMNS if c in frame.columns]
+    grouped = frame.groupby(["method", "view"], sort=False)
+    table = grouped[present].agg(["mean", "std"])
+    table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
+    table["frames"] = grouped.size()
+    notes = grouped["note"].agg(lambda s: "; ".join(sorted({n for n in s if isinstance(n, str) and n})))
+    table["note"] = notes
+    return table.reset_index()
+
+
+def format_summary(summary: pd.DataFrame, lpips_note: str | None = None) -> str:
+    """A plain-text table of :func:`summarise` (mean +- std) with the LPIPS footnote."""
+    lines = [f"{'method':<10} {'view':<10} {'PSNR':>14} {'SSIM':>16} {'LPIPS':>16} {'PSNR mouth':>14}  frames"]
+    for _, row in summary.iterrows():
+        def cell(metric: str, digits: int) -> str:
+            mean, std = row.get(f"{metric}_mean", math.nan), row.get(f"{metric}_std", math.nan)
+            return "n/a" if not np.isfinite(mean) and not np.isinf(mean) else f"{mean:.{digits}f}±{0 if not np.isfinite(std) else std:.{digits}f}"
+        lpips_cell = cell("lpips", 4) + ("*" if lpips_note and not np.isfinite(row.get("lpips_mean", math.nan)) else "")
+        lines.append(f"{row['method']:<10} {row['view']:<10} {cell('psnr', 2):>14} {cell('ssim', 4):>16} {lpips_cell:>16} "
+                     f"{cell('psnr_mouth', 2):>14}  {int(row['frames'])}" + (f"  ({row['note']})" if row.get("note") else ""))
+    if lpips_note:
+        lines.append(f"* {lpips_note}")
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def render_split(method: Any, dataset: Any, batch_size: int = 8) -> torch.Tensor:
+    """All frames of a split, in order, as the method renders them -> [T,3,H,W]."""
+    return torch.cat([render_batch(method, batch) for batch in _batches(dataset, batch_size)])
+
+
+def evaluate_sync(method: Any, test_ds: Any, scorer: Any | None = None, batch_size: int = 8) -> pd.DataFrame:
+    """Lip-sync of a method on the test clip and of the ground truth (the paper's Table 3 rows).
+
+    Rows: ``method`` (the method's name or ``ground truth``), ``scorer``, ``lse_c``, ``lse_d``, ``offset``, ``windows``."""
+    from persona import syncnet
+
+    scorer = scorer or syncnet.load_synthetic_expert()
+    name = getattr(method, "name", type(method).__name__)
+    rendered = syncnet.score_frames(scorer, render_split(method, test_ds, batch_size), test_ds)
+    truth = syncnet.ground_truth_scores(test_ds, scorer)
+    return pd.DataFrame([{"method": name, **rendered.as_row()}, {"method": "ground truth", **truth.as_row()}])
+
+
+def main_eval(argv: list[str]) -> int:
+    """``python -m persona eval RUN [--data DIR] [--split test] [--novel/--no-novel] [--out CSV]``."""
+    parser = argparse.ArgumentParser(prog="python -m persona eval", description="Metrics of a trained run on a test split.")
+    parser.add_argument("run", help="run directory (holds config.json with method, config, data)")
+    parser.add_argument("--data", help="dataset folder (default: the run's config.json 'data')")
+    parser.add_argument("--split", default="test", choices=["train", "val", "test"])
+    parser.add_argument("--novel", action=argparse.BooleanOptionalAction, default=True, help="also score novel views when the dataset has them")
+    parser.add_argument("--sync", action=argparse.BooleanOptionalAction, default=True, help="lip-sync scores when the dataset has aud.wav")
+    parser.add_argument("--out", help="CSV of per-frame metrics (default RUN/metrics_<split>.csv)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args(argv)
+
+    from persona.data.dataset import FrameDataset, NovelViewDataset
+    from persona.methods import build_method
+    from persona.runs import RunDir, atomic_write_bytes
+
+    run = RunDir(args.run)
+    config = run.read_config()
+    for key in ("method", "config", "data"):
+        if key not in config and not (key == "data" and args.data):
+            print(f"{run.root / 'config.json'}: missing field {key!r}; expected {{'method', 'config', 'data'}}", file=sys.stderr)
+            return 2
+    data = Path(args.data or config["data"])
+    method = build_method(config["method"], config.get("config"))
+    method.load(run)
+    test_ds = FrameDataset(data, split=args.split)
+    novel_ds = None
+    if args.novel and args.split == "test" and (data / "novel" / "transforms_novel.json").is_file():
+        novel_ds = NovelViewDataset(data, resolution=test_ds.resolution)
+    frame = evaluate_method(method, test_ds, novel_ds, batch_size=args.batch_size)
+    out = Path(args.out) if args.out else run.root / f"metrics_{args.split}.csv"
+    atomic_write_bytes(out, frame.to_csv(index=False).encode())
+    summary = summarise(frame)
+    atomic_write_bytes(out.with_name(out.stem + "_summary.csv"), summary.to_csv(index=False).encode())
+    print(format_summary(summary, frame.attrs.get("lpips_note")))
+    print(f"wrote {out}")
+    if args.sync and (data / "aud.wav").is_file():
+        from persona import syncnet
+
+        if syncnet.ASSET.is_file():
+            sync = evaluate_sync(method, test_ds, syncnet.load_synthetic_expert(), args.batch_size)
+            sync_path = out.with_name(f"sync_{args.split}.csv")
+            atomic_write_bytes(sync_path, sync.to_csv(index=False).encode())
+            print(sync.to_string(index=False))
+            print(f"wrote {sync_path} (LSE-C = {syncnet.SYNTHETIC_NAME}; not comparable with published SyncNet numbers)")
+        else:
+            print(f"lip-sync skipped: {syncnet.ASSET} missing (python -m persona syncnet train)")
+    return 0

@@ -1,0 +1,540 @@
+"""The two-stage trainer of our method, its :class:`Method` wrapper and the ``train``/``render`` CLI.
+
+Training (paper Sec. 3.2; the official release):
+- stage 1 (``frozen_iterations``): encoder + basis + offset, generator frozen;
+- stage 2 (until ``iterations``): the generator is fine-tuned too (PTI-style);
+- loss ``L2 + lambda_lpips * LPIPS`` (LPIPS only when its AlexNet weights are present; the run's
+  config records the loss used) ``+ ortho_weight * ||B^B^^T - I||^2`` in ``ortho='loss'`` mode;
+- one Adam (lr 3e-4, betas (0.9, 0.999)) over every parameter; frozen ones get no gradient and
+  so no update and no Adam state.
+
+Reproducible and resumable: the batch of step ``s`` is a function of ``(seed, s)`` only (an
+epoch-wise permutation), the torch RNG state is saved with every checkpoint, and a run directory
+that holds checkpoints resumes from the newest complete one. On CPU with a fixed seed an
+interrupted-and-resumed run ends with the same weights, bit for bit, as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from persona.profiles import for_profile
+from persona.prior import MODALITIES, ORTHO_MODES, PersonalizedPrior, audio_track, gather_neighbour_windows
+from persona.runs import RunDir, load_optimizer_tensors, load_tensors, optimizer_tensors, prefixed, unprefixed
+
+METHOD_NAME = "ours"
+RANDOM_GENERATOR = "random-init tiny generator (WARNING: prior asset missing; results are NOT those of a generative prior)"
+FRAME_CACHE_BYTES = 2 * 1024**3  # preload a training split into memory when it is smaller than this
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines one run of our method (written to the run's config.json)."""
+
+    profile: str = "default"
+    modality: str = "rgb"  # rgb | 3dmm | audio
+    k: int = 50  # number of basis vectors
+    ortho: str = "qr"  # qr (release) | loss (paper text) | none (ablation)
+    ortho_weight: float = 1.0  # weight of the penalty in ortho='loss' mode (not given by the paper)
+    offset_init: str = "w_avg"  # w_avg (ours, see PersonalizedBasis) | basis_mean (release)
+    iterations: int = 400  # total iterations
+    frozen_iterations: int = 100  # stage 1 length (generator frozen)
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    batch_size: int = 2
+    lambda_lpips: float = 5.0  # the paper's text; the release uses 1.0
+    audio_smooth_after: int = 300  # iterations before AudioAttNet smoothing starts (audio only)
+    resolution: int | None = None  # training/render resolution; None = the dataset's
+    rgb_base_channels: int = 16
+    rgb_max_channels: int = 128
+    rgb_feature_dim: int = 128
+    rgb_head_layers: int = 2
+    mlp_hidden: int = 128
+    mlp_layers: int = 3
+    log_every: int = 10
+    checkpoint_every: int = 100
+    sample_every: int = 200
+    keep_checkpoints: int = 2
+    seed: int = 0
+    generator: str | None = None  # None: the shipped tiny prior; a .pkl (official EG3D) or .safetensors path
+    device: str = "cpu"
+    # filled in by fit (recorded in config.json, informational):
+    generator_source: str = ""
+    loss_used: str = ""
+
+
+TRAIN_PROFILES: dict[str, TrainConfig] = {
+    "smoke": TrainConfig(profile="smoke", k=8, iterations=6, frozen_iterations=3, audio_smooth_after=4, rgb_base_channels=8,
+                         rgb_max_channels=32, rgb_feature_dim=32, rgb_head_layers=1, mlp_hidden=32, mlp_layers=2,
+                         log_every=1, checkpoint_every=3, sample_every=6),
+    "default": TrainConfig(profile="default"),
+    "paper": TrainConfig(profile="paper", k=50, iterations=200_000, frozen_iterations=50_000, audio_smooth_after=150_000,
+                         rgb_base_channels=32, rgb_max_channels=512, rgb_feature_dim=512, rgb_head_layers=4, mlp_hidden=512,
+                         mlp_layers=6, log_every=100, checkpoint_every=5000, sample_every=5000, device="cuda"),
+}
+
+
+def train_config(profile: str = "default", **overrides: Any) -> TrainConfig:
+    """The profile's :class:`TrainConfig` with ``overrides`` (None values ignored); checks values."""
+    names = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"TrainConfig: unknown field(s) {unknown}; expected some of {sorted(names)}")
+    if "betas" in overrides and overrides["betas"] is not None:
+        overrides["betas"] = tuple(overrides["betas"])
+    cfg = for_profile(TRAIN_PROFILES, profile, **overrides)
+    if cfg.modality not in MODALITIES:
+        raise ValueError(f"TrainConfig.modality={cfg.modality!r}; expected one of {MODALITIES}")
+    if cfg.ortho not in ORTHO_MODES:
+        raise ValueError(f"TrainConfig.ortho={cfg.ortho!r}; expected one of {ORTHO_MODES}")
+    if not 0 <= cfg.frozen_iterations <= cfg.iterations:
+        raise ValueError(f"TrainConfig: frozen_iterations={cfg.frozen_iterations} must lie in [0, iterations={cfg.iterations}]")
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------
+# generator and model
+# --------------------------------------------------------------------------------------------
+
+
+def load_generator(cfg: TrainConfig) -> tuple[torch.nn.Module, str]:
+    """(G, description of where it came from). Falls back to a random tiny generator, loudly."""
+    from persona import eg3d
+
+    if cfg.generator:
+        path = Path(cfg.generator)
+        if not path.is_file():
+            raise FileNotFoundError(f"--generator {path}: no such file (expected an EG3D .pkl or our .safetensors)")
+        if path.suffix == ".pkl":
+            return eg3d.load_official(path), f"official EG3D pickle {path}"
+        return eg3d.load_prior(path), f"generator {path}"
+    if cfg.generator_source == RANDOM_GENERATOR:  # reloading a run that was trained without the prior
+        return eg3d.build_generator("tiny"), RANDOM_GENERATOR
+    try:
+        return eg3d.load_prior(), "shipped tiny prior (persona/assets/prior_tiny.safetensors)"
+    except FileNotFoundError as err:
+        warnings.warn(f"{err}\n*** {RANDOM_GENERATOR} ***", stacklevel=2)
+        print(f"WARNING: {RANDOM_GENERATOR}", file=sys.stderr)
+        return eg3d.build_generator("tiny"), RANDOM_GENERATOR
+
+
+def build_model(cfg: TrainConfig, G: torch.nn.Module) -> PersonalizedPrior:
+    resolution = cfg.resolution or int(G.img_resolution)
+    return PersonalizedPrior(G, cfg.modality, k=cfg.k, ortho=cfg.ortho, offset_init=cfg.offset_init, resolution=resolution,
+                             rgb_base_channels=cfg.rgb_base_channels, rgb_max_channels=cfg.rgb_max_channels,
+                             rgb_feature_dim=cfg.rgb_feature_dim, rgb_head_layers=cfg.rgb_head_layers,
+                             mlp_hidden=cfg.mlp_hidden, mlp_layers=cfg.mlp_layers)
+
+
+def set_stage(model: PersonalizedPrior, stage: int) -> None:
+    """Stage 1: generator frozen (no gradients); stage 2: generator trainable."""
+    model.generator.requires_grad_(stage == 2)
+
+
+def train_mode(model: PersonalizedPrior) -> None:
+    """Encoder and basis in training mode; the generator always in eval mode (its stages only
+    switch gradients on or off, never its forward behaviour)."""
+    model.train()
+    model.generator.eval()
+
+
+def stage_of(step: int, cfg: TrainConfig) -> int:
+    """Stage of 1-based iteration ``step``."""
+    return 1 if step <= cfg.frozen_iterations else 2
+
+
+# --------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------
+
+CONDITION_KEYS = ("image", "camera", "expression", "audio", "index")
+
+
+def batch_indices(seed: int, step: int, num_frames: int, batch_size: int) -> torch.Tensor:
+    """The dataset positions of iteration ``step`` (1-based): a function of (seed, step) only.
+
+    Positions run through a fresh random permutation of the frames every epoch, so every frame
+    is seen once per epoch and a resumed run draws exactly the batches it would have drawn.
+    """
+    out = []
+    for j in range(batch_size):
+        flat = (step - 1) * batch_size + j
+        epoch, pos = divmod(flat, num_frames)
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        out.append(int(torch.randperm(num_frames, generator=gen)[pos]))
+    return torch.tensor(out, dtype=torch.long)
+
+
+class FrameSource:
+    """Random access to a dataset's frames as batch dicts; preloads small datasets into memory."""
+
+    def __init__(self, dataset: Any, preload: bool | None = None):
+        self.dataset = dataset
+        self.cache: dict[str, torch.Tensor] | None = None
+        first = dataset[0]
+        size = len(dataset) * sum(torch.as_tensor(first[k]).numel() * 4 for k in CONDITION_KEYS if k in first)
+        if preload if preload is not None else size < FRAME_CACHE_BYTES:
+            samples = [dataset[i] for i in tqdm(range(len(dataset)), desc="loading frames", leave=False)]
+            self.cache = {k: torch.stack([torch.as_tensor(s[k]) for s in samples]) for k in CONDITION_KEYS if k in first}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def batch(self, positions: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.cache is not None:
+            return {k: v[positions] for k, v in self.cache.items()}
+        samples = [self.dataset[int(i)] for i in positions]
+        return {k: torch.stack([torch.as_tensor(s[k]) for s in samples]) for k in samples[0] if k in CONDITION_KEYS}
+
+    def audio_track(self) -> dict[int, torch.Tensor]:
+        if self.cache is not None and "audio" in self.cache:
+            return {int(i): a.float() for i, a in zip(self.cache["index"].tolist(), self.cache["audio"])}
+        return audio_track(self.dataset)
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# the trainer
+# --------------------------------------------------------------------------------------------
+
+
+def _psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
+    from persona.metrics import psnr
+
+    return float(psnr(pred.detach().cpu(), target.detach().cpu()).mean())
+
+
+def _save_checkpoint(run: RunDir, step: int, model: PersonalizedPrior, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+                     train_seconds: float) -> None:
+    opt_tensors, opt_rest = optimizer_tensors(optimizer)
+    tensors = {**prefixed("model", {k: v.detach().clone() for k, v in model.state_dict().items()}),
+               **prefixed("optim", opt_tensors), "rng.torch": torch.get_rng_state()}
+    run.save_checkpoint(step, tensors, {"optimizer": opt_rest, "stage": stage_of(step, cfg), "train_seconds": train_seconds},
+                        keep=cfg.keep_checkpoints)
+
+
+def _load_checkpoint(path: Path, model: PersonalizedPrior, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
+    tensors, meta = load_tensors(path)
+    model.load_state_dict(unprefixed("model", tensors))
+    if optimizer is not None:
+        load_optimizer_tensors(optimizer, unprefixed("optim", tensors), meta["optimizer"])
+        torch.set_rng_state(tensors["rng.torch"])
+    return meta
+
+
+def _write_sample(run: RunDir, step: int, model: PersonalizedPrior, frames: dict[str, torch.Tensor], track: Any) -> None:
+    """renders/sample_XXXXXXXX.png: ground truth (top row) and render (bottom row)."""
+    import cv2
+
+    with torch.no_grad():
+        model.eval()
+        pred = render_conditions(model, frames, frames["camera"], track)
+        train_mode(model)
+    rows = [torch.cat(list(x.clamp(-1, 1)), dim=2) for x in (frames["image"].float(), pred)]
+    grid = ((torch.cat(rows, dim=1).permute(1, 2, 0).cpu().numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+    cv2.imwrite(str(run.renders / f"sample_{step:08d}.png"), grid[:, :, ::-1])
+
+
+def render_conditions(model: PersonalizedPrior, conditions: dict[str, torch.Tensor], camera: torch.Tensor,
+                      track: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+    """Render a batch with ``model``; audio neighbours come from ``track`` (else from the batch)."""
+    conditions = dict(conditions)
+    if model.modality == "audio" and bool(model.encoder.smoothing) and "audio_neighbours" not in conditions:
+        index = conditions.get("source_index", conditions.get("index"))
+        conditions["audio_neighbours"] = gather_neighbour_windows(torch.as_tensor(index), torch.as_tensor(conditions["audio"]).float(), track)
+    return model(conditions, camera)["image"].clamp(-1, 1)
+
+
+def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfig, stop_after: int | None = None) -> PersonalizedPrior:
+    """Train ``model`` on the frames of ``train`` (a FrameDataset), resuming from ``run``'s checkpoints.
+
+    ``stop_after``: return after that many iterations (counted from step 0) without finishing
+    the run, leaving the checkpoints as a killed run would (used to test resume).
+    """
+    device = torch.device(cfg.device)
+    model.to(device)
+    source = FrameSource(train)
+    track = source.audio_track() if cfg.modality == "audio" else None
+    lpips_model = None
+    if cfg.lambda_lpips > 0:
+        from persona.metrics import lpips_loss_model
+
+        lpips_model = lpips_loss_model()
+        if lpips_model is not None:
+            lpips_model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+
+    start, train_seconds = 0, 0.0
+    latest = run.latest_checkpoint()
+    if latest is not None:
+        start, path = latest
+        meta = _load_checkpoint(path, model, optimizer)
+        train_seconds = float(meta.get("train_seconds", 0.0))
+        run.truncate_metrics(start)
+        print(f"resuming {run.root} from step {start} ({path.name})", file=sys.stderr)
+    sample_frames = to_device(source.batch(torch.arange(min(4, len(source)))), device)
+    end = cfg.iterations if stop_after is None else min(cfg.iterations, stop_after)
+
+    train_mode(model)
+    bar = tqdm(range(start + 1, end + 1), initial=start, total=cfg.iterations, desc=f"ours/{cfg.modality}", dynamic_ncols=True)
+    for step in bar:
+        t0 = time.perf_counter()
+        stage = stage_of(step, cfg)
+        set_stage(model, stage)
+        if cfg.modality == "audio" and step > cfg.audio_smooth_after:
+            model.encoder.smoothing.fill_(True)
+        batch = to_device(source.batch(batch_indices(cfg.seed, step, len(source), cfg.batch_size)), device)
+        if cfg.modality == "audio" and bool(model.encoder.smoothing):
+            batch["audio_neighbours"] = gather_neighbour_windows(batch["index"], batch["audio"].float(), track).to(device)
+        target = batch["image"].float()
+        pred = model(batch, batch["camera"])["image"]
+        l2 = F.mse_loss(pred, target)
+        loss = l2
+        lp = torch.zeros(())
+        if lpips_model is not None:
+            lp = lpips_model(pred, target).mean()
+            loss = loss + cfg.lambda_lpips * lp
+        ortho = model.basis.ortho_penalty() if cfg.ortho == "loss" else torch.zeros(())
+        if cfg.ortho == "loss":
+            loss = loss + cfg.ortho_weight * ortho
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        train_seconds += time.perf_counter() - t0
+
+        if step % cfg.log_every == 0 or step == cfg.iterations:
+            psnr_value = _psnr(pred, target)
+            loss_value = loss.item()
+            run.log(step, loss=loss_value, l2=l2.item(), lpips=lp.item(), ortho=ortho.item(), psnr=psnr_value, stage=stage,
+                    train_seconds=train_seconds)
+            bar.set_postfix(loss=f"{loss_value:.4f}", psnr=f"{psnr_value:.2f}", stage=stage)
+        if step % cfg.checkpoint_every == 0 or step == cfg.iterations:
+            _save_checkpoint(run, step, model, optimizer, cfg, train_seconds)
+        if step % cfg.sample_every == 0 or step == cfg.iterations:
+            _write_sample(run, step, model, sample_frames, track)
+    bar.close()
+    model.eval()
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# the Method
+# --------------------------------------------------------------------------------------------
+
+
+def _describe_loss(cfg: TrainConfig) -> str:
+    from persona.metrics import lpips_available, lpips_unavailable_reason
+
+    if cfg.lambda_lpips > 0 and lpips_available():
+        return f"L2 + {cfg.lambda_lpips:g} * LPIPS(alex)" + (" + ortho penalty" if cfg.ortho == "loss" else "")
+    reason = "lambda_lpips = 0" if cfg.lambda_lpips <= 0 else f"LPIPS unavailable: {lpips_unavailable_reason()}"
+    return "L2 only (" + reason + ")" + (" + ortho penalty" if cfg.ortho == "loss" else "")
+
+
+class OursMethod:
+    """Our method behind the :class:`persona.methods.Method` protocol."""
+
+    name = METHOD_NAME
+    supports_novel_views = True
+
+    def __init__(self, cfg: TrainConfig):
+        self.config = cfg
+        self.model: PersonalizedPrior | None = None
+        self.audio_track: dict[int, torch.Tensor] | None = None
+
+    def _build(self) -> PersonalizedPrior:
+        torch.manual_seed(self.config.seed)
+        G, source = load_generator(self.config)
+        self.config = replace(self.config, generator_source=source)
+        return build_model(self.config, G)
+
+    def fit(self, train: Any, run: RunDir, stop_after: int | None = None) -> None:
+        """Train on ``train`` (FrameDataset); writes/resumes ``run``. See :func:`fit_prior`."""
+        if self.config.resolution is None:
+            self.config = replace(self.config, resolution=int(train.resolution))
+        self.model = self._build()
+        self.config = replace(self.config, loss_used=_describe_loss(self.config))
+        run.write_config({"method": self.name, "config": asdict(self.config), "data": str(getattr(train, "root", ""))})
+        fit_prior(self.model, train, run, self.config, stop_after=stop_after)
+
+    def load(self, run: RunDir) -> None:
+        latest = run.latest_checkpoint()
+        if latest is None:
+            raise FileNotFoundError(f"{run.checkpoints}: no checkpoint to load (train the run first)")
+        self.model = self._build()
+        _load_checkpoint(latest[1], self.model, None)
+        self.model.to(self.config.device).eval()
+
+    def attach_audio(self, dataset: Any) -> None:
+        """Use ``dataset``'s audio track for AudioAttNet's neighbours when rendering (audio only)."""
+        self.audio_track = audio_track(dataset)
+
+    def _need_model(self) -> PersonalizedPrior:
+        if self.model is None:
+            raise RuntimeError("ours: call fit(...) or load(run) before rendering")
+        return self.model
+
+    @torch.no_grad()
+    def render(self, conditions: dict[str, torch.Tensor], camera: torch.Tensor) -> torch.Tensor:
+        """conditions: batch dict as the dataset yields; camera [B,25] -> image [B,3,R,R] in [-1,1]."""
+        model = self._need_model()
+        device = torch.device(self.config.device)
+        conditions = to_device({k: torch.as_tensor(v) for k, v in conditions.items() if k in CONDITION_KEYS + ("source_image", "source_index", "audio_neighbours")}, device)
+        return render_conditions(model, conditions, torch.as_tensor(camera).float().to(device), self.audio_track).cpu()
+
+    @torch.no_grad()
+    def alphas(self, conditions: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The basis coefficients alpha [B,k] of a batch of conditions."""
+        model = self._need_model()
+        conditions = dict(conditions)
+        if model.modality == "audio" and bool(model.encoder.smoothing) and "audio_neighbours" not in conditions:
+            index = conditions.get("source_index", conditions.get("index"))
+            conditions["audio_neighbours"] = gather_neighbour_windows(torch.as_tensor(index), torch.as_tensor(conditions["audio"]).float(), self.audio_track)
+        return model.encode(to_device(conditions, torch.device(self.config.device))).cpu()
+
+
+def build_method(cfg: dict | TrainConfig | None = None, **kw: Any) -> OursMethod:
+    """Factory for :data:`persona.methods.REGISTRY` ('ours'). ``cfg``/``kw`` override the profile's fields."""
+    if isinstance(cfg, TrainConfig):
+        return OursMethod(replace(cfg, **kw) if kw else cfg)
+    values = {**(cfg or {}), **kw}
+    profile = values.pop("profile", "default")
+    return OursMethod(train_config(profile, **values))
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+
+def main_train(argv: list[str]) -> int:
+    """``python -m persona train --method ours --modality rgb --data DIR --out RUN [...]``."""
+    from persona.methods import REGISTRY
+    from persona.methods import build_method as build_registered
+
+    p = argparse.ArgumentParser(prog="python -m persona train", description="fit a method (ours or a baseline) on one video")
+    p.add_argument("--method", default=METHOD_NAME, choices=sorted(REGISTRY))
+    p.add_argument("--modality", choices=MODALITIES, help="driving signal of ours (default rgb)")
+    p.add_argument("--data", required=True, help="video folder (NerFACE layout: transforms_train.json, images/...)")
+    p.add_argument("--out", required=True, help="run directory (resumed when it holds checkpoints)")
+    p.add_argument("--profile", default="default", choices=("smoke", "default", "paper"))
+    p.add_argument("--k", type=int, help="number of basis vectors (ours)")
+    p.add_argument("--ortho", choices=ORTHO_MODES, help="orthogonality mode of the basis (ours)")
+    p.add_argument("--generator", help="official EG3D .pkl or our .safetensors generator")
+    p.add_argument("--iterations", type=int, help="override the profile's iteration count")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="cpu | cuda")
+    args = p.parse_args(argv)
+    from persona.data.dataset import FrameDataset
+
+    overrides = {"modality": args.modality, "k": args.k, "ortho": args.ortho, "generator": args.generator,
+                 "iterations": args.iterations, "seed": args.seed, "device": args.device}
+    cfg = {"profile": args.profile, **{k: v for k, v in overrides.items() if v is not None}}
+    method = build_registered(args.method, cfg)
+    train = FrameDataset(args.data, split="train", resolution=getattr(getattr(method, "config", None), "resolution", None))
+    run = RunDir(args.out)
+    method.fit(train, run)
+    if not (run.root / "config.json").is_file():
+        run.write_config({"method": args.method, "config": getattr(method, "config", cfg), "data": args.data})
+    print(f"trained {args.method} -> {run.root}")
+    return 0
+
+
+def _to_uint8(image: torch.Tensor) -> np.ndarray:
+    """[3,H,W] in [-1,1] -> HxWx3 uint8 BGR (for cv2)."""
+    rgb = ((image.clamp(-1, 1).permute(1, 2, 0).cpu().numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+def load_run(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
+    """(method restored from a run directory, its config.json)."""
+    from persona.methods import build_method as build_registered
+
+    run = RunDir(run_dir)
+    cfg = run.read_config()
+    method = build_registered(cfg["method"], cfg["config"])
+    method.load(run)
+    return method, cfg
+
+
+def main_render(argv: list[str]) -> int:
+    """``python -m persona render RUN [--data DIR] [--split test] [--novel] [--orbit N] [--alphas]``."""
+    p = argparse.ArgumentParser(prog="python -m persona render", description="render a trained run into RUN/renders")
+    p.add_argument("run", help="run directory written by `python -m persona train`")
+    p.add_argument("--data", help="video folder (default: the one the run was trained on)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--novel", action="store_true", help="also render the novel-view cameras of the test frames")
+    p.add_argument("--orbit", type=int, default=0, help="frames of an orbit video around the first frame (0: none)")
+    p.add_argument("--orbit-yaw", type=float, default=30.0, help="orbit yaw range in degrees")
+    p.add_argument("--alphas", action="store_true", help="write the basis coefficients per frame (ours)")
+    p.add_argument("--batch", type=int, default=8)
+    args = p.parse_args(argv)
+    import cv2
+    from torch.utils.data import DataLoader
+
+    from persona.cameras import orbit
+    from persona.data.dataset import FrameDataset, NovelViewDataset
+
+    method, cfg = load_run(args.run)
+    data = args.data or cfg.get("data")
+    if not data:
+        raise ValueError(f"{args.run}/config.json: no 'data' path; pass --data DIR")
+    resolution = cfg["config"].get("resolution")
+    ds = FrameDataset(data, split=args.split, resolution=resolution)
+    if hasattr(method, "attach_audio"):
+        method.attach_audio(ds)
+    out = RunDir(args.run).renders / args.split
+    out.mkdir(parents=True, exist_ok=True)
+    alphas, indices = [], []
+    t0 = time.perf_counter()
+    for batch in tqdm(DataLoader(ds, batch_size=args.batch), desc=f"render {args.split}"):
+        images = method.render(batch, batch["camera"])
+        for idx, img in zip(batch["index"].tolist(), images):
+            cv2.imwrite(str(out / f"{idx:05d}.png"), _to_uint8(img))
+        if args.alphas and hasattr(method, "alphas"):
+            alphas.append(method.alphas(batch).numpy())
+            indices.append(batch["index"].numpy())
+    print(f"rendered {len(ds)} frames in {time.perf_counter() - t0:.1f} s -> {out}")
+    if alphas:
+        np.save(out.parent / f"alphas_{args.split}.npy", np.concatenate(alphas))
+        np.save(out.parent / f"alphas_{args.split}_index.npy", np.concatenate(indices))
+    if args.novel:
+        novel = NovelViewDataset(data, resolution=resolution)
+        for batch in tqdm(DataLoader(novel, batch_size=args.batch), desc="render novel views"):
+            images = method.render(batch, batch["camera"])
+            for view, src, img in zip(batch["view"], batch["source_index"].tolist(), images):
+                folder = out.parent / "novel" / str(view)
+                folder.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(folder / f"{src:05d}.png"), _to_uint8(img))
+    if args.orbit > 0:
+        first = next(iter(DataLoader(ds, batch_size=1)))
+        cams = torch.as_tensor(orbit(args.orbit, args.orbit_yaw), dtype=torch.float32)
+        path = out.parent / "orbit.mp4"
+        frames = []
+        for cam in cams:
+            frames.append(_to_uint8(method.render(first, cam[None])[0]))
+        h, w = frames[0].shape[:2]
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(getattr(ds, "fps", 25) or 25), (w, h))
+        for frame in frames:
+            writer.write(frame)
+        writer.release()
+        print(f"orbit video ({args.orbit} frames) -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main_train(sys.argv[1:]))

@@ -1,0 +1,257 @@
+"""The two-stage trainer: stages, resume equivalence, learning, the Method wrapper (persona/train.py)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from persona.runs import RunDir, load_tensors
+from persona.train import (OursMethod, batch_indices, build_method, build_model, fit_prior, set_stage, stage_of,
+                           train_config)
+
+from test_prior import StandInGenerator
+
+RES = 16
+
+
+class StandInFrames:
+    """A FrameDataset stand-in: frames rendered by a fixed teacher from a linear latent of the expression."""
+
+    def __init__(self, n: int, seed: int, teacher: StandInGenerator, root: str = "stand-in"):
+        g = torch.Generator().manual_seed(seed)
+        self.expression = torch.randn(n, 76, generator=g)
+        self.audio = torch.randn(n, 16, 29, generator=g)
+        self.indices = list(range(seed * 1000, seed * 1000 + n))
+        directions = torch.randn(4, teacher.num_ws * teacher.w_dim, generator=torch.Generator().manual_seed(99))
+        ws = (self.expression[:, :4] @ directions).view(n, teacher.num_ws, teacher.w_dim) + teacher.backbone.mapping.w_avg
+        self.camera = torch.zeros(n, 25)
+        with torch.no_grad():
+            self.image = teacher.synthesis(ws, self.camera)["image"]
+        self.resolution, self.root, self.fps = RES, root, 25.0
+
+    def __len__(self) -> int:
+        return len(self.image)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.image[i], "camera": self.camera[i], "expression": self.expression[i], "audio": self.audio[i],
+                "index": self.indices[i], "mouth_box": torch.tensor([0.3, 0.6, 0.7, 0.8])}
+
+
+def tiny_cfg(**kw):
+    base = dict(modality="3dmm", k=4, iterations=6, frozen_iterations=3, batch_size=2, resolution=RES, mlp_hidden=16,
+                mlp_layers=1, log_every=1, checkpoint_every=2, sample_every=100, lambda_lpips=0.0, seed=3)
+    return train_config("smoke", **{**base, **kw})
+
+
+def make_model(cfg, teacher_seed=0):
+    torch.manual_seed(teacher_seed)
+    G = StandInGenerator(res=RES)
+    torch.manual_seed(cfg.seed)
+    return build_model(cfg, G), G
+
+
+def final_tensors(run: RunDir) -> dict[str, torch.Tensor]:
+    step, path = run.latest_checkpoint()
+    tensors, _ = load_tensors(path)
+    return {k: v for k, v in tensors.items() if not k.startswith("rng")}
+
+
+@pytest.fixture(scope="module")
+def frames():
+    torch.manual_seed(0)
+    return StandInFrames(12, seed=1, teacher=StandInGenerator(res=RES))
+
+
+def test_profiles_and_batch_order():
+    assert train_config("paper").iterations == 200_000 and train_config("paper").frozen_iterations == 50_000
+    p = train_config("paper")
+    assert (p.lr, tuple(p.betas), p.batch_size, p.lambda_lpips, p.k) == (3e-4, (0.9, 0.999), 2, 5.0, 50)
+    with pytest.raises(ValueError, match="modality"):
+        train_config("smoke", modality="video")
+    # the data order is a function of (seed, step) and visits every frame once per epoch
+    assert torch.equal(batch_indices(0, 5, 10, 2), batch_indices(0, 5, 10, 2))
+    epoch = torch.cat([batch_indices(0, s, 10, 2) for s in range(1, 6)])
+    assert sorted(epoch.tolist()) == list(range(10))
+    other_seed = torch.cat([batch_indices(1, s, 10, 2) for s in range(1, 6)])
+    assert not torch.equal(epoch, other_seed)
+
+
+def test_stage_one_freezes_generator_and_stage_two_trains_it(frames):
+    cfg = tiny_cfg()
+    model, G = make_model(cfg)
+    batch = {"expression": frames.expression[:2]}
+    assert stage_of(3, cfg) == 1 and stage_of(4, cfg) == 2
+    for stage in (1, 2):
+        model.zero_grad(set_to_none=True)
+        set_stage(model, stage)
+        model(batch, frames.camera[:2])["image"].square().mean().backward()
+        g_grads = [p.grad for p in G.parameters()]
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.personal_parameters())
+        if stage == 1:
+            assert all(g is None for g in g_grads)
+        else:
+            assert all(g is not None and g.abs().sum() > 0 for g in g_grads)
+
+
+def test_generator_unchanged_in_stage_one_and_changed_in_stage_two(frames, tmp_path):
+    cfg = tiny_cfg(iterations=3, frozen_iterations=3)
+    model, G = make_model(cfg)
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    basis_before = model.basis.basis.detach().clone()
+    fit_prior(model, frames, RunDir(tmp_path / "a"), cfg)
+    assert all(torch.equal(before[k], v) for k, v in G.state_dict().items())
+    assert not torch.equal(basis_before, model.basis.basis)
+    cfg2 = tiny_cfg(iterations=5, frozen_iterations=3)
+    model2, G2 = make_model(cfg2)
+    fit_prior(model2, frames, RunDir(tmp_path / "b"), cfg2)
+    assert not torch.equal(before["decode.weight"], G2.state_dict()["decode.weight"])
+
+
+@pytest.mark.parametrize("modality", ["3dmm", "audio"])
+def test_resume_is_bit_identical(frames, tmp_path, modality):
+    cfg = tiny_cfg(modality=modality, audio_smooth_after=3, ortho="loss")
+    full = RunDir(tmp_path / "full")
+    fit_prior(make_model(cfg)[0], frames, full, cfg)
+
+    # killed after step 5: the newest checkpoint is step 4, the work of step 5 is lost
+    killed = RunDir(tmp_path / "killed")
+    fit_prior(make_model(cfg)[0], frames, killed, cfg, stop_after=5)
+    assert killed.latest_checkpoint()[0] == 4
+    fit_prior(make_model(cfg)[0], frames, killed, cfg)
+
+    # killed during a checkpoint write: a stray temp file, and the newest checkpoint never completed
+    torn = RunDir(tmp_path / "torn")
+    fit_prior(make_model(cfg)[0], frames, torn, cfg, stop_after=5)
+    step, newest = torn.latest_checkpoint()
+    newest.unlink()
+    (torn.checkpoints / f".{newest.name}.abc123.tmp").write_bytes(b"half a checkpoint")
+    assert torn.latest_checkpoint()[0] == 2
+    fit_prior(make_model(cfg)[0], frames, torn, cfg)
+
+    expected = final_tensors(full)
+    for run in (killed, torn):
+        got = final_tensors(run)
+        assert sorted(got) == sorted(expected)
+        assert all(torch.equal(got[k], expected[k]) for k in expected), run.root
+        assert [r["step"] for r in run.metrics()] == list(range(1, 7))  # rows after the checkpoint were dropped
+    assert any(k.startswith("optim.") for k in expected)
+
+
+def test_training_reduces_test_error(tmp_path):
+    torch.manual_seed(0)
+    teacher = StandInGenerator(res=RES)
+    train, test = StandInFrames(96, seed=1, teacher=teacher), StandInFrames(8, seed=2, teacher=teacher)
+    cfg = tiny_cfg(iterations=300, frozen_iterations=200, lr=3e-3, k=6, mlp_hidden=32, log_every=10, checkpoint_every=300)
+    model, _ = make_model(cfg)
+
+    def test_mse():
+        with torch.no_grad():
+            return float((model({"expression": test.expression}, test.camera)["image"] - test.image).square().mean())
+
+    before = test_mse()
+    run = RunDir(tmp_path / "run")
+    fit_prior(model, train, run, cfg)
+    after = test_mse()
+    assert after < 0.5 * before, (before, after)
+    rows = run.metrics()
+    assert rows[-1]["l2"] < rows[0]["l2"] and rows[-1]["psnr"] > rows[0]["psnr"]
+    assert {"loss", "l2", "psnr", "stage"} <= set(rows[0])
+    assert list((run.root / "renders").glob("sample_*.png"))
+
+
+def test_method_fit_load_render_roundtrip(frames, tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    monkeypatch.setattr("persona.train.load_generator", lambda cfg: (StandInGenerator(res=RES), "stand-in"))
+    method = build_method({"profile": "smoke", "modality": "rgb", "k": 4, "iterations": 4, "frozen_iterations": 2,
+                           "rgb_base_channels": 4, "rgb_max_channels": 8, "rgb_feature_dim": 8, "rgb_head_layers": 1})
+    assert isinstance(method, OursMethod) and method.name == "ours" and method.supports_novel_views
+    run = RunDir(tmp_path / "run")
+    method.fit(frames, run)
+    cfg = json.loads((run.root / "config.json").read_text())
+    assert cfg["method"] == "ours" and cfg["data"] == "stand-in" and cfg["config"]["modality"] == "rgb"
+    assert cfg["config"]["resolution"] == RES and "L2" in cfg["config"]["loss_used"]
+    batch = {k: torch.stack([torch.as_tensor(frames[i][k]) for i in range(3)]) for k in ("image", "camera", "index")}
+    images = method.render(batch, batch["camera"])
+    assert images.shape == (3, 3, RES, RES) and images.abs().max() <= 1
+
+    from persona.methods import build_method as build_registered
+
+    restored = build_registered(cfg["method"], cfg["config"])
+    restored.load(run)
+    assert torch.equal(restored.render(batch, batch["camera"]), images)
+    assert restored.alphas(batch).shape == (3, 4)
+
+
+def test_real_tiny_generator_two_stages(tmp_path):
+    """With the real tiny EG3D generator: stage 1 leaves it untouched, stage 2 changes it, renders at 64 px."""
+    eg3d = pytest.importorskip("persona.eg3d")
+    torch.manual_seed(0)
+    G = eg3d.build_generator("tiny")
+    cfg = train_config("smoke", modality="3dmm", k=4, iterations=3, frozen_iterations=2, resolution=32, lambda_lpips=0.0,
+                       mlp_hidden=16, mlp_layers=1, checkpoint_every=3, sample_every=3)
+    model = build_model(cfg, G)
+    assert model.basis.num_ws == G.num_ws and model.basis.w_dim == G.w_dim
+    assert torch.allclose(model.basis(torch.zeros(1, 4))[0, -1], G.backbone.mapping.w_avg)  # w_avg offset
+    teacher = StandInGenerator(num_ws=G.num_ws, w_dim=G.w_dim, res=32)
+    frames = StandInFrames(4, seed=1, teacher=teacher)
+    from persona.cameras import camera_label
+    frames.camera = torch.as_tensor(camera_label(0.0, 0.0), dtype=torch.float32).repeat(4, 1)
+
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    fit_prior(model, frames, RunDir(tmp_path / "s1"), replace(cfg, iterations=2))
+    assert all(torch.equal(before[k], v) for k, v in G.state_dict().items())
+    fit_prior(model, frames, RunDir(tmp_path / "s1"), cfg)  # resumes at step 2, runs stage-2 step 3
+    changed = [k for k, v in G.state_dict().items() if not torch.equal(before[k], v)]
+    assert changed
+    out = model({"expression": frames.expression[:1]}, frames.camera[:1])["image"]
+    assert out.shape == (1, 3, 32, 32)
+
+
+def test_cli_train_then_render(tmp_path, monkeypatch):
+    """`python -m persona train` then `render` (test frames, novel views, orbit mp4, alphas) on stand-ins."""
+    import sys
+    import types
+
+    import numpy as np
+
+    torch.manual_seed(0)
+    teacher = StandInGenerator(res=RES)
+    splits = {"train": StandInFrames(8, seed=1, teacher=teacher), "test": StandInFrames(5, seed=2, teacher=teacher)}
+
+    def frame_dataset(root, split="train", resolution=None, max_seconds=None):
+        ds = splits[split]
+        ds.root = str(root)
+        return ds
+
+    class NovelViews:
+        def __init__(self, root, resolution=None):
+            self.test = splits["test"]
+
+        def __len__(self):
+            return 2 * len(self.test)
+
+        def __getitem__(self, i):
+            sample = dict(self.test[i // 2])
+            return {**sample, "view": ("yaw-25", "yaw+25")[i % 2], "source_index": sample["index"]}
+
+    fake = types.ModuleType("persona.data.dataset")
+    fake.FrameDataset, fake.NovelViewDataset = frame_dataset, NovelViews
+    monkeypatch.setitem(sys.modules, "persona.data.dataset", fake)
+    monkeypatch.setattr("persona.train.load_generator", lambda cfg: (StandInGenerator(res=RES), "stand-in"))
+    from persona.train import main_render, main_train
+
+    run = tmp_path / "run"
+    assert main_train(["--modality", "audio", "--data", str(tmp_path / "video"), "--out", str(run), "--profile", "smoke",
+                       "--k", "5", "--iterations", "5"]) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["config"]["k"] == 5 and cfg["config"]["modality"] == "audio" and cfg["data"] == str(tmp_path / "video")
+    assert main_render([str(run), "--novel", "--orbit", "3", "--alphas"]) == 0
+    renders = run / "renders"
+    assert len(list((renders / "test").glob("*.png"))) == 5
+    assert {p.name for p in (renders / "novel").iterdir()} == {"yaw-25", "yaw+25"}
+    assert (renders / "orbit.mp4").stat().st_size > 0
+    alphas = np.load(renders / "alphas_test.npy")
+    assert alphas.shape == (5, 5) and np.isfinite(alphas).all()
