@@ -76,12 +76,32 @@ def _metric_rows(name: str, views: list[str], indices: list[int], pred: torch.Te
     ]
 
 
+def frame_subset(test_ds: Any, novel_ds: Any | None, max_frames: int | None) -> tuple[Any, Any | None]:
+    """``max_frames`` evenly spaced test frames (all when None) and the novel-view samples of
+    exactly those frames: for methods whose per-frame cost (e.g. PTI's optimisation) rules out
+    scoring every frame. Returns (test subset, novel subset or None)."""
+    from torch.utils.data import Subset
+
+    if max_frames is None or max_frames >= len(test_ds):
+        return test_ds, novel_ds
+    positions = np.unique(np.linspace(0, len(test_ds) - 1, max_frames).round().astype(int)).tolist()
+    chosen = {int(test_ds.indices[p]) for p in positions}
+    test_sub = Subset(test_ds, positions)
+    if novel_ds is None:
+        return test_sub, None
+    novel_positions = [i for i, src in enumerate(novel_ds.source_indices) if int(src) in chosen]
+    return test_sub, Subset(novel_ds, novel_positions)
+
+
 def evaluate_method(method: Any, test_ds: Any, novel_ds: Any | None = None, batch_size: int = 8,
-                    lpips_metric: metrics.LPIPS | None = None, progress: bool = True) -> pd.DataFrame:
+                    lpips_metric: metrics.LPIPS | None = None, progress: bool = True,
+                    max_frames: int | None = None) -> pd.DataFrame:
     """Per-frame metrics of ``method`` on ``test_ds`` (view ``gt``) and ``novel_ds`` (its views).
 
     method: a :class:`persona.methods.Method` ready to render; test_ds: a FrameDataset; novel_ds:
-    a NovelViewDataset or None. Returns a DataFrame with :data:`COLUMNS`, one row per frame per view.
+    a NovelViewDataset or None; max_frames: score only that many evenly spaced test frames (and
+    their novel views; see :func:`frame_subset`). Returns a DataFrame with :data:`COLUMNS`, one
+    row per frame per view.
     """
     from tqdm import tqdm
 
@@ -89,6 +109,7 @@ def evaluate_method(method: Any, test_ds: Any, novel_ds: Any | None = None, batc
     name = getattr(method, "name", type(method).__name__)
     if hasattr(method, "attach_audio"):  # neighbouring audio windows come from the whole test track
         method.attach_audio(test_ds)
+    test_ds, novel_ds = frame_subset(test_ds, novel_ds, max_frames)
     rows: list[dict[str, Any]] = []
     for batch in tqdm(_batches(test_ds, batch_size), desc=f"eval {name} test", total=math.ceil(len(test_ds) / batch_size), disable=not progress):
         pred = render_batch(method, batch)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from persona.notebooks import REPO_ROOT
 from persona.profiles import check_profile
-from persona.runs import RunDir, atomic_write_json, to_jsonable
+from persona.runs import RunDir, atomic_write, atomic_write_json, to_jsonable
 
 
 def data_root(profile: str) -> Path:
@@ -90,13 +90,14 @@ def trained(name: str, cfg: dict[str, Any], train_ds: Any, profile: str, label: 
     """Fit method ``name`` with ``cfg`` on ``train_ds`` (cached; see module docstring)."""
     from persona.methods import build_method
 
-    key = {"method": name, "config": cfg, "data": str(Path(train_ds.root).resolve()),
+    method = build_method(name, dict(cfg))
+    # the key is the RESOLVED config, so rows that spell the same run differently share it
+    key = {"method": name, "config": getattr(method, "config", cfg), "data": str(Path(train_ds.root).resolve()),
            "split": getattr(train_ds, "split", None), "max_seconds": getattr(train_ds, "max_seconds", None)}
-    run_path = runs_root(profile) / f"{label or name}-{config_hash(key)}"
+    run_path = runs_root(profile) / f"{name}-{Path(train_ds.root).parent.name}-{config_hash(key)}"
     if force and run_path.exists():
         shutil.rmtree(run_path)
     run = RunDir(run_path)
-    method = build_method(name, dict(cfg))
     done = run_path / "done.json"
     if done.is_file():
         method.load(run)
@@ -109,18 +110,17 @@ def trained(name: str, cfg: dict[str, Any], train_ds: Any, profile: str, label: 
     return TrainedRun(label or name, method, run, seconds)
 
 
-def evaluated(trained_run: TrainedRun, test_ds: Any, novel_ds: Any | None = None, force: bool = False) -> pd.DataFrame:
-    """Per-frame metrics of a trained run (cached in the run dir as ``eval.csv``)."""
+def evaluated(trained_run: TrainedRun, test_ds: Any, novel_ds: Any | None = None, force: bool = False,
+              max_frames: int | None = None) -> pd.DataFrame:
+    """Per-frame metrics of a trained run (cached in the run dir as ``eval-<hash>.csv``)."""
     from persona.evaluate import evaluate_method
 
-    path = trained_run.run.root / f"eval-{config_hash([str(test_ds.root), test_ds.split, novel_ds is not None])}.csv"
+    path = trained_run.run.root / f"eval-{config_hash([str(test_ds.root), test_ds.split, novel_ds is not None, max_frames])}.csv"
     if path.is_file() and not force:
         return pd.read_csv(path)
-    df = evaluate_method(trained_run.method, test_ds, novel_ds)
+    df = evaluate_method(trained_run.method, test_ds, novel_ds, max_frames=max_frames)
     df["method"] = trained_run.name
-    tmp = path.with_suffix(".tmp")
-    df.to_csv(tmp, index=False)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
     return df
 
 
@@ -131,6 +131,7 @@ class Row:
     label: str
     method: str
     cfg: dict[str, Any]
+    max_test_frames: int | None = None  # score a subset of test frames (per-frame optimisers: PTI)
 
 
 def slug(text: str) -> str:
@@ -145,9 +146,7 @@ def synced(trained_run: TrainedRun, test_ds: Any, force: bool = False) -> pd.Dat
     if path.is_file() and not force:
         return pd.read_csv(path)
     df = evaluate_sync(trained_run.method, test_ds)
-    tmp = path.with_suffix(".tmp")
-    df.to_csv(tmp, index=False)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
     return df
 
 
@@ -184,7 +183,8 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
                          label=f"{slug(row.label)}-{identity}", force=force)
             tr.name = row.label
             start = time.perf_counter()
-            df = evaluated(tr, test, novel_ds if getattr(tr.method, "supports_novel_views", False) else None, force=force)
+            df = evaluated(tr, test, novel_ds if getattr(tr.method, "supports_novel_views", False) else None, force=force,
+                           max_frames=row.max_test_frames)
             eval_seconds = time.perf_counter() - start
             df["identity"] = identity
             if sync:
@@ -264,19 +264,12 @@ def prior_figure(G: Any, path: Path, seed: int = 0, n: int = 6) -> list[Path]:
 
 def data_figure(root: Path | None, path: Path, seed: int = 0, identities: int = 5, resolution: int = 128) -> list[Path]:
     """Identities x expressions and the novel-view ground truth of the synthetic world (PNG + PDF)."""
-    import matplotlib.pyplot as plt
-
     from persona.data import synthetic
     from persona.data.cli import overview_figure
 
-    fig = overview_figure(synthetic.benchmark_identity_seeds(identities, seed), resolution)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    out = [path.with_suffix(".png"), path.with_suffix(".pdf")]
-    for p in out:
-        fig.savefig(p, dpi=150)
-    plt.close(fig)
-    return out
+    from persona.report import save_figure
+
+    return save_figure(overview_figure(synthetic.benchmark_identity_seeds(identities, seed), resolution), path)
 
 
 def table_notes(*extra: str) -> list[str]:

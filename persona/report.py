@@ -21,6 +21,7 @@ from persona.notebooks import REPO_ROOT
 from persona.paper import PAPER_RESULTS
 
 METRIC_LABELS = {"psnr": "PSNR ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓", "sync": "Sync-C ↑", "mouth_psnr": "mouth PSNR ↑"}
+VIDEO_METRICS = ("sync",)  # scored on the video at the ground-truth camera only
 METRIC_DIGITS = {"psnr": 2, "ssim": 3, "lpips": 3, "sync": 3, "mouth_psnr": 2}
 
 
@@ -79,6 +80,8 @@ def results_table(per_frame: pd.DataFrame, metrics: Sequence[str], rows: Sequenc
         if group == "novel" and not novel:
             continue
         for m in metrics:
+            if group == "novel" and m in VIDEO_METRICS:
+                continue
             col = f"{METRIC_LABELS.get(m, m)}{suffix}"
             values = []
             for row in rows:
@@ -158,11 +161,18 @@ def image_grid(rows: Sequence[Sequence[Any]], path: Path, row_labels: Sequence[s
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 150) -> list[Path]:
+    """Save a matplotlib figure as ``path`` .png and .pdf, close it, return both paths."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     out = [path.with_suffix(".png"), path.with_suffix(".pdf")]
     for p in out:
-        fig.savefig(p, dpi=150)
+        fig.savefig(p, dpi=dpi)
     plt.close(fig)
     return out
 

@@ -80,10 +80,9 @@ def main_figure(argv: list[str]) -> int:
     p.add_argument("--resolution", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    from persona.report import save_figure
+
     fig = overview_figure(synthetic.benchmark_identity_seeds(args.identities, args.seed), args.resolution)
-    fig.savefig(out.with_suffix(".png"), dpi=150)
-    fig.savefig(out.with_suffix(".pdf"))
-    print(f"wrote {out.with_suffix('.png')} and {out.with_suffix('.pdf')}")
+    png, pdf = save_figure(fig, Path(args.out))
+    print(f"wrote {png} and {pdf}")
     return 0

@@ -268,12 +268,17 @@ class NovelViewDataset(_FramesBase):
                     np.stack([f["expression"] for f in frames]), self._sources, boxes, fps, resolution, audio,
                     n_total, str(s.path), bg)
 
+    @property
+    def source_indices(self) -> list[int]:
+        """The test frame (``source_index``) of every sample, in order."""
+        return list(self._sources)
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         sample = self._sample(i)
         i = i + len(self) if i < 0 else i
         sample["view"] = self._views[i]
         sample["source_index"] = self._sources[i]
-        if self._sources[i] not in self._test_position:
+        if self._sources[i] not in self._test_position:  # pragma: no cover - checked at build time
             raise ValueError(f"{self._where}: frames[{i}].source_index = {self._sources[i]} is not a frame of the test split")
         source = self._test[self._test_position[self._sources[i]]]
         sample["source_image"], sample["source_camera"] = source["image"], source["camera"]
