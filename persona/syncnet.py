@@ -577,7 +577,7 @@ def main_train(argv: list[str]) -> int:
     data = Path(args.data or Path("data") / "synthetic" / config.profile)
     if args.source == "direct":
         clips = direct_clips(args.clips, 10.0, config.net, seed=config.seed)
-        data = f"direct: {args.clips} clips x 10 s, identities {config.seed + 1000}.., speech_like audio, 64 px frontal"
+        data = f"direct: {args.clips} clips x 10 s, identities {config.seed + 1000}.., the benchmark's speech model, 64 px frontal"
     else:
         if not any(data.glob("id*/audio")):
             from persona.data.synthetic import build_benchmark
@@ -601,67 +601,21 @@ def main_train(argv: list[str]) -> int:
 # fallback training data: talking clips made directly with the synthetic renderer
 # (used when the benchmark's data module is not available; documented in the checkpoint's meta)
 
-_VOWELS = {  # (formant F1, F2 in Hz) -> (JAW_OPEN, LIP_STRETCH, LIP_ROUND)
-    "a": ((730, 1090), (0.9, 0.1, 0.0)), "e": ((530, 1840), (0.5, 0.6, 0.0)), "i": ((270, 2290), (0.2, 0.9, 0.0)),
-    "o": ((570, 840), (0.6, -0.2, 0.6)), "u": ((300, 870), (0.15, -0.4, 0.9)),
-}
-
-
-def speech_like(seconds: float, fps: float, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE):
-    """Syllable-like audio [N] in [-1,1] and per-frame mouth controls [T,3] (jaw, stretch, round)."""
-    from scipy.signal import lfilter
-
-    n, t_frames = int(seconds * sample_rate), int(seconds * fps)
-    env, targets = np.zeros(n), np.zeros((n, 3))
-    source = np.zeros(n)
-    f0 = rng.uniform(100, 220)
-    period = sample_rate / f0
-    source[(np.arange(0, n, period)).astype(int)] = 1.0
-    source += 0.05 * rng.standard_normal(n)
-    voiced = np.zeros(n)
-    pos = int(rng.uniform(0, 0.2) * sample_rate)
-    while pos < n:
-        length = int(rng.uniform(0.1, 0.32) * sample_rate)
-        vowel = list(_VOWELS)[rng.integers(len(_VOWELS))]
-        (f1, f2), mouth = _VOWELS[vowel]
-        seg = slice(pos, min(n, pos + length))
-        m = seg.stop - seg.start
-        shape = np.sin(np.linspace(0, np.pi, m)) ** 0.7 * rng.uniform(0.5, 1.0)
-        env[seg] = shape
-        targets[seg] = np.asarray(mouth)[None] * shape[:, None]
-        part = source[seg]
-        for f, bw in ((f1, 80), (f2, 120)):
-            r = np.exp(-np.pi * bw / sample_rate)
-            part = lfilter([1 - r], [1, -2 * r * np.cos(2 * np.pi * f / sample_rate), r * r], part)
-        voiced[seg] = part / (np.abs(part).max() + 1e-8) * shape
-        pos += length + int(rng.uniform(0.0, 0.25) * sample_rate)
-    wave = 0.5 * voiced + 0.005 * rng.standard_normal(n)
-    frame_centres = ((np.arange(t_frames) + 0.5) / fps * sample_rate).astype(int).clip(0, n - 1)
-    return wave.clip(-1, 1), targets[frame_centres]
-
-
-def render_talking_clip(identity_seed: int, seconds: float, rng: np.random.Generator, resolution: int = 64,
+def render_talking_clip(identity_seed: int, seconds: float, resolution: int = 64,
                         fps: float = 25.0) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """One synced talking clip from the synthetic renderer: (images [T,3,R,R] in [-1,1] at the frontal
-    camera, mouth box [4] (where opening the jaw changes pixels), waveform [N] at 16 kHz)."""
-    from persona import cameras
+    """One synced talking clip of the synthetic world, made exactly as the benchmark's audio videos
+    (:func:`persona.data.synthetic.make_video`: fixed frontal camera, speech-driven mouth):
+    (images [T,3,R,R] in [-1,1], mouth boxes [T,4], waveform [N] at 16 kHz)."""
     from persona.data import synthetic
 
-    camera = torch.as_tensor(cameras.camera_label(0.0, 0.0), dtype=torch.float32)
+    video = synthetic.make_video(int(round(seconds * fps)), fps, identity_seed, moving_head=False)
     identity = synthetic.sample_identity(identity_seed)
-    wave, mouth = speech_like(seconds, fps, rng)
-    expr = torch.zeros(len(mouth), synthetic.EXPRESSION_DIM)
-    expr[:, [synthetic.JAW_OPEN, synthetic.LIP_STRETCH, synthetic.LIP_ROUND]] = torch.from_numpy(mouth).float()
-    small = rng.normal(0, 0.2, (1, synthetic.EXPRESSION_DIM - synthetic.NUM_LARGE))
-    expr[:, synthetic.NUM_LARGE:] = torch.from_numpy(small).float()
-    images = torch.cat([synthetic.render_batch([identity] * len(e), e, camera.expand(len(e), 25), resolution)
-                        for e in expr.split(64)])
-    probe = torch.zeros(2, synthetic.EXPRESSION_DIM)
-    probe[0, synthetic.JAW_OPEN] = 1.0
-    open_closed = synthetic.render_batch([identity] * 2, probe, camera.expand(2, 25), resolution)
-    ys, xs = torch.nonzero((open_closed[0] - open_closed[1]).abs().amax(0) > 0.1, as_tuple=True)
-    box = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32) / resolution
-    return images, box, wave
+    expr = torch.as_tensor(video.expressions, dtype=torch.float32)
+    cams = torch.as_tensor(video.cameras, dtype=torch.float32)
+    images = torch.cat([synthetic.render_batch([identity] * len(e), e, c, resolution)
+                        for e, c in zip(expr.split(64), cams.split(64))])
+    boxes = synthetic.mouth_boxes([identity] * len(expr), expr, cams)
+    return images, boxes, np.asarray(video.waveform, dtype=np.float64)
 
 
 def direct_clips(count: int, seconds: float, config: SyncNetConfig, resolution: int = 64, seed: int = 0,
@@ -669,10 +623,9 @@ def direct_clips(count: int, seconds: float, config: SyncNetConfig, resolution: 
     """Training clips rendered directly (fixed frontal camera, identities ``seed + 1000 + k``)."""
     from tqdm import tqdm
 
-    rng = np.random.default_rng(seed)
     clips = []
     for k in tqdm(range(count), desc="render talking clips"):
-        images, box, wave = render_talking_clip(seed + 1000 + k, seconds, rng, resolution, fps)
-        frames = prepare_frames(images, config, box).round().clamp(0, 255).to(torch.uint8)
+        images, boxes, wave = render_talking_clip(seed + 1000 + k, seconds, resolution, fps)
+        frames = prepare_frames(images, config, boxes).round().clamp(0, 255).to(torch.uint8)
         clips.append(Clip(frames, torch.from_numpy(mfcc(wave)), mfcc_steps_per_frame(fps)))
     return clips
