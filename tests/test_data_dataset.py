@@ -166,3 +166,29 @@ def test_real_nerface_folder_without_labels_is_normalised_to_eg3d_radius(tmp_pat
     np.testing.assert_allclose(train[1]["camera"].numpy(), C.camera_label(0, 0, pivot=(0, 0, 0)), atol=1e-5)
     np.testing.assert_allclose(test[0]["camera"].numpy(), C.camera_label(20, 0, pivot=(0, 0, 0)), atol=1e-5)
     assert not train.has_audio and torch.all(train[0]["audio"] == 0)
+
+
+def test_novel_view_samples_carry_the_video_frame_as_input(bench):
+    nv = NovelViewDataset(bench / "id00/mono")
+    test = FrameDataset(bench / "id00/mono", "test")
+    s = nv[1]
+    src = [test[i] for i in range(len(test)) if test[i]["index"] == s["source_index"]][0]
+    assert torch.equal(s["source_image"], src["image"]) and torch.equal(s["source_camera"], src["camera"])
+    assert not torch.equal(s["image"], s["source_image"])  # the target is the novel view
+    assert nv.source_indices == [int(nv[i]["source_index"]) for i in range(len(nv))]
+
+
+def test_evaluation_inputs_and_frame_subset(bench):
+    from persona.evaluate import frame_subset, method_inputs
+
+    nv = NovelViewDataset(bench / "id00/mono")
+    test = FrameDataset(bench / "id00/mono", "test")
+    batch = torch.utils.data.default_collate([{k: v for k, v in nv[0].items() if k != "view"}])
+    cond = method_inputs(batch)
+    assert torch.equal(cond["image"], batch["source_image"]) and torch.equal(cond["camera"], batch["source_camera"])
+    assert "source_image" not in cond  # the novel-view ground truth never reaches a method
+    sub_test, sub_novel = frame_subset(test, nv, 2)
+    chosen = {int(sub_test[i]["index"]) for i in range(len(sub_test))}
+    assert len(sub_test) == 2
+    assert {int(sub_novel[i]["source_index"]) for i in range(len(sub_novel))} <= chosen
+    assert frame_subset(test, nv, None) == (test, nv)
