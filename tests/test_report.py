@@ -55,3 +55,16 @@ def test_write_table_and_update_readme(tmp_path):
     assert "old" not in text and "Cap" in text and text.startswith("intro") and text.endswith("after\n")
     (tmp_path / "plain.md").write_text("no markers")
     assert not report.update_readme(tmp_path / "plain.md", tmp_path / "tables", tmp_path / "figures")
+
+
+def test_claims_go_to_the_readme_under_their_table(tmp_path):
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    (tables / "table1_x.md").write_text("**T1**\n")
+    report.write_claims([report.claims_table(frames(), [("A", "psnr", "B")])], "table1_x", tables)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{report.README_START}\n{report.README_END}\n")
+    report.update_readme(readme, tables, tmp_path / "figures")
+    text = readme.read_text()
+    assert text.index("**T1**") < text.index("reproduced")
+    assert (tables / "table1_x_claims.csv").is_file()
