@@ -188,6 +188,7 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
             df = evaluated(tr, test, novel_ds if getattr(tr.method, "supports_novel_views", False) else None, force=force,
                            max_frames=row.max_test_frames)
             eval_seconds = time.perf_counter() - start
+            df["method"] = row.label  # a cached evaluation may come from a row that spelled the same run differently
             df["identity"] = identity
             if sync:
                 sync_rows = synced(tr, test, force=force)
