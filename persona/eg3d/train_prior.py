@@ -651,31 +651,11 @@ def consistency_psnr(G: nn.Module | None, n_heads: int = 4, steps: int = 150, se
 
 def save_sample_figure(grid: torch.Tensor, path: Path, yaws_deg=SAMPLE_YAWS_DEG) -> list[Path]:
     """``grid [N,M,3,H,W]`` -> PNG and PDF figure (rows = random z, columns = yaw)."""
-    import matplotlib
+    from persona.report import image_grid
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n, m = grid.shape[:2]
-    fig, axes = plt.subplots(n, m, figsize=(1.3 * m, 1.3 * n), squeeze=False)
-    imgs = grid.clamp(-1, 1).add(1).div(2).permute(0, 1, 3, 4, 2).numpy()
-    for i in range(n):
-        for j in range(m):
-            ax = axes[i][j]
-            ax.imshow(imgs[i, j], interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(f"yaw {yaws_deg[j]:+.0f}°", fontsize=8)
-            if j == 0:
-                ax.set_ylabel(f"z{i}", fontsize=8)
-    fig.tight_layout(pad=0.3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    outs = [path.with_suffix(".png"), path.with_suffix(".pdf")]
-    for p in outs:
-        fig.savefig(p, dpi=150)
-    plt.close(fig)
-    return outs
+    rows = [list(row) for row in grid.clamp(-1, 1)]
+    return image_grid(rows, Path(path), row_labels=[f"z{i}" for i in range(len(rows))],
+                      col_labels=[f"yaw {y:+.0f}°" for y in yaws_deg])
 
 
 def main_sample(argv: list[str] | None = None) -> int:
