@@ -106,3 +106,23 @@ def test_shipped_prior_loads_and_renders_distinct_finite_heads():
     assert out["image_raw"].shape == (2, 3, G.neural_rendering_resolution, G.neural_rendering_resolution)
     assert torch.isfinite(out["image"]).all() and out["image"].abs().max() < 3
     assert (out["image"][0] - out["image"][1]).abs().mean() > 1e-3  # different z, different head
+
+
+def test_prefetched_batches_match_the_unprefetched_stream_and_resume_point(tmp_path):
+    config = mini_config(steps=3, checkpoint_every=3, log_every=1)
+    plain = train_prior(config, tmp_path / "plain", progress=False, prefetch=0)
+    ahead = train_prior(config, tmp_path / "ahead", progress=False, prefetch=2)
+    # the data generator stands where the last consumed batch left it, not where the thread got to
+    assert torch.equal(plain.data_rng.get_state(), ahead.data_rng.get_state())
+    for name, value in plain.G.state_dict().items():
+        torch.testing.assert_close(ahead.G.state_dict()[name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_regenerate_command_is_device_neutral():
+    from persona.eg3d.train_prior import regenerate_command
+
+    argv = ["--profile", "default", "--batch", "16", "--device", "cuda", "--prefetch", "4", "--max-minutes", "8",
+            "--export", "x.safetensors"]
+    cmd = regenerate_command(mini_config(), argv, 1234)
+    assert "--device" not in cmd and "--prefetch" not in cmd and "--max-minutes" not in cmd
+    assert "--batch 16" in cmd and cmd.endswith("--seed 0 --steps 1234")
