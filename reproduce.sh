@@ -5,6 +5,7 @@
 #   ./reproduce.sh --profile smoke       a quick pass (tables/smoke, figures/smoke)
 #   ./reproduce.sh --profile paper       the paper's settings (GPU, official EG3D weights, real data)
 #   ./reproduce.sh --only 03             one notebook (by number or name)
+#   ./reproduce.sh --jobs 1              experiment notebooks one after another (default: 2 side by side)
 #   ./reproduce.sh test                  the test suite: unit tests + notebooks under nbval (smoke)
 #   ./reproduce.sh --help
 set -euo pipefail
@@ -17,6 +18,7 @@ die2() { echo "reproduce.sh: $*" >&2; exit 2; }
 
 PROFILE=default
 ONLY=""
+JOBS=""
 MODE=run
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -26,9 +28,12 @@ while [ $# -gt 0 ]; do
     --profile=*) PROFILE="${1#*=}"; shift ;;
     --only) [ $# -ge 2 ] || die2 "--only needs a notebook number or name (e.g. 03)"; ONLY="$2"; shift 2 ;;
     --only=*) ONLY="${1#*=}"; shift ;;
-    *) die2 "unknown argument '$1' (expected: test, --profile smoke|default|paper, --only NN, --help)" ;;
+    --jobs) [ $# -ge 2 ] || die2 "--jobs needs a number (1 = one notebook at a time)"; JOBS="$2"; shift 2 ;;
+    --jobs=*) JOBS="${1#*=}"; shift ;;
+    *) die2 "unknown argument '$1' (expected: test, --profile smoke|default|paper, --only NN, --jobs N, --help)" ;;
   esac
 done
+case "$JOBS" in ""|[1-9]|[1-9][0-9]) ;; *) die2 "--jobs expects a whole number from 1, got '$JOBS'" ;; esac
 case "$PROFILE" in smoke|default|paper) ;; *) die2 "unknown profile '$PROFILE' (expected smoke, default or paper)" ;; esac
 if [ -n "$ONLY" ]; then
   ls notebooks/"$ONLY"*.ipynb >/dev/null 2>&1 || ls notebooks/"$ONLY".ipynb >/dev/null 2>&1 \
@@ -69,4 +74,5 @@ if [ "$MODE" = test ]; then
 fi
 args=(--profile "$PROFILE")
 [ -n "$ONLY" ] && args+=(--only "$ONLY")
+[ -n "$JOBS" ] && args+=(--jobs "$JOBS")
 exec "$PY" -m persona notebooks "${args[@]}"

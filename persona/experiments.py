@@ -11,7 +11,9 @@ import hashlib
 import json
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -77,6 +79,50 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
+def file_digest(path: str | Path) -> str:
+    """First 12 hex digits of the sha256 of a file (cached by path, size and mtime)."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    return _file_digest(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+def generator_digest(config: Any) -> str | None:
+    """Digest of the generator weights a method config starts from (the shipped prior unless its
+    ``generator`` field names a file), so that a retrained prior invalidates cached runs; None for
+    methods without a generator or a generator that is not a file (e.g. 'random-tiny')."""
+    if not hasattr(config, "generator"):
+        return None
+    from persona.eg3d.checkpoint import PRIOR_PATH
+
+    source = config.generator
+    path = PRIOR_PATH if source in (None, "", "prior") else Path(source)
+    return file_digest(path) if path.is_file() else None
+
+
+@contextmanager
+def run_lock(run_path: Path):
+    """Exclusive lock on a run (``<run>.lock`` beside it): a second process asking for the same
+    run waits until the first has trained it, then loads it instead of training it again."""
+    import fcntl
+
+    run_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(run_path.with_name(run_path.name + ".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @dataclass
 class TrainedRun:
     name: str
@@ -92,21 +138,26 @@ def trained(name: str, cfg: dict[str, Any], train_ds: Any, profile: str, label: 
 
     method = build_method(name, dict(cfg))
     # the key is the RESOLVED config, so rows that spell the same run differently share it
-    key = {"method": name, "config": getattr(method, "config", cfg), "data": str(Path(train_ds.root).resolve()),
+    config = getattr(method, "config", cfg)
+    key = {"method": name, "config": config, "data": str(Path(train_ds.root).resolve()),
            "split": getattr(train_ds, "split", None), "max_seconds": getattr(train_ds, "max_seconds", None)}
+    digest = generator_digest(config)
+    if digest is not None:
+        key["generator_digest"] = digest
     run_path = runs_root(profile) / f"{name}-{Path(train_ds.root).parent.name}-{config_hash(key)}"
-    if force and run_path.exists():
-        shutil.rmtree(run_path)
-    run = RunDir(run_path)
-    done = run_path / "done.json"
-    if done.is_file():
-        method.load(run)
-        seconds = json.loads(done.read_text())["train_seconds"]
-    else:
-        start = time.perf_counter()
-        method.fit(train_ds, run)
-        seconds = time.perf_counter() - start
-        atomic_write_json(done, {"train_seconds": seconds, "key": key})
+    with run_lock(run_path):  # notebooks running side by side may ask for the same run
+        if force and run_path.exists():
+            shutil.rmtree(run_path)
+        run = RunDir(run_path)
+        done = run_path / "done.json"
+        if done.is_file():
+            method.load(run)
+            seconds = json.loads(done.read_text())["train_seconds"]
+        else:
+            start = time.perf_counter()
+            method.fit(train_ds, run)
+            seconds = time.perf_counter() - start
+            atomic_write_json(done, {"train_seconds": seconds, "key": key})
     return TrainedRun(label or name, method, run, seconds)
 
 
@@ -163,13 +214,16 @@ def sync_note() -> str:
 
 def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force: bool = False, novel: bool = True,
             train_max_seconds: float | None = None, sync: bool = False,
-            ground_truth_label: str = "Ground Truth") -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, str], TrainedRun]]:
+            ground_truth_label: str = "Ground Truth", max_test_frames: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, str], TrainedRun]]:
     """Train and evaluate every row on every video.
 
     Returns (per-frame metrics with columns method, identity, view, ...; timings with one row per
     (method, identity): train_seconds, eval_seconds; the trained runs by (label, identity)).
     With ``sync`` the gt-view rows get the lip-sync confidence ``sync`` of the rendered test clip,
-    and rows labelled ``ground_truth_label`` carry that of the real clip.
+    and rows labelled ``ground_truth_label`` carry that of the real clip (always scored on the
+    whole test clip: the sync search needs consecutive frames).
+    ``max_test_frames``: score image metrics on that many evenly spaced test frames (and their
+    novel views) for rows that set no ``max_test_frames`` of their own; None = every frame.
     """
     from persona.data.dataset import FrameDataset, NovelViewDataset
 
@@ -186,7 +240,7 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
             tr.name = row.label
             start = time.perf_counter()
             df = evaluated(tr, test, novel_ds if getattr(tr.method, "supports_novel_views", False) else None, force=force,
-                           max_frames=row.max_test_frames)
+                           max_frames=row.max_test_frames if row.max_test_frames is not None else max_test_frames)
             eval_seconds = time.perf_counter() - start
             df["method"] = row.label  # a cached evaluation may come from a row that spelled the same run differently
             df["identity"] = identity
@@ -273,6 +327,16 @@ def data_figure(root: Path | None, path: Path, seed: int = 0, identities: int = 
     from persona.report import save_figure
 
     return save_figure(overview_figure(synthetic.benchmark_identity_seeds(identities, seed), resolution), path)
+
+
+def frames_note(test_frames: int | None, sync: bool = False) -> str:
+    """Footnote saying which test frames the image metrics use."""
+    which = f"{test_frames} evenly spaced test frames per identity and their novel views" if test_frames else \
+        "every test frame and its novel views"
+    text = f"Image metrics are computed on {which}."
+    if sync:
+        text += " Sync-C is always scored on the whole test clip (the offset search needs consecutive frames)."
+    return text
 
 
 def table_notes(*extra: str) -> list[str]:

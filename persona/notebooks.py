@@ -9,6 +9,12 @@ Parameters come from ``notebooks/params/<profile>.yaml``::
       03_audio_reenactment: {train_seconds: 20}
 
 Executed copies go to ``notebooks/executed/<profile>/`` (kept for inspection when a cell fails).
+
+With ``--jobs N`` (default: 2 when the machine has 2 cores or more), the first notebook (data)
+runs alone, then the experiment notebooks run N at a time, each in its own process with one
+torch thread (two one-thread processes use 2 cores better than one two-thread process on these
+small networks), then the last notebook (the explorer) runs alone. Runs that two notebooks share
+are trained once: :func:`persona.experiments.trained` locks each run.
 The notebooks stored in ``notebooks/`` carry the outputs of a smoke run, which nbval compares
 against (``pytest --nbval-lax notebooks/``); :func:`refresh_stored_outputs` rewrites them.
 """
@@ -120,10 +126,58 @@ def refresh_stored_outputs(names: list[str] | None = None, notebook_dir: Path = 
         print(f"refreshed {path.relative_to(REPO_ROOT)}")
 
 
+def schedule(names: list[str]) -> list[list[str]]:
+    """Stages of notebooks that may run side by side: the first (it builds the data) alone, the
+    middle ones together, the last (it explores their runs) alone."""
+    if len(names) <= 2:
+        return [[n] for n in names]
+    return [[names[0]], names[1:-1], [names[-1]]]
+
+
+def notebook_command(name: str, profile: str) -> list[str]:
+    """The command that runs one notebook in its own process."""
+    return [sys.executable, "-m", "persona", "notebooks", "--profile", profile, "--only", name, "--jobs", "1"]
+
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def run_parallel(names: list[str], profile: str, jobs: int) -> tuple[list[NotebookResult], list[str]]:
+    """Run ``names`` ``jobs`` at a time, each as ``python -m persona notebooks --only NAME`` with
+    one thread; output lines are prefixed with the notebook's number. Returns (results of those
+    that finished, error messages of those that failed); a failure does not stop the others."""
+    import subprocess
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    lock = threading.Lock()
+
+    def one(name: str) -> NotebookResult | str:
+        tag = name.split("_", 1)[0]
+        env = {**os.environ, **ONE_THREAD, "PYTHONUNBUFFERED": "1"}
+        start = time.perf_counter()
+        proc = subprocess.Popen(notebook_command(name, profile), cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        tail: list[str] = []
+        for line in proc.stdout:
+            tail = (tail + [line.rstrip()])[-20:]
+            with lock:
+                print(f"[{tag}] {line.rstrip()}", flush=True)
+        if proc.wait() != 0:
+            return f"notebook {name} failed:\n" + "\n".join(tail)
+        return NotebookResult(name, time.perf_counter() - start, NOTEBOOK_DIR / "executed" / profile / f"{name}.ipynb")
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        outcomes = list(pool.map(one, names))
+    return ([o for o in outcomes if isinstance(o, NotebookResult)], [o for o in outcomes if isinstance(o, str)])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m persona notebooks", description="Run the notebooks in order.")
     parser.add_argument("--profile", default="default", help=f"one of {', '.join(PROFILE_NAMES)} (default: default)")
     parser.add_argument("--only", default=None, help="run one notebook, by number (03) or name")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="experiment notebooks run side by side, one thread each (default: 2 on 2+ cores; 1 = in order)")
     parser.add_argument("--refresh-stored", action="store_true", help="re-execute the stored notebooks in place (smoke outputs for nbval)")
     args = parser.parse_args(argv)
     try:
@@ -135,27 +189,46 @@ def main(argv: list[str] | None = None) -> int:
     if args.refresh_stored:
         refresh_stored_outputs(names)
         return 0
+    jobs = args.jobs if args.jobs is not None else min(2, os.cpu_count() or 1)
+    if jobs < 1:
+        print("persona notebooks: --jobs must be 1 or more", file=sys.stderr)
+        return 2
     results: list[NotebookResult] = []
-    for i, name in enumerate(names, 1):
-        print(f"[{i}/{len(names)}] {name} (profile {args.profile})", flush=True)
-        try:
-            results.append(run_notebook(name, args.profile, progress=sys.stderr.isatty()))
-        except NotebookFailed as err:
-            print(f"FAILED: {err}", file=sys.stderr)
-            _print_timings(results)
-            return 1
-        print(f"      done in {results[-1].seconds:.1f} s", flush=True)
-    _print_timings(results)
+    start = time.perf_counter()
+    done = 0
+    for stage in (schedule(names) if jobs > 1 else [[n] for n in names]):
+        if len(stage) > 1:
+            print(f"[{done + 1}-{done + len(stage)}/{len(names)}] {', '.join(stage)} (profile {args.profile}, "
+                  f"{jobs} at a time, one thread each)", flush=True)
+            finished, errors = run_parallel(stage, args.profile, jobs)
+            results += finished
+            if errors:
+                for error in errors:
+                    print(f"FAILED: {error}", file=sys.stderr)
+                _print_timings(results, time.perf_counter() - start)
+                return 1
+        else:
+            name = stage[0]
+            print(f"[{done + 1}/{len(names)}] {name} (profile {args.profile})", flush=True)
+            try:
+                results.append(run_notebook(name, args.profile, progress=sys.stderr.isatty()))
+            except NotebookFailed as err:
+                print(f"FAILED: {err}", file=sys.stderr)
+                _print_timings(results, time.perf_counter() - start)
+                return 1
+            print(f"      done in {results[-1].seconds:.1f} s", flush=True)
+        done += len(stage)
+    _print_timings(results, time.perf_counter() - start)
     return 0
 
 
-def _print_timings(results: list[NotebookResult]) -> None:
+def _print_timings(results: list[NotebookResult], wall: float | None = None) -> None:
     if not results:
         return
-    print("\ntiming summary")
+    print("\ntiming summary (wall time of each notebook; side-by-side notebooks overlap)")
     for r in results:
         print(f"  {r.name:<32} {r.seconds:8.1f} s")
-    print(f"  {'total':<32} {sum(r.seconds for r in results):8.1f} s")
+    print(f"  {'total (wall)':<32} {wall if wall is not None else sum(r.seconds for r in results):8.1f} s")
 
 
 if __name__ == "__main__":

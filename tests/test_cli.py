@@ -26,6 +26,8 @@ def test_help():
     (["--only", "99"], "unknown notebook '99'"),
     (["--frobnicate"], "unknown argument '--frobnicate'"),
     (["--profile"], "--profile needs a value"),
+    (["--jobs", "two"], "--jobs expects a whole number from 1, got 'two'"),
+    (["--jobs"], "--jobs needs a number"),
 ])
 def test_bad_input_exits_2_with_one_line(args, expected):
     out = run_script(*args)

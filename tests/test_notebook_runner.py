@@ -69,3 +69,22 @@ def test_run_notebook_injects_parameters_and_reports_failing_cell(tmp_path, monk
         nbr.run_notebook("01_bad", "smoke", output_dir=tmp_path / "out", notebook_dir=tmp_path, progress=False)
     assert "ValueError" in str(err.value) and "boom" in str(err.value)
     assert (tmp_path / "out" / "01_bad.ipynb").is_file()  # kept for inspection
+
+
+def test_schedule_runs_data_first_and_explorer_last():
+    names = ["00_data", "01_a", "02_b", "03_c", "04_d", "05_explore"]
+    assert nbr.schedule(names) == [["00_data"], ["01_a", "02_b", "03_c", "04_d"], ["05_explore"]]
+    assert nbr.schedule(["03_c"]) == [["03_c"]]
+
+
+def test_run_parallel_gives_each_notebook_one_thread_and_reports_failures(monkeypatch, capsys):
+    import sys
+
+    script = ("import os, sys; print('threads', os.environ['OMP_NUM_THREADS']); "
+              "sys.exit(1 if sys.argv[1].startswith('02') else 0)")
+    monkeypatch.setattr(nbr, "notebook_command", lambda name, profile: [sys.executable, "-c", script, name])
+    done, errors = nbr.run_parallel(["01_ok", "02_bad", "03_ok"], "smoke", jobs=2)
+    assert [r.name for r in done] == ["01_ok", "03_ok"]
+    assert len(errors) == 1 and "02_bad failed" in errors[0] and "threads 1" in errors[0]
+    out = capsys.readouterr().out
+    assert "[01] threads 1" in out and "[03] threads 1" in out
