@@ -79,6 +79,7 @@ def load_params(profile: str, name: str | None = None, params_dir: Path = PARAMS
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of parameter names to values")
     per_notebook = data.pop("notebooks", {}) or {}
+    data.pop("start_order", None)  # read by start_order(), not a notebook parameter
     params = dict(data)
     params["profile"] = profile
     if name is not None:
@@ -126,12 +127,27 @@ def refresh_stored_outputs(names: list[str] | None = None, notebook_dir: Path = 
         print(f"refreshed {path.relative_to(REPO_ROOT)}")
 
 
-def schedule(names: list[str]) -> list[list[str]]:
+def start_order(profile: str, params_dir: Path = PARAMS_DIR) -> list[str]:
+    """The profile's ``start_order``: notebook numbers to start first when notebooks run side by
+    side (the longest first, so the two lanes end together); empty when the profile has none."""
+    path = params_dir / f"{check_profile(profile)}.yaml"
+    data = yaml.safe_load(path.read_text()) if path.is_file() else None
+    order = (data or {}).get("start_order") or []
+    if not isinstance(order, list):
+        raise ValueError(f"{path}: start_order must be a list of notebook numbers, got {order!r}")
+    return [str(n).zfill(2) for n in order]
+
+
+def schedule(names: list[str], order: list[str] | None = None) -> list[list[str]]:
     """Stages of notebooks that may run side by side: the first (it builds the data) alone, the
-    middle ones together, the last (it explores their runs) alone."""
+    middle ones together (those named in ``order`` first, in that order), the last (it explores
+    their runs) alone."""
     if len(names) <= 2:
         return [[n] for n in names]
-    return [[names[0]], names[1:-1], [names[-1]]]
+    middle = names[1:-1]
+    rank = {number: i for i, number in enumerate(order or [])}
+    middle = sorted(middle, key=lambda n: (rank.get(n.split("_", 1)[0], len(rank)), n))
+    return [[names[0]], middle, [names[-1]]]
 
 
 def notebook_command(name: str, profile: str) -> list[str]:
@@ -196,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[NotebookResult] = []
     start = time.perf_counter()
     done = 0
-    for stage in (schedule(names) if jobs > 1 else [[n] for n in names]):
+    for stage in (schedule(names, start_order(args.profile)) if jobs > 1 else [[n] for n in names]):
         if len(stage) > 1:
             print(f"[{done + 1}-{done + len(stage)}/{len(names)}] {', '.join(stage)} (profile {args.profile}, "
                   f"{jobs} at a time, one thread each)", flush=True)

@@ -88,3 +88,14 @@ def test_run_parallel_gives_each_notebook_one_thread_and_reports_failures(monkey
     assert len(errors) == 1 and "02_bad failed" in errors[0] and "threads 1" in errors[0]
     out = capsys.readouterr().out
     assert "[01] threads 1" in out and "[03] threads 1" in out
+
+
+def test_schedule_starts_the_profile_start_order_first(tmp_path):
+    names = ["00_data", "01_a", "02_b", "03_c", "04_d", "05_explore"]
+    assert nbr.schedule(names, ["03", "02"]) == [["00_data"], ["03_c", "02_b", "01_a", "04_d"], ["05_explore"]]
+    (tmp_path / "smoke.yaml").write_text(yaml.safe_dump({"seed": 0, "start_order": ["03", 2]}))
+    assert nbr.start_order("smoke", params_dir=tmp_path) == ["03", "02"]
+    assert "start_order" not in nbr.load_params("smoke", params_dir=tmp_path)   # not a notebook parameter
+    (tmp_path / "smoke.yaml").write_text(yaml.safe_dump({"start_order": "03"}))
+    with pytest.raises(ValueError, match="start_order must be a list"):
+        nbr.start_order("smoke", params_dir=tmp_path)
