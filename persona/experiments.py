@@ -194,7 +194,7 @@ def synced(trained_run: TrainedRun, test_ds: Any, force: bool = False) -> pd.Dat
     from persona.evaluate import evaluate_sync
 
     expert = Path(__file__).parent / "assets" / "syncnet_synthetic.safetensors"
-    expert_digest = hashlib.sha256(expert.read_bytes()).hexdigest()[:12] if expert.is_file() else None
+    expert_digest = file_digest(expert) if expert.is_file() else None
     path = trained_run.run.root / f"sync-{config_hash([str(test_ds.root), test_ds.split, expert_digest])}.csv"
     if path.is_file() and not force:
         return pd.read_csv(path)

@@ -9,14 +9,15 @@ Parameters come from ``notebooks/params/<profile>.yaml``::
       03_audio_reenactment: {train_seconds: 20}
 
 Executed copies go to ``notebooks/executed/<profile>/`` (kept for inspection when a cell fails).
-
-With ``--jobs N`` (default: 2 when the machine has 2 cores or more), the first notebook (data)
-runs alone, then the experiment notebooks run N at a time, each in its own process with one
-torch thread (two one-thread processes use 2 cores better than one two-thread process on these
-small networks), then the last notebook (the explorer) runs alone. Runs that two notebooks share
-are trained once: :func:`persona.experiments.trained` locks each run.
 The notebooks stored in ``notebooks/`` carry the outputs of a smoke run, which nbval compares
 against (``pytest --nbval-lax notebooks/``); :func:`refresh_stored_outputs` rewrites them.
+
+With ``--jobs N`` (default: 2 when the machine has 2 cores or more), the first notebook (data)
+runs alone, then the experiment notebooks run N at a time (the profile's ``start_order`` first),
+each in its own process with one torch thread (two one-thread processes use 2 cores better than
+one two-thread process on these small networks), then the last notebook (the explorer) runs
+alone. Runs that two notebooks share are trained once: :func:`persona.experiments.trained` locks
+each run.
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ def resolve(only: str | None, notebook_dir: Path = NOTEBOOK_DIR) -> list[str]:
     return chosen
 
 
-def load_params(profile: str, name: str | None = None, params_dir: Path = PARAMS_DIR) -> dict[str, Any]:
-    """Top-level parameters of ``profile`` merged with the overrides for notebook ``name``."""
+def _params_file(profile: str, params_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """(path, contents) of ``params_dir/<profile>.yaml``, with a clear error when missing or malformed."""
     check_profile(profile)
     path = params_dir / f"{profile}.yaml"
     if not path.is_file():
@@ -78,6 +79,12 @@ def load_params(profile: str, name: str | None = None, params_dir: Path = PARAMS
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of parameter names to values")
+    return path, data
+
+
+def load_params(profile: str, name: str | None = None, params_dir: Path = PARAMS_DIR) -> dict[str, Any]:
+    """Top-level parameters of ``profile`` merged with the overrides for notebook ``name``."""
+    _, data = _params_file(profile, params_dir)
     per_notebook = data.pop("notebooks", {}) or {}
     data.pop("start_order", None)  # read by start_order(), not a notebook parameter
     params = dict(data)
@@ -130,9 +137,8 @@ def refresh_stored_outputs(names: list[str] | None = None, notebook_dir: Path = 
 def start_order(profile: str, params_dir: Path = PARAMS_DIR) -> list[str]:
     """The profile's ``start_order``: notebook numbers to start first when notebooks run side by
     side (the longest first, so the two lanes end together); empty when the profile has none."""
-    path = params_dir / f"{check_profile(profile)}.yaml"
-    data = yaml.safe_load(path.read_text()) if path.is_file() else None
-    order = (data or {}).get("start_order") or []
+    path, data = _params_file(profile, params_dir)
+    order = data.get("start_order") or []
     if not isinstance(order, list):
         raise ValueError(f"{path}: start_order must be a list of notebook numbers, got {order!r}")
     return [str(n).zfill(2) for n in order]
@@ -164,6 +170,7 @@ def run_parallel(names: list[str], profile: str, jobs: int) -> tuple[list[Notebo
     that finished, error messages of those that failed); a failure does not stop the others."""
     import subprocess
     import threading
+    from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
     lock = threading.Lock()
@@ -174,9 +181,9 @@ def run_parallel(names: list[str], profile: str, jobs: int) -> tuple[list[Notebo
         start = time.perf_counter()
         proc = subprocess.Popen(notebook_command(name, profile), cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
-        tail: list[str] = []
+        tail: deque[str] = deque(maxlen=20)
         for line in proc.stdout:
-            tail = (tail + [line.rstrip()])[-20:]
+            tail.append(line.rstrip())
             with lock:
                 print(f"[{tag}] {line.rstrip()}", flush=True)
         if proc.wait() != 0:
@@ -239,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print_timings(results: list[NotebookResult], wall: float | None = None) -> None:
-    if not results:
+    if len(results) < 2:  # one notebook: its "done in" line says it all
         return
     print("\ntiming summary (wall time of each notebook; side-by-side notebooks overlap)")
     for r in results:

@@ -19,8 +19,9 @@ asks for 2 torch threads; ``--threads 1`` is ~10x faster when the 2 cores are sh
 jobs (OpenMP threads spin on a busy CPU). The shipped asset (4010 steps of 16 heads, 64k images)
 was trained on a lent H200 GPU with ``--device cuda`` in 898 s (two calls, the second
 ``--resume``); the data renderer runs on the CPU in a prefetch thread and was the bottleneck there
-(~0.2 s per batch of 16). On this 2-core CPU the same command would take about 4-5 hours (batch-4 steps took ~1 s here); a rerun
-matches the asset up to floating-point summation order (GPU vs CPU kernels).
+(~0.2 s per batch of 16). On this 2-core CPU the same command would take about 4-5 hours
+(batch-4 steps took ~1 s here); a rerun matches the asset up to floating-point summation order
+(GPU vs CPU kernels).
 
 Recipe (EG3D's adversarial core + terms that make it converge on a CPU in ~30 minutes)
 --------------------------------------------------------------------------------------
