@@ -7,6 +7,7 @@ is that module's own argparse help.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # verb (or "verb subverb") -> ("module", "function taking argv list and returning an exit code")
@@ -32,8 +33,11 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _debug_requested(argv: list[str]) -> bool:
+    return "--debug" in argv or os.environ.get("PERSONA_DEBUG", "") not in ("", "0")
+
+
+def _dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
@@ -45,6 +49,23 @@ def main(argv: list[str] | None = None) -> int:
             return int(getattr(module, function)(argv[words:]) or 0)
     print(f"persona: unknown command {' '.join(argv[:2])!r}\n\n{_usage()}", file=sys.stderr)
     return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command. A :class:`persona.errors.PersonaError` (a user's mistake: bad file, field or
+    flag) prints one line and exits 2; ``--debug`` or ``PERSONA_DEBUG=1`` shows the traceback."""
+    from persona.errors import PersonaError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_requested(argv)
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        return _dispatch(argv)
+    except PersonaError as error:
+        if debug:
+            raise
+        print(f"persona: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -64,3 +64,19 @@ def test_module_cli_lists_commands():
     assert out.returncode == 0
     for verb in ("train", "render", "eval", "prior train", "bench generator", "notebooks"):
         assert verb in out.stdout
+
+
+def test_user_errors_print_one_line_and_exit_2_unless_debug(monkeypatch, capsys):
+    import persona.__main__ as cli
+    from persona.errors import PersonaInputError
+
+    def boom(argv):
+        raise PersonaInputError("x.json: frames[0].img_id: expected an integer, got 'abc'")
+
+    monkeypatch.setitem(cli.COMMANDS, "boom", ("persona.__main__", "_boom", "test"))
+    monkeypatch.setattr(cli, "_boom", boom, raising=False)
+    assert cli.main(["boom"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "persona: error: x.json: frames[0].img_id: expected an integer, got 'abc'"
+    with pytest.raises(PersonaInputError):
+        cli.main(["boom", "--debug"])
