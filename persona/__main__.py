@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "prior train": ("persona.eg3d.train_prior", "main", "train the tiny EG3D prior on the synthetic corpus"),
     "prior sample": ("persona.eg3d.train_prior", "main_sample", "figure of prior samples at 5 yaw angles"),
     "syncnet train": ("persona.syncnet", "main_train", "train the synthetic lip-sync expert"),
+    "preprocess": ("persona.preprocess.pipeline", "main", "any talking-head video (or frames) -> a training folder"),
     "train": ("persona.train", "main_train", "fit a method (ours or a baseline) on a video"),
     "render": ("persona.train", "main_render", "render a trained run (test frames, novel views, orbit video)"),
     "eval": ("persona.evaluate", "main_eval", "metrics of a trained run on the test split"),

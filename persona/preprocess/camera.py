@@ -1,0 +1,203 @@
+"""EG3D cameras from landmarks: a rigid fit to a per-video canonical face, refined, smoothed.
+
+Plain PnP against a fixed canonical face (e.g. mediapipe's) carries that face's depth errors
+into the angles (measured: ~4-5 deg mean, pitch under- and yaw over-estimated). Here the face
+shape is estimated per video, from the video:
+
+1. mediapipe's per-frame 3D landmarks are aligned (generalised Procrustes); the points that move
+   least (forehead, nose, eye corners, cheeks - not lips, jaw or lids) form the rigid set.
+2. Structure from motion under scaled orthography (crop coordinates, fixed intrinsics): poses
+   and the rigid 3D shape are re-estimated alternately from the 2D landmarks only, the shape
+   pulled weakly (``reg``) toward mediapipe's. Head turns over the video fix the depth that one
+   image cannot.
+3. The head frame is anatomical and the same for every video: x from the face's left-right
+   mirror pairs (eyes, brows, mouth corners, cheeks), y down from the eyes to the mouth corners,
+   z = x × y, tilted by :data:`PITCH_OFFSET_DEG` (the eyes-mouth plane is not the frontal plane).
+4. Camera = EG3D's convention (persona.cameras): looking at ``PIVOT`` from ``RADIUS``, fx = fy =
+   4.2647, cx = cy = 0.5 (the crop provides the framing). Rotations are smoothed over time.
+
+Landmark input: crop coordinates [N,478,3] (x, y in [0,1] inside the crop, z in x's unit,
+larger = farther), i.e. OpenCV camera axes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+from scipy.spatial.transform import Rotation
+
+from persona import cameras
+
+# (subject's right, subject's left) mirror pairs of mediapipe's face mesh
+MIRROR_PAIRS = ((33, 263), (133, 362), (61, 291), (234, 454), (70, 300), (105, 334), (159, 386), (145, 374),
+                (468, 473), (127, 356), (93, 323), (98, 327))
+EYE_OUTER = (33, 263)
+# Angle between the eyes-mouth plane and the frontal plane of EG3D's head frame (see calibrate_pitch)
+PITCH_OFFSET_DEG = 0.0
+# OpenCV camera axes <-> EG3D world axes for the frontal camera (cam2world rotation diag(1,-1,-1))
+_G = np.diag([1.0, -1.0, -1.0])
+
+
+@dataclass
+class CameraFit:
+    """``labels`` [N,25] EG3D labels; ``rotations`` [N,3,3] head-to-camera (OpenCV axes);
+    ``scales`` [N]; ``shape`` [478,3] canonical face in the head frame (x right, y down, z away
+    from the viewer of a frontal face); ``rigid`` indices used for the poses; ``rms`` [N] 2D
+    residual of the rigid points (crop units)."""
+
+    labels: np.ndarray
+    rotations: np.ndarray
+    scales: np.ndarray
+    shape: np.ndarray
+    rigid: np.ndarray
+    rms: np.ndarray
+
+
+def _similarity(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
+    """Rotation R [3,3] and scale s with s R a ≈ b for centred point sets [K,3]."""
+    u, sig, vt = np.linalg.svd(b.T @ a)
+    d = np.sign(np.linalg.det(u @ vt))
+    r = u @ np.diag([1, 1, d]) @ vt
+    s = (sig * [1, 1, d]).sum() / max((a * a).sum(), 1e-12)
+    return r, float(s)
+
+
+def _generalised_procrustes(x: np.ndarray, iterations: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Centred frames [N,K,3] -> (mean shape [K,3] of unit RMS, aligned frames [N,K,3])."""
+    ref = x[len(x) // 2]
+    ref = ref / np.sqrt((ref**2).mean())
+    for _ in range(iterations):
+        aligned = np.empty_like(x)
+        for f in range(len(x)):
+            r, s = _similarity(x[f], ref)
+            aligned[f] = s * x[f] @ r.T
+        ref = aligned.mean(0)
+        ref = ref / np.sqrt((ref**2).mean())
+    return ref, aligned
+
+
+def _poses(y: np.ndarray, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scaled-orthographic poses of centred 2D points y [N,K,2] given the centred shape [K,3]:
+    (rotations [N,3,3], scales [N])."""
+    pinv = np.linalg.pinv(shape)  # [3,K]
+    rots, scales = np.empty((len(y), 3, 3)), np.empty(len(y))
+    for f in range(len(y)):
+        a = (pinv @ y[f]).T  # [2,3] affine camera
+        u, sig, vt = np.linalg.svd(a, full_matrices=False)
+        r2 = u @ vt
+        r = np.vstack([r2, np.cross(r2[0], r2[1])])
+        rots[f], scales[f] = r, sig.mean()
+        # a few Gauss-Newton steps on the rotation (the SVD projection is only approximate)
+        for _ in range(3):
+            pred = scales[f] * shape @ r[:2].T
+            res = (y[f] - pred).reshape(-1)
+            jac = np.empty((res.size, 4))
+            for k, axis in enumerate(np.eye(3)):
+                rk = Rotation.from_rotvec(1e-5 * axis).as_matrix() @ r
+                jac[:, k] = ((scales[f] * shape @ rk[:2].T) - pred).reshape(-1) / 1e-5
+            jac[:, 3] = (shape @ r[:2].T).reshape(-1)
+            step = np.linalg.lstsq(jac, res, rcond=None)[0]
+            r = Rotation.from_rotvec(step[:3]).as_matrix() @ r
+            scales[f] += step[3]
+        rots[f] = r
+    return rots, scales
+
+
+def _shape(y: np.ndarray, rots: np.ndarray, scales: np.ndarray, prior: np.ndarray, reg: float) -> np.ndarray:
+    """Least-squares shape [K,3] from centred 2D points y [N,K,2] and poses, pulled to ``prior``."""
+    lam = reg * float((scales**2).sum())
+    m = lam * np.eye(3)
+    rhs = lam * prior.T
+    for f in range(len(y)):
+        r2 = rots[f, :2]
+        m += scales[f] ** 2 * r2.T @ r2
+        rhs += scales[f] * r2.T @ y[f].T
+    return np.linalg.solve(m, rhs).T
+
+
+def head_frame(shape: np.ndarray, pitch_offset_deg: float = PITCH_OFFSET_DEG) -> np.ndarray:
+    """Rotation Q [3,3] whose columns are the head's x (its left), y (down) and z (away from the
+    viewer) axes in the shape's coordinates (see the module doc)."""
+    x = np.mean([shape[l] - shape[r] for r, l in MIRROR_PAIRS], 0)
+    x /= np.linalg.norm(x)
+    down = 0.5 * (shape[61] + shape[291]) - 0.5 * (shape[EYE_OUTER[0]] + shape[EYE_OUTER[1]])
+    y = down - x * (down @ x)
+    y /= np.linalg.norm(y)
+    q = np.stack([x, y, np.cross(x, y)], 1)
+    return q @ Rotation.from_rotvec([np.radians(pitch_offset_deg), 0, 0]).as_matrix()
+
+
+def smooth_rotations(rots: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing over time of rotations [N,3,3] (quaternions, sign-aligned)."""
+    if sigma <= 0 or len(rots) < 2:
+        return rots
+    q = Rotation.from_matrix(rots).as_quat()
+    for i in range(1, len(q)):
+        if q[i] @ q[i - 1] < 0:
+            q[i] = -q[i]
+    q = gaussian_filter1d(q, sigma, axis=0, mode="nearest")
+    return Rotation.from_quat(q / np.linalg.norm(q, axis=1, keepdims=True)).as_matrix()
+
+
+def labels_from_rotations(head_to_camera: np.ndarray) -> np.ndarray:
+    """EG3D labels [N,25] of cameras looking at the pivot from RADIUS with head-to-camera
+    rotations [N,3,3] (head frame of :func:`head_frame`; frontal = identity)."""
+    out = []
+    for r in head_to_camera:
+        c2w = np.eye(4)
+        c2w[:3, :3] = _G @ r.T  # world -> head axes is _G; camera -> head is r.T
+        c2w[:3, 3] = np.asarray(cameras.PIVOT) - cameras.RADIUS * c2w[:3, 2]
+        out.append(cameras.label(c2w, cameras.intrinsics()))
+    return np.stack(out).astype(np.float32)
+
+
+def fit(points: np.ndarray, iterations: int = 8, reg: float = 0.05, rigid_fraction: float = 0.4,
+        smooth_sigma: float = 1.0, pitch_offset_deg: float = PITCH_OFFSET_DEG) -> CameraFit:
+    """Cameras of every frame from crop-coordinate landmarks [N,478,3] (see the module doc)."""
+    pts = np.asarray(points, np.float64)
+    n = len(pts)
+    centred = pts - pts.mean(1, keepdims=True)
+    mean3d, aligned = _generalised_procrustes(centred)
+    spread = np.sqrt(((aligned - mean3d) ** 2).sum(-1).mean(0))
+    rigid = np.sort(np.argsort(spread)[: max(24, int(rigid_fraction * pts.shape[1]))])
+    # 3D prior shape (mediapipe's depth), centred on the rigid set
+    sub = pts[:, rigid] - pts[:, rigid].mean(1, keepdims=True)
+    prior_rigid, _ = _generalised_procrustes(sub)
+    y = pts[:, rigid, :2] - pts[:, rigid, :2].mean(1, keepdims=True)
+    shape = prior_rigid.copy()
+    for _ in range(iterations if n >= 3 else 0):
+        rots, scales = _poses(y, shape)
+        new = _shape(y, rots, scales, prior_rigid, reg)
+        new -= new.mean(0)
+        r, s = _similarity(new, prior_rigid)  # keep the gauge (rotation, scale) of the prior
+        shape = s * new @ r.T
+    rots, scales = _poses(y, shape)
+    rms = np.sqrt(((y - scales[:, None, None] * np.einsum("kj,nij->nki", shape, rots[:, :2])) ** 2).sum(-1).mean(1))
+    # every point in the same frame: 2D least squares with the final poses, prior = mediapipe's
+    r_all, s_all = _similarity(mean3d[rigid] - mean3d[rigid].mean(0), shape)
+    prior_all = s_all * (mean3d - mean3d[rigid].mean(0)) @ r_all.T
+    t2d = pts[:, rigid, :2].mean(1, keepdims=True)
+    full = _shape(pts[:, :, :2] - t2d, rots, scales, prior_all, reg if n >= 3 else 1e6)
+    q = head_frame(full, pitch_offset_deg)
+    head_to_cam = smooth_rotations(rots @ q, smooth_sigma)
+    canonical = (full - full[rigid].mean(0)) @ q
+    return CameraFit(labels_from_rotations(head_to_cam), head_to_cam, scales, canonical, rigid, rms)
+
+
+def rotation_error_deg(labels_a: np.ndarray, labels_b: np.ndarray) -> np.ndarray:
+    """Angle in degrees between the camera rotations of two label arrays [N,25] -> [N]."""
+    ra = np.asarray(labels_a, np.float64)[:, :16].reshape(-1, 4, 4)[:, :3, :3]
+    rb = np.asarray(labels_b, np.float64)[:, :16].reshape(-1, 4, 4)[:, :3, :3]
+    rel = np.einsum("nji,njk->nik", ra, rb)
+    cos = (np.trace(rel, axis1=1, axis2=2) - 1) / 2
+    return np.degrees(np.arccos(np.clip(cos, -1, 1)))
+
+
+def yaw_pitch_deg(labels: np.ndarray) -> np.ndarray:
+    """(yaw, pitch) [N,2] in degrees of cameras [N,25] about the pivot (persona.cameras.look_at's
+    angles: the camera's direction from the pivot)."""
+    c2w = np.asarray(labels, np.float64)[:, :16].reshape(-1, 4, 4)
+    d = -c2w[:, :3, 2]  # from the pivot toward the camera
+    return np.degrees(np.stack([np.arctan2(d[:, 0], d[:, 2]), np.arcsin(np.clip(d[:, 1], -1, 1))], 1))

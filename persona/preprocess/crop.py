@@ -1,0 +1,80 @@
+"""FFHQ-style framing from landmarks, smoothed over time, as an axis-aligned square crop.
+
+FFHQ (and EG3D's in-the-wild preprocessing after it) frame a face from the eye centres and the
+mouth corners: centre ``c = eye_avg + 0.1 * eye_to_mouth``, side
+``2 * max(2.0 * |eye_to_eye|, 1.8 * |eye_to_mouth|)``. Like EG3D's crop (and unlike FFHQ's quad)
+the crop is not rotated: head roll stays in the image and goes into the camera. Boxes are
+smoothed over time (Gaussian, ``sigma`` frames) so the framing does not jitter.
+
+Box = (cx, cy, side) in source pixels. Mediapipe indices: iris centres 468 / 473, mouth corners
+61 / 291.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+
+IRIS = (468, 473)
+MOUTH_CORNERS = (61, 291)
+MOUTH_RING = (0, 17, 37, 40, 61, 84, 91, 146, 181, 185, 267, 270, 291, 314, 321, 375, 405, 409)
+
+
+def ffhq_boxes(points: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """Landmarks [N,478,>=2] pixels -> boxes [N,3] (cx, cy, side) in pixels."""
+    p = np.asarray(points, np.float64)[..., :2]
+    eye_l, eye_r = p[:, IRIS[0]], p[:, IRIS[1]]
+    eye_avg = 0.5 * (eye_l + eye_r)
+    mouth_avg = 0.5 * (p[:, MOUTH_CORNERS[0]] + p[:, MOUTH_CORNERS[1]])
+    e2e = np.linalg.norm(eye_r - eye_l, axis=1)
+    e2m_vec = mouth_avg - eye_avg
+    e2m = np.linalg.norm(e2m_vec, axis=1)
+    centre = eye_avg + 0.1 * e2m_vec
+    side = 2.0 * np.maximum(2.0 * e2e, 1.8 * e2m) * scale
+    return np.concatenate([centre, side[:, None]], 1)
+
+
+def smooth_boxes(boxes: np.ndarray, sigma: float = 2.0) -> np.ndarray:
+    """Gaussian smoothing over time of boxes [N,3] (edges: nearest)."""
+    if sigma <= 0 or len(boxes) < 2:
+        return np.asarray(boxes, np.float64)
+    return gaussian_filter1d(np.asarray(boxes, np.float64), sigma, axis=0, mode="nearest")
+
+
+def crop_matrix(box: np.ndarray, size: int) -> np.ndarray:
+    """2x3 affine map source pixels -> crop pixels of a ``size`` square."""
+    cx, cy, side = (float(v) for v in box)
+    s = size / side
+    return np.array([[s, 0.0, size / 2 - s * cx], [0.0, s, size / 2 - s * cy]])
+
+
+def crop(rgb: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    """Crop RGB uint8 [H,W,3] to the box as [size,size,3] (outside the frame: edge pixels)."""
+    m = crop_matrix(box, size)
+    if m[0, 0] < 0.8:  # shrinking: area-filter the frame first (warpAffine has no area filter)
+        small = cv2.resize(rgb, None, fx=m[0, 0], fy=m[1, 1], interpolation=cv2.INTER_AREA)
+        sx, sy = small.shape[1] / rgb.shape[1], small.shape[0] / rgb.shape[0]
+        m = np.array([[m[0, 0] / sx, 0.0, m[0, 2]], [0.0, m[1, 1] / sy, m[1, 2]]])
+        rgb = small
+    return cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def to_crop(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Landmarks [N,P,3] pixels -> normalised crop coords (x, y in [0,1] inside the crop; z in the
+    same unit as x)."""
+    p = np.asarray(points, np.float64)
+    b = np.asarray(boxes, np.float64)
+    out = np.empty_like(p)
+    out[..., 0] = (p[..., 0] - b[:, None, 0]) / b[:, None, 2] + 0.5
+    out[..., 1] = (p[..., 1] - b[:, None, 1]) / b[:, None, 2] + 0.5
+    out[..., 2] = p[..., 2] / b[:, None, 2]
+    return out
+
+
+def mouth_boxes(crop_points: np.ndarray, margin: float = 0.25) -> np.ndarray:
+    """Mouth boxes [N,4] (x0, y0, x1, y1 in [0,1]) around the lips in crop coords, with a margin."""
+    lips = np.asarray(crop_points)[:, list(MOUTH_RING), :2]
+    lo, hi = lips.min(1), lips.max(1)
+    pad = margin * (hi - lo).max(1, keepdims=True)
+    return np.concatenate([lo - pad, hi + pad], 1).clip(0, 1).astype(np.float32)
