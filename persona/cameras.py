@@ -215,13 +215,32 @@ def nerface_to_label(transform_matrix: Any, intrinsics_px: Sequence[float], widt
     NerFACE stores, per frame, ``transform_matrix``: the camera-to-world pose in the tracked
     head's frame with NeRF/OpenGL axes (x right, y up, z backward), and per file
     ``intrinsics = [fx, fy, cx, cy]`` with fx, fy in pixels and cx, cy as fractions of the image
-    size (NerFACE's ray generator uses ``W * cx``; its tracker writes a negative fx for its
-    mirrored x axis, so only the magnitude is used). The head frame maps to EG3D's world by
+    size (NerFACE's ray generator uses ``W * cx`` and divides by the SIGNED fx, fy; its tracker
+    writes a negative fx: see :func:`signed_focal_pose`). The head frame maps to EG3D's world by
     ``x_eg3d = scale * x_head + offset`` (defaults: identity, as in the synthetic world).
     """
     fx, fy, cx, cy = (float(v) for v in intrinsics_px)
-    out = _opengl_pose_to_label(transform_matrix, fx, fy, cx * width, cy * height, width, height, scale, offset)
+    pose = signed_focal_pose(transform_matrix, fx, fy)
+    out = _opengl_pose_to_label(pose, fx, fy, cx * width, cy * height, width, height, scale, offset)
     return _like(out, transform_matrix)
+
+
+def signed_focal_pose(transform_matrix: Any, fx: float, fy: float) -> np.ndarray:
+    """The pose [4,4] that, with |fx|, |fy|, casts NerFACE's rays for signed ``fx``, ``fy``.
+
+    NerFACE's ray generator divides by the signed focal lengths: a negative fx mirrors the
+    pixel-to-ray map in x (fy in y). Both negative is a 180 deg roll of the camera (kept as
+    such). One negative is a mirror, which no rotation reproduces: the head frame is mirrored
+    with it (x or y of the world negated), so the camera stays a rotation and yaw / roll keep the
+    sign NerFACE renders with.
+    """
+    m = np.array(_to_numpy(transform_matrix)[0], np.float64)
+    d = np.diag([-1.0 if fx < 0 else 1.0, -1.0 if fy < 0 else 1.0, 1.0])
+    m[:3, :3] = m[:3, :3] @ d
+    if np.linalg.det(d) < 0:
+        m[:3, :3] = d @ m[:3, :3]
+        m[:3, 3] = d @ m[:3, 3]
+    return m
 
 
 def label_to_nerface(label_: Any, width: int, height: int, scale: float = 1.0,

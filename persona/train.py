@@ -265,6 +265,11 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
     ``stop_after``: return after that many iterations (counted from step 0) without finishing
     the run, leaving the checkpoints as a killed run would (used to test resume).
     """
+    if cfg.modality == "audio" and not getattr(train, "has_audio", True):
+        from persona.errors import PersonaInputError
+
+        raise PersonaInputError(f"{getattr(train, 'root', 'the training data')}: audio-driven training needs audio "
+                                f"(aud.npy or aud.wav in the folder); found neither")
     device = torch.device(cfg.device)
     model.to(device)
     source = FrameSource(train)

@@ -74,8 +74,35 @@ def test_nerface_and_adnerf_round_trips():
     pose2, f, cx, cy = C.label_to_adnerf(lab, 450, 450, scale=0.5, offset=(0, 0, 0.1))
     assert f == pytest.approx(4.2647 * 450, rel=1e-5) and cx == pytest.approx(225)
     np.testing.assert_allclose(C.adnerf_to_label(pose2, f, cx, cy, 450, 450, scale=0.5, offset=(0, 0, 0.1)), lab, atol=1e-5)
-    # NerFACE's tracker may store a negative fx: the magnitude is used
-    np.testing.assert_allclose(C.nerface_to_label(pose, [-intr[0], intr[1], intr[2], intr[3]], 64, 64), lab, atol=1e-5)
+
+
+def _nerface_rays(pose, intr, w, h, pix):
+    """NerFACE's ray generator: direction ((u - W cx) / fx, -(v - H cy) / fy, -1), SIGNED focals."""
+    fx, fy, cx, cy = intr
+    d = np.stack([(pix[:, 0] - w * cx) / fx, -(pix[:, 1] - h * cy) / fy, -np.ones(len(pix))], 1)
+    return pose[:3, 3], d @ pose[:3, :3].T
+
+
+def _label_rays(lab, w, h, pix):
+    c2w, k = C.split_label(np.asarray(lab, np.float64))
+    d = np.stack([(pix[:, 0] / w - k[0, 2]) / k[0, 0], (pix[:, 1] / h - k[1, 2]) / k[1, 1], np.ones(len(pix))], 1)
+    return c2w[:3, 3], d @ c2w[:3, :3].T
+
+
+@pytest.mark.parametrize("sx,sy", [(1, 1), (-1, 1), (1, -1), (-1, -1)])
+def test_nerface_signed_focals_cast_the_rays_nerface_casts(sx, sy):
+    pose, intr = C.label_to_nerface(C.camera_label(17, -8), 64, 64)
+    intr = [sx * intr[0], sy * intr[1], 0.5, 0.5]
+    lab = C.nerface_to_label(pose, intr, 64, 64)
+    C.check_rigid(C.split_label(lab)[0])
+    pix = np.array([[5.0, 9.0], [60.0, 3.0], [32.0, 40.0]])
+    origin_n, dirs_n = _nerface_rays(pose, intr, 64, 64, pix)
+    origin, dirs = _label_rays(lab, 64, 64, pix)
+    # both negative = a 180 deg roll, the same rays; one negative = a mirror: the head frame is mirrored with it
+    mirror = np.diag([float(sx), float(sy), 1.0]) if sx * sy < 0 else np.eye(3)
+    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
+    np.testing.assert_allclose(unit(dirs), unit(dirs_n @ mirror.T), atol=1e-5)
+    np.testing.assert_allclose(origin, mirror @ origin_n, atol=1e-5)
 
 
 def test_check_rigid_rejects_bad_matrices():

@@ -211,7 +211,7 @@ def windows(feats: np.ndarray, n_frames: int, fps: float = 25.0) -> np.ndarray:
         raise ValueError(f"features must be [T,{FEATURE_DIM}], got shape {feats.shape}")
     stride = FEATURE_FPS / fps
     if abs(stride - round(stride)) > 1e-6:
-        raise ValueError(f"video fps {fps} must divide the feature rate {FEATURE_FPS}")
+        raise ValueError(f"video fps {fps:g} must divide the audio feature rate {FEATURE_FPS} (e.g. 25 or 50)")
     stride = int(round(stride))
     half = WINDOW // 2
     need = half + stride * (n_frames - 1) + half

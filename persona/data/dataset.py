@@ -7,15 +7,20 @@ both read ``transforms_val.json``). A sample::
     image      [3,H,W] float32 in [-1,1]
     camera     [25]    EG3D label: the frame's ``camera_label`` (synthetic data), else converted
                        from the head pose (OpenGL -> OpenCV, pixel -> normalised intrinsics) with
-                       the translation scaled so the median TRAIN camera sits at radius 2.7 from
-                       the head origin (``camera_scale``; tracker units differ from EG3D's)
+                       the translation scaled so the median TRAIN camera sits at 2.7 * f / 4.2647
+                       from the head origin (f: the folder's focal / width), where the head
+                       shows at the size EG3D's cameras show it (``camera_scale``); NerFACE's
+                       signed focals are honoured (persona.cameras.signed_focal_pose).
+                       ``persona preprocess`` re-frames a folder to EG3D's own crop instead
     expression [76]    (zeros for AD-NeRF folders, which have none)
     audio      [16,29] window of aud.npy (zeros when the folder has no audio)
-    index      int     frame number in the video
+    index      int     frame number in the video (``frame_index``; NerFACE files without it are
+                       numbered train, then val, then test)
     mouth_box  [4]     x0, y0, x1, y1 in [0,1] (``mouth_box``, else the lower-middle face box)
 
 Audio: ``aud.npy`` [N,16,29] is used unchanged (ours or a real DeepSpeech one); without it,
-``aud.wav`` is featurised (:mod:`persona.data.audio`). N may be one less than the number of video
+``aud.wav`` is featurised (:mod:`persona.data.audio`), for NerFACE and AD-NeRF folders alike;
+``has_audio`` is False when the folder has neither (audio-driven training then refuses to run). N may be one less than the number of video
 frames (AD-NeRF's DeepSpeech count): the last window is then repeated for the last frame.
 """
 
@@ -31,6 +36,7 @@ from torch.utils.data import Dataset
 
 from persona.data import audio as audio_mod
 from persona.data import formats
+from persona.errors import PersonaFileError, PersonaInputError
 
 _DEFAULT_MOUTH_BOX = np.array([0.3, 0.6, 0.7, 0.9], np.float32)
 
@@ -127,8 +133,24 @@ def _load_audio(root: Path) -> np.ndarray | None:
 def _wav_windows(root: Path, n_frames: int, fps: float) -> np.ndarray | None:
     if (root / "aud.wav").is_file():
         wave_, rate = audio_mod.read_wav(root / "aud.wav")
-        return audio_mod.audio_windows(wave_, n_frames, fps, rate)
+        try:
+            return audio_mod.audio_windows(wave_, n_frames, fps, rate)
+        except ValueError as exc:
+            raise PersonaInputError(f"{root / 'aud.wav'}: {exc}; persona preprocess resamples a video to "
+                                    f"25 fps") from exc
     return None
+
+
+def _split_offset(root: Path, split: str) -> tuple[int, int]:
+    """NerFACE frames without ``frame_index``: (first frame number of ``split``, frames in all
+    splits), counting train, then val, then test, so val / test frames do not restart at 0 (their
+    audio windows would come from the start of the wav)."""
+    counts = {}
+    for s in ("train", "val", "test"):
+        path = root / f"transforms_{s}.json"
+        counts[s] = len(formats.read_nerface(root, s).frames) if path.is_file() else 0
+    order = ["train", "val", "test"]
+    return sum(counts[s] for s in order[: order.index(split)]), sum(counts.values())
 
 
 class FrameDataset(_FramesBase):
@@ -144,10 +166,8 @@ class FrameDataset(_FramesBase):
         root = Path(root)
         if split not in ("train", "val", "test"):
             raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
-        if not root.is_dir():
-            raise FileNotFoundError(f"{root}: dataset folder not found")
         self.split = split
-        if formats.is_adnerf(root):
+        if formats.detect_format(root, split) == "adnerf":
             self._init_adnerf(root, split, resolution, max_seconds)
         else:
             self._init_nerface(root, split, resolution, max_seconds)
@@ -157,7 +177,9 @@ class FrameDataset(_FramesBase):
         self._where = str(s.path)
         fps = float(s.meta.get("fps", 25.0))
         frames = s.frames
-        indices = [int(f.get("frame_index", k)) for k, f in enumerate(frames)]
+        has_index = all("frame_index" in f for f in frames)
+        offset, n_all = (0, 0) if has_index else _split_offset(root, split)
+        indices = [int(f["frame_index"]) if has_index else offset + k for k, f in enumerate(frames)]
         keep = list(range(len(frames)))
         if max_seconds is not None and frames:
             limit = indices[0] + max_seconds * fps
@@ -165,16 +187,17 @@ class FrameDataset(_FramesBase):
         paths = [s.image_path(k) for k in keep]
         for k, p in zip(keep, paths):
             if not p.is_file():
-                raise FileNotFoundError(f"{s.path}: frames[{k}].file_path -> image not found at {p}")
+                raise PersonaFileError(f"{s.path}: frames[{k}].file_path -> image not found at {p}")
         if not paths:
-            raise ValueError(f"{s.path}: no frames")
+            raise PersonaInputError(f"{s.path}: no frames")
         size = formats.read_image(paths[0]).shape[:2]
         self.camera_scale = 1.0
-        if any("camera_label" not in f for f in frames):  # real data: tracker units -> EG3D's radius
+        if any("camera_label" not in f for f in frames):  # real data: tracker units -> EG3D's framing
             train = s if split == "train" else formats.read_nerface(root, "train")
-            self.camera_scale = formats.normalising_scale([f["transform_matrix"] for f in train.frames])
+            radius = formats.eg3d_radius(s.pixel_intrinsics(size[1])[0] / size[1])
+            self.camera_scale = formats.normalising_scale([f["transform_matrix"] for f in train.frames], radius)
         labels_all = s.labels(size[1], size[0], scale=self.camera_scale)
-        n_total = int(s.meta.get("num_frames", max(indices) + 1 if indices else 0))
+        n_total = int(s.meta.get("num_frames", max(max(indices) + 1, n_all) if indices else 0))
         audio = _load_audio(root)
         if audio is None:
             audio = _wav_windows(root, n_total, fps)
@@ -200,16 +223,18 @@ class FrameDataset(_FramesBase):
         paths = [s.image_path(k, kind) for k in keep]
         for k, p in zip(keep, paths):
             if not p.is_file():
-                raise FileNotFoundError(f"{s.path}: frames[{k}] (img_id {frames[k]['img_id']}) -> image not found at {p}")
+                raise PersonaFileError(f"{s.path}: frames[{k}] (img_id {frames[k]['img_id']}) -> image not found at {p}")
         if not paths:
-            raise ValueError(f"{s.path}: no frames")
+            raise PersonaInputError(f"{s.path}: no frames")
         h, w = formats.read_image(paths[0]).shape[:2]
         train = s if split == "train" else formats.read_adnerf(root, "train")
-        self.camera_scale = formats.normalising_scale([f["transform_matrix"] for f in train.frames])
+        self.camera_scale = formats.normalising_scale([f["transform_matrix"] for f in train.frames],
+                                                      formats.eg3d_radius(s.focal_len / w))
         labels = s.labels(w, h, scale=self.camera_scale)[keep]
+        n_total = 1 + max(max(f["aud_id"] for f in train.frames), max(f["aud_id"] for f in frames))
         audio = _load_audio(root)
-        n_total = 1 + max(max(f["aud_id"] for f in formats.read_adnerf(root, "train").frames),
-                          max(f["aud_id"] for f in frames))
+        if audio is None:
+            audio = _wav_windows(root, n_total, fps)
         boxes = []
         for k in keep:
             rect = frames[k]["face_rect"]
@@ -252,9 +277,9 @@ class NovelViewDataset(_FramesBase):
         paths = [s.image_path(k) for k in range(len(frames))]
         for k, p in enumerate(paths):
             if not p.is_file():
-                raise FileNotFoundError(f"{s.path}: frames[{k}].file_path -> image not found at {p}")
+                raise PersonaFileError(f"{s.path}: frames[{k}].file_path -> image not found at {p}")
         if not paths:
-            raise ValueError(f"{s.path}: no frames")
+            raise PersonaInputError(f"{s.path}: no frames")
         fps = float(s.meta.get("fps", 25.0))
         n_total = int(s.meta.get("num_frames", max(int(f["source_index"]) for f in frames) + 1))
         audio = _load_audio(root)

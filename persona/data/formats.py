@@ -25,7 +25,8 @@ EG3D (``dataset.json``)::
 
     {"labels": [["img00000000.png", [25 floats]], ...]}
 
-Every reader validates what it reads and raises ``ValueError`` naming the file, the field and
+Every reader validates what it reads and raises :class:`persona.errors.PersonaInputError` (a
+``ValueError``) or ``PersonaFileError`` (a ``FileNotFoundError``) naming the file, the field and
 what was expected. Writers write atomically (temp file + rename).
 """
 
@@ -41,6 +42,7 @@ import cv2
 import numpy as np
 
 from persona import cameras
+from persona.errors import PersonaFileError, PersonaInputError
 from persona.runs import atomic_write_bytes
 
 EXPRESSION_DIM = 76
@@ -50,11 +52,11 @@ EXPRESSION_DIM = 76
 def read_json(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
+        raise PersonaFileError(f"{path}: file not found")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+        raise PersonaInputError(f"{path}: not valid JSON ({exc})") from exc
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -64,7 +66,7 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def require(obj: dict, key: str, where: str) -> Any:
     if not isinstance(obj, dict) or key not in obj:
-        raise ValueError(f"{where}: missing field {key!r}")
+        raise PersonaInputError(f"{where}: missing field {key!r}")
     return obj[key]
 
 
@@ -73,11 +75,11 @@ def finite_array(value: Any, where: str, shape: tuple[int, ...] | None = None) -
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{where}: expected numbers, got {str(value)[:60]!r}") from exc
+        raise PersonaInputError(f"{where}: expected numbers, got {str(value)[:60]!r}") from exc
     if shape is not None and arr.shape != shape:
-        raise ValueError(f"{where}: expected shape {list(shape)}, got {list(arr.shape)}")
+        raise PersonaInputError(f"{where}: expected shape {list(shape)}, got {list(arr.shape)}")
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{where}: contains NaN or Inf")
+        raise PersonaInputError(f"{where}: contains NaN or Inf")
     return arr
 
 
@@ -87,10 +89,10 @@ def read_image(path: str | Path, size: tuple[int, int] | None = None, where: str
     path = Path(path)
     where = where or str(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{where}: image not found at {path}")
+        raise PersonaFileError(f"{where}: image not found at {path}")
     data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if data is None:
-        raise ValueError(f"{where}: cannot read image {path} (not a PNG/JPEG cv2 can decode)")
+        raise PersonaInputError(f"{where}: cannot read image {path} (not a PNG/JPEG cv2 can decode)")
     if data.dtype == np.uint16:
         data = (data / 257).round().astype(np.uint8)
     if data.ndim == 2:
@@ -100,7 +102,7 @@ def read_image(path: str | Path, size: tuple[int, int] | None = None, where: str
         data = (data[..., :3] * alpha + 255 * (1 - alpha)).round().astype(np.uint8)
     rgb = np.ascontiguousarray(data[..., :3][..., ::-1])
     if size is not None and rgb.shape[:2] != tuple(size):
-        raise ValueError(f"{where}: image {path} is {rgb.shape[1]}x{rgb.shape[0]} (WxH), expected "
+        raise PersonaInputError(f"{where}: image {path} is {rgb.shape[1]}x{rgb.shape[0]} (WxH), expected "
                          f"{size[1]}x{size[0]} like the other frames")
     return rgb
 
@@ -114,7 +116,7 @@ def png_bytes(image: np.ndarray) -> bytes:
             img = img.transpose(1, 2, 0)
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(img[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 6])
     if not ok:
-        raise ValueError("PNG encoding failed")
+        raise PersonaInputError("PNG encoding failed")
     return buf.tobytes()
 
 
@@ -134,7 +136,7 @@ class NerfaceSplit:
     root: Path
     split: str
     path: Path
-    intrinsics: np.ndarray  # [fx, fy, cx, cy]: pixels, pixels, fractions, fractions
+    intrinsics: np.ndarray | None  # [fx, fy, cx, cy]: pixels, pixels, fractions; None: from camera_angle_x
     camera_angle_x: float | None
     frames: list[dict]
     meta: dict = field(default_factory=dict)  # other top-level fields (fps, w, h, background, ...)
@@ -144,14 +146,23 @@ class NerfaceSplit:
         p = self.root / rel
         return p if p.suffix.lower() in (".png", ".jpg", ".jpeg") else p.with_name(p.name + ".png")
 
+    def pixel_intrinsics(self, width: int) -> np.ndarray:
+        """[fx, fy, cx, cy] for images ``width`` pixels wide (``camera_angle_x`` files: the focal
+        follows from the real width)."""
+        if self.intrinsics is not None:
+            return self.intrinsics
+        focal = 0.5 * float(width) / math.tan(0.5 * float(self.camera_angle_x))
+        return np.array([focal, focal, 0.5, 0.5])
+
     def labels(self, width: int, height: int, scale: float = 1.0, offset: Sequence[float] = (0, 0, 0)) -> np.ndarray:
         """EG3D labels [N,25]: the frame's ``camera_label`` if present, else converted."""
         out = []
+        intr = self.pixel_intrinsics(width)
         for f in self.frames:
             if "camera_label" in f:
                 out.append(np.asarray(f["camera_label"], np.float32))
             else:
-                out.append(cameras.nerface_to_label(f["transform_matrix"], self.intrinsics, width, height, scale, offset))
+                out.append(cameras.nerface_to_label(f["transform_matrix"], intr, width, height, scale, offset))
         return np.stack(out) if out else np.zeros((0, 25), np.float32)
 
 
@@ -163,15 +174,16 @@ def read_nerface(root: str | Path, split: str) -> NerfaceSplit:
     where = str(path)
     frames_in = require(meta, "frames", where)
     if not isinstance(frames_in, list):
-        raise ValueError(f"{where}: field 'frames' must be a list")
+        raise PersonaInputError(f"{where}: field 'frames' must be a list")
     if "intrinsics" in meta and meta["intrinsics"]:
         intr = finite_array(meta["intrinsics"], f"{where}: intrinsics", (4,))
     elif "camera_angle_x" in meta:
-        w = float(meta.get("w", 512))
-        focal = 0.5 * w / math.tan(0.5 * float(meta["camera_angle_x"]))
-        intr = np.array([focal, focal, 0.5, 0.5])
+        angle = float(finite_array(meta["camera_angle_x"], f"{where}: camera_angle_x", ()))
+        if not 0 < angle < math.pi:
+            raise PersonaInputError(f"{where}: camera_angle_x = {angle}: expected radians in (0, pi)")
+        intr = None  # the focal follows from the images' real width (NerfaceSplit.pixel_intrinsics)
     else:
-        raise ValueError(f"{where}: missing field 'intrinsics' (or 'camera_angle_x')")
+        raise PersonaInputError(f"{where}: missing field 'intrinsics' (or 'camera_angle_x')")
     frames = []
     for i, f in enumerate(frames_in):
         fw = f"{where}: frames[{i}]"
@@ -240,6 +252,14 @@ class AdnerfSplit:
                                                  width, height, scale, offset) for f in self.frames])
 
 
+def _whole_number(value: Any, where: str) -> int:
+    """A non-negative integer id (7 or 7.0; not 7.3, "abc" or true)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value != int(value) or value < 0:
+        raise PersonaInputError(f"{where}: expected a non-negative whole number, got {value!r}")
+    return int(value)
+
+
 def adnerf_split_file(split: str) -> str:
     """AD-NeRF has train and val files only; our 'val' and 'test' both read transforms_val.json."""
     return "transforms_train.json" if split == "train" else "transforms_val.json"
@@ -253,12 +273,17 @@ def read_adnerf(root: str | Path, split: str) -> AdnerfSplit:
     focal = float(finite_array(require(meta, "focal_len", where), f"{where}: focal_len", ()))
     cx = float(finite_array(require(meta, "cx", where), f"{where}: cx", ()))
     cy = float(finite_array(require(meta, "cy", where), f"{where}: cy", ()))
+    frames_in = require(meta, "frames", where)
+    if not isinstance(frames_in, list):
+        raise PersonaInputError(f"{where}: field 'frames' must be a list of frames, got {type(frames_in).__name__}")
     frames = []
-    for i, f in enumerate(require(meta, "frames", where)):
+    for i, f in enumerate(frames_in):
         fw = f"{where}: frames[{i}]"
+        if not isinstance(f, dict):
+            raise PersonaInputError(f"{fw}: expected an object with img_id, aud_id, transform_matrix")
         out = dict(f)
-        out["img_id"] = int(require(f, "img_id", fw))
-        out["aud_id"] = int(require(f, "aud_id", fw))
+        out["img_id"] = _whole_number(require(f, "img_id", fw), f"{fw}.img_id")
+        out["aud_id"] = _whole_number(require(f, "aud_id", fw), f"{fw}.aud_id")
         out["transform_matrix"] = cameras.check_rigid(
             finite_array(require(f, "transform_matrix", fw), f"{fw}.transform_matrix", (4, 4)), f"{fw}.transform_matrix")
         out["face_rect"] = finite_array(f["face_rect"], f"{fw}.face_rect", (4,)) if "face_rect" in f else None
@@ -278,14 +303,50 @@ def write_adnerf(root: str | Path, split: str, frames: Sequence[dict], focal_len
 
 
 def is_adnerf(root: str | Path) -> bool:
-    """True when ``root`` holds an AD-NeRF folder (transforms_train.json with ``focal_len``)."""
-    path = Path(root) / "transforms_train.json"
+    """True when ``root`` holds an AD-NeRF folder (a transforms_train.json or transforms_val.json
+    with ``focal_len``)."""
+    for name in ("transforms_train.json", "transforms_val.json"):
+        path = Path(root) / name
+        if path.is_file():
+            try:
+                meta = read_json(path)
+            except ValueError:
+                continue
+            if isinstance(meta, dict) and "focal_len" in meta:
+                return True
+    return False
+
+
+def detect_format(root: str | Path, split: str) -> str:
+    """'adnerf' or 'nerface' from the files in ``root``; a one-line error naming the missing
+    file of the requested split (and the format it was detected as)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise PersonaFileError(f"{root}: dataset folder not found")
+    if is_adnerf(root):
+        path = root / adnerf_split_file(split)
+        if not path.is_file():
+            raise PersonaFileError(f"{path}: not found (an AD-NeRF folder: it has transforms_*.json with "
+                                   f"focal_len; split {split!r} reads {path.name})")
+        return "adnerf"
+    path = root / f"transforms_{split}.json"
     if not path.is_file():
-        return False
-    try:
-        return "focal_len" in read_json(path)
-    except ValueError:
-        return False
+        present = sorted(p.name for p in root.glob("transforms_*.json"))
+        raise PersonaFileError(f"{path}: not found (a NerFACE folder has transforms_train/val/test.json; "
+                               f"found {present or 'no transforms_*.json'})")
+    return "nerface"
+
+
+def eg3d_radius(focal_normalised: float) -> float:
+    """Camera distance at which a dataset's focal (normalised by the image width) shows the head
+    at the size EG3D's cameras do (focal 4.2647 at radius 2.7): a real folder keeps its own focal
+    (AD-NeRF's 1100 px at 450 px is 2.44) and moves the camera to ``2.7 * f / 4.2647``, so the head
+    is neither at 57 % of its size (AD-NeRF) nor at 130 % (NerFACE-like). ``persona preprocess``
+    re-crops to EG3D's own framing instead."""
+    f = abs(float(focal_normalised))
+    if not f > 0:
+        raise PersonaInputError(f"focal length {focal_normalised}: expected a positive number")
+    return cameras.RADIUS * f / cameras.FOCAL
 
 
 def normalising_scale(poses: Sequence[Any], radius: float = cameras.RADIUS) -> float:
@@ -296,7 +357,7 @@ def normalising_scale(poses: Sequence[Any], radius: float = cameras.RADIUS) -> f
     """
     dist = np.median([np.linalg.norm(np.asarray(p, np.float64)[:3, 3]) for p in poses]) if len(poses) else 0.0
     if not dist > 1e-8:
-        raise ValueError("cannot normalise camera distances: the cameras sit at the head origin")
+        raise PersonaInputError("cannot normalise camera distances: the cameras sit at the head origin")
     return float(radius / dist)
 
 
@@ -308,16 +369,16 @@ def read_audio_windows(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: audio features not found")
+        raise PersonaFileError(f"{path}: audio features not found")
     try:
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
-        raise ValueError(f"{path}: not a plain numpy array file ({exc})") from exc
+        raise PersonaInputError(f"{path}: not a plain numpy array file ({exc})") from exc
     if arr.ndim != 3 or arr.shape[1:] != (16, 29):
-        raise ValueError(f"{path}: expected shape [N,16,29] (AD-NeRF DeepSpeech windows), got {list(arr.shape)}")
+        raise PersonaInputError(f"{path}: expected shape [N,16,29] (AD-NeRF DeepSpeech windows), got {list(arr.shape)}")
     arr = arr.astype(np.float32)
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{path}: contains NaN or Inf")
+        raise PersonaInputError(f"{path}: contains NaN or Inf")
     return arr
 
 
@@ -333,7 +394,7 @@ def audio_index(frame_index: int, n_windows: int, n_frames: int, where: str) -> 
     """Window of a frame in ``aud.npy``. N = frames - 1 (AD-NeRF's DeepSpeech drops the last
     frame) is accepted: the last window is repeated. Anything shorter is an error."""
     if n_windows < n_frames - 1:
-        raise ValueError(f"{where}: {n_windows} audio windows for {n_frames} video frames; expected "
+        raise PersonaInputError(f"{where}: {n_windows} audio windows for {n_frames} video frames; expected "
                          f"{n_frames} (or {n_frames - 1}, AD-NeRF's count)")
     return min(int(frame_index), n_windows - 1)
 
@@ -345,12 +406,12 @@ def read_eg3d_dataset(root: str | Path) -> list[tuple[str, np.ndarray]]:
     meta = read_json(path)
     labels = require(meta, "labels", str(path))
     if not isinstance(labels, list):
-        raise ValueError(f"{path}: field 'labels' must be a list of [filename, 25 floats]")
+        raise PersonaInputError(f"{path}: field 'labels' must be a list of [filename, 25 floats]")
     out = []
     for i, entry in enumerate(labels):
         where = f"{path}: labels[{i}]"
         if not (isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[0], str)):
-            raise ValueError(f"{where}: expected [filename, [25 floats]]")
+            raise PersonaInputError(f"{where}: expected [filename, [25 floats]]")
         lab = finite_array(entry[1], where, (25,))
         cameras.check_rigid(lab[:16].reshape(4, 4), f"{where} (cam2world)")
         out.append((entry[0], lab.astype(np.float32)))
