@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("persona.evaluate", "main_eval", "metrics of a trained run on the test split"),
     "bench generator": ("persona.eg3d.bench", "main", "generator speed (ms/image, GFLOP/s)"),
     "bench renderer": ("persona.data.bench", "main", "synthetic renderer frames per second"),
+    "bench preprocess": ("persona.preprocess.bench", "main", "persona preprocess frames per second on one core"),
     "notebooks": ("persona.notebooks", "main", "run the notebooks in order (what reproduce.sh calls)"),
 }
 

@@ -107,14 +107,15 @@ def read_image(path: str | Path, size: tuple[int, int] | None = None, where: str
     return rgb
 
 
-def png_bytes(image: np.ndarray) -> bytes:
-    """PNG file contents of an RGB image: uint8 [H,W,3], or float [3,H,W] in [-1,1]."""
+def png_bytes(image: np.ndarray, compression: int = 6) -> bytes:
+    """PNG file contents of an RGB image: uint8 [H,W,3], or float [3,H,W] in [-1,1]
+    (``compression`` 0-9: 1 is several times faster than the default 6, files ~30 % larger)."""
     img = np.asarray(image)
     if img.dtype != np.uint8:
         img = ((np.clip(img, -1, 1) + 1) * 127.5).round().astype(np.uint8)
         if img.shape[0] == 3 and img.ndim == 3:
             img = img.transpose(1, 2, 0)
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(img[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 6])
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(img[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, int(compression)])
     if not ok:
         raise PersonaInputError("PNG encoding failed")
     return buf.tobytes()

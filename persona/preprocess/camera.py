@@ -78,30 +78,28 @@ def _generalised_procrustes(x: np.ndarray, iterations: int = 4) -> tuple[np.ndar
     return ref, aligned
 
 
-def _poses(y: np.ndarray, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _poses(y: np.ndarray, shape: np.ndarray, steps: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """Scaled-orthographic poses of centred 2D points y [N,K,2] given the centred shape [K,3]:
-    (rotations [N,3,3], scales [N])."""
-    pinv = np.linalg.pinv(shape)  # [3,K]
-    rots, scales = np.empty((len(y), 3, 3)), np.empty(len(y))
-    for f in range(len(y)):
-        a = (pinv @ y[f]).T  # [2,3] affine camera
-        u, sig, vt = np.linalg.svd(a, full_matrices=False)
-        r2 = u @ vt
-        r = np.vstack([r2, np.cross(r2[0], r2[1])])
-        rots[f], scales[f] = r, sig.mean()
-        # a few Gauss-Newton steps on the rotation (the SVD projection is only approximate)
-        for _ in range(3):
-            pred = scales[f] * shape @ r[:2].T
-            res = (y[f] - pred).reshape(-1)
-            jac = np.empty((res.size, 4))
-            for k, axis in enumerate(np.eye(3)):
-                rk = Rotation.from_rotvec(1e-5 * axis).as_matrix() @ r
-                jac[:, k] = ((scales[f] * shape @ rk[:2].T) - pred).reshape(-1) / 1e-5
-            jac[:, 3] = (shape @ r[:2].T).reshape(-1)
-            step = np.linalg.lstsq(jac, res, rcond=None)[0]
-            r = Rotation.from_rotvec(step[:3]).as_matrix() @ r
-            scales[f] += step[3]
-        rots[f] = r
+    (rotations [N,3,3], scales [N]). Affine fit projected to a scaled rotation, then a few
+    Gauss-Newton steps on (rotation, scale), all frames at once."""
+    a = np.einsum("jk,nkc->ncj", np.linalg.pinv(shape), y)  # [N,2,3] affine cameras
+    u, sig, vt = np.linalg.svd(a, full_matrices=False)
+    r2 = u @ vt
+    rots = np.concatenate([r2, np.cross(r2[:, 0], r2[:, 1])[:, None]], 1)
+    scales = sig.mean(1)
+    for _ in range(steps):
+        q = np.einsum("nij,kj->nki", rots, shape)  # [N,K,3] rotated shape
+        s = scales[:, None]
+        res = y - s[..., None] * q[..., :2]
+        # d(s * (w x q)_xy)/dw and d/ds, rows x then y: [N,K,2,4]
+        jac = np.zeros(q.shape[:2] + (2, 4))
+        jac[:, :, 0, 1], jac[:, :, 0, 2], jac[:, :, 0, 3] = s * q[..., 2], -s * q[..., 1], q[..., 0]
+        jac[:, :, 1, 0], jac[:, :, 1, 2], jac[:, :, 1, 3] = -s * q[..., 2], s * q[..., 0], q[..., 1]
+        jac = jac.reshape(len(y), -1, 4)
+        step = np.linalg.solve(np.einsum("nri,nrj->nij", jac, jac) + 1e-9 * np.eye(4),
+                               np.einsum("nri,nr->ni", jac, res.reshape(len(y), -1))[..., None])[..., 0]
+        rots = Rotation.from_rotvec(step[:, :3]).as_matrix() @ rots
+        scales = scales + step[:, 3]
     return rots, scales
 
 
