@@ -146,14 +146,15 @@ def start_order(profile: str, params_dir: Path = PARAMS_DIR) -> list[str]:
 
 def schedule(names: list[str], order: list[str] | None = None) -> list[list[str]]:
     """Stages of notebooks that may run side by side: the first (it builds the data) alone, the
-    middle ones together (those named in ``order`` first, in that order), the last (it explores
-    their runs) alone."""
+    middle ones together (those named in ``order`` first, in that order), the explorer (it explores
+    their runs; the notebook named ``*explore*``, else the last) alone at the end."""
     if len(names) <= 2:
         return [[n] for n in names]
-    middle = names[1:-1]
+    last = [n for n in names[1:] if "explore" in n][:1] or [names[-1]]
+    middle = [n for n in names[1:] if n not in last]
     rank = {number: i for i, number in enumerate(order or [])}
     middle = sorted(middle, key=lambda n: (rank.get(n.split("_", 1)[0], len(rank)), n))
-    return [[names[0]], middle, [names[-1]]]
+    return [[names[0]], middle, last]
 
 
 def notebook_command(name: str, profile: str) -> list[str]:

@@ -99,3 +99,8 @@ def test_schedule_starts_the_profile_start_order_first(tmp_path):
     (tmp_path / "smoke.yaml").write_text(yaml.safe_dump({"start_order": "03"}))
     with pytest.raises(ValueError, match="start_order must be a list"):
         nbr.start_order("smoke", params_dir=tmp_path)
+
+
+def test_schedule_keeps_the_explorer_last_when_later_notebooks_exist():
+    names = ["00_data", "01_a", "02_b", "05_explore", "06_your_video"]
+    assert nbr.schedule(names, ["02"]) == [["00_data"], ["02_b", "01_a", "06_your_video"], ["05_explore"]]

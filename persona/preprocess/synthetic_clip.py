@@ -41,20 +41,30 @@ def sweep_cameras(n: int, yaw_deg: float = 30.0, pitch_deg: float = 20.0, roll_d
     return np.stack([camera_with_roll(a, b, c) for a, b, c in zip(yaw, pitch, roll)]).astype(np.float32)
 
 
+def clip_truth(n_frames: int = 50, fps: float = 25.0, seed: int = 0, yaw_deg: float = 30.0,
+               pitch_deg: float = 20.0, roll_deg: float = 4.0) -> ClipTruth:
+    """The ground truth of :func:`write_clip` with the same arguments, without rendering."""
+    from persona.data import synthetic as S
+
+    video = S.make_video(n_frames, fps, seed, moving_head=True)
+    cams = sweep_cameras(n_frames, yaw_deg, pitch_deg, roll_deg)
+    controls = S.expression_controls(torch.from_numpy(video.expressions)).numpy()
+    return ClipTruth(cams, video.expressions, controls, video.waveform, float(fps))
+
+
 def write_clip(path: str | Path, n_frames: int = 50, resolution: int = 192, fps: float = 25.0, seed: int = 0,
                identity_seed: int = 1, yaw_deg: float = 30.0, pitch_deg: float = 20.0, roll_deg: float = 4.0,
                audio: bool = True, batch: int = 16) -> ClipTruth:
     """Render a talking clip to ``path`` (mp4, with its audio unless ``audio`` is False)."""
     from persona.data import synthetic as S
 
-    video = S.make_video(n_frames, fps, seed, moving_head=True)
-    cams = sweep_cameras(n_frames, yaw_deg, pitch_deg, roll_deg)
+    truth = clip_truth(n_frames, fps, seed, yaw_deg, pitch_deg, roll_deg)
+    cams = truth.cameras
     ident = S.sample_identity(identity_seed)
     frames = []
     for i in range(0, n_frames, batch):
-        e = torch.from_numpy(video.expressions[i:i + batch])
+        e = torch.from_numpy(truth.expressions[i:i + batch])
         img = S.render_batch([ident] * len(e), e, torch.from_numpy(cams[i:i + batch]), resolution)
         frames.append(((img.permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8))
-    write_mp4(path, np.concatenate(frames), fps, video.waveform if audio else None)
-    controls = S.expression_controls(torch.from_numpy(video.expressions)).numpy()
-    return ClipTruth(cams, video.expressions, controls, video.waveform, float(fps))
+    write_mp4(path, np.concatenate(frames), fps, truth.waveform if audio else None)
+    return truth
