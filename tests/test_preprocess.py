@@ -45,6 +45,7 @@ def test_writes_a_folder_that_training_reads(clip):
     labels = F.read_eg3d_dataset(out)
     assert len(labels) == N and np.allclose(labels[0][1][16:], [4.2647, 0, 0.5, 0, 4.2647, 0.5, 0, 0, 1], atol=1e-4)
     assert (out / "quicklook.png").stat().st_size > 0 and np.load(out / "landmarks.npy").shape == (N, 478, 3)
+    assert ds["train"].background is not None and ds["train"].background.shape == (3, SIZE, SIZE)
     assert _no_partials(root)
 
 
@@ -188,3 +189,15 @@ def test_an_existing_folder_is_replaced_only_with_force_and_only_if_ours(clip, t
     ours = pipeline.preprocess(clip[0] / "talk.mp4", tmp_path / "ours", size=32, max_frames=12, progress=False)
     pipeline.preprocess(clip[0] / "talk.mp4", ours, size=32, max_frames=11, force=True, progress=False)
     assert len(F.read_eg3d_dataset(ours)) == 11 and _no_partials(tmp_path)
+
+
+def test_background_plate_shows_the_background_not_the_head(clip):
+    """The synthetic world's backdrop is smooth: the plate's centre (where the head always is)
+    must be close to the backdrop seen at the crop's edges, not to the face."""
+    _, _, out = clip
+    bg = F.read_image(out / "bg" / "background.jpg").astype(np.float32)
+    frame = F.read_image(sorted((out / "images").iterdir())[0]).astype(np.float32)
+    c = SIZE // 2
+    centre_bg, centre_face = bg[c - 4:c + 4, c - 4:c + 4].mean((0, 1)), frame[c - 4:c + 4, c - 4:c + 4].mean((0, 1))
+    edge = np.concatenate([bg[:4].reshape(-1, 3), bg[:, :4].reshape(-1, 3)]).mean(0)
+    assert np.abs(centre_bg - edge).mean() < np.abs(centre_face - edge).mean()

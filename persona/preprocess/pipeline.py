@@ -9,6 +9,7 @@ order, its ``aud.wav`` / ``aud.npy``). DIR gets what ``persona train --data DIR`
     images/NNNNN.jpg                   FFHQ-style crops at --size (NNNNN = frame number; JPEG
                                        quality 95, or lossless PNG with --png)
     aud.wav, aud.npy [N,16,29]         16 kHz mono audio and its 25 fps windows (if audio)
+    bg/background.jpg                  background plate (selfie segmentation, median, inpainted)
     dataset.json                       EG3D labels of every written frame
     landmarks.npy [N,478,3]            mediapipe landmarks in crop coordinates
     quicklook.png                      landmarks, crop boxes, camera axes, pose trajectory
@@ -204,6 +205,7 @@ def preprocess(input_path: str | Path, out: str | Path, size: int = 512, fps: fl
                 k = pos[i]
                 (tmp / names[k]).write_bytes(encode_image(crop.crop(rgb, boxes[k], size), image_format))
         written = sum(1 for _ in (tmp / "images").iterdir())
+        hole = _write_background(tmp, names)
         if written != len(keep):
             raise PersonaInputError(f"{where}: decoded {written} of {len(keep)} frames on the second pass")
         has_audio = _write_audio(tmp, src, n_total, fps, where)
@@ -219,7 +221,7 @@ def preprocess(input_path: str | Path, out: str | Path, size: int = 512, fps: fl
             "fps": fps, "size": size, "frames_decoded": n_total, "frames_written": len(keep),
             "dropped_no_face": [int(i) for i in tracks.missing] if missing == "drop" else [],
             "interpolated_no_face": [int(i) for i in tracks.missing] if missing == "interpolate" else [],
-            "several_faces": tracks.crowded, "audio": has_audio,
+            "several_faces": tracks.crowded, "audio": has_audio, "background_inpainted_fraction": round(hole, 4),
             "camera": {"method": "per-video rigid fit (persona.preprocess.camera)", "rms_crop_units": float(fit.rms.mean())},
             "expression": "persona.preprocess.expression landmark code (stands in for Face2Face's 76-d vector)",
         })
@@ -234,6 +236,17 @@ def preprocess(input_path: str | Path, out: str | Path, size: int = 512, fps: fl
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _write_background(tmp: Path, names: list[str], max_frames: int = 40) -> float:
+    """``bg/background.jpg`` from up to ``max_frames`` evenly spaced crops; returns the inpainted fraction."""
+    from persona.preprocess import background
+
+    pick = np.unique(np.linspace(0, len(names) - 1, min(max_frames, len(names))).round().astype(int))
+    bg, hole = background.plate([formats.read_image(tmp / names[k]) for k in pick])
+    (tmp / "bg").mkdir()
+    (tmp / "bg" / "background.jpg").write_bytes(encode_image(bg, "jpg"))
+    return hole
 
 
 def _write_audio(tmp: Path, src: Source, n_total: int, fps: float, where: str) -> bool:
