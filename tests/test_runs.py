@@ -76,3 +76,20 @@ def test_atomic_json_leaves_old_file_on_failure(tmp_path):
     with pytest.raises(TypeError):
         atomic_write_json(path, {"a": object()})
     assert json.loads(path.read_text()) == {"a": 1}
+
+
+def test_staged_dir_replaces_on_success_and_leaves_nothing_on_error(tmp_path):
+    from persona.runs import staged_dir
+
+    dest = tmp_path / "out"
+    with staged_dir(dest) as tmp:
+        (tmp / "a.txt").write_text("first")
+    assert (dest / "a.txt").read_text() == "first"
+    with pytest.raises(KeyboardInterrupt):
+        with staged_dir(dest) as tmp:
+            (tmp / "a.txt").write_text("half")
+            raise KeyboardInterrupt
+    assert (dest / "a.txt").read_text() == "first" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    with staged_dir(dest) as tmp:
+        (tmp / "b.txt").write_text("second")
+    assert sorted(p.name for p in dest.iterdir()) == ["b.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["out"]

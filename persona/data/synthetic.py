@@ -1109,9 +1109,6 @@ def build_benchmark(root: str | Path, profile: str, seed: int = 0, force: bool =
     the same profile and seed give byte-identical files. An existing complete build with the same
     sizes, seed and code (:func:`code_fingerprint`) is kept unless ``force``. ``config`` overrides the profile's sizes (tests).
     """
-    import os
-    import shutil
-
     from persona.data import formats
     from persona.profiles import check_profile
 
@@ -1126,12 +1123,9 @@ def build_benchmark(root: str | Path, profile: str, seed: int = 0, force: bool =
                 return root
         except ValueError:
             pass
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.building-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
+    from persona.runs import staged_dir
+
+    with staged_dir(root, tag="building") as tmp:
         seeds = benchmark_identity_seeds(cfg.identities, seed)
         summary["identities"] = {}
         for k, ident_seed in enumerate(seeds):
@@ -1144,14 +1138,4 @@ def build_benchmark(root: str | Path, profile: str, seed: int = 0, force: bool =
             _write_video(tmp / name / "audio", identity, talk, cfg.audio_train_frames, cfg, f"{name} audio")
         _write_prior(tmp / "prior", cfg, seed)
         formats.write_json(tmp / "benchmark.json", summary)
-        if root.exists():
-            old = root.parent / f".{root.name}.old-{os.getpid()}"
-            os.replace(root, old)
-            os.replace(tmp, root)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return root

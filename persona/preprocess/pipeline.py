@@ -23,8 +23,6 @@ a folder that passes for complete. An existing DIR is replaced only with ``--for
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
 import warnings
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from persona import cameras
 from persona.data import audio as audio_mod
 from persona.data import formats
 from persona.errors import PersonaFileError, PersonaInputError
+from persona.runs import staged_dir
 from persona.preprocess import camera, crop, decode, expression, landmarks
 
 MIN_FRAMES = 10  # fewer frames with a face than this is too short to train on
@@ -190,13 +189,9 @@ def preprocess(input_path: str | Path, out: str | Path, size: int = 512, fps: fl
     codes = expression.codes(crop_pts, fit.rotations)
     mouths = crop.mouth_boxes(crop_pts)
 
-    # write into a hidden sibling, rename at the end
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / "images").mkdir(parents=True)
-    try:
+    # write into a hidden sibling, rename at the end (an existing out was checked replaceable above)
+    with staged_dir(out) as tmp:
+        (tmp / "images").mkdir()
         names = [f"images/{int(i):05d}.{image_format}" for i in keep]
         pos = {int(i): k for k, i in enumerate(keep)}
         frames_iter = decode.iter_frames(info, fps, n_total)
@@ -205,9 +200,9 @@ def preprocess(input_path: str | Path, out: str | Path, size: int = 512, fps: fl
                 k = pos[i]
                 (tmp / names[k]).write_bytes(encode_image(crop.crop(rgb, boxes[k], size), image_format))
         written = sum(1 for _ in (tmp / "images").iterdir())
-        hole = _write_background(tmp, names)
         if written != len(keep):
             raise PersonaInputError(f"{where}: decoded {written} of {len(keep)} frames on the second pass")
+        hole = _write_background(tmp, names)
         has_audio = _write_audio(tmp, src, n_total, fps, where)
         _write_splits(tmp, names, keep, fit.labels, codes, mouths, size, fps, n_total, test_fraction)
         formats.write_eg3d_dataset(tmp, list(zip(names, fit.labels)))
@@ -225,16 +220,6 @@ def preprocess(input_path: str | Path, out: str | Path, size: int = 512, fps: fl
             "camera": {"method": "per-video rigid fit (persona.preprocess.camera)", "rms_crop_units": float(fit.rms.mean())},
             "expression": "persona.preprocess.expression landmark code (stands in for Face2Face's 76-d vector)",
         })
-        if out.exists():  # checked replaceable above
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
