@@ -201,3 +201,19 @@ def test_background_plate_shows_the_background_not_the_head(clip):
     centre_bg, centre_face = bg[c - 4:c + 4, c - 4:c + 4].mean((0, 1)), frame[c - 4:c + 4, c - 4:c + 4].mean((0, 1))
     edge = np.concatenate([bg[:4].reshape(-1, 3), bg[:, :4].reshape(-1, 3)]).mean(0)
     assert np.abs(centre_bg - edge).mean() < np.abs(centre_face - edge).mean()
+
+
+def test_an_adnerf_folder_is_reframed_with_its_own_audio_windows(clip, tmp_path):
+    info = decode.probe(clip[0] / "talk.mp4")
+    root = tmp_path / "adnerf"
+    frames = []
+    for i, rgb in enumerate(decode.iter_frames(info, max_frames=12)):
+        F.write_image(root / "com_imgs" / f"{i}.jpg", rgb)
+        frames.append({"img_id": i, "aud_id": i, "transform_matrix": np.eye(4)})
+    F.write_adnerf(root, "train", frames[:9], 1100.0, RES / 2, RES / 2)
+    F.write_adnerf(root, "val", frames[9:], 1100.0, RES / 2, RES / 2)
+    windows = np.random.default_rng(0).normal(size=(12, 16, 29)).astype(np.float32)
+    np.save(root / "aud.npy", windows)
+    out = pipeline.preprocess(root, tmp_path / "out", size=32, progress=False)
+    assert len(F.read_eg3d_dataset(out)) == 12
+    np.testing.assert_array_equal(np.load(out / "aud.npy"), windows)  # real DeepSpeech windows kept unchanged
