@@ -186,7 +186,9 @@ def test_an_existing_folder_is_replaced_only_with_force_and_only_if_ours(clip, t
     with pytest.raises(PersonaError, match="not written by persona preprocess"):
         pipeline.preprocess(clip[0] / "talk.mp4", theirs, size=32, max_frames=12, force=True, progress=False)
     assert (theirs / "keep.txt").read_text() == "user data"
-    ours = pipeline.preprocess(clip[0] / "talk.mp4", tmp_path / "ours", size=32, max_frames=12, progress=False)
+    ours = pipeline.preprocess(clip[0] / "talk.mp4", tmp_path / "ours", size=32, max_frames=12, progress=False,
+                               quicklook_video=True)
+    assert decode.probe(ours / "quicklook.mp4").size == (32, 32)
     pipeline.preprocess(clip[0] / "talk.mp4", ours, size=32, max_frames=11, force=True, progress=False)
     assert len(F.read_eg3d_dataset(ours)) == 11 and _no_partials(tmp_path)
 

@@ -13,6 +13,7 @@ order, its ``aud.wav`` / ``aud.npy``). DIR gets what ``persona train --data DIR`
     dataset.json                       EG3D labels of every written frame
     landmarks.npy [N,478,3]            mediapipe landmarks in crop coordinates
     quicklook.png                      landmarks, crop boxes, camera axes, pose trajectory
+    quicklook.mp4                      every crop with that overlay (--quicklook-video)
     preprocess.json                    what was done (source, counts, dropped frames, versions)
 
 The folder is built in a hidden sibling and renamed at the end: an interrupted run never leaves
@@ -134,7 +135,8 @@ def _tqdm(total: int, desc: str, enabled: bool):
 
 def preprocess(input_path: str | Path, out: str | Path, size: int = 512, fps: float = 25.0,
                max_frames: int | None = None, missing: str = "drop", test_fraction: float = 0.1,
-               force: bool = False, progress: bool = True, quicklook: bool = True, image_format: str = "jpg") -> Path:
+               force: bool = False, progress: bool = True, quicklook: bool = True, image_format: str = "jpg",
+               quicklook_video: bool = False) -> Path:
     """Run the whole preprocessing (see the module doc); returns ``out``."""
     out = Path(out)
     if not 16 <= size <= 4096:
@@ -211,6 +213,10 @@ def preprocess(input_path: str | Path, out: str | Path, size: int = 512, fps: fl
             from persona.preprocess import quicklook as ql
 
             ql.save(tmp / "quicklook.png", tmp, names, crop_pts, fit.labels, boxes, info.size)
+        if quicklook_video:
+            from persona.preprocess import quicklook as ql
+
+            ql.save_video(tmp / "quicklook.mp4", tmp, names, crop_pts, fit.labels, fps)
         formats.write_json(tmp / MARKER, {
             "source": str(info.path), "kind": info.kind, "source_size": list(info.size), "source_fps": info.fps,
             "fps": fps, "size": size, "frames_decoded": n_total, "frames_written": len(keep),
@@ -270,6 +276,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--missing", default="drop", choices=("drop", "interpolate"),
                    help="frames without a face: drop them (default) or interpolate their landmarks")
     p.add_argument("--test-fraction", type=float, default=0.1, help="last part of the clip kept for test (default 0.1)")
+    p.add_argument("--quicklook-video", action="store_true", help="also write quicklook.mp4: every crop with its landmarks and camera axes")
     p.add_argument("--png", action="store_true", help="write lossless PNG crops (default: JPEG quality 95, ~20x faster)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder written by preprocess")
     p.add_argument("--no-progress", action="store_true")
@@ -277,7 +284,8 @@ def main(argv: list[str]) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         out = preprocess(args.input, args.out, args.size, args.fps, args.max_frames, args.missing, args.test_fraction,
-                         args.force, progress=not args.no_progress, image_format="png" if args.png else "jpg")
+                         args.force, progress=not args.no_progress, image_format="png" if args.png else "jpg",
+                         quicklook_video=args.quicklook_video)
     n = len(formats.read_eg3d_dataset(out))
     print(f"wrote {out}: {n} frames at {args.size} px, {args.fps:g} fps; check {out / 'quicklook.png'}")
     return 0

@@ -1,6 +1,7 @@
-"""Quick-look figure of a preprocessed folder: for a few frames the crop with its landmarks, mouth
-box and camera axes (the head frame's x / y / z projected from the pivot), and the estimated
-yaw / pitch over the clip, for the user to check by eye."""
+"""Quick-look of a preprocessed folder, for the user to check by eye: a figure (a few crops with
+their landmarks, mouth box and camera axes - world x / y / z drawn from the pivot - and the
+estimated yaw / pitch and crop box over the clip) and, on request, a video of every crop with the
+same overlay."""
 
 from __future__ import annotations
 
@@ -79,3 +80,32 @@ def save(path: Path, root: Path, names: list[str], crop_points: np.ndarray, labe
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+def overlay(rgb: np.ndarray, points: np.ndarray, label: np.ndarray, mouth: np.ndarray) -> np.ndarray:
+    """A crop [S,S,3] uint8 with its landmarks [478,>=2] (crop coords), mouth box [4] and camera axes drawn."""
+    import cv2
+
+    img = np.ascontiguousarray(rgb.copy())
+    s = img.shape[0]
+    r = max(1, s // 256)
+    for x, y in (points[:, :2] * s).astype(int):
+        cv2.circle(img, (int(x), int(y)), r, (0, 255, 0), -1)
+    x0, y0, x1, y1 = (mouth * s).astype(int)
+    cv2.rectangle(img, (int(x0), int(y0)), (int(x1), int(y1)), (255, 255, 0), max(1, s // 256))
+    uv = (axes_uv(label) * s).astype(int)
+    for tip, colour in zip(uv[1:], ((255, 0, 0), (0, 255, 0), (0, 0, 255))):
+        cv2.line(img, tuple(int(v) for v in uv[0]), tuple(int(v) for v in tip), colour, max(1, s // 128))
+    return img
+
+
+def save_video(path: Path, root: Path, names: list[str], crop_points: np.ndarray, labels: np.ndarray,
+               fps: float) -> Path:
+    """``quicklook.mp4``: every crop with :func:`overlay` (H.264, atomic)."""
+    from persona.preprocess.crop import mouth_boxes
+    from persona.preprocess.decode import write_mp4
+
+    mouths = mouth_boxes(crop_points)
+    frames = [overlay(formats.read_image(root / n), crop_points[k], labels[k], mouths[k]) for k, n in enumerate(names)]
+    s = frames[0].shape[0] - frames[0].shape[0] % 2
+    return write_mp4(path, np.stack([f[:s, :s] for f in frames]), fps)
