@@ -174,6 +174,10 @@ def test_too_short_and_bad_flags_are_refused(clip, tmp_path):
         pipeline.preprocess(clip[0] / "talk.mp4", tmp_path / "o", size=32, max_frames=5, progress=False)
     with pytest.raises(PersonaError, match="--fps 30"):
         pipeline.preprocess(clip[0] / "talk.mp4", tmp_path / "o", fps=30, progress=False)
+    for kw, message in ((dict(max_frames=0), "--max-frames 0"), (dict(test_fraction=1.5), "--test-fraction 1.5"),
+                        (dict(size=8), "--size 8")):
+        with pytest.raises(PersonaError, match=message):
+            pipeline.preprocess(clip[0] / "talk.mp4", tmp_path / "o", progress=False, **kw)
     assert not (tmp_path / "o").exists() and _no_partials(tmp_path)
 
 

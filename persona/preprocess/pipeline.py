@@ -147,16 +147,19 @@ def preprocess(input_path: str | Path, out: str | Path, size: int = 512, fps: fl
                                 f"frame rate must divide it (25, 50, 10, ...); any source rate is resampled to it")
     if image_format not in ("jpg", "png"):
         raise PersonaInputError(f"image format {image_format!r}: expected 'jpg' or 'png'")
+    if max_frames is not None and max_frames < 1:
+        raise PersonaInputError(f"--max-frames {max_frames}: expected a positive number of frames")
+    if not 0 < test_fraction < 1:
+        raise PersonaInputError(f"--test-fraction {test_fraction}: expected a fraction in (0, 1)")
     if missing not in ("drop", "interpolate"):
         raise PersonaInputError(f"--missing {missing!r}: expected 'drop' or 'interpolate'")
     _replaceable(out, force)
     src = resolve(input_path)
     info = src.info
     where = str(info.path)
-    est = None
-    if info.duration and info.kind == "video":
-        est = int(info.duration * fps + 1)
-    total = min(x for x in (est, max_frames, len(info.frame_files) or None) if x is not None) if (est or max_frames or info.frame_files) else None
+    # frame count for the progress bar (None: unknown)
+    counts = [int(info.duration * fps + 1) if info.duration else None, max_frames, len(info.frame_files) or None]
+    total = min((c for c in counts if c is not None), default=None)
 
     # pass 1: landmarks
     tracks = landmarks.track(decode.iter_frames(info, fps, max_frames), info.size,
