@@ -232,7 +232,7 @@ def preprocess(input_path: str | Path, out: str | Path, size: int = 512, fps: fl
     return out
 
 
-def _write_background(tmp: Path, names: list[str], max_frames: int = 40) -> float:
+def _write_background(tmp: Path, names: list[str], max_frames: int = 24) -> float:
     """``bg/background.jpg`` from up to ``max_frames`` evenly spaced crops; returns the inpainted fraction."""
     from persona.preprocess import background
 
