@@ -223,3 +223,13 @@ def test_an_adnerf_folder_is_reframed_with_its_own_audio_windows(clip, tmp_path)
     out = pipeline.preprocess(root, tmp_path / "out", size=32, progress=False)
     assert len(F.read_eg3d_dataset(out)) == 12
     np.testing.assert_array_equal(np.load(out / "aud.npy"), windows)  # real DeepSpeech windows kept unchanged
+
+
+def test_crop_boxes_are_smoothed_over_time():
+    from persona.preprocess import crop
+
+    rng = np.random.default_rng(0)
+    boxes = np.c_[np.full(60, 100.0), np.full(60, 120.0), np.full(60, 200.0)] + rng.normal(0, 5, (60, 3))
+    smooth = crop.smooth_boxes(boxes)
+    assert np.diff(smooth, axis=0).std(0).max() < 0.5 * np.diff(boxes, axis=0).std(0).min()
+    np.testing.assert_allclose(smooth.mean(0), boxes.mean(0), atol=2.0)

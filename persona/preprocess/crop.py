@@ -35,11 +35,17 @@ def ffhq_boxes(points: np.ndarray, scale: float = 1.0) -> np.ndarray:
     return np.concatenate([centre, side[:, None]], 1)
 
 
-def smooth_boxes(boxes: np.ndarray, sigma: float = 2.0) -> np.ndarray:
-    """Gaussian smoothing over time of boxes [N,3] (edges: nearest)."""
-    if sigma <= 0 or len(boxes) < 2:
-        return np.asarray(boxes, np.float64)
-    return gaussian_filter1d(np.asarray(boxes, np.float64), sigma, axis=0, mode="nearest")
+def smooth_boxes(boxes: np.ndarray, sigma: float = 2.0, side_sigma: float = 6.0) -> np.ndarray:
+    """Gaussian smoothing over time of boxes [N,3] (edges: nearest): the centre with ``sigma``
+    frames, the side with ``side_sigma`` (it breathes with the mouth: 1.8 * eye-to-mouth)."""
+    out = np.asarray(boxes, np.float64).copy()
+    if len(out) < 2:
+        return out
+    if sigma > 0:
+        out[:, :2] = gaussian_filter1d(out[:, :2], sigma, axis=0, mode="nearest")
+    if side_sigma > 0:
+        out[:, 2] = gaussian_filter1d(out[:, 2], side_sigma, mode="nearest")
+    return out
 
 
 def crop_matrix(box: np.ndarray, size: int) -> np.ndarray:
