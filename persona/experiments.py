@@ -33,10 +33,11 @@ def runs_root(profile: str) -> Path:
     return REPO_ROOT / "runs" / check_profile(profile)
 
 
-def outputs(profile: str) -> tuple[Path, Path]:
-    """(tables dir, figures dir): ``tables/`` and ``figures/`` for default, a sub-folder otherwise."""
+def outputs(profile: str, rerun: str | None = None) -> tuple[Path, Path]:
+    """(tables dir, figures dir): ``tables/`` and ``figures/`` for default, a sub-folder otherwise;
+    ``reruns/<rerun>`` for a rerun with changed parameters (:attr:`persona.params.NotebookParams.rerun`)."""
     check_profile(profile)
-    sub = "" if profile == "default" else profile
+    sub = f"reruns/{rerun}" if rerun else "" if profile == "default" else profile
     tables, figures = REPO_ROOT / "tables" / sub, REPO_ROOT / "figures" / sub
     tables.mkdir(parents=True, exist_ok=True)
     figures.mkdir(parents=True, exist_ok=True)
