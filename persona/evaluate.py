@@ -248,7 +248,7 @@ def main_eval(argv: list[str]) -> int:
     if args.novel and args.split == "test" and (data / "novel" / "transforms_novel.json").is_file():
         novel_ds = NovelViewDataset(data, resolution=test_ds.resolution)
     rendered = None
-    if args.reuse_renders:
+    if args.reuse_renders and getattr(test_ds, "indices", None) is not None:
         rendered = reusable_renders(run, data, args.split, method_config.get("resolution"), [int(i) for i in test_ds.indices])
         if rendered is not None:
             print(f"scoring the frames in {run.renders / args.split} (written by `render` at this checkpoint; 8-bit PNGs)")

@@ -22,6 +22,7 @@ import pandas as pd
 
 from persona.notebooks import REPO_ROOT
 from persona.profiles import check_profile
+from persona.runlist import plot_metrics
 from persona.runs import RunDir, atomic_write, atomic_write_json, to_jsonable
 
 
@@ -159,6 +160,7 @@ def trained(name: str, cfg: dict[str, Any], train_ds: Any, profile: str, label: 
             method.fit(train_ds, run)
             seconds = time.perf_counter() - start
             atomic_write_json(done, {"train_seconds": seconds, "key": key})
+            plot_metrics(run_path)  # metrics.png: loss and PSNR against the step
     return TrainedRun(label or name, method, run, seconds)
 
 

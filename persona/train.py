@@ -463,7 +463,10 @@ def main_train(argv: list[str]) -> int:
     method.fit(train, run)
     if not (run.root / "config.json").is_file():
         run.write_config({"method": args.method, "config": getattr(method, "config", cfg), "data": args.data})
-    print(f"trained {args.method} -> {run.root}")
+    from persona.runlist import plot_metrics
+
+    plot = plot_metrics(run.root)
+    print(f"trained {args.method} -> {run.root}" + (f" (training curve: {plot})" if plot else ""))
     return 0
 
 
