@@ -144,3 +144,27 @@ def test_outputs_are_found_from_the_checkout_being_run(tmp_path, monkeypatch):
                          cwd=checkout / "sub", capture_output=True, text=True, timeout=60,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.stdout.strip() == str(checkout.resolve() / "runs" / "smoke"), out.stderr
+
+
+def test_every_option_of_every_verb_has_help(monkeypatch):
+    """Each verb's parser (captured as it parses) documents every option."""
+    import argparse
+
+    import persona.__main__ as cli
+
+    class Captured(Exception):
+        pass
+
+    def capture(self, args=None, namespace=None):
+        raise Captured(self)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    for verb, (module, function, _) in cli.COMMANDS.items():
+        import importlib
+
+        with pytest.raises(Captured) as caught:
+            getattr(importlib.import_module(module), function)([])
+        parser = caught.value.args[0]
+        assert isinstance(parser.formatter_class, type) and issubclass(parser.formatter_class, argparse.ArgumentDefaultsHelpFormatter), verb
+        for action in parser._actions:
+            assert action.help, f"{verb}: {action.option_strings or action.dest} has no help text"
