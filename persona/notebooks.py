@@ -60,6 +60,12 @@ NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 PARAMS_DIR = NOTEBOOK_DIR / "params"
 
 
+# The kernel talks to this process over localhost TCP; ipykernel logs a warning that this is
+# unencrypted at every start. Only its own log is quieted (errors still show); the notebooks'
+# output, warnings included, is untouched.
+QUIET_KERNEL = ["--IPKernelApp.log_level=ERROR"]
+
+
 class NotebookFailed(RuntimeError):
     """A notebook raised; ``cell`` says which cell (papermill's message), ``output`` where it is."""
 
@@ -169,7 +175,8 @@ def run_notebook(name: str, profile: str, output_dir: Path | None = None, extra:
     start = time.perf_counter()
     try:
         pm.execute_notebook(str(notebook_dir / f"{name}.ipynb"), str(output), parameters=params,
-                            cwd=str(REPO_ROOT), progress_bar=progress, kernel_name="python3")
+                            cwd=str(REPO_ROOT), progress_bar=progress, kernel_name="python3",
+                            extra_arguments=QUIET_KERNEL)
     except PapermillExecutionError as err:
         message = f"cell {err.exec_count} ({err.ename}): {err.evalue}"
         raise NotebookFailed(name, output, message) from None
@@ -185,7 +192,7 @@ def refresh_stored_outputs(names: list[str] | None = None, notebook_dir: Path = 
     for name in names or notebook_names(notebook_dir):
         path = notebook_dir / f"{name}.ipynb"
         nb = nbformat.read(path, as_version=4)
-        nbclient.NotebookClient(nb, timeout=1800, kernel_name="python3",
+        nbclient.NotebookClient(nb, timeout=1800, kernel_name="python3", extra_arguments=QUIET_KERNEL,
                                 resources={"metadata": {"path": str(REPO_ROOT)}}).execute()
         nbformat.write(nb, path)
         print(f"refreshed {path.relative_to(REPO_ROOT)}")

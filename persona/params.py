@@ -44,7 +44,8 @@ class Param:
 
 
 SCHEMA: dict[str, Param] = {
-    "profile": Param("str", "sizes of data, models and steps", choices=PROFILE_NAMES),
+    "profile": Param("str", "sizes of data, models and steps; auto: the profile of the newest runs (see latest_profile)",
+                     choices=PROFILE_NAMES + ("auto",)),
     "seed": Param("int", "seed of the synthetic data and of training", minimum=0),
     "identities": Param("int", "synthetic identities (videos) per table", minimum=1, maximum=100),
     "force": Param("bool", "true: recompute cached runs and data"),
@@ -196,6 +197,19 @@ class NotebookParams:
         return ", ".join(items)
 
 
+def latest_profile(root: Path | None = None, fallback: str = "smoke") -> str:
+    """The profile whose runs (``runs/<profile>/*/done.json``) were finished last: what the user ran
+    (``./reproduce.sh`` -> default); ``fallback`` when there are none."""
+    from persona.notebooks import REPO_ROOT
+
+    newest: dict[str, float] = {}
+    for profile in PROFILE_NAMES:
+        stamps = [p.stat().st_mtime for p in ((root or REPO_ROOT) / "runs" / profile).glob("*/done.json")]
+        if stamps:
+            newest[profile] = max(stamps)
+    return max(newest, key=newest.get) if newest else fallback
+
+
 def resolve(notebook: str, namespace: Mapping[str, Any], params_dir: Any = None) -> NotebookParams:
     """The parameters of ``notebook`` from its parameters cell (``namespace``: the notebook's
     globals after papermill's injection): names left at :data:`FROM_PROFILE` take the profile's
@@ -203,6 +217,8 @@ def resolve(notebook: str, namespace: Mapping[str, Any], params_dir: Any = None)
     from persona import notebooks as runner
 
     profile = check("profile", namespace.get("profile", "default"), source=f"{notebook}.ipynb parameters")
+    if profile == "auto":
+        profile = latest_profile()
     base = runner.load_params(profile, notebook, Path(params_dir) if params_dir else runner.PARAMS_DIR)
     values = dict(base)
     for name in names_for(notebook):

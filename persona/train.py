@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: a notebook saves them as text (a closed widget bar reopens as "model not found")
 
 from persona.profiles import for_profile
 from persona.prior import MODALITIES, ORTHO_MODES, PersonalizedPrior, audio_track, gather_neighbour_windows

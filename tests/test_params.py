@@ -145,3 +145,15 @@ def test_papermill_form_resolves_inside_the_notebook(tmp_path):
     with pytest.raises(papermill.PapermillExecutionError, match="ks: expected a list of integers"):
         papermill.execute_notebook(str(tmp_path / "in.ipynb"), str(tmp_path / "bad.ipynb"), kernel_name="python3",
                                    parameters=bad, progress_bar=False, cwd=str(ROOT))
+
+
+def test_auto_profile_is_the_one_the_user_ran(tmp_path, monkeypatch):
+    for profile, mtime in (("smoke", 1000), ("default", 2000)):
+        done = tmp_path / "runs" / profile / "ours-id00-x" / "done.json"
+        done.parent.mkdir(parents=True)
+        done.write_text("{}")
+        os.utime(done, (mtime, mtime))
+    assert params.latest_profile(tmp_path) == "default"
+    assert params.latest_profile(tmp_path / "empty") == "smoke"
+    monkeypatch.setattr(nbr, "REPO_ROOT", tmp_path)
+    assert params.resolve("05_explore_basis", {"profile": "auto", **UNSET}).profile == "default"
