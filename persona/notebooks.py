@@ -8,7 +8,11 @@ Parameters come from ``notebooks/params/<profile>.yaml``::
     notebooks:                # ... and, per notebook, its own overrides
       03_audio_reenactment: {train_seconds: 20}
 
-Executed copies go to ``notebooks/executed/<profile>/`` (kept for inspection when a cell fails).
+Each notebook takes these values itself (:func:`persona.params.resolve` in its first code cell,
+checked against :data:`persona.params.SCHEMA`); the runner injects only the profile and the
+``-p NAME=VALUE`` parameters given on the command line. Executed copies go to
+``notebooks/executed/<profile>/`` (``notebooks/executed/reruns/<name>/`` for a rerun with changed
+parameters; kept for inspection when a cell fails).
 The notebooks stored in ``notebooks/`` carry the outputs of a smoke run, which nbval compares
 against (``pytest --nbval-lax notebooks/``); :func:`refresh_stored_outputs` rewrites them.
 

@@ -109,14 +109,19 @@ def test_summarise_mean_and_std():
     assert "n/a*" in evaluate.format_summary(evaluate.summarise(frame), "LPIPS unavailable: reason")
 
 
-def test_main_eval_reads_run_config_and_writes_csv(tmp_path, monkeypatch):
+def use_oracle(monkeypatch, frames=TinyFrames):
+    """`eval` sees ``frames`` as its dataset and the registered method 'oracle'."""
     fake = types.ModuleType("persona.data.dataset")
-    fake.FrameDataset, fake.NovelViewDataset = TinyFrames, TinyNovel
+    fake.FrameDataset, fake.NovelViewDataset = frames, TinyNovel
     monkeypatch.setitem(sys.modules, "persona.data.dataset", fake)
     monkeypatch.setattr(sys.modules[__name__], "build_method", lambda cfg=None, **kw: Oracle(cfg), raising=False)
     from persona import methods
 
     monkeypatch.setitem(methods.REGISTRY, "oracle", f"{__name__}:build_method")
+
+
+def test_main_eval_reads_run_config_and_writes_csv(tmp_path, monkeypatch):
+    use_oracle(monkeypatch)
     data = tmp_path / "data"
     (data / "novel").mkdir(parents=True)
     (data / "novel" / "transforms_novel.json").write_text("{}")
@@ -143,13 +148,7 @@ def test_main_eval_reuses_the_frames_render_wrote_at_the_same_checkpoint(tmp_pat
             super().__init__(root, split, resolution, frames)
             self.indices = [100 + i for i in range(frames)]
 
-    fake = types.ModuleType("persona.data.dataset")
-    fake.FrameDataset, fake.NovelViewDataset = Indexed, TinyNovel
-    monkeypatch.setitem(sys.modules, "persona.data.dataset", fake)
-    monkeypatch.setattr(sys.modules[__name__], "build_method", lambda cfg=None, **kw: Oracle(cfg), raising=False)
-    from persona import methods
-
-    monkeypatch.setitem(methods.REGISTRY, "oracle", f"{__name__}:build_method")
+    use_oracle(monkeypatch, Indexed)
     data = tmp_path / "data"
     data.mkdir()
     run = RunDir(tmp_path / "run")

@@ -210,19 +210,6 @@ def test_real_tiny_generator_two_stages(tmp_path):
     assert out.shape == (1, 3, 32, 32)
 
 
-def write_tone(path, seconds: float, rate: int = 16000) -> None:
-    import wave
-
-    import numpy as np
-
-    samples = (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * rate)) / rate) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as handle:
-        handle.setnchannels(1)
-        handle.setsampwidth(2)
-        handle.setframerate(rate)
-        handle.writeframes(samples.tobytes())
-
-
 def test_cli_train_then_render(tmp_path, monkeypatch):
     """`python -m persona train` then `render` (test frames, novel views, orbit mp4, alphas) on stand-ins."""
     import sys
@@ -277,6 +264,8 @@ def test_cli_train_then_render(tmp_path, monkeypatch):
     assert video.probe(renders / "orbit.mp4")["video"] == "h264"
     # an audio-driven run's video carries the video's sound track
     (tmp_path / "video").mkdir()
-    write_tone(tmp_path / "video" / "aud.wav", seconds=81.0, rate=8000)  # the stand-in's test frames start at 80 s
+    from test_video import tone
+
+    tone(tmp_path / "video" / "aud.wav", seconds=81.0)  # the stand-in's test frames start at 80 s
     assert main_render([str(run), "--batch", "2"]) == 0  # the old spelling still works
     assert video.probe(renders / "test.mp4")["audio"] == "aac"
