@@ -7,7 +7,6 @@ frames/s (CPU time, ffmpeg's included, is robust to other processes on a shared 
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
@@ -38,10 +37,12 @@ def measure(video: Path, size: int = 512, max_frames: int | None = None, image_f
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m persona bench preprocess", description=__doc__)
-    p.add_argument("--video", default=None, help="video to preprocess (default: a synthetic talking clip, 256 px)")
-    p.add_argument("--frames", type=int, default=100, help="frames to process (default 100)")
-    p.add_argument("--size", type=int, default=512)
+    from persona.cli import parser
+
+    p = parser("bench preprocess", __doc__)
+    p.add_argument("--video", default=None, help="video to preprocess (None: a synthetic talking clip, 256 px)")
+    p.add_argument("--frames", type=int, default=100, help="frames to process")
+    p.add_argument("--size", type=int, default=512, help="crop size in pixels")
     p.add_argument("--png", action="store_true", help="lossless PNG crops instead of JPEG")
     args = p.parse_args(argv)
     if hasattr(os, "sched_setaffinity"):

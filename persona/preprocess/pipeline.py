@@ -23,7 +23,6 @@ a folder that passes for complete. An existing DIR is replaced only with ``--for
 
 from __future__ import annotations
 
-import argparse
 import sys
 import warnings
 from dataclasses import dataclass
@@ -270,19 +269,21 @@ def _write_splits(tmp: Path, names: list[str], keep: np.ndarray, labels: np.ndar
 
 def main(argv: list[str]) -> int:
     """Preprocess a talking-head video (or frame folder, or NerFACE / AD-NeRF folder) for training."""
-    p = argparse.ArgumentParser(prog="python -m persona preprocess", description=main.__doc__)
+    from persona.cli import parser
+
+    p = parser("preprocess", main.__doc__)
     p.add_argument("input", help="video file (mp4/mov/avi/mkv...), folder of frames, or NerFACE / AD-NeRF folder")
     p.add_argument("--out", required=True, help="output folder (what `persona train --data` reads)")
-    p.add_argument("--size", type=int, default=512, help="crop size in pixels (default 512)")
-    p.add_argument("--fps", type=float, default=25.0, help="frame rate to resample to (must divide 50; default 25)")
+    p.add_argument("--size", type=int, default=512, help="crop size in pixels")
+    p.add_argument("--fps", type=float, default=25.0, help="frame rate to resample to (must divide 50)")
     p.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
     p.add_argument("--missing", default="drop", choices=("drop", "interpolate"),
-                   help="frames without a face: drop them (default) or interpolate their landmarks")
-    p.add_argument("--test-fraction", type=float, default=0.1, help="last part of the clip kept for test (default 0.1)")
+                   help="frames without a face: drop them or interpolate their landmarks")
+    p.add_argument("--test-fraction", type=float, default=0.1, help="last part of the clip kept for test")
     p.add_argument("--quicklook-video", action="store_true", help="also write quicklook.mp4: every crop with its landmarks and camera axes")
     p.add_argument("--png", action="store_true", help="write lossless PNG crops (default: JPEG quality 95, ~20x faster)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder written by preprocess")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
