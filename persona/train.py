@@ -31,7 +31,8 @@ from tqdm.auto import tqdm
 
 from persona.profiles import for_profile
 from persona.prior import MODALITIES, ORTHO_MODES, PersonalizedPrior, audio_track, gather_neighbour_windows
-from persona.runs import RunDir, load_optimizer_tensors, load_tensors, optimizer_tensors, prefixed, unprefixed
+from persona.runs import (RunDir, isolated_rng, run_record, load_optimizer_tensors, load_tensors, optimizer_tensors, prefixed, restore_rng,
+                          rng_tensors, unprefixed)
 
 METHOD_NAME = "ours"
 RANDOM_GENERATOR = "random-init tiny generator (WARNING: prior asset missing; results are NOT those of a generative prior)"
@@ -222,7 +223,7 @@ def _save_checkpoint(run: RunDir, step: int, model: PersonalizedPrior, optimizer
                      train_seconds: float) -> None:
     opt_tensors, opt_rest = optimizer_tensors(optimizer)
     tensors = {**prefixed("model", {k: v.detach().clone() for k, v in model.state_dict().items()}),
-               **prefixed("optim", opt_tensors), "rng.torch": torch.get_rng_state()}
+               **prefixed("optim", opt_tensors), **rng_tensors()}
     run.save_checkpoint(step, tensors, {"optimizer": opt_rest, "stage": stage_of(step, cfg), "train_seconds": train_seconds},
                         keep=cfg.keep_checkpoints)
 
@@ -232,15 +233,16 @@ def _load_checkpoint(path: Path, model: PersonalizedPrior, optimizer: torch.opti
     model.load_state_dict(unprefixed("model", tensors))
     if optimizer is not None:
         load_optimizer_tensors(optimizer, unprefixed("optim", tensors), meta["optimizer"])
-        torch.set_rng_state(tensors["rng.torch"])
+        restore_rng(tensors, str(path))
     return meta
 
 
 def _write_sample(run: RunDir, step: int, model: PersonalizedPrior, frames: dict[str, torch.Tensor], track: Any) -> None:
-    """renders/sample_XXXXXXXX.png: ground truth (top row) and render (bottom row)."""
+    """renders/sample_XXXXXXXX.png: ground truth (top row) and render (bottom row). Draws no
+    training randomness (its own forked RNG), so samples never change the trained weights."""
     import cv2
 
-    with torch.no_grad():
+    with torch.no_grad(), isolated_rng(next(model.parameters()).device):
         model.eval()
         pred = render_conditions(model, frames, frames["camera"], track)
         train_mode(model)
@@ -278,14 +280,13 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
             lpips_model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
 
-    start, train_seconds = 0, 0.0
-    latest = run.latest_checkpoint()
-    if latest is not None:
-        start, path = latest
+    train_seconds = 0.0
+    start, path = run.resume_point()
+    if path is not None:
         meta = _load_checkpoint(path, model, optimizer)
         train_seconds = float(meta.get("train_seconds", 0.0))
-        run.truncate_metrics(start)
-        print(f"resuming {run.root} from step {start} ({path.name})", file=sys.stderr)
+        if start < cfg.iterations:
+            print(f"resuming {run.root} from step {start} ({path.name})", file=sys.stderr)
     sample_frames = to_device(source.batch(torch.arange(min(4, len(source)))), device)
     end = cfg.iterations if stop_after is None else min(cfg.iterations, stop_after)
 
@@ -368,7 +369,7 @@ class OursMethod:
             self.config = replace(self.config, resolution=int(train.resolution))
         self.model = self._build()
         self.config = replace(self.config, loss_used=_describe_loss(self.config))
-        run.write_config({"method": self.name, "config": asdict(self.config), "data": str(getattr(train, "root", ""))})
+        run.begin(run_record(self.name, asdict(self.config), train))
         fit_prior(self.model, train, run, self.config, stop_after=stop_after)
 
     def load(self, run: RunDir) -> None:

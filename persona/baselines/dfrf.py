@@ -163,6 +163,7 @@ class DFRF(AudioConditioned):
         self.net.ref_images.copy_(self._train_images[fixed])
         self.net.ref_cameras.copy_(self._train_cameras[fixed])
         self._ref_generator = torch.Generator().manual_seed(self.config.seed + 17)
+        self._generators["references"] = self._ref_generator
 
     def _context(self, conditions: dict[str, torch.Tensor], positions: torch.Tensor | None, step: int, training: bool) -> Any:
         if training:

@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from persona.runs import RunDir, load_optimizer_tensors, optimizer_tensors, prefixed, unprefixed
+from persona.runs import RunDir, load_optimizer_tensors, optimizer_tensors, prefixed, restore_rng, rng_tensors, run_record, unprefixed
 
 from persona.cameras import PIVOT, split_label
 
@@ -422,6 +422,7 @@ class NeRFBaseline:
         self.resumed_from: int | None = None
         self.train_seconds = 0.0
         self.learn_background = False  # True when the training set has no static background image
+        self._generators: dict[str, torch.Generator] = {}  # training's random streams (checkpointed); subclasses add theirs
 
     # ---- hooks ---------------------------------------------------------------------------
     def _build(self, num_frames: int, resolution: int) -> nn.Module:
@@ -477,6 +478,7 @@ class NeRFBaseline:
         if optimizer is not None:
             opt_t, opt_rest = optimizer_tensors(optimizer)
             tensors.update(prefixed("optim", opt_t))
+            tensors.update(rng_tensors(**self._generators))
             meta["optim"] = opt_rest
         return tensors, meta
 
@@ -491,6 +493,7 @@ class NeRFBaseline:
         self.net.load_state_dict(unprefixed("net", tensors))
         if optimizer is not None and "optim" in meta:
             load_optimizer_tensors(optimizer, unprefixed("optim", tensors), meta["optim"])
+            restore_rng(tensors, str(path), **self._generators)
         self.train_seconds = float(meta.get("train_seconds", 0.0))
         return int(meta["step"])
 
@@ -500,7 +503,7 @@ class NeRFBaseline:
         torch.manual_seed(c.seed)
         device = self.device
         frames = load_frames(train_ds)
-        run.write_config({"method": self.name, "config": asdict(c), "data": str(getattr(train_ds, "root", ""))})
+        run.begin(run_record(self.name, asdict(c), train_ds))
         n, _, h, w = frames["image"].shape
         if h != w:
             raise ValueError(f"{getattr(train_ds, 'root', '')}: square frames expected, got {h}x{w}")
@@ -511,20 +514,19 @@ class NeRFBaseline:
         frames = {k: v.to(device) for k, v in frames.items()}
         self.net = self._build(n, h).to(device)
         self.net.train_index.copy_(frames["index"])
+        self._generators = {"pixels": torch.Generator().manual_seed(c.seed * 1_000_003),  # pixels, frames (CPU)
+                            "samples": torch.Generator(device=device).manual_seed(c.seed * 1_000_033)}  # samples, noise
         self._init_from_data(frames)
         if background is not None:
             self.net.background.data.copy_(torch.as_tensor(background).float().add(1).div(2))
         groups = self._param_groups()
         optimizer = torch.optim.Adam([{k: v for k, v in g.items()} for g in groups], lr=c.lr, betas=(0.9, 0.999))
-        start = 0
-        latest = run.latest_checkpoint()
+        start, latest = run.resume_point()
         if latest is not None:
-            start = self._restore(latest[1], optimizer)
+            start = self._restore(latest, optimizer)
             self.resumed_from = start
-            run.truncate_metrics(start)
         self.step = start
-        generator = torch.Generator().manual_seed(c.seed * 1_000_003 + start)  # pixels, frames (CPU)
-        device_generator = torch.Generator(device=device).manual_seed(c.seed * 1_000_033 + start)  # samples, noise
+        generator, device_generator = self._generators["pixels"], self._generators["samples"]
         targets = frames["image"].add(1).div(2)
         settings = self.ray_settings
         self.net.train()

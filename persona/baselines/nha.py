@@ -47,7 +47,8 @@ from tqdm import tqdm
 
 from persona.baselines.raster import rasterize, split_camera, vertex_normals
 from persona.profiles import for_profile
-from persona.runs import RunDir, load_optimizer_tensors, load_tensors, optimizer_tensors, prefixed, unprefixed
+from persona.runs import (RunDir, load_optimizer_tensors, load_tensors, optimizer_tensors, prefixed, restore_rng, rng_tensors,
+                          run_record, unprefixed)
 
 NAME = "nha"
 EXPRESSION_DIM = 76
@@ -420,7 +421,7 @@ class NHA:
     def fit(self, train: Any, run: RunDir) -> None:
         """Photometric fit on the training frames; checkpoints to ``run`` and resumes from it."""
         cfg = self.config
-        run.write_config({"method": NAME, "config": asdict(cfg), "data": str(getattr(train, "root", ""))})
+        run.begin(run_record(NAME, asdict(cfg), train))
         frames = _stack_dataset(train)
         height, width = frames["image"].shape[-2:]
         background = getattr(train, "background", None)
@@ -430,12 +431,11 @@ class NHA:
                 raise ValueError(f"{getattr(train, 'root', 'dataset')}: background {tuple(background.shape)} != frames (3, {height}, {width})")
         self.model = self._build((height, width), background)
         optimizer = self._optimizer(self.model)
-        start, seconds = 0, 0.0
-        latest = run.latest_checkpoint()
+        seconds = 0.0
+        start, latest = run.resume_point()
         if latest is not None:
-            meta = self._restore(latest[1], optimizer)
+            meta = self._restore(latest, optimizer)
             start, seconds = int(meta["step"]), float(meta.get("train_seconds", 0.0))
-            run.truncate_metrics(start)
         texture_only_steps = int(cfg.texture_only_fraction * cfg.steps)
         self.model.train()
         tic = time.perf_counter()
@@ -474,7 +474,7 @@ class NHA:
     def _save(self, run: RunDir, step: int, optimizer: torch.optim.Optimizer, seconds: float) -> None:
         assert self.model is not None
         opt_tensors, opt_rest = optimizer_tensors(optimizer)
-        tensors = {**prefixed("model", self.model.state_dict()), **prefixed("optimizer", opt_tensors)}
+        tensors = {**prefixed("model", self.model.state_dict()), **prefixed("optimizer", opt_tensors), **rng_tensors()}
         learned = isinstance(self.model.background, nn.Parameter)
         run.save_checkpoint(step, tensors, {"optimizer": opt_rest, "train_seconds": seconds,
                                             "resolution": list(self.model.resolution), "learned_background": learned})
@@ -489,6 +489,7 @@ class NHA:
         self.model.load_state_dict(state)
         if optimizer is not None:
             load_optimizer_tensors(optimizer, unprefixed("optimizer", tensors), meta["optimizer"])
+            restore_rng(tensors, str(path))
         return meta
 
     def load(self, run: RunDir) -> None:

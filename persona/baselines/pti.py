@@ -49,7 +49,7 @@ from torch import nn
 from tqdm import tqdm
 
 from persona.profiles import for_profile
-from persona.runs import RunDir, load_tensors, prefixed, save_tensors, unprefixed
+from persona.runs import RunDir, load_tensors, prefixed, run_record, save_tensors, unprefixed
 
 NAME = "pti"
 
@@ -357,7 +357,7 @@ class PTI:
     # -- Method protocol ----------------------------------------------------------------------
     def fit(self, train: Any, run: RunDir) -> None:
         """PTI does not train on the video: records the config and the generator used."""
-        run.write_config({"method": NAME, "config": asdict(self.config), "data": str(getattr(train, "root", ""))})
+        run.begin(run_record(NAME, asdict(self.config), train))
         run.log(0, **self._generator_record())
         self.run = run
         self.data_root = str(getattr(train, "root", "")) or None

@@ -79,8 +79,8 @@ from persona import cameras
 from persona.eg3d.discriminator import (DISCRIMINATOR_PRESETS, DualDiscriminator, d_logistic_loss,
                                         g_nonsaturating_loss, r1_penalty)
 from persona.profiles import PROFILE_NAMES, for_profile
-from persona.runs import (RunDir, atomic_write_json, load_optimizer_tensors, optimizer_tensors, prefixed,
-                          unprefixed)
+from persona.runs import (RunDir, atomic_write_json, isolated_rng, load_optimizer_tensors, optimizer_tensors, prefixed,
+                          restore_rng, rng_tensors, unprefixed)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ASSET = REPO_ROOT / "persona" / "assets" / "prior_tiny.safetensors"
@@ -438,8 +438,7 @@ class PriorTrainer:
             t, rest = optimizer_tensors(opt)
             tensors.update(prefixed(name, t))
             meta[name] = rest
-        tensors["rng.data"] = self.data_rng.get_state()
-        tensors["rng.torch"] = torch.get_rng_state()
+        tensors.update(rng_tensors(data=self.data_rng))
         meta.update(step=self.step_index, images_seen=self.images_seen, elapsed_seconds=self.elapsed_seconds,
                     config=asdict(self.config))
         return tensors, meta
@@ -449,8 +448,7 @@ class PriorTrainer:
             module.load_state_dict(unprefixed(name, tensors), strict=True)
         for name, opt in (("opt_g", self.opt_g), ("opt_d", self.opt_d), ("opt_e", self.opt_e)):
             load_optimizer_tensors(opt, unprefixed(name, tensors), meta[name])
-        self.data_rng.set_state(tensors["rng.data"])
-        torch.set_rng_state(tensors["rng.torch"])
+        restore_rng(tensors, "prior checkpoint", data=self.data_rng)
         self.step_index = int(meta["step"])
         self.images_seen = int(meta.get("images_seen", self.step_index * self.config.batch))
         self.elapsed_seconds = float(meta.get("elapsed_seconds", 0.0))
@@ -506,14 +504,14 @@ def train_prior(config: PriorTrainConfig, out: str | Path, resume: bool = False,
         torch.set_num_threads(config.num_threads)
     run = RunDir(out)
     trainer = PriorTrainer(config, device=device)
-    latest = run.latest_checkpoint() if resume else None
-    if latest is not None:
-        from persona.runs import load_tensors
+    if resume:
+        _, latest = run.resume_point()
+        if latest is not None:
+            from persona.runs import load_tensors
 
-        tensors, meta = load_tensors(latest[1])
-        trainer.load_state(tensors, meta)
-        run.truncate_metrics(trainer.step_index)
-    elif resume is False and run.latest_checkpoint() is not None:
+            tensors, meta = load_tensors(latest)
+            trainer.load_state(tensors, meta)
+    elif run.latest_checkpoint() is not None:
         raise FileExistsError(f"{run.root}: already holds checkpoints; pass --resume to continue or choose another --out")
     run.write_config({"method": "prior_tiny", "config": asdict(config), "data": "persona.data.synthetic (on the fly)"})
     fixed_z = torch.randn(6, int(trainer.G.z_dim), generator=torch.Generator().manual_seed(1234))
@@ -559,7 +557,8 @@ def _training_loop(trainer: PriorTrainer, run: RunDir, fixed_z: torch.Tensor, pr
             bar.set_postfix({k: f"{means[k]:.3g}" for k in ("g_adv", "d_loss", "rec", "latent") if k in means})
             sums, count = {}, 0
         if config.sample_every > 0 and (step % config.sample_every == 0 or step == config.steps):
-            save_png(run.renders / f"step_{step:08d}.png", grid_to_uint8(render_yaw_grid(trainer.G_ema, fixed_z)))
+            with isolated_rng(trainer.device):  # the sample grid must not move training's random stream
+                save_png(run.renders / f"step_{step:08d}.png", grid_to_uint8(render_yaw_grid(trainer.G_ema, fixed_z)))
         out_of_time = max_minutes is not None and time.perf_counter() - start > 60 * max_minutes
         if step % config.checkpoint_every == 0 or step == config.steps or out_of_time:
             tensors, meta = trainer.state_tensors()
