@@ -17,7 +17,9 @@ runs alone, then the experiment notebooks run N at a time (the profile's ``start
 each in its own process with one torch thread (two one-thread processes use 2 cores better than
 one two-thread process on these small networks), then the last notebook (the explorer) runs
 alone. Runs that two notebooks share are trained once: :func:`persona.experiments.trained` locks
-each run.
+each run. Whatever ``--jobs`` is, every run is trained and evaluated with the profile's fixed
+torch thread count (``persona.profiles.TORCH_THREADS``: 1 for smoke and default), so the tables
+do not depend on ``--jobs``; the count is in each run's cache key and in the tables' provenance.
 """
 
 from __future__ import annotations

@@ -281,6 +281,15 @@ def run_record(method: str, config: Any, train: Any = None, **extra: Any) -> dic
             "torch_threads": torch.get_num_threads(), **extra}
 
 
+_TRAINING: "RunDir | None" = None  # the run a trainer in this process last started (see training_run)
+
+
+def training_run() -> "RunDir | None":
+    """The run whose trainer this process started last (:meth:`RunDir.resume_point`), or None:
+    what the command line names when a Ctrl-C stops training."""
+    return _TRAINING
+
+
 class RunDir:
     """A run directory (see module docstring). Opening one creates nothing (reading a missing run
     leaves no trace); the folder is made by the first write. Never deletes what persona did not
@@ -342,7 +351,15 @@ class RunDir:
         if (self.root / "metrics.jsonl").is_file():
             self.truncate_metrics(start)
         self.resumed_from = start
+        global _TRAINING
+        _TRAINING = self
         return start, path
+
+    def finished_before(self) -> bool:
+        """True when the last :meth:`resume_point` found the checkpoint that is still the newest
+        (the trainer had nothing left to do: the run was already complete)."""
+        latest = self.latest_checkpoint()
+        return self.resumed_from is not None and latest is not None and latest[0] == self.resumed_from > 0
 
     def clear(self) -> list[Path]:
         """Delete what persona wrote here (:data:`PERSONA_FILES`, leftovers of killed writes),

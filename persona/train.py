@@ -439,6 +439,8 @@ def main_train(argv: list[str]) -> int:
     p.add_argument("--iterations", type=int, help="override the profile's iteration count")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu | cuda")
+    p.add_argument("--force", action="store_true",
+                   help="start over in --out: delete what persona wrote there (config, metrics, checkpoints, renders)")
     args = p.parse_args(argv)
     from persona.data.dataset import FrameDataset
 
@@ -448,10 +450,15 @@ def main_train(argv: list[str]) -> int:
     method = build_registered(args.method, cfg)
     train = FrameDataset(args.data, split="train", resolution=getattr(getattr(method, "config", None), "resolution", None))
     run = RunDir(args.out)
+    if args.force:
+        run.clear()
     method.fit(train, run)
     if not (run.root / "config.json").is_file():
         run.write_config({"method": args.method, "config": getattr(method, "config", cfg), "data": args.data})
-    print(f"trained {args.method} -> {run.root}")
+    if run.finished_before():
+        print(f"already complete: {run.root} ({run.latest_checkpoint()[0]} steps); use --force to retrain")
+    else:
+        print(f"trained {args.method} -> {run.root}")
     return 0
 
 
