@@ -502,8 +502,8 @@ class NeRFBaseline:
         c = self.config
         torch.manual_seed(c.seed)
         device = self.device
-        frames = load_frames(train_ds)
         run.begin(run_record(self.name, asdict(c), train_ds))
+        frames = load_frames(train_ds)
         n, _, h, w = frames["image"].shape
         if h != w:
             raise ValueError(f"{getattr(train_ds, 'root', '')}: square frames expected, got {h}x{w}")
