@@ -236,8 +236,8 @@ def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: Mapping[st
     optimizer.load_state_dict({"state": state, "param_groups": rest["param_groups"]})
 
 
-# fields of a run's config.json that may change between a run and its resume (where it ran)
-RESUMABLE_FIELDS = frozenset({"config.device", "torch_threads"})
+# fields of a run's config.json that may change between a run and its resume (where it ran, when it stops)
+RESUMABLE_FIELDS = frozenset({"config.device", "config.max_minutes", "torch_threads"})
 
 # what persona writes into a run folder (relative globs); --force deletes these and nothing else
 PERSONA_FILES = ("config.json", "metrics.jsonl", "done.json", "eval-*.csv", "sync-*.csv", "metrics_*.csv", "sync_*.csv",

@@ -46,7 +46,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from persona.profiles import for_profile
-from persona.runs import atomic_write_json, load_tensors, save_tensors
+from persona.runs import (RunDir, atomic_write_json, load_optimizer_tensors, load_tensors, optimizer_tensors, prefixed, restore_rng,
+                          rng_tensors, run_record, save_tensors, unprefixed)
 
 ASSET = Path(__file__).parent / "assets" / "syncnet_synthetic.safetensors"
 SYNTHETIC_NAME = "Sync-C (synthetic expert)"
@@ -528,16 +529,32 @@ def shift_softmax_loss(model: SyncNet, video: torch.Tensor, audio: torch.Tensor)
     return F.cross_entropy(-d, torch.zeros(b, dtype=torch.long))
 
 
-def train_expert(clips: list[Clip], config: SyncTrainConfig, progress: bool = True) -> tuple[SyncNet, dict[str, Any]]:
-    """Train a SyncNet contrastively on clips; stops after ``steps`` or ``max_minutes``."""
+def train_expert(clips: list[Clip], config: SyncTrainConfig, progress: bool = True, run: RunDir | None = None,
+                 checkpoint_every: int = 250, data: str = "") -> tuple[SyncNet, dict[str, Any]]:
+    """Train a SyncNet contrastively on clips; stops after ``steps`` or ``max_minutes`` (of
+    training, over all resumes). With ``run``: checkpoints every ``checkpoint_every`` steps (and
+    at the end) and resumes from the newest one, continuing exactly as an uninterrupted run (the
+    batch sampler's numpy state and torch's random state are in the checkpoint)."""
     from tqdm import tqdm
 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = SyncNet(config.net)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    start, losses, step = time.time(), [], 0
-    bar = tqdm(range(config.steps), desc="syncnet train", disable=not progress)
+    losses: list[float] = []
+    first, seconds = 0, 0.0
+    if run is not None:
+        run.begin(run_record("syncnet", asdict(config), data=data))
+        first, path = run.resume_point()
+        if path is not None:
+            tensors, meta = load_tensors(path)
+            model.load_state_dict(unprefixed("model", tensors))
+            load_optimizer_tensors(optimizer, unprefixed("optim", tensors), meta["optimizer"])
+            restore_rng(tensors, str(path))
+            rng.bit_generator.state = meta["numpy_rng"]
+            losses, seconds = tensors["losses"].tolist(), float(meta["seconds"])
+    start, step = time.time() - seconds, first - 1
+    bar = tqdm(range(first, config.steps), desc="syncnet train", disable=not progress, initial=first, total=config.steps)
     for step in bar:
         if config.loss == "shift_softmax":
             video, audio = _sample_shift_batch(clips, config.batch, config.candidates, config.min_shift, rng)
@@ -548,10 +565,18 @@ def train_expert(clips: list[Clip], config: SyncTrainConfig, progress: bool = Tr
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
+        if run is not None:
+            run.log(step + 1, loss=losses[-1])
         if step % 20 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        if time.time() - start > config.max_minutes * 60:
+        out_of_time = time.time() - start > config.max_minutes * 60
+        if run is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == config.steps or out_of_time):
+            opt_tensors, opt_rest = optimizer_tensors(optimizer)
+            run.save_checkpoint(step + 1, {**prefixed("model", model.state_dict()), **prefixed("optim", opt_tensors),
+                                           **rng_tensors(), "losses": torch.tensor(losses, dtype=torch.float64)},
+                                {"optimizer": opt_rest, "numpy_rng": rng.bit_generator.state, "seconds": time.time() - start})
+        if out_of_time:
             break
     model.eval()
     return model, {"steps_done": step + 1, "seconds": round(time.time() - start, 1),
@@ -571,6 +596,8 @@ def main_train(argv: list[str]) -> int:
     parser.add_argument("--source", choices=["benchmark", "direct"], default="benchmark",
                         help="training clips: the benchmark's id*/audio train+val splits, or clips rendered directly")
     parser.add_argument("--clips", type=int, default=8, help="--source direct: number of identities (10 s each)")
+    parser.add_argument("--run", help="checkpoint folder, resumed when it holds checkpoints of the same settings "
+                                      "(default runs/syncnet_<profile>_<source>)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     config = for_profile(TRAIN_PROFILES, args.profile, seed=args.seed, steps=args.steps, max_minutes=args.max_minutes)
@@ -586,7 +613,8 @@ def main_train(argv: list[str]) -> int:
             build_benchmark(data, config.profile, seed=0)
         clips = training_clips(data, config.net)
     print(f"{len(clips)} clips, {sum(c.windows for c in clips)} windows")
-    model, log = train_expert(clips, config)
+    run = RunDir(args.run or Path("runs") / f"syncnet_{config.profile}_{args.source}")
+    model, log = train_expert(clips, config, run=run, data=str(data))
     meta = {"name": SYNTHETIC_NAME, "train": asdict(config), "data": str(data), "log": log,
             "command": f"python -m persona syncnet train --profile {args.profile} --seed {config.seed}"
                        f" --steps {log['steps_done']} --max-minutes 1e9 --threads {args.threads} --source {args.source}"

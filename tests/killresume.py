@@ -5,7 +5,8 @@ has ``kill_after_step``, SIGKILLs its own process right after the metrics row of
 written (a real kill between two checkpoints: no cleanup, no atexit, no flush of anything else).
 
 SPEC: ``{"method", "data", "out", "config", "threads", "kill_after_step"?}``; ``method`` is a
-registered method name or ``"prior"`` (the EG3D prior trainer, ``data`` unused).
+registered method name, ``"prior"`` (the EG3D prior trainer) or ``"syncnet"`` (the lip-sync
+expert on two random clips); ``data`` is unused for those two.
 """
 
 from __future__ import annotations
@@ -29,6 +30,17 @@ def train(spec: dict[str, Any]) -> None:
 
         config = for_profile(PRIOR_PROFILES, "smoke", **spec["config"])
         train_prior(config, spec["out"], resume=True, progress=False)
+        return
+    if spec["method"] == "syncnet":
+        from persona.profiles import for_profile
+        from persona.runs import RunDir
+        from persona.syncnet import TRAIN_PROFILES, Clip, train_expert
+
+        config = for_profile(TRAIN_PROFILES, "smoke", **spec["config"])
+        gen = torch.Generator().manual_seed(0)  # two random clips: the trainer's stream is what is tested
+        clips = [Clip(torch.randint(0, 256, (24, 3, 64, 64), generator=gen, dtype=torch.uint8),
+                      torch.randn(13, 24 * 4, generator=gen), 4) for _ in range(2)]
+        train_expert(clips, config, progress=False, run=RunDir(spec["out"]), checkpoint_every=2)
         return
     from persona.data.dataset import FrameDataset
     from persona.methods import build_method

@@ -38,6 +38,7 @@ TRAINERS = {
     "nha": ("mono", {"steps": STEPS, "checkpoint_every": 2, "log_every": 1}),
     # the prior's sample grid comes before its checkpoint (and costs seconds): none here
     "prior": ("", {"steps": STEPS, "checkpoint_every": 2, "log_every": 1, "batch": 1, "train_depth_samples": (4, 4)}),
+    "syncnet": ("", {"steps": STEPS, "batch": 4}),  # checkpoints every 2 steps (killresume.py)
 }
 
 
