@@ -598,6 +598,7 @@ def main_train(argv: list[str]) -> int:
     parser.add_argument("--clips", type=int, default=8, help="--source direct: number of identities (10 s each)")
     parser.add_argument("--run", help="checkpoint folder, resumed when it holds checkpoints of the same settings "
                                       "(default runs/syncnet_<profile>_<source>)")
+    parser.add_argument("--force", action="store_true", help="start over: delete the checkpoints persona wrote in --run")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     config = for_profile(TRAIN_PROFILES, args.profile, seed=args.seed, steps=args.steps, max_minutes=args.max_minutes)
@@ -614,6 +615,8 @@ def main_train(argv: list[str]) -> int:
         clips = training_clips(data, config.net)
     print(f"{len(clips)} clips, {sum(c.windows for c in clips)} windows")
     run = RunDir(args.run or Path("runs") / f"syncnet_{config.profile}_{args.source}")
+    if args.force:
+        run.clear()
     model, log = train_expert(clips, config, run=run, data=str(data))
     meta = {"name": SYNTHETIC_NAME, "train": asdict(config), "data": str(data), "log": log,
             "command": f"python -m persona syncnet train --profile {args.profile} --seed {config.seed}"
