@@ -200,3 +200,15 @@ def test_thread_count_is_recorded_in_config_key_and_provenance(bench, tmp_path, 
         torch.set_num_threads(before)
     done = json.loads((tr.run.root / "done.json").read_text())
     assert done["key"]["torch_threads"] == 1
+
+
+def test_data_build_removes_building_folders_of_killed_builds(tmp_path):
+    from persona.data import synthetic as S
+    from test_resume_kill import TINY
+
+    stale, live = tmp_path / f".tiny.building-{_dead_pid()}", tmp_path / f".tiny.building-{os.getpid()}x"
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "half.png").write_bytes(b"x")
+    S.build_benchmark(tmp_path / "tiny", "smoke", seed=0, config=TINY)
+    assert not stale.exists() and live.exists()  # the second does not match our pattern: kept

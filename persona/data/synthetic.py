@@ -1114,6 +1114,7 @@ def build_benchmark(root: str | Path, profile: str, seed: int = 0, force: bool =
 
     from persona.data import formats
     from persona.profiles import check_profile
+    from persona.runs import remove_stale_leftovers
 
     cfg = config if config is not None else BENCHMARK_PROFILES[check_profile(profile)]
     root = Path(root)
@@ -1127,6 +1128,7 @@ def build_benchmark(root: str | Path, profile: str, seed: int = 0, force: bool =
         except ValueError:
             pass
     root.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_leftovers(root.parent)  # .building-PID / .old-PID folders of killed builds (ours only)
     tmp = root.parent / f".{root.name}.building-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
