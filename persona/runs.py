@@ -28,7 +28,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -39,12 +38,19 @@ from safetensors.torch import load_file, save_file
 
 from persona.errors import PersonaError, PersonaFileError
 
-_STEP_FILE = re.compile(r"^step_(\d{8})\.(safetensors|json)$")
+_STEP_FILE = re.compile(r"^step_(\d{8})\.safetensors$")
 _TEMP_FILE = re.compile(r"^\..+\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")  # atomic_write's temp files
 _TEMP_DIR = re.compile(r"^\..+\.(building|old)-(?P<pid>\d+)$")  # build_benchmark's folders
 
 
 def _umask() -> int:
+    """The process's umask, read without changing it where Linux allows (no window for threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -410,7 +416,7 @@ class RunDir:
         found = []
         for path in self.checkpoints.iterdir():
             match = _STEP_FILE.match(path.name)
-            if match and match.group(2) == "safetensors":
+            if match:
                 found.append((int(match.group(1)), path))
         return iter(sorted(found))
 
