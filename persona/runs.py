@@ -246,10 +246,11 @@ def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: Mapping[st
 RESUMABLE_FIELDS = frozenset({"config.device", "config.max_minutes", "torch_threads"})
 
 # what persona writes into a run folder (relative globs); --force deletes these and nothing else
-PERSONA_FILES = ("config.json", "metrics.jsonl", "done.json", "eval-*.csv", "sync-*.csv", "metrics_*.csv", "sync_*.csv",
-                 "checkpoints/step_*.safetensors", "checkpoints/step_*.json", "renders/sample_*.png", "renders/step_*.png",
-                 "renders/*/[0-9]*.png", "renders/novel/*/[0-9]*.png", "renders/orbit.mp4", "renders/alphas_*.npy",
-                 "pti_cache/frame_*.safetensors", "pti_cache/frame_*.json")
+PERSONA_FILES = ("config.json", "metrics.jsonl", "metrics.png", "done.json", "eval-*.csv", "sync-*.csv", "metrics_*.csv",
+                 "sync_*.csv", "checkpoints/step_*.safetensors", "checkpoints/step_*.json", "renders/sample_*.png",
+                 "renders/step_*.png", "renders/*/[0-9]*.png", "renders/novel/*/[0-9]*.png", "renders/orbit.mp4",
+                 *(f"renders/{split}.{ext}" for split in ("train", "val", "test") for ext in ("mp4", "json")),
+                 "renders/alphas_*.npy", "pti_cache/frame_*.safetensors", "pti_cache/frame_*.json")
 
 
 def _lookup(record: Any, dotted: str) -> Any:
