@@ -26,7 +26,7 @@ from test_resume_kill import bench  # noqa: E402,F401  (the tiny benchmark fixtu
 
 def _train(bench, out, *extra):
     return main(["train", "--method", "nerface", "--profile", "smoke", "--data", str(bench / "id00" / "mono"),
-                 "--out", str(out), "--iterations", "2", *extra])
+                 "--out", str(out), "--steps", "2", *extra])
 
 
 def _dead_pid() -> int:
@@ -48,7 +48,7 @@ def test_other_settings_are_refused_and_config_json_is_kept(bench, tmp_path, cap
     assert len(err.splitlines()) == 1 and "config.seed 0 -> 3" in err and "--force" in err and "config.json" in err
     assert (out / "config.json").read_bytes() == before
     assert main(["train", "--method", "nerface", "--profile", "smoke", "--data", str(bench / "id00" / "mono"),
-                 "--out", str(out), "--iterations", "3"]) == 2
+                 "--out", str(out), "--steps", "3"]) == 2
     assert "config.iterations 2 -> 3" in capsys.readouterr().err
     assert (out / "config.json").read_bytes() == before
 
@@ -155,7 +155,7 @@ def test_kill_before_the_first_checkpoint_logs_each_step_once(bench, tmp_path):
 def test_ctrl_c_during_train_says_where_the_checkpoint_is_and_how_to_resume(bench, tmp_path):
     out = tmp_path / "run"
     argv = ["train", "--method", "nerface", "--profile", "smoke", "--data", str(bench / "id00" / "mono"), "--out", str(out),
-            "--iterations", "100000"]
+            "--steps", "100000"]
     env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
     proc = subprocess.Popen([sys.executable, "-m", "persona", *argv], cwd=HERE.parent, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
