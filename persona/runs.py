@@ -370,10 +370,17 @@ class RunDir:
 
     def clear(self) -> list[Path]:
         """Delete what persona wrote here (:data:`PERSONA_FILES`, leftovers of killed writes),
-        then the folders this empties; anything else stays. Returns the deleted files."""
+        then the folders this empties; anything else stays. Returns the deleted files. A folder
+        whose config.json is not a run's (persona writes it first) is refused, untouched."""
         removed: list[Path] = []
         for folder in (self.root, self.checkpoints, self.root / "pti_cache"):
             removed += remove_stale_leftovers(folder)
+        if not (self.root / "config.json").is_file():
+            return removed  # persona wrote nothing else here
+        record = self.read_config()
+        if not (isinstance(record, dict) and "method" in record and "config" in record):
+            raise PersonaError(f"{self.root / 'config.json'}: not a persona run (no 'method'/'config'); expected a run "
+                               "folder to start over in; nothing deleted, choose another --out")
         for pattern in PERSONA_FILES:
             for path in sorted(self.root.glob(pattern)):
                 if path.is_file() and not path.is_symlink():

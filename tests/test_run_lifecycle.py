@@ -82,7 +82,7 @@ def test_force_starts_over_and_deletes_only_what_persona_wrote(bench, tmp_path, 
 
 def test_clear_keeps_foreign_files_and_removes_emptied_folders(tmp_path):
     run = RunDir(tmp_path / "run")
-    run.write_config({"method": "x"})
+    run.write_config({"method": "x", "config": {}})
     run.save_checkpoint(1, {"w": torch.zeros(1)})
     run.log(1, loss=1.0)
     (run.renders / "test").mkdir()
@@ -90,6 +90,15 @@ def test_clear_keeps_foreign_files_and_removes_emptied_folders(tmp_path):
     (run.renders / "holiday.jpg").write_bytes(b"mine")
     run.clear()
     assert sorted(p.relative_to(run.root).as_posix() for p in run.root.rglob("*")) == ["renders", "renders/holiday.jpg"]
+
+
+def test_force_refuses_a_folder_whose_config_json_is_not_a_run(bench, tmp_path, capsys):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "config.json").write_text('{"my": "settings"}')
+    (tmp_path / "mine" / "metrics.jsonl").write_text("my numbers\n")
+    assert _train(bench, tmp_path / "mine", "--force") == 2
+    assert "not a persona run" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "metrics.jsonl").read_text() == "my numbers\n"
 
 
 # ---- leftovers, missing runs, modes
