@@ -72,10 +72,17 @@ RESUMING_COMMANDS = ("train", "prior train", "notebooks")  # rerunning these con
 
 def interrupted_message(argv: list[str]) -> str:
     """What Ctrl-C prints: where the newest checkpoint of the run being trained is (if any) and
-    the exact command that resumes (the same one, less ``--force``; ``prior train`` + ``--resume``)."""
+    the exact command that resumes: the same one less ``--force`` (and less a notebook parameter
+    ``-p force=...``, which would retrain from scratch); ``prior train`` gets ``--resume``."""
     from persona.runs import training_run
 
-    words = [a for a in argv if a != "--force"]
+    words: list[str] = []
+    for word in argv:
+        if word == "--force" or (word.replace(" ", "").startswith("force=") and words and words[-1] in ("-p", "--param")):
+            if word != "--force":
+                words.pop()  # its -p
+            continue
+        words.append(word)
     if " ".join(words[:2]) == "prior train" and "--resume" not in words:
         words.append("--resume")
     command = "python -m persona " + shlex.join(words)

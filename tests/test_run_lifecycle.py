@@ -183,6 +183,9 @@ def test_ctrl_c_during_train_says_where_the_checkpoint_is_and_how_to_resume(benc
 def test_ctrl_c_message_of_prior_train_adds_resume_and_drops_force():
     text = __import__("persona.__main__", fromlist=["x"]).interrupted_message(["prior", "train", "--force", "--out", "a b"])
     assert text.splitlines()[-1] == "resume with: python -m persona prior train --out 'a b' --resume"
+    text = __import__("persona.__main__", fromlist=["x"]).interrupted_message(
+        ["notebooks", "--profile", "smoke", "-p", "force=true", "-p", "ks=[5]"])
+    assert text.splitlines()[-1] == "resume with: python -m persona notebooks --profile smoke -p 'ks=[5]'"
 
 
 # ---- thread counts
