@@ -89,12 +89,23 @@ def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], m
 
 def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Load what :func:`save_tensors` wrote: (tensors, meta). Missing sidecar -> empty meta."""
+    from persona.errors import PersonaFileError, PersonaInputError
+
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
-    tensors = load_file(str(path))
+        raise PersonaFileError(f"{path}: no such checkpoint file")
+    try:
+        tensors = load_file(str(path))
+    except Exception as err:  # noqa: BLE001 - SafetensorError, OSError, ... of a damaged or foreign file
+        detail = str(err).splitlines()[0] if str(err) else ""
+        raise PersonaInputError(f"{path}: not a readable safetensors file ({type(err).__name__}: {detail})") from None
     sidecar = path.with_suffix(".json")
-    meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    try:
+        meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    except (ValueError, UnicodeDecodeError) as err:
+        raise PersonaInputError(f"{sidecar}: not valid JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise PersonaInputError(f"{sidecar}: expected a JSON object, got {type(meta).__name__}")
     return tensors, meta
 
 
@@ -158,7 +169,9 @@ class RunDir:
     def read_config(self) -> dict[str, Any]:
         path = self.root / "config.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: not a run directory (no config.json)")
+            from persona.errors import PersonaFileError
+
+            raise PersonaFileError(f"{path}: not a run directory (no config.json)")
         return json.loads(path.read_text())
 
     def log(self, step: int, **values: Any) -> None:
