@@ -78,3 +78,33 @@ def _range(lo: float | None, hi: float | None, lo_open: bool = False) -> str:
     if lo is not None:
         return f"{'>' if lo_open else '>='} {lo:g}"
     return f"<= {hi:g}"
+
+
+def flag_int(lo: int, hi: int | None = None):
+    """An argparse ``type=`` for an integer flag within [lo, hi]: ``--batch 0`` is a usage error
+    (one line, exit 2), not a crash later."""
+    def parse(text: str) -> int:
+        import argparse
+
+        try:
+            return check_int(int(text), "value", lo, hi)
+        except (ValueError, PersonaInputError) as err:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected an integer {_range(lo, hi)}") from err
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def flag_number(lo: float | None = None, hi: float | None = None, lo_open: bool = False):
+    """An argparse ``type=`` for a finite number flag within [lo, hi] (``nan``/``inf`` refused)."""
+    def parse(text: str) -> float:
+        import argparse
+
+        try:
+            return check_number(float(text), "value", lo, hi, lo_open)
+        except (ValueError, PersonaInputError) as err:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number"
+                                             f"{' ' + _range(lo, hi, lo_open) if lo is not None or hi is not None else ''}") from err
+
+    parse.__name__ = "number"
+    return parse

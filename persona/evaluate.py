@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from persona import metrics
+from persona.errors import PersonaInputError, flag_int
 
 METRIC_COLUMNS = ("psnr", "ssim", "lpips", "psnr_mouth", "ssim_mouth")
 COLUMNS = ("method", "view", "index", *METRIC_COLUMNS, "note")
@@ -186,7 +187,7 @@ def main_eval(argv: list[str]) -> int:
     parser.add_argument("--novel", action=argparse.BooleanOptionalAction, default=True, help="also score novel views when the dataset has them")
     parser.add_argument("--sync", action=argparse.BooleanOptionalAction, default=True, help="lip-sync scores when the dataset has aud.wav")
     parser.add_argument("--out", help="CSV of per-frame metrics (default RUN/metrics_<split>.csv)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=flag_int(1, 4096), default=8)
     args = parser.parse_args(argv)
 
     from persona.data.dataset import FrameDataset, NovelViewDataset
@@ -199,6 +200,11 @@ def main_eval(argv: list[str]) -> int:
         if key not in config and not (key == "data" and args.data):
             print(f"{run.root / 'config.json'}: missing field {key!r}; expected {{'method', 'config', 'data'}}", file=sys.stderr)
             return 2
+    if (not isinstance(config["method"], str) or not isinstance(config.get("config"), (dict, type(None)))
+            or not (args.data or isinstance(config["data"], str))):
+        raise PersonaInputError(f"{run.root / 'config.json'}: method/config/data: expected a method name, a config object "
+                                f"and a folder path, got {type(config['method']).__name__}, {type(config.get('config')).__name__} "
+                                f"and {type(config.get('data')).__name__}")
     data = Path(args.data or config["data"])
     method = build_method(config["method"], config.get("config"))
     method.load(run)

@@ -172,7 +172,15 @@ class RunDir:
             from persona.errors import PersonaFileError
 
             raise PersonaFileError(f"{path}: not a run directory (no config.json)")
-        return json.loads(path.read_text())
+        from persona.errors import PersonaInputError
+
+        try:
+            config = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise PersonaInputError(f"{path}: not valid JSON ({err})") from None
+        if not isinstance(config, dict):
+            raise PersonaInputError(f"{path}: expected a JSON object, got {type(config).__name__}")
+        return config
 
     def log(self, step: int, **values: Any) -> None:
         """Append one line to metrics.jsonl (a torn last line is skipped by :meth:`metrics`)."""

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from persona.errors import flag_int, flag_number
 from persona.profiles import for_profile
 from persona.runs import atomic_write_json, load_tensors, save_tensors
 
@@ -564,13 +565,13 @@ def main_train(argv: list[str]) -> int:
     parser.add_argument("--profile", default="default", choices=sorted(TRAIN_PROFILES))
     parser.add_argument("--data", help="benchmark folder (default data/synthetic/<profile>; built if missing)")
     parser.add_argument("--out", default=str(ASSET))
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--steps", type=int)
-    parser.add_argument("--max-minutes", type=float)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=flag_int(0))
+    parser.add_argument("--steps", type=flag_int(1))
+    parser.add_argument("--max-minutes", type=flag_number(0, lo_open=True))
+    parser.add_argument("--threads", type=flag_int(1, 1024), default=1)
     parser.add_argument("--source", choices=["benchmark", "direct"], default="benchmark",
                         help="training clips: the benchmark's id*/audio train+val splits, or clips rendered directly")
-    parser.add_argument("--clips", type=int, default=8, help="--source direct: number of identities (10 s each)")
+    parser.add_argument("--clips", type=flag_int(1, 10000), default=8, help="--source direct: number of identities (10 s each)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     config = for_profile(TRAIN_PROFILES, args.profile, seed=args.seed, steps=args.steps, max_minutes=args.max_minutes)

@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from persona.profiles import for_profile
+from persona.errors import PersonaFileError, PersonaInputError, flag_int, flag_number
+from persona.profiles import check_config, for_profile
 from persona.prior import MODALITIES, ORTHO_MODES, PersonalizedPrior, audio_track, gather_neighbour_windows
 from persona.runs import RunDir, load_optimizer_tensors, load_tensors, optimizer_tensors, prefixed, unprefixed
 
@@ -90,16 +91,16 @@ def train_config(profile: str = "default", **overrides: Any) -> TrainConfig:
     names = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise ValueError(f"TrainConfig: unknown field(s) {unknown}; expected some of {sorted(names)}")
-    if "betas" in overrides and overrides["betas"] is not None:
+        raise PersonaInputError(f"TrainConfig: unknown field(s) {unknown}; expected some of {sorted(names)}")
+    if isinstance(overrides.get("betas"), list):
         overrides["betas"] = tuple(overrides["betas"])
-    cfg = for_profile(TRAIN_PROFILES, profile, **overrides)
+    cfg = check_config(for_profile(TRAIN_PROFILES, profile, **overrides), "TrainConfig")
     if cfg.modality not in MODALITIES:
-        raise ValueError(f"TrainConfig.modality={cfg.modality!r}; expected one of {MODALITIES}")
+        raise PersonaInputError(f"TrainConfig.modality={cfg.modality!r}; expected one of {MODALITIES}")
     if cfg.ortho not in ORTHO_MODES:
-        raise ValueError(f"TrainConfig.ortho={cfg.ortho!r}; expected one of {ORTHO_MODES}")
+        raise PersonaInputError(f"TrainConfig.ortho={cfg.ortho!r}; expected one of {ORTHO_MODES}")
     if not 0 <= cfg.frozen_iterations <= cfg.iterations:
-        raise ValueError(f"TrainConfig: frozen_iterations={cfg.frozen_iterations} must lie in [0, iterations={cfg.iterations}]")
+        raise PersonaInputError(f"TrainConfig: frozen_iterations={cfg.frozen_iterations} must lie in [0, iterations={cfg.iterations}]")
     return cfg
 
 
@@ -115,7 +116,7 @@ def load_generator(cfg: TrainConfig) -> tuple[torch.nn.Module, str]:
     if cfg.generator:
         path = Path(cfg.generator)
         if not path.is_file():
-            raise FileNotFoundError(f"--generator {path}: no such file (expected an EG3D .pkl or our .safetensors)")
+            raise PersonaFileError(f"--generator {path}: no such file (expected an EG3D .pkl or our .safetensors)")
         if path.suffix == ".pkl":
             return eg3d.load_official(path), f"official EG3D pickle {path}"
         return eg3d.load_prior(path), f"generator {path}"
@@ -374,7 +375,7 @@ class OursMethod:
     def load(self, run: RunDir) -> None:
         latest = run.latest_checkpoint()
         if latest is None:
-            raise FileNotFoundError(f"{run.checkpoints}: no checkpoint to load (train the run first)")
+            raise PersonaFileError(f"{run.checkpoints}: no checkpoint to load (train the run first)")
         self.model = self._build()
         _load_checkpoint(latest[1], self.model, None)
         self.model.to(self.config.device).eval()
@@ -436,7 +437,7 @@ def main_train(argv: list[str]) -> int:
     p.add_argument("--ortho", choices=ORTHO_MODES, help="orthogonality mode of the basis (ours)")
     p.add_argument("--generator", help="official EG3D .pkl or our .safetensors generator")
     p.add_argument("--iterations", type=int, help="override the profile's iteration count")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=flag_int(0))
     p.add_argument("--device", help="cpu | cuda")
     args = p.parse_args(argv)
     from persona.data.dataset import FrameDataset
@@ -466,6 +467,9 @@ def load_run(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
 
     run = RunDir(run_dir)
     cfg = run.read_config()
+    for key, kind in (("method", str), ("config", dict)):
+        if not isinstance(cfg.get(key), kind):
+            raise PersonaInputError(f"{run.root / 'config.json'}: {key}: expected a {kind.__name__}, got {cfg.get(key)!r:.60}")
     method = build_registered(cfg["method"], cfg["config"])
     method.load(run)
     return method, cfg
@@ -478,10 +482,10 @@ def main_render(argv: list[str]) -> int:
     p.add_argument("--data", help="video folder (default: the one the run was trained on)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--novel", action="store_true", help="also render the novel-view cameras of the test frames")
-    p.add_argument("--orbit", type=int, default=0, help="frames of an orbit video around the first frame (0: none)")
-    p.add_argument("--orbit-yaw", type=float, default=30.0, help="orbit yaw range in degrees")
+    p.add_argument("--orbit", type=flag_int(0, 100000), default=0, help="frames of an orbit video around the first frame (0: none)")
+    p.add_argument("--orbit-yaw", type=flag_number(0, 180), default=30.0, help="orbit yaw range in degrees")
     p.add_argument("--alphas", action="store_true", help="write the basis coefficients per frame (ours)")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=flag_int(1, 4096), default=8)
     args = p.parse_args(argv)
     import cv2
     from torch.utils.data import DataLoader
@@ -492,7 +496,7 @@ def main_render(argv: list[str]) -> int:
     method, cfg = load_run(args.run)
     data = args.data or cfg.get("data")
     if not data:
-        raise ValueError(f"{args.run}/config.json: no 'data' path; pass --data DIR")
+        raise PersonaInputError(f"{args.run}/config.json: no 'data' path; pass --data DIR")
     resolution = cfg["config"].get("resolution")
     ds = FrameDataset(data, split=args.split, resolution=resolution)
     if hasattr(method, "attach_audio"):

@@ -161,3 +161,224 @@ def test_a_chain_within_the_depth_cap_still_loads(tmp_path):
 def test_missing_pickle_is_a_file_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pkl: pickle not found"):
         load_official(tmp_path / "nope.pkl", preset="tiny")
+
+
+# ---------------------------------------------------------------------------------------------- .npy / .npz
+import json  # noqa: E402
+import zipfile  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from persona.data import formats as F  # noqa: E402
+from persona.errors import PersonaInputError  # noqa: E402
+
+
+def _npy_with_header(shape, descr="<f4", payload=b"\0" * 64) -> bytes:
+    header = repr({"descr": descr, "fortran_order": False, "shape": tuple(shape)}).encode()
+    header += b" " * ((64 - (10 + len(header) + 1) % 64) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + payload
+
+
+@pytest.mark.parametrize("name,data,words", [
+    ("1.7TB-claim", _npy_with_header((1_000_000_000, 16, 29)), "header claims shape [1000000000, 16, 29]"),
+    ("complex", F.npy_bytes(np.ones((2, 16, 29), np.complex64)), "dtype complex64; expected real numbers"),
+    ("int", F.npy_bytes(np.ones((2, 16, 29), np.int32)), "dtype int32"),
+    ("structured", F.npy_bytes(np.zeros((2, 16, 29), [("a", "<f4")])), "expected real numbers"),
+    ("object", _npy_with_header((2, 16, 29), "|O"), "dtype object"),
+    ("wrong-shape", F.npy_bytes(np.zeros((2, 29, 16), np.float32)), "expected shape [N,16,29]"),
+    ("nan", F.npy_bytes(np.full((2, 16, 29), np.nan, np.float32)), "NaN or Inf"),
+    ("float64-beyond-float32", F.npy_bytes(np.full((2, 16, 29), 1e300)), "NaN or Inf"),
+    ("truncated", F.npy_bytes(np.zeros((4, 16, 29), np.float32))[:-10], "header claims"),
+    ("garbage", b"not a numpy file at all", "not a plain numpy .npy array"),
+    ("huge-header", b"\x93NUMPY\x02\x00" + struct.pack("<I", 10**6) + b"{" * 10**6, "not a plain numpy .npy array"),
+])
+def test_hostile_aud_npy_is_refused_before_loading(tmp_path, name, data, words):
+    path = tmp_path / "aud.npy"
+    path.write_bytes(data)
+    with pytest.raises(PersonaInputError) as err:
+        F.read_audio_windows(path)
+    assert words in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_plain_aud_npy_still_loads(tmp_path):
+    (tmp_path / "aud.npy").write_bytes(F.npy_bytes(np.ones((3, 16, 29), np.float64)))
+    arr = F.read_audio_windows(tmp_path / "aud.npy")
+    assert arr.shape == (3, 16, 29) and arr.dtype == np.float32
+
+
+def _flame_npz(path, members: dict[str, bytes]):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+
+
+def _good_flame_members(v=4, k=380):
+    return {"v_template.npy": F.npy_bytes(np.zeros((v, 3), np.float32)), "f.npy": F.npy_bytes(np.array([[0, 1, 2]], np.int64)),
+            "shapedirs.npy": F.npy_bytes(np.zeros((v, 3, k), np.float32))}
+
+
+def test_flame_zip_bomb_is_refused_unopened(tmp_path, monkeypatch):
+    from persona.baselines.nha import FlameNpzMesh
+
+    monkeypatch.setattr(F, "MAX_ARRAY_BYTES", 1 << 20)  # scaled down: 2.9 MB -> 3 GB in the issue
+    members = _good_flame_members()
+    members["padding.npy"] = F.npy_bytes(np.zeros(1 << 19, np.float32))  # 2 MB of zeros: a few KB zipped
+    _flame_npz(tmp_path / "bomb.npz", members)
+    assert (tmp_path / "bomb.npz").stat().st_size < 50_000
+    with pytest.raises(PersonaInputError, match=r"unpacks to .* \(a zip bomb\?\)"):
+        FlameNpzMesh(tmp_path / "bomb.npz")
+
+
+@pytest.mark.parametrize("case,words", [
+    ("header-lies", "header claims"), ("faces-out-of-range", "vertex indices"), ("missing", "missing array"),
+    ("complex", "dtype complex"), ("not-a-zip", "not a readable .npz"), ("bad-shapedirs", "shapedirs [4, 3, 10]"),
+])
+def test_hostile_flame_npz_is_refused(tmp_path, case, words):
+    from persona.baselines.nha import FlameNpzMesh
+
+    members = _good_flame_members()
+    if case == "header-lies":
+        members["shapedirs.npy"] = _npy_with_header((100_000, 3, 400))
+    elif case == "faces-out-of-range":
+        members["f.npy"] = F.npy_bytes(np.array([[0, 1, 99]], np.int64))
+    elif case == "missing":
+        del members["f.npy"]
+    elif case == "complex":
+        members["v_template.npy"] = F.npy_bytes(np.zeros((4, 3), np.complex64))
+    elif case == "bad-shapedirs":
+        members["shapedirs.npy"] = F.npy_bytes(np.zeros((4, 3, 10), np.float32))
+    path = tmp_path / "flame.npz"
+    if case == "not-a-zip":
+        path.write_bytes(b"PK\x03\x04 nonsense")
+    else:
+        _flame_npz(path, members)
+    with pytest.raises(PersonaInputError) as err:
+        FlameNpzMesh(path)
+    assert words in str(err.value) and str(path) in str(err.value)
+
+
+def test_a_plain_flame_npz_still_loads(tmp_path):
+    from persona.baselines.nha import FlameNpzMesh
+
+    _flame_npz(tmp_path / "flame.npz", _good_flame_members())
+    mesh = FlameNpzMesh(tmp_path / "flame.npz")
+    assert mesh(torch.zeros(1, 76)).shape == (1, 4, 3)
+
+
+# ---------------------------------------------------------------------------------------------- generator sidecars
+@pytest.fixture(scope="module")
+def tiny_generator_file(tmp_path_factory):
+    from persona.eg3d import build_generator, save_generator
+
+    path = tmp_path_factory.mktemp("gen") / "g.safetensors"
+    save_generator(build_generator("tiny"), path)
+    return path
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("z_dim", 200_000, "z_dim: 200000 is out of range"),  # would allocate ~320 GB
+    ("plane_resolution", -64, "plane_resolution: -64 is out of range"),
+    ("depth_resolution", 1_000_000, "depth_resolution: 1000000 is out of range"),
+    ("ray_start", float("nan"), "ray_start: nan is not finite"),
+    ("ray_end", 0.5, "ray_end 0.5 <= ray_start"),
+    ("sr_channels", [32] * 40, "sr_channels: 40 blocks"),
+    ("sr_channels", "32", "sr_channels: expected a list"),
+    ("white_back", "false", "white_back: expected true or false"),
+    ("w_dim", 12.5, "w_dim: expected an integer"),
+    ("noise_mode", "loud", "noise_mode: 'loud'"),
+])
+def test_hostile_generator_sidecar_is_refused_before_building(tiny_generator_file, tmp_path, field, value, words):
+    from persona.eg3d import load_generator
+
+    path = tmp_path / "g.safetensors"
+    path.write_bytes(tiny_generator_file.read_bytes())
+    meta = json.loads(tiny_generator_file.with_suffix(".json").read_text())
+    meta["generator"][field] = value
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    start = time.perf_counter()
+    with pytest.raises(PersonaInputError) as err:
+        load_generator(path)
+    assert time.perf_counter() - start < 5
+    assert words in str(err.value) and f"{path.with_suffix('.json')}" in str(err.value)
+
+
+@pytest.mark.parametrize("case", ["garbage", "huge-header", "empty", "sidecar-not-json", "sidecar-a-list"])
+def test_damaged_safetensors_name_the_file(tiny_generator_file, tmp_path, case):
+    from persona.eg3d import load_generator
+
+    path = tmp_path / "g.safetensors"
+    path.write_bytes(tiny_generator_file.read_bytes())
+    path.with_suffix(".json").write_text(tiny_generator_file.with_suffix(".json").read_text())
+    if case == "garbage":
+        path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    elif case == "huge-header":
+        path.write_bytes(struct.pack("<Q", 2**62) + b"{}")
+    elif case == "empty":
+        path.write_bytes(b"")
+    elif case == "sidecar-not-json":
+        path.with_suffix(".json").write_text("{generator: ")
+    else:
+        path.with_suffix(".json").write_text("[1, 2]")
+    with pytest.raises(PersonaError) as err:
+        load_generator(path)
+    assert path.stem in str(err.value) and "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------- WAV, frames, indices
+def _wav(rate: int, n: int = 100, bits: int = 16, fmt: int = 1) -> bytes:
+    data = b"\0" * (n * bits // 8)
+    fmt_chunk = struct.pack("<HHIIHH", fmt, 1, rate, rate * bits // 8, bits // 8, bits)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt_chunk)) + fmt_chunk + b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+@pytest.mark.parametrize("data,words", [(_wav(0), "sample rate 0 Hz"), (_wav(10**9), "sample rate 1000000000 Hz"),
+                                        (_wav(16000, n=0), "expected non-empty"), (b"RIFF....WAVEjunk", "not a readable WAV")])
+def test_hostile_wav_is_refused(tmp_path, data, words):
+    from persona.data.audio import read_wav
+
+    (tmp_path / "aud.wav").write_bytes(data)
+    with pytest.raises(PersonaInputError, match=words):
+        read_wav(tmp_path / "aud.wav")
+
+
+def test_negative_frame_index_does_not_wrap_the_audio_window(tmp_path):
+    with pytest.raises(PersonaInputError, match="frame index: -1 is out of range"):
+        F.audio_index(-1, 10, 10, "aud.npy")
+    assert F.audio_index(9, 9, 10, "aud.npy") == 8  # AD-NeRF's one-short count still repeats the last window
+    frame = {"file_path": "images/0", "transform_matrix": np.eye(4).tolist(), "expression": [0.0] * 76, "frame_index": -3}
+    (tmp_path / "transforms_train.json").write_text(json.dumps({"intrinsics": [10, 10, 0.5, 0.5], "frames": [frame]}))
+    with pytest.raises(PersonaInputError, match=r"frames\[0\].frame_index: -3 is out of range"):
+        F.read_nerface(tmp_path, "train")
+
+
+def test_non_square_frames_are_refused_not_squashed(tmp_path):
+    from persona.data.dataset import FrameDataset
+
+    frames = []
+    for i in range(2):
+        F.write_image(tmp_path / "images" / f"{i}.png", np.zeros((12, 16, 3), np.uint8))
+        frames.append({"file_path": f"images/{i}", "transform_matrix": np.eye(4).tolist(), "expression": [0.0] * 76,
+                       "camera_label": np.r_[np.eye(4).ravel(), [1, 0, 0.5, 0, 1, 0.5, 0, 0, 1]].tolist()})
+    (tmp_path / "transforms_train.json").write_text(json.dumps({"intrinsics": [10, 10, 0.5, 0.5], "frames": frames}))
+    with pytest.raises(PersonaInputError, match="frames are 16x12 .* expected square frames"):
+        FrameDataset(tmp_path, "train", resolution=8)
+
+
+@pytest.mark.parametrize("text,words", [
+    ("[1, 2", "not valid JSON"), ('{"frames": 3, "intrinsics": [1, 1, 0.5, 0.5]}', "'frames' must be a list"),
+    ('{"frames": [7], "intrinsics": [1, 1, 0.5, 0.5]}', "expected an object with field 'file_path'"),
+    ('{"frames": [], "camera_angle_x": "wide"}', "camera_angle_x: expected a number"),
+])
+def test_hostile_transforms_json_is_one_line(tmp_path, text, words):
+    (tmp_path / "transforms_train.json").write_text(text)
+    with pytest.raises(PersonaInputError) as err:
+        F.read_nerface(tmp_path, "train")
+    assert words in str(err.value) and "transforms_train.json" in str(err.value)
+
+
+def test_adnerf_ids_must_be_non_negative_integers(tmp_path):
+    frame = {"img_id": "abc", "aud_id": 0, "transform_matrix": np.eye(4).tolist()}
+    (tmp_path / "transforms_train.json").write_text(json.dumps({"focal_len": 1, "cx": 1, "cy": 1, "frames": [frame]}))
+    with pytest.raises(PersonaInputError, match=r"frames\[0\].img_id: expected an integer, got 'abc'"):
+        F.read_adnerf(tmp_path, "train")

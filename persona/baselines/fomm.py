@@ -50,7 +50,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from persona.profiles import for_profile
+from persona.errors import PersonaFileError, PersonaInputError
+from persona.profiles import check_config, for_profile
 from persona.runs import RunDir, load_optimizer_tensors, optimizer_tensors, prefixed, unprefixed
 
 NAME = "fomm"
@@ -129,11 +130,11 @@ def make_config(cfg: dict | None = None, profile: str = "default") -> FOMMConfig
     names = {f.name for f in fields(FOMMConfig)}
     unknown = sorted(set(cfg) - names)
     if unknown:
-        raise ValueError(f"FOMM config: unknown field(s) {unknown}; expected some of {sorted(names)}")
+        raise PersonaInputError(f"FOMM config: unknown field(s) {unknown}; expected some of {sorted(names)}")
     for key in ("betas", "lr_milestones", "scales"):
         if key in cfg:
-            cfg[key] = tuple(cfg[key])
-    return replace(base, **cfg)
+            cfg[key] = tuple(cfg[key]) if isinstance(cfg[key], (list, tuple)) else cfg[key]
+    return check_config(replace(base, **cfg), "FOMM config")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -564,7 +565,7 @@ class FOMM:
         """Restore the latest checkpoint of ``run`` for rendering."""
         latest = run.latest_checkpoint()
         if latest is None:
-            raise FileNotFoundError(f"{run.root}: FOMM run has no checkpoint under checkpoints/")
+            raise PersonaFileError(f"{run.root}: FOMM run has no checkpoint under checkpoints/")
         self._restore(latest[1])
         self.train_seconds = float(self._meta.get("train_seconds", 0.0))
         self.data_root = run.read_config().get("data") or None

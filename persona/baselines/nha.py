@@ -48,7 +48,7 @@ from tqdm import tqdm
 from persona.baselines.raster import rasterize, split_camera, vertex_normals
 from persona.data.formats import check_npz
 from persona.errors import PersonaFileError, PersonaInputError
-from persona.profiles import for_profile
+from persona.profiles import check_config, for_profile
 from persona.runs import RunDir, load_optimizer_tensors, load_tensors, optimizer_tensors, prefixed, unprefixed
 
 NAME = "nha"
@@ -133,12 +133,12 @@ def make_config(cfg: dict | None = None, profile: str = "default") -> NHAConfig:
     names = {f.name for f in fields(NHAConfig)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ValueError(f"NHA config: unknown field(s) {unknown}; expected some of {sorted(names)}")
+        raise PersonaInputError(f"NHA config: unknown field(s) {unknown}; expected some of {sorted(names)}")
     if values.get("device", "cpu") != "cpu":
-        raise ValueError(f"NHA config: device {values['device']!r} is not supported; NHA runs on the CPU only")
+        raise PersonaInputError(f"NHA config: device {values['device']!r} is not supported; NHA runs on the CPU only")
     if "flame_translation" in values:
         values["flame_translation"] = tuple(values["flame_translation"])
-    return replace(for_profile(PROFILES, profile), **values)
+    return check_config(replace(for_profile(PROFILES, profile), **values), "NHA config")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -507,7 +507,7 @@ class NHA:
         """Restore the latest checkpoint of ``run`` for rendering."""
         latest = run.latest_checkpoint()
         if latest is None:
-            raise FileNotFoundError(f"{run.root}: no NHA checkpoint under checkpoints/ (train it first)")
+            raise PersonaFileError(f"{run.root}: no NHA checkpoint under checkpoints/ (train it first)")
         self.model = None
         meta = self._restore(latest[1])
         self.train_seconds = float(meta.get("train_seconds", 0.0))

@@ -7,6 +7,8 @@ import time
 
 import torch
 
+from persona.errors import flag_int, flag_number
+
 
 def measure(resolution: int, batch: int, seconds: float = 2.0, prior: bool = True) -> dict[str, float]:
     """Frames/s of :func:`sample_prior_batch` (random identities, expressions, cameras) at one
@@ -29,9 +31,9 @@ def measure(resolution: int, batch: int, seconds: float = 2.0, prior: bool = Tru
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m persona bench renderer", description=__doc__)
-    p.add_argument("--resolutions", type=int, nargs="+", default=[64, 128, 256, 512])
-    p.add_argument("--seconds", type=float, default=2.0)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--resolutions", type=flag_int(8, 4096), nargs="+", default=[64, 128, 256, 512])
+    p.add_argument("--seconds", type=flag_number(0, 3600, lo_open=True), default=2.0)
+    p.add_argument("--threads", type=flag_int(1, 1024), default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"synthetic renderer, {args.threads} thread(s), batched sample_prior_batch (2x2 edge supersampling)")

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from persona.errors import flag_int
+
 
 def main_build(argv: list[str]) -> int:
     """Build the synthetic benchmark of a profile (skipped when a complete build exists)."""
@@ -17,7 +19,7 @@ def main_build(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m persona data build", description=main_build.__doc__)
     p.add_argument("--profile", default="smoke", choices=PROFILE_NAMES)
     p.add_argument("--out", default=None, help="output folder (default data/synthetic/<profile>)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=flag_int(0), default=0)
     p.add_argument("--force", action="store_true", help="rebuild even when a complete build exists")
     args = p.parse_args(argv)
     out = Path(args.out) if args.out else synthetic.benchmark_dir(args.profile)
@@ -76,9 +78,9 @@ def main_figure(argv: list[str]) -> int:
 
     p = argparse.ArgumentParser(prog="python -m persona data figure", description=main_figure.__doc__)
     p.add_argument("--out", default="figures/data_overview.png", help="PNG path; a PDF is written next to it")
-    p.add_argument("--identities", type=int, default=5)
-    p.add_argument("--resolution", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--identities", type=flag_int(1, 100), default=5)
+    p.add_argument("--resolution", type=flag_int(8, 2048), default=128)
+    p.add_argument("--seed", type=flag_int(0), default=0)
     args = p.parse_args(argv)
     from persona.report import save_figure
 

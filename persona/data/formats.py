@@ -180,6 +180,8 @@ def read_nerface(root: str | Path, split: str) -> NerfaceSplit:
     frames = []
     for i, f in enumerate(frames_in):
         fw = f"{where}: frames[{i}]"
+        if not isinstance(f, dict):
+            raise PersonaInputError(f"{fw}: expected an object with field 'file_path', 'transform_matrix', ..., got {type(f).__name__}")
         out = dict(f)
         out["file_path"] = str(require(f, "file_path", fw))
         if "frame_index" in f:
@@ -266,6 +268,8 @@ def read_adnerf(root: str | Path, split: str) -> AdnerfSplit:
     frames = []
     for i, f in enumerate(frames_in):
         fw = f"{where}: frames[{i}]"
+        if not isinstance(f, dict):
+            raise PersonaInputError(f"{fw}: expected an object with field 'file_path', 'transform_matrix', ..., got {type(f).__name__}")
         out = dict(f)
         out["img_id"] = check_int(require(f, "img_id", fw), f"{fw}.img_id", 0)
         out["aud_id"] = check_int(require(f, "aud_id", fw), f"{fw}.aud_id", 0)
@@ -337,7 +341,7 @@ def check_npy_header(handle: Any, where: str, n_bytes: int, kinds: str = "fiu") 
     data = n_bytes - handle.tell()
     if count * dtype.itemsize != data or count * dtype.itemsize > MAX_ARRAY_BYTES:
         raise PersonaInputError(f"{where}: header claims shape {list(shape)} of {dtype} ({count * dtype.itemsize} bytes) "
-                                f"but {data} bytes of data follow; expected a complete array under {MAX_ARRAY_BYTES >> 30} GiB")
+                                f"but {data} bytes of data follow; expected a complete array of at most {MAX_ARRAY_BYTES} bytes")
     return tuple(shape), dtype
 
 
@@ -359,7 +363,7 @@ def check_npz(path: str | Path, kinds: str = "fiu") -> dict[str, tuple[tuple[int
             total = sum(m.file_size for m in members)
             if total > MAX_ARRAY_BYTES or len(members) > 10_000:
                 raise PersonaInputError(f"{path}: the archive unpacks to {total} bytes in {len(members)} members; "
-                                        f"expected at most {MAX_ARRAY_BYTES >> 30} GiB (a zip bomb?)")
+                                        f"expected at most {MAX_ARRAY_BYTES} bytes (a zip bomb?)")
             out = {}
             for m in members:
                 if not m.filename.endswith(".npy"):
