@@ -109,6 +109,27 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     return tensors, meta
 
 
+def load_torch_weights(source: "str | os.PathLike | Any", where: str | None = None) -> Any:
+    """``torch.load(source, weights_only=True)`` on the CPU for a user's foreign weights file (or a
+    file-like object); any refusal or damage raises :class:`persona.errors.PersonaInputError` naming
+    ``where`` (default the path). Torch's own refusal text, which suggests ``weights_only=False``
+    (executing the file), is never relayed."""
+    import warnings
+
+    from persona.errors import PersonaFileError, PersonaInputError
+
+    where = where or str(source)
+    if isinstance(source, (str, os.PathLike)) and not Path(source).is_file():
+        raise PersonaFileError(f"{where}: file not found")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return torch.load(source, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError, ... of a foreign file
+            raise PersonaInputError(f"{where}: not a plain torch weights file (torch's tensors-only loader refused it: "
+                                    f"{type(err).__name__}); nothing in it was executed") from None
+
+
 def prefixed(prefix: str, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """{'w': t} -> {'prefix.w': t}: several modules' state dicts in one checkpoint."""
     return {f"{prefix}.{k}": v for k, v in state.items()}

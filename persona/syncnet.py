@@ -45,9 +45,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from persona.errors import flag_int, flag_number
+from persona.errors import PersonaFileError, PersonaInputError, flag_int, flag_number
 from persona.profiles import for_profile
-from persona.runs import atomic_write_json, load_tensors, save_tensors
+from persona.runs import atomic_write_json, load_tensors, load_torch_weights, save_tensors
 
 ASSET = Path(__file__).parent / "assets" / "syncnet_synthetic.safetensors"
 SYNTHETIC_NAME = "Sync-C (synthetic expert)"
@@ -345,18 +345,18 @@ def load_official(path: str | Path, device: str = "cpu") -> SyncScorer:
     :class:`SyncNet` (official widths, 224x224 face crops); a missing or unexpected name, or a shape
     mismatch, is an error (``num_batches_tracked`` may be absent from old files)."""
     path = Path(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict (syncnet_v2.model), got {type(state).__name__}")
+    state = load_torch_weights(path)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise PersonaInputError(f"{path}: expected a state dict (syncnet_v2.model), got {type(state).__name__}")
     model = SyncNet(NET_PROFILES["paper"])
     own = model.state_dict()
     unexpected = sorted(set(state) - set(own))
     missing = sorted(k for k in set(own) - set(state) if not k.endswith("num_batches_tracked"))
     if unexpected or missing:
-        raise KeyError(f"{path}: not an official SyncNet state dict; unexpected {unexpected[:5]}, missing {missing[:5]}")
+        raise PersonaInputError(f"{path}: not an official SyncNet state dict; unexpected {unexpected[:5]}, missing {missing[:5]}")
     for name, tensor in state.items():
         if tuple(tensor.shape) != tuple(own[name].shape):
-            raise ValueError(f"{path}: {name} has shape {tuple(tensor.shape)}; expected {tuple(own[name].shape)}")
+            raise PersonaInputError(f"{path}: {name} has shape {tuple(tensor.shape)}; expected {tuple(own[name].shape)}")
     model.load_state_dict(state, strict=False)
     return SyncScorer(model, OFFICIAL_NAME, device)
 
@@ -369,11 +369,14 @@ def load_synthetic_expert(path: str | Path | None = None, device: str = "cpu") -
     """The shipped synthetic lip-sync expert (or another checkpoint written by ``syncnet train``)."""
     path = Path(path) if path is not None else ASSET
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no synthetic lip-sync expert; create it with: python -m persona syncnet train")
+        raise PersonaFileError(f"{path}: no synthetic lip-sync expert; create it with: python -m persona syncnet train")
     tensors, meta = load_tensors(path)
     if "config" not in meta:
-        raise KeyError(f"{path.with_suffix('.json')}: missing field 'config' (a SyncNetConfig)")
-    model = SyncNet(SyncNetConfig(**meta["config"]))
+        raise PersonaInputError(f"{path.with_suffix('.json')}: missing field 'config' (a SyncNetConfig)")
+    try:
+        model = SyncNet(SyncNetConfig(**meta["config"]))
+    except TypeError as err:
+        raise PersonaInputError(f"{path.with_suffix('.json')}: config: {err}; expected the fields of a SyncNetConfig") from None
     model.load_state_dict(tensors)
     return SyncScorer(model, SYNTHETIC_NAME, device)
 

@@ -93,7 +93,7 @@ def _aud(data: bytes):
 
 def _edit_wav_rate(root: Path) -> None:
     data = bytearray((root / "aud.wav").read_bytes())
-    data[24:28] = (0).to_bytes(4, "little")  # sample rate field of the fmt chunk
+    data[24:32] = bytes(8)  # sample rate and byte rate fields of the fmt chunk
     (root / "aud.wav").write_bytes(bytes(data))
     (root / "aud.npy").unlink()
 

@@ -149,7 +149,7 @@ def test_dag_cycle_and_depth_errors_say_what_is_wrong(tmp_path):
     with pytest.raises(BadPickleError, match="out of bounds"):
         read_official_pickle(tmp_path / "oob.pkl")
     (tmp_path / "evil.pkl").write_bytes(weights_only_refusal_pickle(tmp_path / "pwned"))
-    with pytest.raises(UnsafePickleError, match="not plain tensor data"):
+    with pytest.raises(UnsafePickleError, match="embedded torch storage .* not a plain torch weights file"):
         read_official_pickle(tmp_path / "evil.pkl")
 
 
@@ -382,3 +382,26 @@ def test_adnerf_ids_must_be_non_negative_integers(tmp_path):
     (tmp_path / "transforms_train.json").write_text(json.dumps({"focal_len": 1, "cx": 1, "cy": 1, "frames": [frame]}))
     with pytest.raises(PersonaInputError, match=r"frames\[0\].img_id: expected an integer, got 'abc'"):
         F.read_adnerf(tmp_path, "train")
+
+
+# ---------------------------------------------------------------------------------------------- torch weights files
+@pytest.mark.parametrize("loader", ["syncnet", "alexnet"])
+@pytest.mark.parametrize("case", ["code", "garbage", "not-a-state-dict"])
+def test_foreign_torch_weights_are_refused_naming_the_file(tmp_path, loader, case):
+    from persona import metrics, syncnet
+
+    path = tmp_path / "weights.pth"
+    if case == "code":
+        path.write_bytes(PROTO + b"cos\nsystem\n" + _u(f"touch {tmp_path / 'pwned'}") + b"\x85R.")
+    elif case == "garbage":
+        path.write_bytes(b"\x00" * 40)
+    else:
+        torch.save([torch.zeros(2)], path)
+    with pytest.raises(PersonaInputError) as err:
+        if loader == "syncnet":
+            syncnet.load_official(path)
+        else:
+            metrics._load_alexnet_trunk(torch.nn.Module(), path)
+    text = str(err.value)
+    assert str(path) in text and "weights_only=False" not in text and "\n" not in text
+    assert not (tmp_path / "pwned").exists()

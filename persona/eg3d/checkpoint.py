@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import torch
 
 from ..errors import PersonaFileError, PersonaInputError, show
-from ..runs import load_tensors, save_tensors
+from ..runs import load_tensors, load_torch_weights, save_tensors
 from .presets import GeneratorConfig, get_config
 from .triplane import TriPlaneGenerator
 
@@ -200,13 +200,10 @@ def _reconstruct_persistent_inert(meta: Any) -> InertPersistent:
 def _load_storage_from_bytes(data: bytes):
     if not isinstance(data, (bytes, bytearray)):
         raise UnsafePickleError("torch.storage._load_from_bytes: expected bytes")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            storage = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
-        except Exception as err:  # torch's refusal text suggests weights_only=False: never relay that
-            raise UnsafePickleError(f"embedded torch storage (torch.storage._load_from_bytes) is not plain tensor data "
-                                    f"({type(err).__name__}); refused") from None
+    try:
+        storage = load_torch_weights(io.BytesIO(data), "embedded torch storage (torch.storage._load_from_bytes)")
+    except PersonaInputError as err:
+        raise UnsafePickleError(str(err)) from None
     if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage, torch.Tensor)):
         raise UnsafePickleError(f"embedded torch storage holds {type(storage).__name__}; expected a storage")
     return storage
