@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from persona.errors import PersonaInputError
 from persona.notebooks import REPO_ROOT
 from persona.profiles import check_profile
 from persona.runs import RunDir, atomic_write, atomic_write_json, to_jsonable
@@ -70,7 +71,7 @@ def videos(root: Path, kind: str, identities: int) -> list[Path]:
     """The first ``identities`` videos of ``kind`` ('mono' or 'audio') under a benchmark root."""
     found = sorted(p / kind for p in root.glob("id*") if (p / kind).is_dir())
     if len(found) < identities:
-        raise ValueError(f"{root}: {len(found)} {kind} videos, {identities} asked for")
+        raise PersonaInputError(f"{root}: {len(found)} {kind} videos, {identities} asked for")
     return found[:identities]
 
 

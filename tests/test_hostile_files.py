@@ -405,3 +405,36 @@ def test_foreign_torch_weights_are_refused_naming_the_file(tmp_path, loader, cas
     text = str(err.value)
     assert str(path) in text and "weights_only=False" not in text and "\n" not in text
     assert not (tmp_path / "pwned").exists()
+
+
+# ---------------------------------------------------------------------------------------------- notebook params
+@pytest.mark.parametrize("text,words", [
+    ("profile: smoke\nforce: [unclosed\n", "not valid YAML at line 3"),
+    ("profile: smoke\n  bad: indent\n", "not valid YAML at line 2"),
+    ("- a\n- b\n", "expected a mapping of parameter names to values, got list"),
+    ('force: "false"\n', "force: expected true or false, got 'false'"),
+    ("force: 0\n", "force: expected true or false, got 0"),
+    ("notebooks:\n  01_x:\n    force: 'no'\n", "notebooks.01_x.force: expected true or false, got 'no'"),
+    ("notebooks: [1, 2]\n", "notebooks: expected a mapping"),
+    ("notebooks:\n  01_x: 5\n", "notebooks.01_x: expected a mapping"),
+    (b"\xff\xfe\x00garbage", "not a UTF-8 text file"),
+])
+def test_hostile_params_yaml_is_one_line(tmp_path, text, words):
+    from persona import notebooks
+
+    path = tmp_path / "smoke.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(PersonaInputError) as err:
+        notebooks.read_params_yaml(path)
+    assert words in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(PersonaInputError):
+        notebooks.load_params("smoke", params_dir=tmp_path)
+
+
+def test_shipped_params_files_pass_and_real_bools_are_kept(tmp_path):
+    from persona import notebooks
+
+    for profile in ("smoke", "default", "paper"):
+        assert isinstance(notebooks.load_params(profile), dict)
+    (tmp_path / "smoke.yaml").write_text("force: true\nnotebooks:\n  01_x:\n    force: false\n")
+    assert notebooks.load_params("smoke", "01_x", params_dir=tmp_path)["force"] is False

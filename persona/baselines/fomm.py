@@ -481,7 +481,7 @@ def _stack_frames(dataset: Any, resolution: int) -> torch.Tensor:
                              f"{tuple(image.shape)}; expected [3,H,W]")
         frames.append(_resize(image[None], resolution)[0])
     if not frames:
-        raise ValueError(f"FOMM: training dataset {getattr(dataset, 'root', '')} is empty")
+        raise PersonaInputError(f"FOMM: training dataset {getattr(dataset, 'root', '')} is empty")
     return torch.stack(frames)
 
 

@@ -389,7 +389,7 @@ class NeuralHeadAvatar(nn.Module):
 def _stack_dataset(dataset: Any) -> dict[str, torch.Tensor]:
     """Every sample of a FrameDataset-like dataset, stacked: image [N,3,H,W], camera [N,25], expression [N,76]."""
     if len(dataset) == 0:
-        raise ValueError(f"{getattr(dataset, 'root', 'dataset')}: no frames to train on")
+        raise PersonaInputError(f"{getattr(dataset, 'root', 'dataset')}: no frames to train on")
     samples = [dataset[i] for i in tqdm(range(len(dataset)), desc="nha load frames", leave=False)]
     out = {}
     for key in ("image", "camera", "expression"):

@@ -148,7 +148,9 @@ def get_config(preset: "str | GeneratorConfig", **overrides: Any) -> GeneratorCo
     elif preset in PRESETS:
         config = PRESETS[preset]
     else:
-        raise ValueError(f"unknown generator preset {preset!r}; expected one of {sorted(PRESETS)} or a GeneratorConfig")
+        from persona.errors import PersonaInputError
+
+        raise PersonaInputError(f"unknown generator preset {preset!r}; expected one of {sorted(PRESETS)} or a GeneratorConfig")
     return replace(config, **overrides) if overrides else config
 
 
