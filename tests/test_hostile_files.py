@@ -438,3 +438,22 @@ def test_shipped_params_files_pass_and_real_bools_are_kept(tmp_path):
         assert isinstance(notebooks.load_params(profile), dict)
     (tmp_path / "smoke.yaml").write_text("force: true\nnotebooks:\n  01_x:\n    force: false\n")
     assert notebooks.load_params("smoke", "01_x", params_dir=tmp_path)["force"] is False
+
+
+def test_an_image_claiming_a_billion_pixels_is_refused_before_decoding(tmp_path):
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 40_000, 40_000, 8, 2, 0, 0, 0))
+    png += chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+    (tmp_path / "big.png").write_bytes(png)
+    with pytest.raises(PersonaInputError, match=r"claims 40000x40000 \(WxH\) pixels"):
+        F.read_image(tmp_path / "big.png")
+    F.write_image(tmp_path / "ok.png", np.zeros((12, 16, 3), np.uint8))
+    assert F.image_header_size(tmp_path / "ok.png") == (12, 16)
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "ok.jpg"), np.zeros((12, 16, 3), np.uint8))
+    assert F.image_header_size(tmp_path / "ok.jpg") == (12, 16) and F.read_image(tmp_path / "ok.jpg").shape == (12, 16, 3)

@@ -93,6 +93,10 @@ def read_image(path: str | Path, size: tuple[int, int] | None = None, where: str
     where = where or str(path)
     if not path.is_file():
         raise PersonaFileError(f"{where}: image not found at {path}")
+    dims = image_header_size(path)
+    if dims is not None and (dims[0] * dims[1] > MAX_IMAGE_PIXELS or 0 in dims):
+        raise PersonaInputError(f"{where}: image {path} claims {dims[1]}x{dims[0]} (WxH) pixels; expected a frame of "
+                                f"at most {MAX_IMAGE_PIXELS} pixels (checked before decoding)")
     data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if data is None:
         raise PersonaInputError(f"{where}: cannot read image {path} (not a PNG/JPEG cv2 can decode)")
@@ -108,6 +112,34 @@ def read_image(path: str | Path, size: tuple[int, int] | None = None, where: str
         raise PersonaInputError(f"{where}: image {path} is {rgb.shape[1]}x{rgb.shape[0]} (WxH), expected "
                          f"{size[1]}x{size[0]} like the other frames")
     return rgb
+
+
+MAX_IMAGE_PIXELS = 8192 * 8192  # a frame larger than this is refused before decoding (the paper's: 512x512)
+
+
+def image_header_size(path: str | Path) -> tuple[int, int] | None:
+    """(height, width) a PNG or JPEG file claims in its header, read without decoding (None for other
+    formats or an unreadable header: the decoder then decides)."""
+    import struct
+
+    with open(path, "rb") as handle:
+        head = handle.read(32)
+        if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+            width, height = struct.unpack(">II", head[16:24])
+            return height, width
+        if head[:2] != b"\xff\xd8":
+            return None
+        handle.seek(2)
+        for _ in range(10_000):  # JPEG segments up to the first start-of-frame marker
+            marker = handle.read(4)
+            if len(marker) < 4 or marker[0] != 0xFF:
+                return None
+            kind, length = marker[1], struct.unpack(">H", marker[2:4])[0]
+            if kind in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+                body = handle.read(5)
+                return (struct.unpack(">H", body[1:3])[0], struct.unpack(">H", body[3:5])[0]) if len(body) == 5 else None
+            handle.seek(length - 2, 1)
+    return None
 
 
 def png_bytes(image: np.ndarray) -> bytes:
