@@ -318,7 +318,8 @@ def safe_unpickle(path: str | os.PathLike) -> Any:
     size = path.stat().st_size
     if size > MAX_PICKLE_BYTES:
         raise BadPickleError(f"{path}: {size / 2**30:.1f} GiB; expected an EG3D network pickle under {MAX_PICKLE_BYTES >> 30} GiB")
-    data = path.read_bytes()  # from memory: a length field claiming terabytes reads to the end, not allocates
+    data = path.read_bytes()
+    _check_opcodes(data, path)
     try:
         return _RestrictedUnpickler(io.BytesIO(data)).load()
     except BadPickleError as err:
@@ -330,6 +331,21 @@ def safe_unpickle(path: str | os.PathLike) -> Any:
         if "extension code" in detail:
             detail = f"{detail} (copyreg EXT1/EXT2/EXT4 opcodes are not part of EG3D pickles)"
         raise BadPickleError(f"{path}: not a readable EG3D network pickle: {type(err).__name__}: {detail}") from None
+
+
+def _check_opcodes(data: bytes, path: Path) -> None:
+    """Walk the opcode stream before unpickling (nothing is built): a length field claiming more bytes
+    than the file holds (the unpickler would allocate that much first), a truncated stream or an
+    unknown opcode is refused here with its byte offset."""
+    import pickletools
+
+    position = 0
+    try:
+        for _, _, position in pickletools.genops(data):
+            pass
+    except Exception as err:  # noqa: BLE001 - ValueError of a malformed stream
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise BadPickleError(f"{path}: not a readable EG3D network pickle: malformed after byte {position} ({detail})") from None
 
 
 def _state_of(node: Any) -> dict[str, Any]:
