@@ -105,7 +105,7 @@ def make_config(cfg: dict | None = None, profile: str = "default") -> PTIConfig:
     base = replace(for_profile(PROFILES, profile), profile=profile)
     if "iterations" in cfg:
         raise PersonaInputError("PTI config: 'iterations' does not apply (PTI does not train on the video); set the "
-                         "per-frame step counts 'w_steps', 'wplus_steps' and 'tune_steps' instead")
+                                "per-frame step counts 'w_steps', 'wplus_steps' and 'tune_steps' instead")
     names = {f.name for f in fields(PTIConfig)}
     unknown = sorted(set(cfg) - names)
     if unknown:

@@ -110,7 +110,7 @@ def read_image(path: str | Path, size: tuple[int, int] | None = None, where: str
     rgb = np.ascontiguousarray(data[..., :3][..., ::-1])
     if size is not None and rgb.shape[:2] != tuple(size):
         raise PersonaInputError(f"{where}: image {path} is {rgb.shape[1]}x{rgb.shape[0]} (WxH), expected "
-                         f"{size[1]}x{size[0]} like the other frames")
+                                f"{size[1]}x{size[0]} like the other frames")
     return rgb
 
 

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..errors import PersonaFileError, PersonaInputError, show
+from ..errors import PersonaFileError, PersonaInputError, check_int, show
 from ..runs import load_tensors, load_torch_weights, save_tensors
 from .presets import GeneratorConfig, get_config
 from .triplane import TriPlaneGenerator
@@ -47,7 +47,7 @@ def load_generator(path: str | os.PathLike, map_location: str | torch.device = "
     tensors, meta = load_tensors(path)
     if "generator" not in meta:
         raise PersonaInputError(f"{path.with_suffix('.json')}: missing field 'generator' (the generator config); "
-                         f"expected the sidecar written by persona.eg3d.save_generator")
+                                f"expected the sidecar written by persona.eg3d.save_generator")
     config = GeneratorConfig.from_dict(meta["generator"], where=str(path.with_suffix(".json")))
     G = TriPlaneGenerator(config)
     load_state_checked(G, tensors, source=str(path))
@@ -59,7 +59,7 @@ def load_prior(path: str | os.PathLike | None = None, map_location: str | torch.
     path = Path(path) if path is not None else PRIOR_PATH
     if not path.is_file():
         raise PersonaFileError(f"{path}: no generator prior there. Create it with `{PRIOR_COMMAND}` "
-                                f"(trains the tiny EG3D prior on the synthetic corpus), or pass the path of one.")
+                               f"(trains the tiny EG3D prior on the synthetic corpus), or pass the path of one.")
     return load_generator(path, map_location=map_location)
 
 
@@ -99,8 +99,6 @@ def load_official(pkl_path: str | os.PathLike, preset: "str | GeneratorConfig" =
     The pickle's ``rendering_kwargs`` and ``neural_rendering_resolution`` override the preset's
     rendering options. Raises ``persona.eg3d.checkpoint.UnsafePickleError`` on anything other
     than tensors, plain containers and the network classes of the release."""
-    from persona.errors import check_int
-
     net = read_official_pickle(pkl_path, network=network)
     where = f"{pkl_path}: {network}.rendering_kwargs"
     config = get_config(preset, **_config_overrides(net["rendering_kwargs"], where)).check(where)
@@ -119,8 +117,6 @@ _RENDERING_FIELDS = ("depth_resolution", "depth_resolution_importance", "ray_sta
 def _config_overrides(rendering_kwargs: Mapping[str, Any], where: str = "rendering_kwargs") -> dict[str, Any]:
     """The pickle's ``rendering_kwargs`` -> GeneratorConfig overrides, unconverted (types and ranges
     are checked by :meth:`GeneratorConfig.check`, so ``"48"`` or ``"false"`` is refused, not cast)."""
-    from persona.errors import PersonaInputError
-
     out: dict[str, Any] = {key: rendering_kwargs[key] for key in _RENDERING_FIELDS if rendering_kwargs.get(key) is not None}
     for key in ("ray_start", "ray_end"):
         if out.get(key) == "auto":
