@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from persona.errors import PersonaInputError
 from persona.notebooks import REPO_ROOT
 from persona.profiles import check_profile, torch_threads, using_threads
 from persona.runlist import plot_metrics
@@ -73,7 +74,7 @@ def videos(root: Path, kind: str, identities: int) -> list[Path]:
     """The first ``identities`` videos of ``kind`` ('mono' or 'audio') under a benchmark root."""
     found = sorted(p / kind for p in root.glob("id*") if (p / kind).is_dir())
     if len(found) < identities:
-        raise ValueError(f"{root}: {len(found)} {kind} videos, {identities} asked for")
+        raise PersonaInputError(f"{root}: {len(found)} {kind} videos, {identities} asked for")
     return found[:identities]
 
 

@@ -27,7 +27,9 @@ T = TypeVar("T")
 
 def check_profile(name: str) -> str:
     if name not in PROFILE_NAMES:
-        raise ValueError(f"unknown profile {name!r}; expected one of {', '.join(PROFILE_NAMES)}")
+        from persona.errors import PersonaInputError
+
+        raise PersonaInputError(f"unknown profile {name!r}; expected one of {', '.join(PROFILE_NAMES)}")
     return name
 
 
@@ -60,3 +62,41 @@ def using_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+# fields that count something and must be at least 1 (every other int field, e.g. iterations: at least 0)
+_AT_LEAST_ONE = frozenset({"k", "batch_size", "resolution", "log_every", "checkpoint_every",
+                           "sample_every", "rays_per_step", "frames_per_step", "render_chunk", "keep_checkpoints",
+                           "w_avg_samples", "num_kp", "num_references"})
+
+
+def check_config(config: T, where: str) -> T:
+    """``config`` (a dataclass) with every numeric value checked against its field's type: ints are
+    integers >= 0 (>= 1 for sizes such as ``k``, ``batch_size``, ``checkpoint_every``; ``iterations=0``
+    is an untrained model), floats finite and
+    >= 0, tuples of numbers finite, bools real bools (the string "false" is refused). Raises
+    :class:`persona.errors.PersonaInputError` naming ``where`` and the field; returns the config
+    with plain values (an int given for a float field becomes a float)."""
+    from dataclasses import MISSING, fields
+
+    from persona.errors import PersonaInputError, check_bool, check_int, check_number, show
+
+    clean: dict[str, Any] = {}
+    for f in fields(config):
+        default, value, name = f.default, getattr(config, f.name), f"{where}: {f.name}"
+        if default is MISSING or default is None or value is None:
+            continue
+        if isinstance(default, bool):
+            clean[f.name] = check_bool(value, name)
+        elif isinstance(default, int):
+            clean[f.name] = check_int(value, name, 1 if f.name in _AT_LEAST_ONE else 0)
+        elif isinstance(default, float):
+            clean[f.name] = check_number(value, name, 0.0)
+        elif isinstance(default, tuple) and default and all(isinstance(v, (int, float)) for v in default):
+            if not isinstance(value, (tuple, list)):
+                raise PersonaInputError(f"{name}: expected a list of numbers, got {show(value)}")
+            if all(isinstance(v, int) and not isinstance(v, bool) for v in default):  # sizes, e.g. hidden widths
+                clean[f.name] = tuple(check_int(v, f"{name}[{i}]", 1) for i, v in enumerate(value))
+            else:
+                clean[f.name] = tuple(check_number(v, f"{name}[{i}]") for i, v in enumerate(value))
+    return replace(config, **clean)

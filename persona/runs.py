@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from safetensors.torch import load_file, save_file
 
-from persona.errors import PersonaError, PersonaFileError
+from persona.errors import PersonaError, PersonaFileError, PersonaInputError
 
 _STEP_FILE = re.compile(r"^step_(\d{8})\.safetensors$")
 _TEMP_FILE = re.compile(r"^\..+\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")  # atomic_write's temp files
@@ -196,13 +196,45 @@ def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], m
 
 def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Load what :func:`save_tensors` wrote: (tensors, meta). Missing sidecar -> empty meta."""
+    from persona.errors import PersonaFileError, PersonaInputError
+
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
-    tensors = load_file(str(path))
+        raise PersonaFileError(f"{path}: no such checkpoint file")
+    try:
+        tensors = load_file(str(path))
+    except Exception as err:  # noqa: BLE001 - SafetensorError, OSError, ... of a damaged or foreign file
+        detail = str(err).splitlines()[0] if str(err) else ""
+        raise PersonaInputError(f"{path}: not a readable safetensors file ({type(err).__name__}: {detail})") from None
     sidecar = path.with_suffix(".json")
-    meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    try:
+        meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    except (ValueError, UnicodeDecodeError) as err:
+        raise PersonaInputError(f"{sidecar}: not valid JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise PersonaInputError(f"{sidecar}: expected a JSON object, got {type(meta).__name__}")
     return tensors, meta
+
+
+def load_torch_weights(source: "str | os.PathLike | Any", where: str | None = None) -> Any:
+    """``torch.load(source, weights_only=True)`` on the CPU for a user's foreign weights file (or a
+    file-like object); any refusal or damage raises :class:`persona.errors.PersonaInputError` naming
+    ``where`` (default the path). Torch's own refusal text, which suggests ``weights_only=False``
+    (executing the file), is never relayed."""
+    import warnings
+
+    from persona.errors import PersonaFileError, PersonaInputError
+
+    where = where or str(source)
+    if isinstance(source, (str, os.PathLike)) and not Path(source).is_file():
+        raise PersonaFileError(f"{where}: file not found")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return torch.load(source, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError, ... of a foreign file
+            raise PersonaInputError(f"{where}: not a plain torch weights file (torch's tensors-only loader refused it: "
+                                    f"{type(err).__name__}); nothing in it was executed") from None
 
 
 def prefixed(prefix: str, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -325,9 +357,12 @@ class RunDir:
             raise PersonaFileError(f"{path}: not a run directory (no config.json); expected a folder written by "
                                    "`python -m persona train`")
         try:
-            return json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise PersonaFileError(f"{path}: not valid JSON ({err})") from None
+            config = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise PersonaInputError(f"{path}: not valid JSON ({err})") from None
+        if not isinstance(config, dict):
+            raise PersonaInputError(f"{path}: expected a JSON object, got {type(config).__name__}")
+        return config
 
     def begin(self, record: Mapping[str, Any]) -> None:
         """Write ``record`` (``{"method", "config", "data", ...}``) as config.json, after checking

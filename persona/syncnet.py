@@ -32,7 +32,6 @@ official ``S`` model, widths scaled by ``SyncNetConfig.width``):
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -45,9 +44,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from persona.errors import PersonaFileError, PersonaInputError, flag_int, flag_number
 from persona.profiles import for_profile
-from persona.runs import (RunDir, atomic_write_json, load_optimizer_tensors, load_tensors, optimizer_tensors, prefixed, restore_rng,
-                          rng_tensors, run_record, save_tensors, unprefixed)
+from persona.runs import (RunDir, load_optimizer_tensors, load_tensors, load_torch_weights, optimizer_tensors,
+                          prefixed, restore_rng, rng_tensors, run_record, save_tensors, unprefixed)
 
 ASSET = Path(__file__).parent / "assets" / "syncnet_synthetic.safetensors"
 SYNTHETIC_NAME = "Sync-C (synthetic expert)"
@@ -345,18 +345,18 @@ def load_official(path: str | Path, device: str = "cpu") -> SyncScorer:
     :class:`SyncNet` (official widths, 224x224 face crops); a missing or unexpected name, or a shape
     mismatch, is an error (``num_batches_tracked`` may be absent from old files)."""
     path = Path(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict (syncnet_v2.model), got {type(state).__name__}")
+    state = load_torch_weights(path)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise PersonaInputError(f"{path}: expected a state dict (syncnet_v2.model), got {type(state).__name__}")
     model = SyncNet(NET_PROFILES["paper"])
     own = model.state_dict()
     unexpected = sorted(set(state) - set(own))
     missing = sorted(k for k in set(own) - set(state) if not k.endswith("num_batches_tracked"))
     if unexpected or missing:
-        raise KeyError(f"{path}: not an official SyncNet state dict; unexpected {unexpected[:5]}, missing {missing[:5]}")
+        raise PersonaInputError(f"{path}: not an official SyncNet state dict; unexpected {unexpected[:5]}, missing {missing[:5]}")
     for name, tensor in state.items():
         if tuple(tensor.shape) != tuple(own[name].shape):
-            raise ValueError(f"{path}: {name} has shape {tuple(tensor.shape)}; expected {tuple(own[name].shape)}")
+            raise PersonaInputError(f"{path}: {name} has shape {tuple(tensor.shape)}; expected {tuple(own[name].shape)}")
     model.load_state_dict(state, strict=False)
     return SyncScorer(model, OFFICIAL_NAME, device)
 
@@ -369,11 +369,14 @@ def load_synthetic_expert(path: str | Path | None = None, device: str = "cpu") -
     """The shipped synthetic lip-sync expert (or another checkpoint written by ``syncnet train``)."""
     path = Path(path) if path is not None else ASSET
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no synthetic lip-sync expert; create it with: python -m persona syncnet train")
+        raise PersonaFileError(f"{path}: no synthetic lip-sync expert; create it with: python -m persona syncnet train")
     tensors, meta = load_tensors(path)
     if "config" not in meta:
-        raise KeyError(f"{path.with_suffix('.json')}: missing field 'config' (a SyncNetConfig)")
-    model = SyncNet(SyncNetConfig(**meta["config"]))
+        raise PersonaInputError(f"{path.with_suffix('.json')}: missing field 'config' (a SyncNetConfig)")
+    try:
+        model = SyncNet(SyncNetConfig(**meta["config"]))
+    except TypeError as err:
+        raise PersonaInputError(f"{path.with_suffix('.json')}: config: {err}; expected the fields of a SyncNetConfig") from None
     model.load_state_dict(tensors)
     return SyncScorer(model, SYNTHETIC_NAME, device)
 
@@ -592,13 +595,13 @@ def main_train(argv: list[str]) -> int:
     parser.add_argument("--profile", default="default", choices=sorted(TRAIN_PROFILES), help="sizes and steps")
     parser.add_argument("--data", help="benchmark folder (None: data/synthetic/<profile> of this checkout; built if missing)")
     parser.add_argument("--out", default=str(ASSET), help="where the expert's weights go (.safetensors)")
-    parser.add_argument("--seed", type=int, help="training seed (None: the profile's)")
+    parser.add_argument("--seed", type=flag_int(0), help="training seed (None: the profile's)")
     cli.add_steps(parser, "training steps (None: the profile's)")
-    parser.add_argument("--max-minutes", type=float, help="stop after this long (None: no limit)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--max-minutes", type=flag_number(0, lo_open=True), help="stop after this long (None: no limit)")
+    parser.add_argument("--threads", type=flag_int(1, 1024), default=1, help="torch CPU threads")
     parser.add_argument("--source", choices=["benchmark", "direct"], default="benchmark",
                         help="training clips: the benchmark's id*/audio train+val splits, or clips rendered directly")
-    parser.add_argument("--clips", type=int, default=8, help="--source direct: number of identities (10 s each)")
+    parser.add_argument("--clips", type=flag_int(1, 10000), default=8, help="--source direct: number of identities (10 s each)")
     parser.add_argument("--run", help="checkpoint folder, resumed when it holds checkpoints of the same settings "
                                       "(default runs/syncnet_<profile>_<source>)")
     parser.add_argument("--force", action="store_true", help="start over: delete the checkpoints persona wrote in --run")

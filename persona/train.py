@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm  # text bars: a notebook saves them as text (a closed widget bar reopens as "model not found")
 
-from persona.profiles import for_profile
+from persona.errors import PersonaFileError, PersonaInputError, flag_int, flag_number
+from persona.profiles import check_config, for_profile
 from persona.prior import MODALITIES, ORTHO_MODES, PersonalizedPrior, audio_track, gather_neighbour_windows
 from persona.runs import (RunDir, isolated_rng, run_record, load_optimizer_tensors, load_tensors, optimizer_tensors, prefixed, restore_rng,
                           rng_tensors, unprefixed)
@@ -91,16 +92,16 @@ def train_config(profile: str = "default", **overrides: Any) -> TrainConfig:
     names = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise ValueError(f"TrainConfig: unknown field(s) {unknown}; expected some of {sorted(names)}")
-    if "betas" in overrides and overrides["betas"] is not None:
+        raise PersonaInputError(f"TrainConfig: unknown field(s) {unknown}; expected some of {sorted(names)}")
+    if isinstance(overrides.get("betas"), list):
         overrides["betas"] = tuple(overrides["betas"])
-    cfg = for_profile(TRAIN_PROFILES, profile, **overrides)
+    cfg = check_config(for_profile(TRAIN_PROFILES, profile, **overrides), "TrainConfig")
     if cfg.modality not in MODALITIES:
-        raise ValueError(f"TrainConfig.modality={cfg.modality!r}; expected one of {MODALITIES}")
+        raise PersonaInputError(f"TrainConfig.modality={cfg.modality!r}; expected one of {MODALITIES}")
     if cfg.ortho not in ORTHO_MODES:
-        raise ValueError(f"TrainConfig.ortho={cfg.ortho!r}; expected one of {ORTHO_MODES}")
+        raise PersonaInputError(f"TrainConfig.ortho={cfg.ortho!r}; expected one of {ORTHO_MODES}")
     if not 0 <= cfg.frozen_iterations <= cfg.iterations:
-        raise ValueError(f"TrainConfig: frozen_iterations={cfg.frozen_iterations} must lie in [0, iterations={cfg.iterations}]")
+        raise PersonaInputError(f"TrainConfig: frozen_iterations={cfg.frozen_iterations} must lie in [0, iterations={cfg.iterations}]")
     return cfg
 
 
@@ -116,7 +117,7 @@ def load_generator(cfg: TrainConfig) -> tuple[torch.nn.Module, str]:
     if cfg.generator:
         path = Path(cfg.generator)
         if not path.is_file():
-            raise FileNotFoundError(f"--generator {path}: no such file (expected an EG3D .pkl or our .safetensors)")
+            raise PersonaFileError(f"--generator {path}: no such file (expected an EG3D .pkl or our .safetensors)")
         if path.suffix == ".pkl":
             return eg3d.load_official(path), f"official EG3D pickle {path}"
         return eg3d.load_prior(path), f"generator {path}"
@@ -375,7 +376,7 @@ class OursMethod:
     def load(self, run: RunDir) -> None:
         latest = run.latest_checkpoint()
         if latest is None:
-            raise FileNotFoundError(f"{run.checkpoints}: no checkpoint to load (train the run first)")
+            raise PersonaFileError(f"{run.checkpoints}: no checkpoint to load (train the run first)")
         self.model = self._build()
         _load_checkpoint(latest[1], self.model, None)
         self.model.to(self.config.device).eval()
@@ -436,12 +437,12 @@ def main_train(argv: list[str]) -> int:
     p.add_argument("--data", required=True, help="video folder (NerFACE layout: transforms_train.json, images/...)")
     p.add_argument("--out", required=True, help="run directory (resumed when it holds checkpoints)")
     p.add_argument("--profile", default="default", choices=("smoke", "default", "paper"), help="sizes and steps")
-    p.add_argument("--k", type=int, help="number of basis vectors (ours only; None: the profile's, 50)")
+    p.add_argument("--k", type=flag_int(1, 4096), help="number of basis vectors (ours only; None: the profile's, 50)")
     p.add_argument("--ortho", choices=ORTHO_MODES, help="orthogonality mode of the basis (ours only; None: qr)")
     p.add_argument("--generator", help="official EG3D .pkl or our .safetensors generator (None: the shipped prior)")
     cli.add_steps(p, "training steps (None: the profile's)", old="--iterations")
     cli.add_batch_size(p, "frames per step (ours only; None: the profile's)", old=None)
-    p.add_argument("--seed", type=int, help="seed of initialisation and batch order (None: the profile's, 0)")
+    p.add_argument("--seed", type=flag_int(0), help="seed of initialisation and batch order (None: the profile's, 0)")
     cli.add_runtime(p, device_help="torch device: cpu, cuda, cuda:1 ... (None: the profile's)")
     p.add_argument("--force", action="store_true",
                    help="start over in --out: delete what persona wrote there (config, metrics, checkpoints, renders)")
@@ -490,6 +491,9 @@ def load_run(run_dir: str | Path, device: str | None = None) -> tuple[Any, dict[
 
     run = RunDir(run_dir)
     cfg = run.read_config()
+    for key, kind in (("method", str), ("config", dict)):
+        if not isinstance(cfg.get(key), kind):
+            raise PersonaInputError(f"{run.root / 'config.json'}: {key}: expected a {kind.__name__}, got {cfg.get(key)!r:.60}")
     if device:
         cfg["config"] = {**cfg["config"], "device": device}
     method = build_registered(cfg["method"], cfg["config"])
@@ -520,8 +524,8 @@ def main_render(argv: list[str]) -> int:
     p.add_argument("--data", help="video folder (None: the one the run was trained on)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="frames to render")
     p.add_argument("--novel", action="store_true", help="also render the novel-view cameras of the test frames")
-    p.add_argument("--orbit", type=int, default=0, help="frames of an orbit video around the first frame (0: none)")
-    p.add_argument("--orbit-yaw", type=float, default=30.0, help="orbit yaw range in degrees")
+    p.add_argument("--orbit", type=flag_int(0, 100000), default=0, help="frames of an orbit video around the first frame (0: none)")
+    p.add_argument("--orbit-yaw", type=flag_number(0, 180), default=30.0, help="orbit yaw range in degrees")
     p.add_argument("--video", action=argparse.BooleanOptionalAction, default=True,
                    help="write RUN/renders/<split>.mp4 (H.264): ground truth | render, with the audio track for audio runs")
     p.add_argument("--alphas", action="store_true", help="write the basis coefficients per frame (ours only)")
@@ -543,7 +547,7 @@ def main_render(argv: list[str]) -> int:
         print(f"persona render: warning: --alphas ignored: method {cfg['method']!r} has no basis coefficients", file=sys.stderr)
     data = args.data or cfg.get("data")
     if not data:
-        raise ValueError(f"{args.run}/config.json: no 'data' path; pass --data DIR")
+        raise PersonaInputError(f"{args.run}/config.json: no 'data' path; pass --data DIR")
     resolution = cfg["config"].get("resolution")
     ds = FrameDataset(data, split=args.split, resolution=resolution)
     if hasattr(method, "attach_audio"):

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from persona.baselines.adnerf import AudioConditioned
 from persona.baselines.nerf_core import ConditionedNeRF, NeRFConfig, config_from, encoded_dim, positional_encoding, project_points
 from persona.cameras import PIVOT, RADIUS
+from persona.errors import PersonaInputError
 from persona.prior import AUDIO_DIM
 
 
@@ -156,7 +157,7 @@ class DFRF(AudioConditioned):
         super()._init_from_data(frames)
         n, k = len(frames["image"]), self.config.num_references
         if n < k:
-            raise ValueError(f"dfrf: {k} reference frames needed, the training split has {n}")
+            raise PersonaInputError(f"dfrf: {k} reference frames needed, the training split has {n}")
         self._train_images = frames["image"].add(1).div(2)
         self._train_cameras = frames["camera"]
         fixed = torch.linspace(0, n - 1, k).round().long()

@@ -50,7 +50,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from persona.profiles import for_profile
+from persona.errors import PersonaFileError, PersonaInputError
+from persona.profiles import check_config, for_profile
 from persona.runs import RunDir, load_optimizer_tensors, optimizer_tensors, prefixed, restore_rng, rng_tensors, run_record, unprefixed
 
 NAME = "fomm"
@@ -129,11 +130,11 @@ def make_config(cfg: dict | None = None, profile: str = "default") -> FOMMConfig
     names = {f.name for f in fields(FOMMConfig)}
     unknown = sorted(set(cfg) - names)
     if unknown:
-        raise ValueError(f"FOMM config: unknown field(s) {unknown}; expected some of {sorted(names)}")
+        raise PersonaInputError(f"FOMM config: unknown field(s) {unknown}; expected some of {sorted(names)}")
     for key in ("betas", "lr_milestones", "scales"):
         if key in cfg:
-            cfg[key] = tuple(cfg[key])
-    return replace(base, **cfg)
+            cfg[key] = tuple(cfg[key]) if isinstance(cfg[key], (list, tuple)) else cfg[key]
+    return check_config(replace(base, **cfg), "FOMM config")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -480,7 +481,7 @@ def _stack_frames(dataset: Any, resolution: int) -> torch.Tensor:
                              f"{tuple(image.shape)}; expected [3,H,W]")
         frames.append(_resize(image[None], resolution)[0])
     if not frames:
-        raise ValueError(f"FOMM: training dataset {getattr(dataset, 'root', '')} is empty")
+        raise PersonaInputError(f"FOMM: training dataset {getattr(dataset, 'root', '')} is empty")
     return torch.stack(frames)
 
 
@@ -565,7 +566,7 @@ class FOMM:
         """Restore the latest checkpoint of ``run`` for rendering."""
         latest = run.latest_checkpoint()
         if latest is None:
-            raise FileNotFoundError(f"{run.root}: FOMM run has no checkpoint under checkpoints/")
+            raise PersonaFileError(f"{run.root}: FOMM run has no checkpoint under checkpoints/")
         self._restore(latest[1])
         self.train_seconds = float(self._meta.get("train_seconds", 0.0))
         self.data_root = run.read_config().get("data") or None

@@ -35,6 +35,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from persona.errors import PersonaFileError, PersonaInputError
+from persona.profiles import check_config
 from persona.runs import RunDir, load_optimizer_tensors, optimizer_tensors, prefixed, restore_rng, rng_tensors, run_record, unprefixed
 
 from persona.cameras import PIVOT, split_label
@@ -334,7 +336,7 @@ def load_frames(dataset) -> dict[str, torch.Tensor]:
     """All samples of a frame dataset stacked and sorted by frame index:
     {image [N,3,H,W] in [-1,1], camera [N,25], expression [N,76], audio [N,16,29], index [N], mouth_box [N,4]}."""
     if len(dataset) == 0:
-        raise ValueError(f"{getattr(dataset, 'root', dataset)}: the training split holds no frames")
+        raise PersonaInputError(f"{getattr(dataset, 'root', dataset)}: the training split holds no frames")
     samples = [dataset[i] for i in tqdm(range(len(dataset)), desc="load frames", leave=False)]
     frames = {}
     for key in FRAME_KEYS:
@@ -389,13 +391,13 @@ def config_from(table: Mapping[str, Any], cfg: dict | None, kw: Mapping[str, Any
     overrides = {**(cfg or {}), **kw}
     profile = overrides.pop("profile", None) or "default"
     if profile not in table:
-        raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(table)}")
+        raise PersonaInputError(f"unknown profile {profile!r}; expected one of {sorted(table)}")
     base = table[profile]
     names = {f.name for f in fields(base)}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise ValueError(f"{type(base).__name__}: unknown config fields {unknown}; expected some of {sorted(names)}")
-    return replace(base, profile=profile, **overrides)
+        raise PersonaInputError(f"{type(base).__name__}: unknown config fields {unknown}; expected some of {sorted(names)}")
+    return check_config(replace(base, profile=profile, **overrides), type(base).__name__)
 
 
 class NeRFBaseline:
@@ -506,7 +508,7 @@ class NeRFBaseline:
         frames = load_frames(train_ds)
         n, _, h, w = frames["image"].shape
         if h != w:
-            raise ValueError(f"{getattr(train_ds, 'root', '')}: square frames expected, got {h}x{w}")
+            raise PersonaInputError(f"{getattr(train_ds, 'root', '')}: square frames expected, got {h}x{w}")
         self.resolution = h
         background = getattr(train_ds, "background", None)
         self.learn_background = background is None
@@ -566,7 +568,7 @@ class NeRFBaseline:
         """Load the latest checkpoint of ``run`` for rendering."""
         latest = run.latest_checkpoint()
         if latest is None:
-            raise FileNotFoundError(f"{run.root}: no checkpoint to load (checkpoints/step_*.safetensors)")
+            raise PersonaFileError(f"{run.root}: no checkpoint to load (checkpoints/step_*.safetensors)")
         self.net = None
         self.step = self._restore(latest[1], None)
         self.net.to(self.device).eval()

@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 
 from persona.data import audio as audio_mod
 from persona.data import formats
+from persona.errors import PersonaFileError, PersonaInputError
 
 _DEFAULT_MOUTH_BOX = np.array([0.3, 0.6, 0.7, 0.9], np.float32)
 
@@ -50,11 +51,14 @@ class _FramesBase(Dataset):
         n = len(image_paths)
         for name, arr in (("camera labels", labels), ("expressions", expressions), ("mouth boxes", mouth_boxes)):
             if len(arr) != n:
-                raise ValueError(f"{where}: {len(arr)} {name} for {n} frames")
+                raise PersonaInputError(f"{where}: {len(arr)} {name} for {n} frames")
         self.root = root
         self.fps = float(fps)
         self._paths = image_paths
         first = formats.read_image(image_paths[0]) if n else np.zeros((1, 1, 3), np.uint8)
+        if first.shape[0] != first.shape[1]:  # resizing would squash the face; cropping would guess
+            raise PersonaInputError(f"{where}: frames are {first.shape[1]}x{first.shape[0]} (WxH, {image_paths[0].name}); "
+                                    f"expected square frames - crop them to a square around the head first")
         self.native_size = first.shape[:2]
         self.resolution = int(resolution) if resolution is not None else int(first.shape[0])
         self._labels = torch.from_numpy(np.asarray(labels, np.float32))
@@ -143,9 +147,9 @@ class FrameDataset(_FramesBase):
                  max_seconds: float | None = None):
         root = Path(root)
         if split not in ("train", "val", "test"):
-            raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+            raise PersonaInputError(f"split must be 'train', 'val' or 'test', got {split!r}")
         if not root.is_dir():
-            raise FileNotFoundError(f"{root}: dataset folder not found")
+            raise PersonaFileError(f"{root}: dataset folder not found")
         self.split = split
         if formats.is_adnerf(root):
             self._init_adnerf(root, split, resolution, max_seconds)
@@ -165,9 +169,9 @@ class FrameDataset(_FramesBase):
         paths = [s.image_path(k) for k in keep]
         for k, p in zip(keep, paths):
             if not p.is_file():
-                raise FileNotFoundError(f"{s.path}: frames[{k}].file_path -> image not found at {p}")
+                raise PersonaFileError(f"{s.path}: frames[{k}].file_path -> image not found at {p}")
         if not paths:
-            raise ValueError(f"{s.path}: no frames")
+            raise PersonaInputError(f"{s.path}: no frames")
         size = formats.read_image(paths[0]).shape[:2]
         self.camera_scale = 1.0
         if any("camera_label" not in f for f in frames):  # real data: tracker units -> EG3D's radius
@@ -200,9 +204,9 @@ class FrameDataset(_FramesBase):
         paths = [s.image_path(k, kind) for k in keep]
         for k, p in zip(keep, paths):
             if not p.is_file():
-                raise FileNotFoundError(f"{s.path}: frames[{k}] (img_id {frames[k]['img_id']}) -> image not found at {p}")
+                raise PersonaFileError(f"{s.path}: frames[{k}] (img_id {frames[k]['img_id']}) -> image not found at {p}")
         if not paths:
-            raise ValueError(f"{s.path}: no frames")
+            raise PersonaInputError(f"{s.path}: no frames")
         h, w = formats.read_image(paths[0]).shape[:2]
         train = s if split == "train" else formats.read_adnerf(root, "train")
         self.camera_scale = formats.normalising_scale([f["transform_matrix"] for f in train.frames])
@@ -252,9 +256,9 @@ class NovelViewDataset(_FramesBase):
         paths = [s.image_path(k) for k in range(len(frames))]
         for k, p in enumerate(paths):
             if not p.is_file():
-                raise FileNotFoundError(f"{s.path}: frames[{k}].file_path -> image not found at {p}")
+                raise PersonaFileError(f"{s.path}: frames[{k}].file_path -> image not found at {p}")
         if not paths:
-            raise ValueError(f"{s.path}: no frames")
+            raise PersonaInputError(f"{s.path}: no frames")
         fps = float(s.meta.get("fps", 25.0))
         n_total = int(s.meta.get("num_frames", max(int(f["source_index"]) for f in frames) + 1))
         audio = _load_audio(root)
@@ -279,7 +283,7 @@ class NovelViewDataset(_FramesBase):
         sample["view"] = self._views[i]
         sample["source_index"] = self._sources[i]
         if self._sources[i] not in self._test_position:  # pragma: no cover - checked at build time
-            raise ValueError(f"{self._where}: frames[{i}].source_index = {self._sources[i]} is not a frame of the test split")
+            raise PersonaInputError(f"{self._where}: frames[{i}].source_index = {self._sources[i]} is not a frame of the test split")
         source = self._test[self._test_position[self._sources[i]]]
         sample["source_image"], sample["source_camera"] = source["image"], source["camera"]
         return sample

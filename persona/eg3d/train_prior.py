@@ -59,9 +59,7 @@ rendered at the generator's output resolution (infinite data, nothing on disk).
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import math
 import sys
 import time
@@ -78,6 +76,7 @@ from torch import nn
 from persona import cameras
 from persona.eg3d.discriminator import (DISCRIMINATOR_PRESETS, DualDiscriminator, d_logistic_loss,
                                         g_nonsaturating_loss, r1_penalty)
+from persona.errors import flag_int, flag_number
 from persona.profiles import PROFILE_NAMES, for_profile
 from persona.runs import (RunDir, atomic_write_json, isolated_rng, load_optimizer_tensors, optimizer_tensors, prefixed,
                           restore_rng, rng_tensors, unprefixed)
@@ -621,17 +620,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = cli.parser("prior train", __doc__.split("\n")[0])
     parser.add_argument("--profile", default="default", choices=PROFILE_NAMES, help="sizes and steps")
     parser.add_argument("--out", default=None, help="run directory (None: runs/prior_<profile> of this checkout)")
-    parser.add_argument("--seed", type=int, default=None, help="training seed (None: the profile's)")
+    parser.add_argument("--seed", type=flag_int(0), default=None, help="training seed (None: the profile's)")
     cli.add_steps(parser, "training steps (None: the profile's)")
     cli.add_batch_size(parser, "heads per step (None: the profile's)")
-    parser.add_argument("--prefetch", type=int, default=None,
+    parser.add_argument("--prefetch", type=flag_int(0, 64), default=None,
                         help="batches rendered ahead in a thread (None: 4 on a GPU, 0 on the CPU)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     parser.add_argument("--export", default=None, help="write the EMA generator here (save_generator) at the end")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--device", default="cpu", help="torch device (cpu | cuda); sizes do not change")
-    parser.add_argument("--max-minutes", type=float, default=None, help="stop early (checkpoint + export) after this long")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--max-minutes", type=flag_number(0, lo_open=True), default=None, help="stop early (checkpoint + export) after this long")
+    parser.add_argument("--threads", type=flag_int(1, 1024), default=None,
                         help="torch threads (default: the profile's; 1 is faster on a CPU shared with other jobs)")
     args = parser.parse_args(argv)
     config = for_profile(PRIOR_PROFILES, args.profile, seed=args.seed, steps=args.steps, num_threads=args.threads,
@@ -751,11 +750,11 @@ def main_sample(argv: list[str] | None = None) -> int:
     parser = cli.parser("prior sample", "figure of prior samples at 5 yaw angles + multi-view consistency PSNR")
     parser.add_argument("--out", default="figures/prior_samples.png", help="PNG path; a PDF is written next to it")
     parser.add_argument("--checkpoint", default=None, help="generator .safetensors (default: the shipped prior)")
-    parser.add_argument("--n", type=int, default=6, help="number of random z (rows)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random z")
-    parser.add_argument("--psi", type=float, default=1.0, help="truncation psi")
-    parser.add_argument("--heads", type=int, default=4, help="held-out heads for the consistency PSNR (0 = skip)")
-    parser.add_argument("--invert-steps", type=int, default=150, help="inversion steps per held-out head")
+    parser.add_argument("--n", type=flag_int(1, 1000), default=6, help="number of random z (rows)")
+    parser.add_argument("--seed", type=flag_int(0), default=0, help="seed of the random z")
+    parser.add_argument("--psi", type=flag_number(0, 10), default=1.0, help="truncation psi")
+    parser.add_argument("--heads", type=flag_int(0, 10000), default=4, help="held-out heads for the consistency PSNR (0 = skip)")
+    parser.add_argument("--invert-steps", type=flag_int(0), default=150, help="inversion steps per held-out head")
     parser.add_argument("--no-reference", action="store_true", help="skip the random-generator reference PSNR")
     parser.add_argument("--device", default="cpu", help="torch device (cpu | cuda)")
     args = parser.parse_args(argv)
