@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shlex
 import sys
 
 # verb (or "verb subverb") -> ("module", "function taking argv list and returning an exit code")
@@ -68,9 +69,40 @@ def _dispatch(argv: list[str]) -> int:
     return 2
 
 
+RESUMING_COMMANDS = ("train", "prior train", "notebooks")  # rerunning these continues where they stopped
+
+
+def interrupted_message(argv: list[str]) -> str:
+    """What Ctrl-C prints: where the newest checkpoint of the run being trained is (if any) and
+    the exact command that resumes: the same one less ``--force`` (and less a notebook parameter
+    ``-p force=...``, which would retrain from scratch); ``prior train`` gets ``--resume``."""
+    from persona.runs import training_run
+
+    words: list[str] = []
+    for word in argv:
+        if word == "--force" or (word.replace(" ", "").startswith("force=") and words and words[-1] in ("-p", "--param")):
+            if word != "--force":
+                words.pop()  # its -p
+            continue
+        words.append(word)
+    if " ".join(words[:2]) == "prior train" and "--resume" not in words:
+        words.append("--resume")
+    command = "python -m persona " + shlex.join(words)
+    lines = ["persona: interrupted (Ctrl-C); files written so far are complete (each is written atomically)"]
+    run = training_run()
+    if run is not None:
+        latest = run.latest_checkpoint()
+        lines.append(f"last checkpoint: {latest[1]} (step {latest[0]})" if latest is not None
+                     else f"no checkpoint yet in {run.root}: a rerun starts from step 0")
+    resumes = any(" ".join(words[:len(c.split())]) == c for c in RESUMING_COMMANDS)
+    lines.append(f"{'resume with' if resumes else 'run again with'}: {command}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command. A :class:`persona.errors.PersonaError` (a user's mistake: bad file, field or
-    flag) prints one line and exits 2; ``--debug`` or ``PERSONA_DEBUG=1`` shows the traceback."""
+    flag) prints one line and exits 2; ``--debug`` or ``PERSONA_DEBUG=1`` shows the traceback.
+    Ctrl-C prints where the last checkpoint is and how to resume (no traceback) and exits 130."""
     from persona.errors import PersonaError
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -83,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"persona: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("\n" + interrupted_message(argv), file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from persona.errors import PersonaInputError
+
 FOCAL = 4.2647
 RADIUS = 2.7
 PIVOT = (0.0, 0.0, 0.2)
@@ -176,17 +178,17 @@ def check_rigid(matrix: Any, where: str = "transform_matrix", tol: float = 1e-3)
     """
     m, _ = _to_numpy(matrix)
     if m.shape != (4, 4):
-        raise ValueError(f"{where}: expected a 4x4 matrix, got shape {m.shape}")
+        raise PersonaInputError(f"{where}: expected a 4x4 matrix, got shape {m.shape}")
     if not np.all(np.isfinite(m)):
-        raise ValueError(f"{where}: contains NaN or Inf")
+        raise PersonaInputError(f"{where}: contains NaN or Inf")
     r = m[:3, :3]
     scale = np.cbrt(abs(np.linalg.det(r))) if abs(np.linalg.det(r)) > 1e-12 else 0.0
     if scale == 0.0 or np.abs(r.T @ r / scale**2 - np.eye(3)).max() > tol or np.linalg.det(r) < 0:
-        raise ValueError(f"{where}: the 3x3 block is not a rotation (expected R^T R = I, det R = +1)")
+        raise PersonaInputError(f"{where}: the 3x3 block is not a rotation (expected R^T R = I, det R = +1)")
     if abs(scale - 1.0) > tol:
-        raise ValueError(f"{where}: the rotation is scaled by {scale:.4f} (expected a rigid transform, scale 1)")
+        raise PersonaInputError(f"{where}: the rotation is scaled by {scale:.4f} (expected a rigid transform, scale 1)")
     if np.abs(m[3] - np.array([0, 0, 0, 1.0])).max() > tol:
-        raise ValueError(f"{where}: last row is {m[3].tolist()}, expected [0, 0, 0, 1]")
+        raise PersonaInputError(f"{where}: last row is {m[3].tolist()}, expected [0, 0, 0, 1]")
     return m
 
 

@@ -8,6 +8,8 @@ import argparse
 import sys
 from typing import Any
 
+from persona.errors import flag_int
+
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows ``(default: X)`` after an option's help, except for None and False (nothing to show)."""
@@ -37,22 +39,22 @@ def deprecated_alias(new: str) -> type[argparse.Action]:
 
 def add_steps(p: argparse.ArgumentParser, help: str, old: str | None = None, default: int | None = None) -> None:
     """``--steps N`` (and ``old`` as a deprecated alias)."""
-    p.add_argument("--steps", type=int, default=default, help=help)
+    p.add_argument("--steps", type=flag_int(0), default=default, help=help)
     if old:
-        p.add_argument(old, dest="steps", type=int, action=deprecated_alias("--steps"), help=argparse.SUPPRESS)
+        p.add_argument(old, dest="steps", type=flag_int(0), action=deprecated_alias("--steps"), help=argparse.SUPPRESS)
 
 
 def add_batch_size(p: argparse.ArgumentParser, help: str, default: int | None = None, old: str | None = "--batch") -> None:
     """``--batch-size N`` (and ``old`` as a deprecated alias)."""
-    p.add_argument("--batch-size", type=int, default=default, help=help)
+    p.add_argument("--batch-size", type=flag_int(1, 4096), default=default, help=help)
     if old:
-        p.add_argument(old, dest="batch_size", type=int, action=deprecated_alias("--batch-size"), help=argparse.SUPPRESS)
+        p.add_argument(old, dest="batch_size", type=flag_int(1, 4096), action=deprecated_alias("--batch-size"), help=argparse.SUPPRESS)
 
 
 def add_runtime(p: argparse.ArgumentParser, device_help: str = "torch device: cpu, cuda, cuda:1 ... (None: the run's or profile's)") -> None:
     """``--device`` and ``--threads``."""
     p.add_argument("--device", default=None, help=device_help)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (None: torch's choice)")
+    p.add_argument("--threads", type=flag_int(1, 1024), default=None, help="torch CPU threads (None: torch's choice)")
 
 
 def apply_runtime(args: argparse.Namespace) -> None:

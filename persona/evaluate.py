@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from persona import metrics
+from persona.errors import PersonaInputError
 
 METRIC_COLUMNS = ("psnr", "ssim", "lpips", "psnr_mouth", "ssim_mouth")
 COLUMNS = ("method", "view", "index", *METRIC_COLUMNS, "note")
@@ -237,6 +238,11 @@ def main_eval(argv: list[str]) -> int:
         if key not in config and not (key == "data" and args.data):
             print(f"{run.root / 'config.json'}: missing field {key!r}; expected {{'method', 'config', 'data'}}", file=sys.stderr)
             return 2
+    if (not isinstance(config["method"], str) or not isinstance(config.get("config"), (dict, type(None)))
+            or not (args.data or isinstance(config["data"], str))):
+        raise PersonaInputError(f"{run.root / 'config.json'}: method/config/data: expected a method name, a config object "
+                                f"and a folder path, got {type(config['method']).__name__}, {type(config.get('config')).__name__} "
+                                f"and {type(config.get('data')).__name__}")
     data = Path(args.data or config["data"])
     method_config = dict(config.get("config") or {})
     if args.device:

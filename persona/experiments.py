@@ -2,14 +2,15 @@
 
 Results are cached per run by a hash of everything that decides them (method, its config, the
 data folder, seed), under ``runs/<profile>/<method>-<hash>/``. A rerun reuses a finished run
-(it holds ``done.json``) and resumes an interrupted one; ``force=True`` recomputes.
+(it holds ``done.json``) and resumes an interrupted one; ``force=True`` recomputes. Training and
+evaluation use the profile's fixed torch thread count (``persona.profiles.TORCH_THREADS``, part of
+the key), so results do not depend on ``--jobs`` or on the machine's cores.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,8 +21,9 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from persona.errors import PersonaInputError
 from persona.notebooks import REPO_ROOT
-from persona.profiles import check_profile
+from persona.profiles import check_profile, torch_threads, using_threads
 from persona.runlist import plot_metrics
 from persona.runs import RunDir, atomic_write, atomic_write_json, to_jsonable
 
@@ -72,7 +74,7 @@ def videos(root: Path, kind: str, identities: int) -> list[Path]:
     """The first ``identities`` videos of ``kind`` ('mono' or 'audio') under a benchmark root."""
     found = sorted(p / kind for p in root.glob("id*") if (p / kind).is_dir())
     if len(found) < identities:
-        raise ValueError(f"{root}: {len(found)} {kind} videos, {identities} asked for")
+        raise PersonaInputError(f"{root}: {len(found)} {kind} videos, {identities} asked for")
     return found[:identities]
 
 
@@ -131,6 +133,7 @@ class TrainedRun:
     method: Any
     run: RunDir
     train_seconds: float
+    threads: int | None = None  # torch threads it was trained with (evaluation uses the same)
 
 
 def trained(name: str, cfg: dict[str, Any], train_ds: Any, profile: str, label: str | None = None,
@@ -141,16 +144,18 @@ def trained(name: str, cfg: dict[str, Any], train_ds: Any, profile: str, label: 
     method = build_method(name, dict(cfg))
     # the key is the RESOLVED config, so rows that spell the same run differently share it
     config = getattr(method, "config", cfg)
+    threads = torch_threads(profile)
     key = {"method": name, "config": config, "data": str(Path(train_ds.root).resolve()),
-           "split": getattr(train_ds, "split", None), "max_seconds": getattr(train_ds, "max_seconds", None)}
+           "split": getattr(train_ds, "split", None), "max_seconds": getattr(train_ds, "max_seconds", None),
+           "torch_threads": threads}
     digest = generator_digest(config)
     if digest is not None:
         key["generator_digest"] = digest
     run_path = runs_root(profile) / f"{name}-{Path(train_ds.root).parent.name}-{config_hash(key)}"
-    with run_lock(run_path):  # notebooks running side by side may ask for the same run
-        if force and run_path.exists():
-            shutil.rmtree(run_path)
+    with run_lock(run_path), using_threads(threads):  # notebooks side by side may ask for the same run
         run = RunDir(run_path)
+        if force:
+            run.clear()
         done = run_path / "done.json"
         if done.is_file():
             method.load(run)
@@ -161,7 +166,7 @@ def trained(name: str, cfg: dict[str, Any], train_ds: Any, profile: str, label: 
             seconds = time.perf_counter() - start
             atomic_write_json(done, {"train_seconds": seconds, "key": key})
             plot_metrics(run_path)  # metrics.png: loss and PSNR against the step
-    return TrainedRun(label or name, method, run, seconds)
+    return TrainedRun(label or name, method, run, seconds, threads)
 
 
 def evaluated(trained_run: TrainedRun, test_ds: Any, novel_ds: Any | None = None, force: bool = False,
@@ -172,7 +177,8 @@ def evaluated(trained_run: TrainedRun, test_ds: Any, novel_ds: Any | None = None
     path = trained_run.run.root / f"eval-{config_hash([str(test_ds.root), test_ds.split, novel_ds is not None, max_frames])}.csv"
     if path.is_file() and not force:
         return pd.read_csv(path)
-    df = evaluate_method(trained_run.method, test_ds, novel_ds, max_frames=max_frames)
+    with using_threads(trained_run.threads):
+        df = evaluate_method(trained_run.method, test_ds, novel_ds, max_frames=max_frames)
     df["method"] = trained_run.name
     atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
     return df
@@ -201,7 +207,8 @@ def synced(trained_run: TrainedRun, test_ds: Any, force: bool = False) -> pd.Dat
     path = trained_run.run.root / f"sync-{config_hash([str(test_ds.root), test_ds.split, expert_digest])}.csv"
     if path.is_file() and not force:
         return pd.read_csv(path)
-    df = evaluate_sync(trained_run.method, test_ds)
+    with using_threads(trained_run.threads):
+        df = evaluate_sync(trained_run.method, test_ds)
     atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
     return df
 

@@ -48,6 +48,8 @@ REGISTRY: dict[str, str] = {
 def build_method(name: str, cfg: dict | None = None, **kwargs: Any) -> Method:
     """Build a registered method by name (see :data:`REGISTRY`)."""
     if name not in REGISTRY:
-        raise ValueError(f"unknown method {name!r}; expected one of {sorted(REGISTRY)}")
+        from persona.errors import PersonaInputError
+
+        raise PersonaInputError(f"unknown method {name!r}; expected one of {sorted(REGISTRY)}")
     module_name, factory = REGISTRY[name].split(":")
     return getattr(importlib.import_module(module_name), factory)(cfg, **kwargs)

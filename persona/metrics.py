@@ -210,9 +210,12 @@ def _lpips_head_path() -> Path:
 
 def _load_alexnet_trunk(model: nn.Module, path: Path) -> None:
     """Copy torchvision AlexNet ``features.N.*`` weights into lpips' ``net.sliceK.N.*`` (strict)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    from persona.errors import PersonaInputError
+    from persona.runs import load_torch_weights
+
+    state = load_torch_weights(path)
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict of torchvision AlexNet, got {type(state).__name__}")
+        raise PersonaInputError(f"{path}: expected a state dict of torchvision AlexNet, got {type(state).__name__}")
     own = model.state_dict()
     updates = {}
     for name, tensor in own.items():
@@ -221,9 +224,10 @@ def _load_alexnet_trunk(model: nn.Module, path: Path) -> None:
         _, _, index, param = name.split(".")  # net.sliceK.N.weight
         source = f"features.{index}.{param}"
         if source not in state:
-            raise KeyError(f"{path}: missing {source!r}; expected torchvision AlexNet weights")
-        if tuple(state[source].shape) != tuple(tensor.shape):
-            raise ValueError(f"{path}: {source} has shape {tuple(state[source].shape)}, expected {tuple(tensor.shape)}")
+            raise PersonaInputError(f"{path}: missing {source!r}; expected torchvision AlexNet weights")
+        if not isinstance(state[source], torch.Tensor) or tuple(state[source].shape) != tuple(tensor.shape):
+            raise PersonaInputError(f"{path}: {source} has shape {tuple(getattr(state[source], 'shape', ()))}, "
+                                    f"expected a tensor of shape {tuple(tensor.shape)}")
         updates[name] = state[source]
     model.load_state_dict(updates, strict=False)
 

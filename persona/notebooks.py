@@ -21,7 +21,9 @@ runs alone, then the experiment notebooks run N at a time (the profile's ``start
 each in its own process with one torch thread (two one-thread processes use 2 cores better than
 one two-thread process on these small networks), then the last notebook (the explorer) runs
 alone. Runs that two notebooks share are trained once: :func:`persona.experiments.trained` locks
-each run.
+each run. Whatever ``--jobs`` is, every run is trained and evaluated with the profile's fixed
+torch thread count (``persona.profiles.TORCH_THREADS``: 1 for smoke and default), so the tables
+do not depend on ``--jobs``; the count is in each run's cache key and in the tables' provenance.
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ def resolve(only: str | None, notebook_dir: Path = NOTEBOOK_DIR) -> list[str]:
         return names
     chosen = [n for n in names if n == only or n.split("_", 1)[0] == only]
     if not chosen:
-        raise ValueError(f"unknown notebook {only!r}; expected a number or name from: {', '.join(names)}")
+        raise PersonaInputError(f"unknown notebook {only!r}; expected a number or name from: {', '.join(names)}")
     return chosen
 
 
@@ -107,15 +109,41 @@ def _params_file(profile: str, params_dir: Path) -> tuple[Path, dict[str, Any]]:
     path = params_dir / f"{profile}.yaml"
     if not path.is_file():
         raise PersonaFileError(f"{path}: parameter file of profile {profile!r} is missing")
+    return path, read_params_yaml(path)
+
+
+def read_params_yaml(path: Path) -> dict[str, Any]:
+    """The mapping in a notebook parameter file. Malformed YAML, a non-mapping, or a flag such as
+    ``force: "false"`` (a string, which Python would take as true) raise
+    :class:`persona.errors.PersonaInputError` with one line naming the file and the field
+    (``notebooks.<name>.<field>`` for per-notebook overrides)."""
+    from persona.errors import check_bool
+
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(Path(path).read_text()) or {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise PersonaInputError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', None) or err}") from None
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise PersonaInputError(f"{path}: not valid YAML{at}: {problem}") from None
+    except UnicodeDecodeError as err:
+        raise PersonaInputError(f"{path}: not a UTF-8 text file ({err.reason})") from None
     if not isinstance(data, dict):
         raise PersonaInputError(f"{path}: expected a mapping of parameter names to values, got {type(data).__name__}")
-    return path, data
+    per_notebook = data.get("notebooks") or {}
+    if not isinstance(per_notebook, dict):
+        raise PersonaInputError(f"{path}: notebooks: expected a mapping of notebook names to parameters")
+    sections = [("", data)] + [(f"notebooks.{name}.", section) for name, section in per_notebook.items()]
+    for prefix, section in sections:
+        if section is not None and not isinstance(section, dict):
+            raise PersonaInputError(f"{path}: {prefix.rstrip('.')}: expected a mapping of parameter names to values")
+        for key in BOOL_PARAMS:
+            if section and key in section:
+                check_bool(section[key], f"{path}: {prefix}{key}")
+    return data
+
+
+BOOL_PARAMS = ("force",)  # parameters that must be YAML true/false (the notebooks test them with `if`)
 
 
 def load_params(profile: str, name: str | None = None, params_dir: Path = PARAMS_DIR) -> dict[str, Any]:
@@ -208,7 +236,7 @@ def start_order(profile: str, params_dir: Path = PARAMS_DIR) -> list[str]:
     path, data = _params_file(profile, params_dir)
     order = data.get("start_order") or []
     if not isinstance(order, list):
-        raise ValueError(f"{path}: start_order must be a list of notebook numbers, got {order!r}")
+        raise PersonaInputError(f"{path}: start_order must be a list of notebook numbers, got {order!r}")
     return [str(n).zfill(2) for n in order]
 
 

@@ -36,8 +36,11 @@ def git_commit() -> str:
 
 
 def provenance(profile: str, seeds: Sequence[int], generator: str, lpips_available: bool, **extra: Any) -> dict[str, Any]:
+    from persona.profiles import torch_threads
+
     return {"profile": profile, "seeds": list(seeds), "commit": git_commit(), "generator": generator,
-            "lpips": "AlexNet LPIPS" if lpips_available else "unavailable (AlexNet weights absent)", **extra}
+            "lpips": "AlexNet LPIPS" if lpips_available else "unavailable (AlexNet weights absent)",
+            "torch_threads": torch_threads(profile), **extra}
 
 
 def per_identity_means(per_frame: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:

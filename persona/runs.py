@@ -11,13 +11,23 @@ Every file is written atomically (temp file in the same folder, fsync, ``os.repl
 run killed at any moment - ``kill -9`` during a checkpoint write included - leaves either the
 previous complete file or the new complete one, never a half-written file that loads.
 Checkpoints are safetensors; nothing here unpickles.
+
+Temporary files and folders carry the writing process's id (``.NAME.PID.XXXX.tmp``,
+``.NAME.building-PID``, ``.NAME.old-PID``); :func:`remove_stale_leftovers` deletes those whose
+process is gone, and only those. A run's random state (every torch generator it draws from) is
+saved with each checkpoint (:func:`rng_tensors`) and restored on resume (:func:`restore_rng`);
+side computations (sample images) draw inside :func:`isolated_rng`, so a resumed run continues
+exactly as an uninterrupted one. Re-running a trainer on a run folder goes through
+:meth:`RunDir.begin`: a different config is refused (naming the fields), a finished run says so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
@@ -27,7 +37,24 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from safetensors.torch import load_file, save_file
 
+from persona.errors import PersonaError, PersonaFileError, PersonaInputError
+
 _STEP_FILE = re.compile(r"^step_(\d{8})\.safetensors$")
+_TEMP_FILE = re.compile(r"^\..+\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")  # atomic_write's temp files
+_TEMP_DIR = re.compile(r"^\..+\.(building|old)-(?P<pid>\d+)$")  # build_benchmark's folders
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux allows (no window for threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
@@ -35,9 +62,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     ``path``: readers see the old or the new file, never a mix; a failure leaves no temp file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() would give this
         write(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
@@ -103,6 +131,85 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_leftovers(folder: str | os.PathLike) -> list[Path]:
+    """Delete, directly under ``folder``, the temp files of :func:`atomic_write` and the
+    ``.building-PID``/``.old-PID`` folders of ``build_benchmark`` whose process is gone (a kill
+    left them). Nothing else is touched: only our own naming patterns, only dead owners."""
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        file_match = _TEMP_FILE.match(path.name) if path.is_file() and not path.is_symlink() else None
+        dir_match = _TEMP_DIR.match(path.name) if path.is_dir() and not path.is_symlink() else None
+        match = file_match or dir_match
+        if match is None or _pid_alive(int(match.group("pid"))):
+            continue
+        if dir_match:
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+# --------------------------------------------------------------------------------------------
+# random state
+
+
+def rng_tensors(**generators: torch.Generator) -> dict[str, torch.Tensor]:
+    """The random state to checkpoint: ``rng.torch`` (the global CPU generator), ``rng.cuda.I``
+    (each initialised CUDA device) and ``rng.NAME`` for each named generator."""
+    out = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for index, state in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"rng.cuda.{index}"] = state
+    for name, generator in generators.items():
+        out[f"rng.{name}"] = generator.get_state()
+    return out
+
+
+def restore_rng(tensors: Mapping[str, torch.Tensor], where: str = "checkpoint", **generators: torch.Generator) -> None:
+    """Inverse of :func:`rng_tensors`: set the global and the named generators' states.
+    A checkpoint without the state of a named generator is refused (resuming would not
+    continue the same random stream)."""
+    missing = [f"rng.{name}" for name in ["torch", *generators] if f"rng.{name}" not in tensors]
+    if missing:
+        raise PersonaFileError(f"{where}: no random state {missing} (written by an older persona?); "
+                               "expected every rng.* tensor to resume identically; retrain with --force")
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = sorted(k for k in tensors if k.startswith("rng.cuda."))
+    if cuda and torch.cuda.is_available():
+        for key in cuda:
+            index = int(key.rsplit(".", 1)[1])
+            if index < torch.cuda.device_count():
+                torch.cuda.set_rng_state(tensors[key], index)
+    for name, generator in generators.items():
+        generator.set_state(tensors[f"rng.{name}"])
+
+
+@contextlib.contextmanager
+def isolated_rng(device: str | torch.device = "cpu") -> Iterator[None]:
+    """Random draws inside the block (e.g. a sample render) leave the global generators of the
+    CPU (and of ``device`` when it is a GPU) as they were: training continues unperturbed."""
+    device = torch.device(device)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
 def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any] | None = None) -> None:
     """Save a flat name->tensor dict as safetensors atomically; ``meta`` goes to a JSON sidecar.
 
@@ -118,13 +225,45 @@ def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], m
 
 def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Load what :func:`save_tensors` wrote: (tensors, meta). Missing sidecar -> empty meta."""
+    from persona.errors import PersonaFileError, PersonaInputError
+
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
-    tensors = load_file(str(path))
+        raise PersonaFileError(f"{path}: no such checkpoint file")
+    try:
+        tensors = load_file(str(path))
+    except Exception as err:  # noqa: BLE001 - SafetensorError, OSError, ... of a damaged or foreign file
+        detail = str(err).splitlines()[0] if str(err) else ""
+        raise PersonaInputError(f"{path}: not a readable safetensors file ({type(err).__name__}: {detail})") from None
     sidecar = path.with_suffix(".json")
-    meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    try:
+        meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    except (ValueError, UnicodeDecodeError) as err:
+        raise PersonaInputError(f"{sidecar}: not valid JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise PersonaInputError(f"{sidecar}: expected a JSON object, got {type(meta).__name__}")
     return tensors, meta
+
+
+def load_torch_weights(source: "str | os.PathLike | Any", where: str | None = None) -> Any:
+    """``torch.load(source, weights_only=True)`` on the CPU for a user's foreign weights file (or a
+    file-like object); any refusal or damage raises :class:`persona.errors.PersonaInputError` naming
+    ``where`` (default the path). Torch's own refusal text, which suggests ``weights_only=False``
+    (executing the file), is never relayed."""
+    import warnings
+
+    from persona.errors import PersonaFileError, PersonaInputError
+
+    where = where or str(source)
+    if isinstance(source, (str, os.PathLike)) and not Path(source).is_file():
+        raise PersonaFileError(f"{where}: file not found")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return torch.load(source, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError, ... of a foreign file
+            raise PersonaInputError(f"{where}: not a plain torch weights file (torch's tensors-only loader refused it: "
+                                    f"{type(err).__name__}); nothing in it was executed") from None
 
 
 def prefixed(prefix: str, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -164,12 +303,69 @@ def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: Mapping[st
     optimizer.load_state_dict({"state": state, "param_groups": rest["param_groups"]})
 
 
+# fields of a run's config.json that may change between a run and its resume (where it ran, when it stops)
+RESUMABLE_FIELDS = frozenset({"config.device", "config.max_minutes", "torch_threads"})
+
+# what persona writes into a run folder (relative globs); --force deletes these and nothing else
+PERSONA_FILES = ("config.json", "metrics.jsonl", "metrics.png", "done.json", "eval-*.csv", "sync-*.csv", "metrics_*.csv",
+                 "sync_*.csv", "checkpoints/step_*.safetensors", "checkpoints/step_*.json", "renders/sample_*.png",
+                 "renders/step_*.png", "renders/*/[0-9]*.png", "renders/novel/*/[0-9]*.png", "renders/orbit.mp4",
+                 *(f"renders/{split}.{ext}" for split in ("train", "val", "test") for ext in ("mp4", "json")),
+                 "renders/alphas_*.npy", "pti_cache/frame_*.safetensors", "pti_cache/frame_*.json")
+
+
+def _lookup(record: Any, dotted: str) -> Any:
+    for key in dotted.split("."):
+        if not isinstance(record, Mapping) or key not in record:
+            return "<absent>"
+        record = record[key]
+    return record
+
+
+def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the fields where two JSON-like values differ (``config.k``, ``data``)."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if key not in old or key not in new:
+                out.append(name)
+            else:
+                out += config_differences(old[key], new[key], name)
+        return out
+    return [] if old == new else [prefix or "<root>"]
+
+
+def _same_path(a: Any, b: Any) -> bool:
+    if not (isinstance(a, str) and isinstance(b, str)) or not a or not b:
+        return a == b
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def run_record(method: str, config: Any, train: Any = None, **extra: Any) -> dict[str, Any]:
+    """What a trainer writes as config.json: method name, full config, data folder, and the torch
+    thread count it ran with (float sums differ between thread counts in the last digits)."""
+    return {"method": method, "config": config, "data": str(getattr(train, "root", "") or ""),
+            "torch_threads": torch.get_num_threads(), **extra}
+
+
+_TRAINING: "RunDir | None" = None  # the run a trainer in this process last started (see training_run)
+
+
+def training_run() -> "RunDir | None":
+    """The run whose trainer this process started last (:meth:`RunDir.resume_point`), or None:
+    what the command line names when a Ctrl-C stops training."""
+    return _TRAINING
+
+
 class RunDir:
-    """A run directory (see module docstring). Creating one never deletes anything."""
+    """A run directory (see module docstring). Opening one creates nothing (reading a missing run
+    leaves no trace); the folder is made by the first write. Never deletes what persona did not
+    write."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.resumed_from: int | None = None  # set by resume_point(): the step a trainer started at
 
     @property
     def checkpoints(self) -> Path:
@@ -178,7 +374,7 @@ class RunDir:
     @property
     def renders(self) -> Path:
         path = self.root / "renders"
-        path.mkdir(exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True)
         return path
 
     def write_config(self, config: Any) -> None:
@@ -187,12 +383,82 @@ class RunDir:
     def read_config(self) -> dict[str, Any]:
         path = self.root / "config.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: not a run directory (no config.json)")
-        return json.loads(path.read_text())
+            raise PersonaFileError(f"{path}: not a run directory (no config.json); expected a folder written by "
+                                   "`python -m persona train`")
+        try:
+            config = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise PersonaInputError(f"{path}: not valid JSON ({err})") from None
+        if not isinstance(config, dict):
+            raise PersonaInputError(f"{path}: expected a JSON object, got {type(config).__name__}")
+        return config
+
+    def begin(self, record: Mapping[str, Any]) -> None:
+        """Write ``record`` (``{"method", "config", "data", ...}``) as config.json, after checking
+        that a config.json already there describes the same run: any difference outside
+        :data:`RESUMABLE_FIELDS` raises :class:`PersonaError` naming the fields, and config.json
+        is left as it was (start over with ``--force`` or choose another ``--out``)."""
+        record = to_jsonable(record)
+        path = self.root / "config.json"
+        if path.is_file():
+            old = self.read_config()
+            differ = [f for f in config_differences(old, record) if f not in RESUMABLE_FIELDS
+                      and not (f == "data" and _same_path(old.get("data"), record.get("data")))]
+            if differ:
+                shown = ", ".join(f"{f} {_lookup(old, f)!r} -> {_lookup(record, f)!r}" for f in differ[:6])
+                more = f" (+{len(differ) - 6} more)" if len(differ) > 6 else ""
+                raise PersonaError(f"{path}: the run holds other settings ({shown}{more}); expected the same config "
+                                   "to resume it; pass --force to start over in place, or choose another --out")
+        self.write_config(record)
+
+    def resume_point(self) -> tuple[int, Path | None]:
+        """(step to continue after, its checkpoint or None) for a trainer about to start: removes
+        the leftovers of killed processes, and drops metrics rows logged after that checkpoint
+        (all rows when there is none), so a resumed run logs every step once."""
+        remove_stale_leftovers(self.root)
+        remove_stale_leftovers(self.checkpoints)
+        latest = self.latest_checkpoint()
+        start, path = latest if latest is not None else (0, None)
+        if (self.root / "metrics.jsonl").is_file():
+            self.truncate_metrics(start)
+        self.resumed_from = start
+        global _TRAINING
+        _TRAINING = self
+        return start, path
+
+    def finished_before(self) -> bool:
+        """True when the last :meth:`resume_point` found the checkpoint that is still the newest
+        (the trainer had nothing left to do: the run was already complete)."""
+        latest = self.latest_checkpoint()
+        return self.resumed_from is not None and latest is not None and latest[0] == self.resumed_from > 0
+
+    def clear(self) -> list[Path]:
+        """Delete what persona wrote here (:data:`PERSONA_FILES`, leftovers of killed writes),
+        then the folders this empties; anything else stays. Returns the deleted files. A folder
+        whose config.json is not a run's (persona writes it first) is refused, untouched."""
+        removed: list[Path] = []
+        for folder in (self.root, self.checkpoints, self.root / "pti_cache"):
+            removed += remove_stale_leftovers(folder)
+        if not (self.root / "config.json").is_file():
+            return removed  # persona wrote nothing else here
+        record = self.read_config()
+        if not (isinstance(record, dict) and "method" in record and "config" in record):
+            raise PersonaError(f"{self.root / 'config.json'}: not a persona run (no 'method'/'config'); expected a run "
+                               "folder to start over in; nothing deleted, choose another --out")
+        for pattern in PERSONA_FILES:
+            for path in sorted(self.root.glob(pattern)):
+                if path.is_file() and not path.is_symlink():
+                    path.unlink()
+                    removed.append(path)
+        for folder in sorted((p for p in self.root.glob("**/") if p != self.root), key=lambda p: -len(p.parts)):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
+        return removed
 
     def log(self, step: int, **values: Any) -> None:
         """Append one line to metrics.jsonl (a torn last line is skipped by :meth:`metrics`)."""
         line = json.dumps(to_jsonable({"step": step, **values}), sort_keys=True)
+        self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / "metrics.jsonl", "a") as handle:
             handle.write(line + "\n")
 

@@ -32,7 +32,6 @@ official ``S`` model, widths scaled by ``SyncNetConfig.width``):
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -45,8 +44,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from persona.errors import PersonaFileError, PersonaInputError, flag_int, flag_number
 from persona.profiles import for_profile
-from persona.runs import atomic_write_json, load_tensors, save_tensors
+from persona.runs import (RunDir, load_optimizer_tensors, load_tensors, load_torch_weights, optimizer_tensors,
+                          prefixed, restore_rng, rng_tensors, run_record, save_tensors, unprefixed)
 
 ASSET = Path(__file__).parent / "assets" / "syncnet_synthetic.safetensors"
 SYNTHETIC_NAME = "Sync-C (synthetic expert)"
@@ -344,18 +345,18 @@ def load_official(path: str | Path, device: str = "cpu") -> SyncScorer:
     :class:`SyncNet` (official widths, 224x224 face crops); a missing or unexpected name, or a shape
     mismatch, is an error (``num_batches_tracked`` may be absent from old files)."""
     path = Path(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict (syncnet_v2.model), got {type(state).__name__}")
+    state = load_torch_weights(path)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise PersonaInputError(f"{path}: expected a state dict (syncnet_v2.model), got {type(state).__name__}")
     model = SyncNet(NET_PROFILES["paper"])
     own = model.state_dict()
     unexpected = sorted(set(state) - set(own))
     missing = sorted(k for k in set(own) - set(state) if not k.endswith("num_batches_tracked"))
     if unexpected or missing:
-        raise KeyError(f"{path}: not an official SyncNet state dict; unexpected {unexpected[:5]}, missing {missing[:5]}")
+        raise PersonaInputError(f"{path}: not an official SyncNet state dict; unexpected {unexpected[:5]}, missing {missing[:5]}")
     for name, tensor in state.items():
         if tuple(tensor.shape) != tuple(own[name].shape):
-            raise ValueError(f"{path}: {name} has shape {tuple(tensor.shape)}; expected {tuple(own[name].shape)}")
+            raise PersonaInputError(f"{path}: {name} has shape {tuple(tensor.shape)}; expected {tuple(own[name].shape)}")
     model.load_state_dict(state, strict=False)
     return SyncScorer(model, OFFICIAL_NAME, device)
 
@@ -368,11 +369,14 @@ def load_synthetic_expert(path: str | Path | None = None, device: str = "cpu") -
     """The shipped synthetic lip-sync expert (or another checkpoint written by ``syncnet train``)."""
     path = Path(path) if path is not None else ASSET
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no synthetic lip-sync expert; create it with: python -m persona syncnet train")
+        raise PersonaFileError(f"{path}: no synthetic lip-sync expert; create it with: python -m persona syncnet train")
     tensors, meta = load_tensors(path)
     if "config" not in meta:
-        raise KeyError(f"{path.with_suffix('.json')}: missing field 'config' (a SyncNetConfig)")
-    model = SyncNet(SyncNetConfig(**meta["config"]))
+        raise PersonaInputError(f"{path.with_suffix('.json')}: missing field 'config' (a SyncNetConfig)")
+    try:
+        model = SyncNet(SyncNetConfig(**meta["config"]))
+    except TypeError as err:
+        raise PersonaInputError(f"{path.with_suffix('.json')}: config: {err}; expected the fields of a SyncNetConfig") from None
     model.load_state_dict(tensors)
     return SyncScorer(model, SYNTHETIC_NAME, device)
 
@@ -528,16 +532,32 @@ def shift_softmax_loss(model: SyncNet, video: torch.Tensor, audio: torch.Tensor)
     return F.cross_entropy(-d, torch.zeros(b, dtype=torch.long))
 
 
-def train_expert(clips: list[Clip], config: SyncTrainConfig, progress: bool = True) -> tuple[SyncNet, dict[str, Any]]:
-    """Train a SyncNet contrastively on clips; stops after ``steps`` or ``max_minutes``."""
+def train_expert(clips: list[Clip], config: SyncTrainConfig, progress: bool = True, run: RunDir | None = None,
+                 checkpoint_every: int = 250, data: str = "") -> tuple[SyncNet, dict[str, Any]]:
+    """Train a SyncNet contrastively on clips; stops after ``steps`` or ``max_minutes`` (of
+    training, over all resumes). With ``run``: checkpoints every ``checkpoint_every`` steps (and
+    at the end) and resumes from the newest one, continuing exactly as an uninterrupted run (the
+    batch sampler's numpy state and torch's random state are in the checkpoint)."""
     from tqdm import tqdm
 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = SyncNet(config.net)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    start, losses, step = time.time(), [], 0
-    bar = tqdm(range(config.steps), desc="syncnet train", disable=not progress)
+    losses: list[float] = []
+    first, seconds = 0, 0.0
+    if run is not None:
+        run.begin(run_record("syncnet", asdict(config), data=data))
+        first, path = run.resume_point()
+        if path is not None:
+            tensors, meta = load_tensors(path)
+            model.load_state_dict(unprefixed("model", tensors))
+            load_optimizer_tensors(optimizer, unprefixed("optim", tensors), meta["optimizer"])
+            restore_rng(tensors, str(path))
+            rng.bit_generator.state = meta["numpy_rng"]
+            losses, seconds = tensors["losses"].tolist(), float(meta["seconds"])
+    start, step = time.time() - seconds, first - 1
+    bar = tqdm(range(first, config.steps), desc="syncnet train", disable=not progress, initial=first, total=config.steps)
     for step in bar:
         if config.loss == "shift_softmax":
             video, audio = _sample_shift_batch(clips, config.batch, config.candidates, config.min_shift, rng)
@@ -548,10 +568,18 @@ def train_expert(clips: list[Clip], config: SyncTrainConfig, progress: bool = Tr
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
+        if run is not None:
+            run.log(step + 1, loss=losses[-1])
         if step % 20 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        if time.time() - start > config.max_minutes * 60:
+        out_of_time = time.time() - start > config.max_minutes * 60
+        if run is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == config.steps or out_of_time):
+            opt_tensors, opt_rest = optimizer_tensors(optimizer)
+            run.save_checkpoint(step + 1, {**prefixed("model", model.state_dict()), **prefixed("optim", opt_tensors),
+                                           **rng_tensors(), "losses": torch.tensor(losses, dtype=torch.float64)},
+                                {"optimizer": opt_rest, "numpy_rng": rng.bit_generator.state, "seconds": time.time() - start})
+        if out_of_time:
             break
     model.eval()
     return model, {"steps_done": step + 1, "seconds": round(time.time() - start, 1),
@@ -567,13 +595,16 @@ def main_train(argv: list[str]) -> int:
     parser.add_argument("--profile", default="default", choices=sorted(TRAIN_PROFILES), help="sizes and steps")
     parser.add_argument("--data", help="benchmark folder (None: data/synthetic/<profile> of this checkout; built if missing)")
     parser.add_argument("--out", default=str(ASSET), help="where the expert's weights go (.safetensors)")
-    parser.add_argument("--seed", type=int, help="training seed (None: the profile's)")
+    parser.add_argument("--seed", type=flag_int(0), help="training seed (None: the profile's)")
     cli.add_steps(parser, "training steps (None: the profile's)")
-    parser.add_argument("--max-minutes", type=float, help="stop after this long (None: no limit)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--max-minutes", type=flag_number(0, lo_open=True), help="stop after this long (None: no limit)")
+    parser.add_argument("--threads", type=flag_int(1, 1024), default=1, help="torch CPU threads")
     parser.add_argument("--source", choices=["benchmark", "direct"], default="benchmark",
                         help="training clips: the benchmark's id*/audio train+val splits, or clips rendered directly")
-    parser.add_argument("--clips", type=int, default=8, help="--source direct: number of identities (10 s each)")
+    parser.add_argument("--clips", type=flag_int(1, 10000), default=8, help="--source direct: number of identities (10 s each)")
+    parser.add_argument("--run", help="checkpoint folder, resumed when it holds checkpoints of the same settings "
+                                      "(default runs/syncnet_<profile>_<source>)")
+    parser.add_argument("--force", action="store_true", help="start over: delete the checkpoints persona wrote in --run")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     config = for_profile(TRAIN_PROFILES, args.profile, seed=args.seed, steps=args.steps, max_minutes=args.max_minutes)
@@ -589,7 +620,10 @@ def main_train(argv: list[str]) -> int:
             build_benchmark(data, config.profile, seed=0)
         clips = training_clips(data, config.net)
     print(f"{len(clips)} clips, {sum(c.windows for c in clips)} windows")
-    model, log = train_expert(clips, config)
+    run = RunDir(args.run or REPO_ROOT / "runs" / f"syncnet_{config.profile}_{args.source}")
+    if args.force:
+        run.clear()
+    model, log = train_expert(clips, config, run=run, data=str(data))
     meta = {"name": SYNTHETIC_NAME, "train": asdict(config), "data": str(data), "log": log,
             "command": f"python -m persona syncnet train --profile {args.profile} --seed {config.seed}"
                        f" --steps {log['steps_done']} --max-minutes 1e9 --threads {args.threads} --source {args.source}"

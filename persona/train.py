@@ -29,9 +29,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm  # text bars: a notebook saves them as text (a closed widget bar reopens as "model not found")
 
-from persona.profiles import for_profile
+from persona.errors import PersonaFileError, PersonaInputError, flag_int, flag_number
+from persona.profiles import check_config, for_profile
 from persona.prior import MODALITIES, ORTHO_MODES, PersonalizedPrior, audio_track, gather_neighbour_windows
-from persona.runs import RunDir, load_optimizer_tensors, load_tensors, optimizer_tensors, prefixed, unprefixed
+from persona.runs import (RunDir, isolated_rng, run_record, load_optimizer_tensors, load_tensors, optimizer_tensors, prefixed, restore_rng,
+                          rng_tensors, unprefixed)
 
 METHOD_NAME = "ours"
 RANDOM_GENERATOR = "random-init tiny generator (WARNING: prior asset missing; results are NOT those of a generative prior)"
@@ -90,16 +92,16 @@ def train_config(profile: str = "default", **overrides: Any) -> TrainConfig:
     names = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise ValueError(f"TrainConfig: unknown field(s) {unknown}; expected some of {sorted(names)}")
-    if "betas" in overrides and overrides["betas"] is not None:
+        raise PersonaInputError(f"TrainConfig: unknown field(s) {unknown}; expected some of {sorted(names)}")
+    if isinstance(overrides.get("betas"), list):
         overrides["betas"] = tuple(overrides["betas"])
-    cfg = for_profile(TRAIN_PROFILES, profile, **overrides)
+    cfg = check_config(for_profile(TRAIN_PROFILES, profile, **overrides), "TrainConfig")
     if cfg.modality not in MODALITIES:
-        raise ValueError(f"TrainConfig.modality={cfg.modality!r}; expected one of {MODALITIES}")
+        raise PersonaInputError(f"TrainConfig.modality={cfg.modality!r}; expected one of {MODALITIES}")
     if cfg.ortho not in ORTHO_MODES:
-        raise ValueError(f"TrainConfig.ortho={cfg.ortho!r}; expected one of {ORTHO_MODES}")
+        raise PersonaInputError(f"TrainConfig.ortho={cfg.ortho!r}; expected one of {ORTHO_MODES}")
     if not 0 <= cfg.frozen_iterations <= cfg.iterations:
-        raise ValueError(f"TrainConfig: frozen_iterations={cfg.frozen_iterations} must lie in [0, iterations={cfg.iterations}]")
+        raise PersonaInputError(f"TrainConfig: frozen_iterations={cfg.frozen_iterations} must lie in [0, iterations={cfg.iterations}]")
     return cfg
 
 
@@ -115,7 +117,7 @@ def load_generator(cfg: TrainConfig) -> tuple[torch.nn.Module, str]:
     if cfg.generator:
         path = Path(cfg.generator)
         if not path.is_file():
-            raise FileNotFoundError(f"--generator {path}: no such file (expected an EG3D .pkl or our .safetensors)")
+            raise PersonaFileError(f"--generator {path}: no such file (expected an EG3D .pkl or our .safetensors)")
         if path.suffix == ".pkl":
             return eg3d.load_official(path), f"official EG3D pickle {path}"
         return eg3d.load_prior(path), f"generator {path}"
@@ -222,7 +224,7 @@ def _save_checkpoint(run: RunDir, step: int, model: PersonalizedPrior, optimizer
                      train_seconds: float) -> None:
     opt_tensors, opt_rest = optimizer_tensors(optimizer)
     tensors = {**prefixed("model", {k: v.detach().clone() for k, v in model.state_dict().items()}),
-               **prefixed("optim", opt_tensors), "rng.torch": torch.get_rng_state()}
+               **prefixed("optim", opt_tensors), **rng_tensors()}
     run.save_checkpoint(step, tensors, {"optimizer": opt_rest, "stage": stage_of(step, cfg), "train_seconds": train_seconds},
                         keep=cfg.keep_checkpoints)
 
@@ -232,15 +234,16 @@ def _load_checkpoint(path: Path, model: PersonalizedPrior, optimizer: torch.opti
     model.load_state_dict(unprefixed("model", tensors))
     if optimizer is not None:
         load_optimizer_tensors(optimizer, unprefixed("optim", tensors), meta["optimizer"])
-        torch.set_rng_state(tensors["rng.torch"])
+        restore_rng(tensors, str(path))
     return meta
 
 
 def _write_sample(run: RunDir, step: int, model: PersonalizedPrior, frames: dict[str, torch.Tensor], track: Any) -> None:
-    """renders/sample_XXXXXXXX.png: ground truth (top row) and render (bottom row)."""
+    """renders/sample_XXXXXXXX.png: ground truth (top row) and render (bottom row). Draws no
+    training randomness (its own forked RNG), so samples never change the trained weights."""
     import cv2
 
-    with torch.no_grad():
+    with torch.no_grad(), isolated_rng(next(model.parameters()).device):
         model.eval()
         pred = render_conditions(model, frames, frames["camera"], track)
         train_mode(model)
@@ -283,14 +286,13 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
             lpips_model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
 
-    start, train_seconds = 0, 0.0
-    latest = run.latest_checkpoint()
-    if latest is not None:
-        start, path = latest
+    train_seconds = 0.0
+    start, path = run.resume_point()
+    if path is not None:
         meta = _load_checkpoint(path, model, optimizer)
         train_seconds = float(meta.get("train_seconds", 0.0))
-        run.truncate_metrics(start)
-        print(f"resuming {run.root} from step {start} ({path.name})", file=sys.stderr)
+        if start < cfg.iterations:
+            print(f"resuming {run.root} from step {start} ({path.name})", file=sys.stderr)
     sample_frames = to_device(source.batch(torch.arange(min(4, len(source)))), device)
     end = cfg.iterations if stop_after is None else min(cfg.iterations, stop_after)
 
@@ -373,13 +375,13 @@ class OursMethod:
             self.config = replace(self.config, resolution=int(train.resolution))
         self.model = self._build()
         self.config = replace(self.config, loss_used=_describe_loss(self.config))
-        run.write_config({"method": self.name, "config": asdict(self.config), "data": str(getattr(train, "root", ""))})
+        run.begin(run_record(self.name, asdict(self.config), train))
         fit_prior(self.model, train, run, self.config, stop_after=stop_after)
 
     def load(self, run: RunDir) -> None:
         latest = run.latest_checkpoint()
         if latest is None:
-            raise FileNotFoundError(f"{run.checkpoints}: no checkpoint to load (train the run first)")
+            raise PersonaFileError(f"{run.checkpoints}: no checkpoint to load (train the run first)")
         self.model = self._build()
         _load_checkpoint(latest[1], self.model, None)
         self.model.to(self.config.device).eval()
@@ -440,13 +442,15 @@ def main_train(argv: list[str]) -> int:
     p.add_argument("--data", required=True, help="video folder (NerFACE layout: transforms_train.json, images/...)")
     p.add_argument("--out", required=True, help="run directory (resumed when it holds checkpoints)")
     p.add_argument("--profile", default="default", choices=("smoke", "default", "paper"), help="sizes and steps")
-    p.add_argument("--k", type=int, help="number of basis vectors (ours only; None: the profile's, 50)")
+    p.add_argument("--k", type=flag_int(1, 4096), help="number of basis vectors (ours only; None: the profile's, 50)")
     p.add_argument("--ortho", choices=ORTHO_MODES, help="orthogonality mode of the basis (ours only; None: qr)")
     p.add_argument("--generator", help="official EG3D .pkl or our .safetensors generator (None: the shipped prior)")
     cli.add_steps(p, "training steps (None: the profile's)", old="--iterations")
     cli.add_batch_size(p, "frames per step (ours only; None: the profile's)", old=None)
-    p.add_argument("--seed", type=int, help="seed of initialisation and batch order (None: the profile's, 0)")
+    p.add_argument("--seed", type=flag_int(0), help="seed of initialisation and batch order (None: the profile's, 0)")
     cli.add_runtime(p, device_help="torch device: cpu, cuda, cuda:1 ... (None: the profile's)")
+    p.add_argument("--force", action="store_true",
+                   help="start over in --out: delete what persona wrote there (config, metrics, checkpoints, renders)")
     args = p.parse_args(argv)
     cli.apply_runtime(args)
     from persona.data.dataset import FrameDataset
@@ -465,11 +469,16 @@ def main_train(argv: list[str]) -> int:
     method = build_registered(args.method, cfg)
     train = FrameDataset(args.data, split="train", resolution=getattr(getattr(method, "config", None), "resolution", None))
     run = RunDir(args.out)
+    if args.force:
+        run.clear()
     method.fit(train, run)
     if not (run.root / "config.json").is_file():
         run.write_config({"method": args.method, "config": getattr(method, "config", cfg), "data": args.data})
     from persona.runlist import plot_metrics
 
+    if run.finished_before():
+        print(f"already complete: {run.root} ({run.latest_checkpoint()[0]} steps); use --force to retrain")
+        return 0
     plot = plot_metrics(run.root)
     print(f"trained {args.method} -> {run.root}" + (f" (training curve: {plot})" if plot else ""))
     return 0
@@ -487,6 +496,9 @@ def load_run(run_dir: str | Path, device: str | None = None) -> tuple[Any, dict[
 
     run = RunDir(run_dir)
     cfg = run.read_config()
+    for key, kind in (("method", str), ("config", dict)):
+        if not isinstance(cfg.get(key), kind):
+            raise PersonaInputError(f"{run.root / 'config.json'}: {key}: expected a {kind.__name__}, got {cfg.get(key)!r:.60}")
     if device:
         cfg["config"] = {**cfg["config"], "device": device}
     method = build_registered(cfg["method"], cfg["config"])
@@ -517,8 +529,8 @@ def main_render(argv: list[str]) -> int:
     p.add_argument("--data", help="video folder (None: the one the run was trained on)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="frames to render")
     p.add_argument("--novel", action="store_true", help="also render the novel-view cameras of the test frames")
-    p.add_argument("--orbit", type=int, default=0, help="frames of an orbit video around the first frame (0: none)")
-    p.add_argument("--orbit-yaw", type=float, default=30.0, help="orbit yaw range in degrees")
+    p.add_argument("--orbit", type=flag_int(0, 100000), default=0, help="frames of an orbit video around the first frame (0: none)")
+    p.add_argument("--orbit-yaw", type=flag_number(0, 180), default=30.0, help="orbit yaw range in degrees")
     p.add_argument("--video", action=argparse.BooleanOptionalAction, default=True,
                    help="write RUN/renders/<split>.mp4 (H.264): ground truth | render, with the audio track for audio runs")
     p.add_argument("--alphas", action="store_true", help="write the basis coefficients per frame (ours only)")
@@ -540,7 +552,7 @@ def main_render(argv: list[str]) -> int:
         print(f"persona render: warning: --alphas ignored: method {cfg['method']!r} has no basis coefficients", file=sys.stderr)
     data = args.data or cfg.get("data")
     if not data:
-        raise ValueError(f"{args.run}/config.json: no 'data' path; pass --data DIR")
+        raise PersonaInputError(f"{args.run}/config.json: no 'data' path; pass --data DIR")
     resolution = cfg["config"].get("resolution")
     ds = FrameDataset(data, split=args.split, resolution=resolution)
     if hasattr(method, "attach_audio"):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from persona.baselines import fomm
+from persona.errors import PersonaError
 from persona.runs import RunDir
 
 R = 32
@@ -118,11 +119,15 @@ def test_checkpoint_round_trip_and_resume(trained, tmp_path):
     restored.set_driving_start(start)
     assert torch.allclose(method.render(cond, cond["camera"]), restored.render(cond, cond["camera"]), atol=1e-6)
 
-    # resume: a short run, then the same run with more steps continues from its checkpoint
+    # resume: a run that lost its last checkpoint continues from the one before; more steps are refused
     short = RunDir(tmp_path / "short")
-    small = {**CFG, "iterations": 4, "checkpoint_every": 2, "log_every": 2}
+    small = {**CFG, "iterations": 6, "checkpoint_every": 2, "log_every": 2}
     fomm.build_method(small).fit(Video(range(8)), short)
-    fomm.build_method({**small, "iterations": 6}).fit(Video(range(8)), short)
+    for path in short.checkpoints.glob("step_00000006.*"):
+        path.unlink()
+    fomm.build_method(small).fit(Video(range(8)), short)
     steps = [r["step"] for r in short.metrics() if "loss" in r]
     assert steps == [2, 4, 6]
     assert short.latest_checkpoint()[0] == 6
+    with pytest.raises(PersonaError, match=r"config.iterations 6 -> 8"):
+        fomm.build_method({**small, "iterations": 8}).fit(Video(range(8)), short)

@@ -18,6 +18,7 @@ from persona import cameras
 from persona.baselines import adnerf, dfrf, nerface
 from persona.baselines.nerf_core import (ConditionedNeRF, camera_rays, composite, face_boxes, pixel_uv, positional_encoding,
                                          project_points, sample_pdf, sample_ray_pixels)
+from persona.errors import PersonaError
 from persona.methods import Method
 from persona.runs import RunDir
 
@@ -254,15 +255,18 @@ def test_respects_its_conditioning(trained, data):
 def test_resume_continues_from_checkpoint(name, data, tmp_path):
     train, _ = data
     run = RunDir(tmp_path / "run")
-    first = BUILDERS[name](dict(SMOKE, iterations=6, checkpoint_every=3, log_every=1))
-    first.fit(train, run)
-    assert run.latest_checkpoint()[0] == 6
-    second = BUILDERS[name](dict(SMOKE, iterations=9, checkpoint_every=3, log_every=1))
+    cfg = dict(SMOKE, iterations=6, checkpoint_every=3, log_every=1)
+    BUILDERS[name](cfg).fit(train, run)
+    for path in run.checkpoints.glob("step_00000006.*"):  # as if killed after step 3's checkpoint
+        path.unlink()
+    second = BUILDERS[name](cfg)
     second.fit(train, run)
-    assert second.resumed_from == 6 and second.step == 9
+    assert second.resumed_from == 3 and second.step == 6
     steps = [row["step"] for row in run.metrics()]
-    assert steps == list(range(1, 10))
-    assert json.loads((run.root / "config.json").read_text())["config"]["iterations"] == 9
+    assert steps == list(range(1, 7))
+    with pytest.raises(PersonaError, match=r"config.iterations 6 -> 9.*--force"):  # other settings: refused
+        BUILDERS[name](dict(cfg, iterations=9)).fit(train, run)
+    assert json.loads((run.root / "config.json").read_text())["config"]["iterations"] == 6
 
 
 def test_adnerf_smoothing_after_warmup_uses_neighbours(data, tmp_path):

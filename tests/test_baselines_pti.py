@@ -162,3 +162,19 @@ def test_disk_cache_survives_a_new_process(generator, frame, tmp_path):
     assert torch.allclose(out, again, atol=1e-5)
     # a different input image under the same index is not served from the stale file
     assert second._disk_path(pti.cache_key(5, camera), image) != second._disk_path(pti.cache_key(5, camera), -image)
+
+
+def test_a_frame_inverts_to_the_same_tensors_whatever_ran_before(generator, frame):
+    """PTI's "checkpoints" are its per-frame results: an evaluation killed after some frames
+    resumes by inverting the remaining ones in a new process, so a frame's result must not depend
+    on the frames (or any random draws) before it."""
+    image, camera = frame
+    few = {**STEPS, "w_avg_samples": 8, "w_steps": 2, "wplus_steps": 2, "tune_steps": 2}
+    alone = pti.build_method(few, generator=generator).invert(image, camera, index=1)
+    after = pti.build_method(few, generator=generator)
+    after.invert(-image, camera, index=0)
+    torch.rand(7)
+    again = after.invert(image, camera, index=1)
+    assert torch.equal(alone.ws, again.ws)
+    tuned = again.generator.state_dict()
+    assert all(torch.equal(v, tuned[k]) for k, v in alone.generator.state_dict().items())

@@ -83,12 +83,6 @@ def test_read_adnerf_names_file_and_field(tmp_path, frames, message):
     assert "transforms_train.json" in str(err.value)
 
 
-def test_read_adnerf_accepts_whole_float_ids(tmp_path):
-    F.write_json(tmp_path / "transforms_train.json", {"focal_len": 1100.0, "cx": 225.0, "cy": 225.0, "frames": [
-        {"img_id": 12.0, "aud_id": 12, "transform_matrix": np.eye(4).tolist()}]})
-    assert F.read_adnerf(tmp_path, "train").frames[0]["img_id"] == 12
-
-
 def test_nerface_frames_are_numbered_across_splits_for_audio(tmp_path):
     n = _nerface(tmp_path, {"train": 3, "val": 1, "test": 2}, intr=[C.FOCAL * 16, C.FOCAL * 16, 0.5, 0.5])
     aud = np.random.default_rng(0).normal(size=(n, 16, 29)).astype(np.float32)

@@ -166,3 +166,34 @@ def test_malicious_pickle_is_refused(fake_release, tmp_path):
         pickle.dump({"G_ema": eval}, handle)
     with pytest.raises(UnsafePickleError, match="builtins.eval"):
         load_official(path3, preset="tiny")
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("ray_start", float("nan"), "ray_start: nan is not finite"),
+    ("ray_end", 1.0, "ray_end 1 <= ray_start 2.25"),  # inverted bounds
+    ("depth_resolution", -4, "depth_resolution: -4 is out of range"),
+    ("depth_resolution", 10**6, "depth_resolution: 1000000 is out of range"),
+    ("depth_resolution_importance", 2.5, "depth_resolution_importance: expected an integer, got 2.5"),
+    ("depth_resolution", "48", "depth_resolution: expected an integer, got '48'"),
+    ("white_back", "false", "white_back: expected true or false, got 'false'"),
+    ("box_warp", 0.0, "box_warp: 0 is out of range"),
+    ("avg_camera_pivot", [0.0, "x", 0.2], "avg_camera_pivot[1]: expected a number"),
+    ("avg_camera_pivot", 3, "avg_camera_pivot: expected 3 numbers"),
+    ("superresolution_noise_mode", "loud", "sr_noise_mode: 'loud'; expected"),
+    ("neural_rendering_resolution", -1, "neural_rendering_resolution: -1 is out of range"),
+])
+def test_bad_rendering_kwargs_are_refused_naming_file_and_field(fake_release, tmp_path, field, value, words):
+    path = tmp_path / "tiny.pkl"
+    G = build_generator("tiny")
+    if field == "neural_rendering_resolution":
+        _write_release_pickle(path, G, fake_release, neural_rendering_resolution=value)
+    else:
+        kwargs = fake_release.EasyDict(rendering_kwargs(G.config))
+        kwargs[field] = value
+        _write_release_pickle(path, G, fake_release, rendering_kwargs=kwargs)
+    from persona.errors import PersonaInputError
+
+    with pytest.raises(PersonaInputError) as err:
+        load_official(path, preset="tiny")
+    assert words in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
+    assert not fake_release.marker.exists()

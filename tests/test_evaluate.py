@@ -152,7 +152,7 @@ def test_main_eval_reuses_the_frames_render_wrote_at_the_same_checkpoint(tmp_pat
     data = tmp_path / "data"
     data.mkdir()
     run = RunDir(tmp_path / "run")
-    (run.root / "config.json").write_text(json.dumps({"method": "oracle", "config": {}, "data": str(data)}))
+    run.write_config({"method": "oracle", "config": {}, "data": str(data)})
     # what `render` leaves: gray PNGs (not what the oracle renders) and the stamp of this checkpoint
     (run.renders / "test").mkdir()
     for i in range(6):

@@ -29,6 +29,7 @@ class FakeMethod:
 
     def fit(self, train, run):
         FakeMethod.fits += 1
+        run.begin({"method": "fake", "config": {}})  # as every trainer does first (docs/CONTRACTS.md)
 
     def load(self, run):
         pass

@@ -64,7 +64,7 @@ def test_network_shapes_and_official_weights_load(tmp_path):
     assert torch.all(scorer.model.netcnnlip[0].weight == 0.5)
     state["extra.weight"] = torch.zeros(1)
     torch.save(state, path)
-    with pytest.raises(KeyError, match="unexpected"):
+    with pytest.raises(ValueError, match="unexpected"):  # a PersonaInputError: one line on the command line
         syncnet.load_official(path)
 
 

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from persona.baselines.adnerf import AudioConditioned
 from persona.baselines.nerf_core import ConditionedNeRF, NeRFConfig, config_from, encoded_dim, positional_encoding, project_points
 from persona.cameras import PIVOT, RADIUS
+from persona.errors import PersonaInputError
 from persona.prior import AUDIO_DIM
 
 
@@ -156,13 +157,14 @@ class DFRF(AudioConditioned):
         super()._init_from_data(frames)
         n, k = len(frames["image"]), self.config.num_references
         if n < k:
-            raise ValueError(f"dfrf: {k} reference frames needed, the training split has {n}")
+            raise PersonaInputError(f"dfrf: {k} reference frames needed, the training split has {n}")
         self._train_images = frames["image"].add(1).div(2)
         self._train_cameras = frames["camera"]
         fixed = torch.linspace(0, n - 1, k).round().long()
         self.net.ref_images.copy_(self._train_images[fixed])
         self.net.ref_cameras.copy_(self._train_cameras[fixed])
         self._ref_generator = torch.Generator().manual_seed(self.config.seed + 17)
+        self._generators["references"] = self._ref_generator
 
     def _context(self, conditions: dict[str, torch.Tensor], positions: torch.Tensor | None, step: int, training: bool) -> Any:
         if training:

@@ -50,8 +50,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from persona.profiles import for_profile
-from persona.runs import RunDir, load_optimizer_tensors, optimizer_tensors, prefixed, unprefixed
+from persona.errors import PersonaFileError, PersonaInputError
+from persona.profiles import check_config, for_profile
+from persona.runs import RunDir, load_optimizer_tensors, optimizer_tensors, prefixed, restore_rng, rng_tensors, run_record, unprefixed
 
 NAME = "fomm"
 
@@ -129,11 +130,11 @@ def make_config(cfg: dict | None = None, profile: str = "default") -> FOMMConfig
     names = {f.name for f in fields(FOMMConfig)}
     unknown = sorted(set(cfg) - names)
     if unknown:
-        raise ValueError(f"FOMM config: unknown field(s) {unknown}; expected some of {sorted(names)}")
+        raise PersonaInputError(f"FOMM config: unknown field(s) {unknown}; expected some of {sorted(names)}")
     for key in ("betas", "lr_milestones", "scales"):
         if key in cfg:
-            cfg[key] = tuple(cfg[key])
-    return replace(base, **cfg)
+            cfg[key] = tuple(cfg[key]) if isinstance(cfg[key], (list, tuple)) else cfg[key]
+    return check_config(replace(base, **cfg), "FOMM config")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -480,7 +481,7 @@ def _stack_frames(dataset: Any, resolution: int) -> torch.Tensor:
                              f"{tuple(image.shape)}; expected [3,H,W]")
         frames.append(_resize(image[None], resolution)[0])
     if not frames:
-        raise ValueError(f"FOMM: training dataset {getattr(dataset, 'root', '')} is empty")
+        raise PersonaInputError(f"FOMM: training dataset {getattr(dataset, 'root', '')} is empty")
     return torch.stack(frames)
 
 
@@ -500,23 +501,23 @@ class FOMM:
         self.data_root: str | None = None
         self.train_seconds: float | None = None
         self._meta: dict[str, Any] = {}
+        self._rng = torch.Generator()  # training's pair/warp stream (seeded in fit)
 
     # -- training ---------------------------------------------------------------------------
     def fit(self, train: Any, run: RunDir) -> None:
         """Train on random (source, driving) pairs of the training video; resumes from ``run``."""
         cfg = self.config
         self.data_root = str(getattr(train, "root", ""))
-        run.write_config({"method": NAME, "config": asdict(cfg), "data": self.data_root})
+        run.begin(run_record(NAME, asdict(cfg), train))
         frames = _stack_frames(train, cfg.resolution).to(self.device)
         self.source = frames[:1].clone()
         optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas)
-        start = 0
-        latest = run.latest_checkpoint()
+        self._rng = torch.Generator().manual_seed(cfg.seed * 1_000_003)  # pairs and warps; checkpointed
+        start, latest = run.resume_point()
         if latest is not None:
-            start = self._restore(latest[1], optimizer)
-            run.truncate_metrics(start)
+            start = self._restore(latest, optimizer)
         milestones = [int(m * cfg.iterations) for m in cfg.lr_milestones]
-        rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + start)
+        rng = self._rng
         self.model.train()
         seconds = float(self._meta.get("train_seconds", 0.0)) if latest is not None else 0.0
         tic = time.perf_counter()
@@ -546,7 +547,7 @@ class FOMM:
     def _save(self, run: RunDir, step: int, optimizer: torch.optim.Optimizer, seconds: float) -> None:
         opt_tensors, opt_rest = optimizer_tensors(optimizer)
         tensors = {**prefixed("model", self.model.state_dict()), **prefixed("optimizer", opt_tensors),
-                   "source": self.source}
+                   "source": self.source, **rng_tensors(pairs=self._rng)}
         run.save_checkpoint(step, tensors, {"optimizer": opt_rest, "train_seconds": seconds})
 
     def _restore(self, path: Path, optimizer: torch.optim.Optimizer | None = None) -> int:
@@ -557,6 +558,7 @@ class FOMM:
         self.source = tensors["source"].to(self.device)
         if optimizer is not None:
             load_optimizer_tensors(optimizer, unprefixed("optimizer", tensors), meta["optimizer"])
+            restore_rng(tensors, str(path), pairs=self._rng)
         self._meta = meta
         return int(meta["step"])
 
@@ -564,7 +566,7 @@ class FOMM:
         """Restore the latest checkpoint of ``run`` for rendering."""
         latest = run.latest_checkpoint()
         if latest is None:
-            raise FileNotFoundError(f"{run.root}: FOMM run has no checkpoint under checkpoints/")
+            raise PersonaFileError(f"{run.root}: FOMM run has no checkpoint under checkpoints/")
         self._restore(latest[1])
         self.train_seconds = float(self._meta.get("train_seconds", 0.0))
         self.data_root = run.read_config().get("data") or None

@@ -35,7 +35,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from persona.runs import RunDir, load_optimizer_tensors, optimizer_tensors, prefixed, unprefixed
+from persona.errors import PersonaFileError, PersonaInputError
+from persona.profiles import check_config
+from persona.runs import RunDir, load_optimizer_tensors, optimizer_tensors, prefixed, restore_rng, rng_tensors, run_record, unprefixed
 
 from persona.cameras import PIVOT, split_label
 
@@ -334,7 +336,7 @@ def load_frames(dataset) -> dict[str, torch.Tensor]:
     """All samples of a frame dataset stacked and sorted by frame index:
     {image [N,3,H,W] in [-1,1], camera [N,25], expression [N,76], audio [N,16,29], index [N], mouth_box [N,4]}."""
     if len(dataset) == 0:
-        raise ValueError(f"{getattr(dataset, 'root', dataset)}: the training split holds no frames")
+        raise PersonaInputError(f"{getattr(dataset, 'root', dataset)}: the training split holds no frames")
     samples = [dataset[i] for i in tqdm(range(len(dataset)), desc="load frames", leave=False)]
     frames = {}
     for key in FRAME_KEYS:
@@ -389,13 +391,13 @@ def config_from(table: Mapping[str, Any], cfg: dict | None, kw: Mapping[str, Any
     overrides = {**(cfg or {}), **kw}
     profile = overrides.pop("profile", None) or "default"
     if profile not in table:
-        raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(table)}")
+        raise PersonaInputError(f"unknown profile {profile!r}; expected one of {sorted(table)}")
     base = table[profile]
     names = {f.name for f in fields(base)}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise ValueError(f"{type(base).__name__}: unknown config fields {unknown}; expected some of {sorted(names)}")
-    return replace(base, profile=profile, **overrides)
+        raise PersonaInputError(f"{type(base).__name__}: unknown config fields {unknown}; expected some of {sorted(names)}")
+    return check_config(replace(base, profile=profile, **overrides), type(base).__name__)
 
 
 class NeRFBaseline:
@@ -422,6 +424,7 @@ class NeRFBaseline:
         self.resumed_from: int | None = None
         self.train_seconds = 0.0
         self.learn_background = False  # True when the training set has no static background image
+        self._generators: dict[str, torch.Generator] = {}  # training's random streams (checkpointed); subclasses add theirs
 
     # ---- hooks ---------------------------------------------------------------------------
     def _build(self, num_frames: int, resolution: int) -> nn.Module:
@@ -477,6 +480,7 @@ class NeRFBaseline:
         if optimizer is not None:
             opt_t, opt_rest = optimizer_tensors(optimizer)
             tensors.update(prefixed("optim", opt_t))
+            tensors.update(rng_tensors(**self._generators))
             meta["optim"] = opt_rest
         return tensors, meta
 
@@ -491,6 +495,7 @@ class NeRFBaseline:
         self.net.load_state_dict(unprefixed("net", tensors))
         if optimizer is not None and "optim" in meta:
             load_optimizer_tensors(optimizer, unprefixed("optim", tensors), meta["optim"])
+            restore_rng(tensors, str(path), **self._generators)
         self.train_seconds = float(meta.get("train_seconds", 0.0))
         return int(meta["step"])
 
@@ -499,11 +504,11 @@ class NeRFBaseline:
         c = self.config
         torch.manual_seed(c.seed)
         device = self.device
+        run.begin(run_record(self.name, asdict(c), train_ds))
         frames = load_frames(train_ds)
-        run.write_config({"method": self.name, "config": asdict(c), "data": str(getattr(train_ds, "root", ""))})
         n, _, h, w = frames["image"].shape
         if h != w:
-            raise ValueError(f"{getattr(train_ds, 'root', '')}: square frames expected, got {h}x{w}")
+            raise PersonaInputError(f"{getattr(train_ds, 'root', '')}: square frames expected, got {h}x{w}")
         self.resolution = h
         background = getattr(train_ds, "background", None)
         self.learn_background = background is None
@@ -511,20 +516,19 @@ class NeRFBaseline:
         frames = {k: v.to(device) for k, v in frames.items()}
         self.net = self._build(n, h).to(device)
         self.net.train_index.copy_(frames["index"])
+        self._generators = {"pixels": torch.Generator().manual_seed(c.seed * 1_000_003),  # pixels, frames (CPU)
+                            "samples": torch.Generator(device=device).manual_seed(c.seed * 1_000_033)}  # samples, noise
         self._init_from_data(frames)
         if background is not None:
             self.net.background.data.copy_(torch.as_tensor(background).float().add(1).div(2))
         groups = self._param_groups()
         optimizer = torch.optim.Adam([{k: v for k, v in g.items()} for g in groups], lr=c.lr, betas=(0.9, 0.999))
-        start = 0
-        latest = run.latest_checkpoint()
+        start, latest = run.resume_point()
         if latest is not None:
-            start = self._restore(latest[1], optimizer)
+            start = self._restore(latest, optimizer)
             self.resumed_from = start
-            run.truncate_metrics(start)
         self.step = start
-        generator = torch.Generator().manual_seed(c.seed * 1_000_003 + start)  # pixels, frames (CPU)
-        device_generator = torch.Generator(device=device).manual_seed(c.seed * 1_000_033 + start)  # samples, noise
+        generator, device_generator = self._generators["pixels"], self._generators["samples"]
         targets = frames["image"].add(1).div(2)
         settings = self.ray_settings
         self.net.train()
@@ -564,7 +568,7 @@ class NeRFBaseline:
         """Load the latest checkpoint of ``run`` for rendering."""
         latest = run.latest_checkpoint()
         if latest is None:
-            raise FileNotFoundError(f"{run.root}: no checkpoint to load (checkpoints/step_*.safetensors)")
+            raise PersonaFileError(f"{run.root}: no checkpoint to load (checkpoints/step_*.safetensors)")
         self.net = None
         self.step = self._restore(latest[1], None)
         self.net.to(self.device).eval()

@@ -46,8 +46,11 @@ from torch import nn
 from tqdm import tqdm
 
 from persona.baselines.raster import rasterize, split_camera, vertex_normals
-from persona.profiles import for_profile
-from persona.runs import RunDir, load_optimizer_tensors, load_tensors, optimizer_tensors, prefixed, unprefixed
+from persona.data.formats import check_npz
+from persona.errors import PersonaFileError, PersonaInputError
+from persona.profiles import check_config, for_profile
+from persona.runs import (RunDir, load_optimizer_tensors, load_tensors, optimizer_tensors, prefixed, restore_rng, rng_tensors,
+                          run_record, unprefixed)
 
 NAME = "nha"
 EXPRESSION_DIM = 76
@@ -131,12 +134,12 @@ def make_config(cfg: dict | None = None, profile: str = "default") -> NHAConfig:
     names = {f.name for f in fields(NHAConfig)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ValueError(f"NHA config: unknown field(s) {unknown}; expected some of {sorted(names)}")
+        raise PersonaInputError(f"NHA config: unknown field(s) {unknown}; expected some of {sorted(names)}")
     if values.get("device", "cpu") != "cpu":
-        raise ValueError(f"NHA config: device {values['device']!r} is not supported; NHA runs on the CPU only")
+        raise PersonaInputError(f"NHA config: device {values['device']!r} is not supported; NHA runs on the CPU only")
     if "flame_translation" in values:
         values["flame_translation"] = tuple(values["flame_translation"])
-    return replace(for_profile(PROFILES, profile), **values)
+    return check_config(replace(for_profile(PROFILES, profile), **values), "NHA config")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -189,19 +192,29 @@ class FlameNpzMesh:
     def __init__(self, path: str | Path, scale: float = 1.0, translation: tuple[float, float, float] = (0.0, 0.0, 0.0)):
         path = Path(path)
         if path.suffix.lower() == ".pkl":
-            raise ValueError(f"{path}: FLAME pickles are not loaded (unpickling executes code named by the file); "
-                             "convert it to .npz once with the snippet in persona.baselines.nha.FlameNpzMesh")
+            raise PersonaInputError(f"{path}: FLAME pickles are not loaded (unpickling executes code named by the file); "
+                                    "convert it to .npz once with the snippet in persona.baselines.nha.FlameNpzMesh")
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: FLAME model not found (config field flame_path)")
+            raise PersonaFileError(f"{path}: FLAME model not found (config field flame_path)")
+        arrays = check_npz(path)  # sizes checked before anything is unpacked (a zip bomb is refused unopened)
+        missing = {"v_template", "f", "shapedirs"} - set(arrays)
+        if missing:
+            raise PersonaInputError(f"{path}: missing array(s) {sorted(missing)}; expected v_template [V,3], f [F,3], shapedirs [V,3,K]")
+        (v_shape, _), (f_shape, f_dtype), (d_shape, _) = arrays["v_template"], arrays["f"], arrays["shapedirs"]
+        if len(v_shape) != 2 or v_shape[1] != 3 or len(f_shape) != 2 or f_shape[1] != 3 or f_dtype.kind not in "iu":
+            raise PersonaInputError(f"{path}: v_template {list(v_shape)}, f {list(f_shape)} ({f_dtype}); expected [V,3] floats "
+                                    f"and [F,3] integer vertex indices")
+        if len(d_shape) != 3 or tuple(d_shape[:2]) != tuple(v_shape) or d_shape[2] <= self.SHAPE_DIMS:
+            raise PersonaInputError(f"{path}: shapedirs {list(d_shape)} must be [V,3,>{self.SHAPE_DIMS}] with V = {v_shape[0]}")
         with np.load(path, allow_pickle=False) as data:
-            missing = {"v_template", "f", "shapedirs"} - set(data.files)
-            if missing:
-                raise ValueError(f"{path}: missing array(s) {sorted(missing)}; expected v_template [V,3], f [F,3], shapedirs [V,3,K]")
             template = torch.from_numpy(np.asarray(data["v_template"], np.float32))
             faces = torch.from_numpy(np.asarray(data["f"], np.int64))
             dirs = torch.from_numpy(np.asarray(data["shapedirs"], np.float32))
-        if dirs.shape[:2] != template.shape or dirs.shape[2] <= self.SHAPE_DIMS:
-            raise ValueError(f"{path}: shapedirs {tuple(dirs.shape)} must be [V,3,>{self.SHAPE_DIMS}] with V = {template.shape[0]}")
+        if len(faces) and (int(faces.min()) < 0 or int(faces.max()) >= len(template)):
+            raise PersonaInputError(f"{path}: f holds vertex indices {int(faces.min())}..{int(faces.max())}; "
+                                    f"expected 0..{len(template) - 1}")
+        if not (torch.isfinite(template).all() and torch.isfinite(dirs).all()):
+            raise PersonaInputError(f"{path}: v_template or shapedirs contain NaN or Inf (or values beyond float32)")
         self.faces = faces
         self.shape_dim = self.SHAPE_DIMS
         self._template = template * scale + torch.tensor(translation, dtype=torch.float32)
@@ -377,7 +390,7 @@ class NeuralHeadAvatar(nn.Module):
 def _stack_dataset(dataset: Any) -> dict[str, torch.Tensor]:
     """Every sample of a FrameDataset-like dataset, stacked: image [N,3,H,W], camera [N,25], expression [N,76]."""
     if len(dataset) == 0:
-        raise ValueError(f"{getattr(dataset, 'root', 'dataset')}: no frames to train on")
+        raise PersonaInputError(f"{getattr(dataset, 'root', 'dataset')}: no frames to train on")
     samples = [dataset[i] for i in tqdm(range(len(dataset)), desc="nha load frames", leave=False)]
     out = {}
     for key in ("image", "camera", "expression"):
@@ -420,7 +433,7 @@ class NHA:
     def fit(self, train: Any, run: RunDir) -> None:
         """Photometric fit on the training frames; checkpoints to ``run`` and resumes from it."""
         cfg = self.config
-        run.write_config({"method": NAME, "config": asdict(cfg), "data": str(getattr(train, "root", ""))})
+        run.begin(run_record(NAME, asdict(cfg), train))
         frames = _stack_dataset(train)
         height, width = frames["image"].shape[-2:]
         background = getattr(train, "background", None)
@@ -430,12 +443,11 @@ class NHA:
                 raise ValueError(f"{getattr(train, 'root', 'dataset')}: background {tuple(background.shape)} != frames (3, {height}, {width})")
         self.model = self._build((height, width), background)
         optimizer = self._optimizer(self.model)
-        start, seconds = 0, 0.0
-        latest = run.latest_checkpoint()
+        seconds = 0.0
+        start, latest = run.resume_point()
         if latest is not None:
-            meta = self._restore(latest[1], optimizer)
+            meta = self._restore(latest, optimizer)
             start, seconds = int(meta["step"]), float(meta.get("train_seconds", 0.0))
-            run.truncate_metrics(start)
         texture_only_steps = int(cfg.texture_only_fraction * cfg.steps)
         self.model.train()
         tic = time.perf_counter()
@@ -474,7 +486,7 @@ class NHA:
     def _save(self, run: RunDir, step: int, optimizer: torch.optim.Optimizer, seconds: float) -> None:
         assert self.model is not None
         opt_tensors, opt_rest = optimizer_tensors(optimizer)
-        tensors = {**prefixed("model", self.model.state_dict()), **prefixed("optimizer", opt_tensors)}
+        tensors = {**prefixed("model", self.model.state_dict()), **prefixed("optimizer", opt_tensors), **rng_tensors()}
         learned = isinstance(self.model.background, nn.Parameter)
         run.save_checkpoint(step, tensors, {"optimizer": opt_rest, "train_seconds": seconds,
                                             "resolution": list(self.model.resolution), "learned_background": learned})
@@ -489,13 +501,14 @@ class NHA:
         self.model.load_state_dict(state)
         if optimizer is not None:
             load_optimizer_tensors(optimizer, unprefixed("optimizer", tensors), meta["optimizer"])
+            restore_rng(tensors, str(path))
         return meta
 
     def load(self, run: RunDir) -> None:
         """Restore the latest checkpoint of ``run`` for rendering."""
         latest = run.latest_checkpoint()
         if latest is None:
-            raise FileNotFoundError(f"{run.root}: no NHA checkpoint under checkpoints/ (train it first)")
+            raise PersonaFileError(f"{run.root}: no NHA checkpoint under checkpoints/ (train it first)")
         self.model = None
         meta = self._restore(latest[1])
         self.train_seconds = float(meta.get("train_seconds", 0.0))

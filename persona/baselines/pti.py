@@ -48,8 +48,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from persona.profiles import for_profile
-from persona.runs import RunDir, load_tensors, prefixed, save_tensors, unprefixed
+from persona.errors import PersonaFileError, PersonaInputError
+from persona.profiles import check_config, for_profile
+from persona.runs import RunDir, load_tensors, prefixed, run_record, save_tensors, unprefixed
 
 NAME = "pti"
 
@@ -103,13 +104,13 @@ def make_config(cfg: dict | None = None, profile: str = "default") -> PTIConfig:
     profile = cfg.pop("profile", None) or profile
     base = replace(for_profile(PROFILES, profile), profile=profile)
     if "iterations" in cfg:
-        raise ValueError("PTI config: 'iterations' does not apply (PTI does not train on the video); set the "
-                         "per-frame step counts 'w_steps', 'wplus_steps' and 'tune_steps' instead")
+        raise PersonaInputError("PTI config: 'iterations' does not apply (PTI does not train on the video); set the "
+                                "per-frame step counts 'w_steps', 'wplus_steps' and 'tune_steps' instead")
     names = {f.name for f in fields(PTIConfig)}
     unknown = sorted(set(cfg) - names)
     if unknown:
-        raise ValueError(f"PTI config: unknown field(s) {unknown}; expected some of {sorted(names)}")
-    return replace(base, **cfg)
+        raise PersonaInputError(f"PTI config: unknown field(s) {unknown}; expected some of {sorted(names)}")
+    return check_config(replace(base, **cfg), "PTI config")
 
 
 def load_generator(spec: str, seed: int = 0) -> nn.Module:
@@ -124,13 +125,13 @@ def load_generator(spec: str, seed: int = 0) -> nn.Module:
     else:
         path = Path(spec)
         if not path.is_file():
-            raise FileNotFoundError(f"PTI config field 'generator': {spec!r} is neither 'prior', 'random-tiny' nor an existing file")
+            raise PersonaFileError(f"PTI config field 'generator': {spec!r} is neither 'prior', 'random-tiny' nor an existing file")
         if path.suffix == ".pkl":
             G = eg3d.load_official(path)
         elif path.suffix == ".safetensors":
             G = eg3d.load_prior(path)
         else:
-            raise ValueError(f"PTI config field 'generator': {spec}: expected a .pkl (official EG3D) or .safetensors file")
+            raise PersonaInputError(f"PTI config field 'generator': {spec}: expected a .pkl (official EG3D) or .safetensors file")
     return G.eval()
 
 
@@ -357,7 +358,7 @@ class PTI:
     # -- Method protocol ----------------------------------------------------------------------
     def fit(self, train: Any, run: RunDir) -> None:
         """PTI does not train on the video: records the config and the generator used."""
-        run.write_config({"method": NAME, "config": asdict(self.config), "data": str(getattr(train, "root", ""))})
+        run.begin(run_record(NAME, asdict(self.config), train))
         run.log(0, **self._generator_record())
         self.run = run
         self.data_root = str(getattr(train, "root", "")) or None

@@ -241,16 +241,25 @@ def wav_bytes(waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
 
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     """(float32 mono waveform in [-1,1], sample rate) of a PCM WAV file (channels averaged)."""
+    from persona.errors import PersonaFileError, PersonaInputError
+
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: audio file not found")
+        raise PersonaFileError(f"{path}: audio file not found")
     try:
         from scipy.io import wavfile
 
         rate, data = wavfile.read(str(path))
     except Exception as exc:  # noqa: BLE001 - report which file is unreadable
-        raise ValueError(f"{path}: not a readable WAV file ({exc})") from exc
+        raise PersonaInputError(f"{path}: not a readable WAV file ({exc})") from exc
+    if not 1000 <= int(rate) <= 768_000:
+        raise PersonaInputError(f"{path}: sample rate {rate} Hz; expected 1000 to 768000 Hz (16000 for DeepSpeech)")
     data = np.asarray(data)
+    if data.dtype.kind not in "iuf" or data.ndim not in (1, 2) or data.size == 0:
+        raise PersonaInputError(f"{path}: {data.dtype} samples of shape {list(data.shape)}; expected non-empty PCM "
+                                f"(integer or float) mono or multi-channel audio")
+    if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
+        raise PersonaInputError(f"{path}: samples contain NaN or Inf; expected finite float PCM")
     if data.dtype.kind == "i":
         data = data / float(np.iinfo(data.dtype).max)
     elif data.dtype.kind == "u":

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
+
+from persona.errors import flag_int, flag_number
 
 
 def measure(resolution: int, batch: int, seconds: float = 2.0, prior: bool = True) -> dict[str, float]:
@@ -31,9 +32,9 @@ def main(argv: list[str]) -> int:
     from persona import cli
 
     p = cli.parser("bench renderer", __doc__)
-    p.add_argument("--resolutions", type=int, nargs="+", default=[64, 128, 256, 512], help="image sizes to time")
-    p.add_argument("--seconds", type=float, default=2.0, help="timed seconds per size")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--resolutions", type=flag_int(8, 4096), nargs="+", default=[64, 128, 256, 512], help="image sizes to time")
+    p.add_argument("--seconds", type=flag_number(0, 3600, lo_open=True), default=2.0, help="timed seconds per size")
+    p.add_argument("--threads", type=flag_int(1, 1024), default=1, help="torch CPU threads")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"synthetic renderer, {args.threads} thread(s), batched sample_prior_batch (2x2 edge supersampling)")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
+
+from persona.errors import flag_int
 
 
 def main_build(argv: list[str]) -> int:
@@ -20,7 +21,7 @@ def main_build(argv: list[str]) -> int:
     p = cli.parser("data build", main_build.__doc__)
     p.add_argument("--profile", default="smoke", choices=PROFILE_NAMES, help="sizes: identities, frames, resolution")
     p.add_argument("--out", default=None, help="output folder (None: data/synthetic/<profile> of this checkout)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the identities, speech and motion")
+    p.add_argument("--seed", type=flag_int(0), default=0, help="seed of the identities, speech and motion")
     p.add_argument("--force", action="store_true", help="rebuild even when a complete build exists")
     args = p.parse_args(argv)
     out = Path(args.out) if args.out else synthetic.benchmark_dir(args.profile, REPO_ROOT / "data" / "synthetic")
@@ -81,9 +82,9 @@ def main_figure(argv: list[str]) -> int:
 
     p = cli.parser("data figure", main_figure.__doc__)
     p.add_argument("--out", default="figures/data_overview.png", help="PNG path; a PDF is written next to it")
-    p.add_argument("--identities", type=int, default=5, help="identities (rows) to show")
-    p.add_argument("--resolution", type=int, default=128, help="pixels per image")
-    p.add_argument("--seed", type=int, default=0, help="seed of the identities")
+    p.add_argument("--identities", type=flag_int(1, 100), default=5, help="identities (rows) to show")
+    p.add_argument("--resolution", type=flag_int(8, 2048), default=128, help="pixels per image")
+    p.add_argument("--seed", type=flag_int(0), default=0, help="seed of the identities")
     args = p.parse_args(argv)
     from persona.report import save_figure
 

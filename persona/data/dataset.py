@@ -56,11 +56,14 @@ class _FramesBase(Dataset):
         n = len(image_paths)
         for name, arr in (("camera labels", labels), ("expressions", expressions), ("mouth boxes", mouth_boxes)):
             if len(arr) != n:
-                raise ValueError(f"{where}: {len(arr)} {name} for {n} frames")
+                raise PersonaInputError(f"{where}: {len(arr)} {name} for {n} frames")
         self.root = root
         self.fps = float(fps)
         self._paths = image_paths
         first = formats.read_image(image_paths[0]) if n else np.zeros((1, 1, 3), np.uint8)
+        if first.shape[0] != first.shape[1]:  # resizing would squash the face; cropping would guess
+            raise PersonaInputError(f"{where}: frames are {first.shape[1]}x{first.shape[0]} (WxH, {image_paths[0].name}); "
+                                    f"expected square frames - crop them to a square around the head first")
         self.native_size = first.shape[:2]
         self.resolution = int(resolution) if resolution is not None else int(first.shape[0])
         self._labels = torch.from_numpy(np.asarray(labels, np.float32))
@@ -165,7 +168,9 @@ class FrameDataset(_FramesBase):
                  max_seconds: float | None = None):
         root = Path(root)
         if split not in ("train", "val", "test"):
-            raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+            raise PersonaInputError(f"split must be 'train', 'val' or 'test', got {split!r}")
+        if not root.is_dir():
+            raise PersonaFileError(f"{root}: dataset folder not found")
         self.split = split
         if formats.detect_format(root, split) == "adnerf":
             self._init_adnerf(root, split, resolution, max_seconds)
@@ -304,7 +309,7 @@ class NovelViewDataset(_FramesBase):
         sample["view"] = self._views[i]
         sample["source_index"] = self._sources[i]
         if self._sources[i] not in self._test_position:  # pragma: no cover - checked at build time
-            raise ValueError(f"{self._where}: frames[{i}].source_index = {self._sources[i]} is not a frame of the test split")
+            raise PersonaInputError(f"{self._where}: frames[{i}].source_index = {self._sources[i]} is not a frame of the test split")
         source = self._test[self._test_position[self._sources[i]]]
         sample["source_image"], sample["source_camera"] = source["image"], source["camera"]
         return sample

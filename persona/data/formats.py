@@ -26,8 +26,9 @@ EG3D (``dataset.json``)::
     {"labels": [["img00000000.png", [25 floats]], ...]}
 
 Every reader validates what it reads and raises :class:`persona.errors.PersonaInputError` (a
-``ValueError``) or ``PersonaFileError`` (a ``FileNotFoundError``) naming the file, the field and
-what was expected. Writers write atomically (temp file + rename).
+``ValueError``; :class:`~persona.errors.PersonaFileError` for a missing file) naming the file, the
+field and what was expected. Sizes claimed by a file (``.npy`` headers, zip members) are checked
+against the file before anything is allocated. Writers write atomically (temp file + rename).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import cv2
 import numpy as np
 
 from persona import cameras
-from persona.errors import PersonaFileError, PersonaInputError
+from persona.errors import PersonaFileError, PersonaInputError, check_int, check_number
 from persona.runs import atomic_write_bytes
 
 EXPRESSION_DIM = 76
@@ -55,7 +56,7 @@ def read_json(path: str | Path) -> Any:
         raise PersonaFileError(f"{path}: file not found")
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PersonaInputError(f"{path}: not valid JSON ({exc})") from exc
 
 
@@ -65,7 +66,9 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def require(obj: dict, key: str, where: str) -> Any:
-    if not isinstance(obj, dict) or key not in obj:
+    if not isinstance(obj, dict):
+        raise PersonaInputError(f"{where}: expected an object with field {key!r}, got {type(obj).__name__}")
+    if key not in obj:
         raise PersonaInputError(f"{where}: missing field {key!r}")
     return obj[key]
 
@@ -90,6 +93,10 @@ def read_image(path: str | Path, size: tuple[int, int] | None = None, where: str
     where = where or str(path)
     if not path.is_file():
         raise PersonaFileError(f"{where}: image not found at {path}")
+    dims = image_header_size(path)
+    if dims is not None and (dims[0] * dims[1] > MAX_IMAGE_PIXELS or 0 in dims):
+        raise PersonaInputError(f"{where}: image {path} claims {dims[1]}x{dims[0]} (WxH) pixels; expected a frame of "
+                                f"at most {MAX_IMAGE_PIXELS} pixels (checked before decoding)")
     data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if data is None:
         raise PersonaInputError(f"{where}: cannot read image {path} (not a PNG/JPEG cv2 can decode)")
@@ -103,8 +110,36 @@ def read_image(path: str | Path, size: tuple[int, int] | None = None, where: str
     rgb = np.ascontiguousarray(data[..., :3][..., ::-1])
     if size is not None and rgb.shape[:2] != tuple(size):
         raise PersonaInputError(f"{where}: image {path} is {rgb.shape[1]}x{rgb.shape[0]} (WxH), expected "
-                         f"{size[1]}x{size[0]} like the other frames")
+                                f"{size[1]}x{size[0]} like the other frames")
     return rgb
+
+
+MAX_IMAGE_PIXELS = 8192 * 8192  # a frame larger than this is refused before decoding (the paper's: 512x512)
+
+
+def image_header_size(path: str | Path) -> tuple[int, int] | None:
+    """(height, width) a PNG or JPEG file claims in its header, read without decoding (None for other
+    formats or an unreadable header: the decoder then decides)."""
+    import struct
+
+    with open(path, "rb") as handle:
+        head = handle.read(32)
+        if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+            width, height = struct.unpack(">II", head[16:24])
+            return height, width
+        if head[:2] != b"\xff\xd8":
+            return None
+        handle.seek(2)
+        for _ in range(10_000):  # JPEG segments up to the first start-of-frame marker
+            marker = handle.read(4)
+            if len(marker) < 4 or marker[0] != 0xFF:
+                return None
+            kind, length = marker[1], struct.unpack(">H", marker[2:4])[0]
+            if kind in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+                body = handle.read(5)
+                return (struct.unpack(">H", body[1:3])[0], struct.unpack(">H", body[3:5])[0]) if len(body) == 5 else None
+            handle.seek(length - 2, 1)
+    return None
 
 
 def png_bytes(image: np.ndarray, compression: int = 6) -> bytes:
@@ -179,17 +214,19 @@ def read_nerface(root: str | Path, split: str) -> NerfaceSplit:
     if "intrinsics" in meta and meta["intrinsics"]:
         intr = finite_array(meta["intrinsics"], f"{where}: intrinsics", (4,))
     elif "camera_angle_x" in meta:
-        angle = float(finite_array(meta["camera_angle_x"], f"{where}: camera_angle_x", ()))
-        if not 0 < angle < math.pi:
-            raise PersonaInputError(f"{where}: camera_angle_x = {angle}: expected radians in (0, pi)")
+        check_number(meta["camera_angle_x"], f"{where}: camera_angle_x", 0, math.pi, lo_open=True)
         intr = None  # the focal follows from the images' real width (NerfaceSplit.pixel_intrinsics)
     else:
         raise PersonaInputError(f"{where}: missing field 'intrinsics' (or 'camera_angle_x')")
     frames = []
     for i, f in enumerate(frames_in):
         fw = f"{where}: frames[{i}]"
+        if not isinstance(f, dict):
+            raise PersonaInputError(f"{fw}: expected an object with field 'file_path', 'transform_matrix', ..., got {type(f).__name__}")
         out = dict(f)
         out["file_path"] = str(require(f, "file_path", fw))
+        if "frame_index" in f:
+            out["frame_index"] = check_int(f["frame_index"], f"{fw}.frame_index", 0)
         out["transform_matrix"] = cameras.check_rigid(
             finite_array(require(f, "transform_matrix", fw), f"{fw}.transform_matrix", (4, 4)), f"{fw}.transform_matrix")
         out["expression"] = finite_array(require(f, "expression", fw), f"{fw}.expression", (EXPRESSION_DIM,))
@@ -202,7 +239,7 @@ def read_nerface(root: str | Path, split: str) -> NerfaceSplit:
             out["mouth_box"] = finite_array(f["mouth_box"], f"{fw}.mouth_box", (4,))
         frames.append(out)
     extra = {k: v for k, v in meta.items() if k not in ("frames", "intrinsics", "camera_angle_x")}
-    angle = float(meta["camera_angle_x"]) if "camera_angle_x" in meta else None
+    angle = check_number(meta["camera_angle_x"], f"{where}: camera_angle_x") if "camera_angle_x" in meta else None
     return NerfaceSplit(root, split, path, intr, angle, frames, extra)
 
 
@@ -253,14 +290,6 @@ class AdnerfSplit:
                                                  width, height, scale, offset) for f in self.frames])
 
 
-def _whole_number(value: Any, where: str) -> int:
-    """A non-negative integer id (7 or 7.0; not 7.3, "abc" or true)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value != int(value) or value < 0:
-        raise PersonaInputError(f"{where}: expected a non-negative whole number, got {value!r}")
-    return int(value)
-
-
 def adnerf_split_file(split: str) -> str:
     """AD-NeRF has train and val files only; our 'val' and 'test' both read transforms_val.json."""
     return "transforms_train.json" if split == "train" else "transforms_val.json"
@@ -276,15 +305,15 @@ def read_adnerf(root: str | Path, split: str) -> AdnerfSplit:
     cy = float(finite_array(require(meta, "cy", where), f"{where}: cy", ()))
     frames_in = require(meta, "frames", where)
     if not isinstance(frames_in, list):
-        raise PersonaInputError(f"{where}: field 'frames' must be a list of frames, got {type(frames_in).__name__}")
+        raise PersonaInputError(f"{where}: field 'frames' must be a list")
     frames = []
     for i, f in enumerate(frames_in):
         fw = f"{where}: frames[{i}]"
         if not isinstance(f, dict):
-            raise PersonaInputError(f"{fw}: expected an object with img_id, aud_id, transform_matrix")
+            raise PersonaInputError(f"{fw}: expected an object with img_id, aud_id, transform_matrix, got {type(f).__name__}")
         out = dict(f)
-        out["img_id"] = _whole_number(require(f, "img_id", fw), f"{fw}.img_id")
-        out["aud_id"] = _whole_number(require(f, "aud_id", fw), f"{fw}.aud_id")
+        out["img_id"] = check_int(require(f, "img_id", fw), f"{fw}.img_id", 0)
+        out["aud_id"] = check_int(require(f, "aud_id", fw), f"{fw}.aud_id", 0)
         out["transform_matrix"] = cameras.check_rigid(
             finite_array(require(f, "transform_matrix", fw), f"{fw}.transform_matrix", (4, 4)), f"{fw}.transform_matrix")
         out["face_rect"] = finite_array(f["face_rect"], f"{fw}.face_rect", (4,)) if "face_rect" in f else None
@@ -363,23 +392,87 @@ def normalising_scale(poses: Sequence[Any], radius: float = cameras.RADIUS) -> f
 
 
 # ----------------------------------------------------------------------------- aud.npy
+MAX_ARRAY_BYTES = 4 << 30  # the largest array persona reads from a user's .npy / .npz (FLAME: ~50 MB)
+
+
+def check_npy_header(handle: Any, where: str, n_bytes: int, kinds: str = "fiu") -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of the ``.npy`` stream ``handle`` (``n_bytes`` long), read from its header and
+    checked BEFORE any array is allocated: the dtype is a plain number of one of ``kinds`` (numpy
+    dtype kinds: no objects, no complex unless asked), and the header's shape times the item size
+    is exactly the data that follows (a 1 KB file claiming 1.7 TB is refused, not allocated)."""
+    from numpy.lib import format as npf
+
+    try:
+        version = npf.read_magic(handle)
+        if version == (1, 0):
+            shape, _, dtype = npf.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, _, dtype = npf.read_array_header_2_0(handle)
+        else:
+            raise ValueError(f"format version {version}; expected 1.0 or 2.0")
+    except (ValueError, OSError, SyntaxError, TypeError) as exc:
+        raise PersonaInputError(f"{where}: not a plain numpy .npy array ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
+    if dtype.hasobject or dtype.kind not in kinds or dtype.fields is not None or dtype.subdtype is not None:
+        raise PersonaInputError(f"{where}: dtype {dtype}; expected real numbers ({', '.join(_KIND_NAMES[k] for k in kinds)})")
+    count = int(np.prod(shape, dtype=object))
+    data = n_bytes - handle.tell()
+    if count * dtype.itemsize != data or count * dtype.itemsize > MAX_ARRAY_BYTES:
+        raise PersonaInputError(f"{where}: header claims shape {list(shape)} of {dtype} ({count * dtype.itemsize} bytes) "
+                                f"but {data} bytes of data follow; expected a complete array of at most {MAX_ARRAY_BYTES} bytes")
+    return tuple(shape), dtype
+
+
+_KIND_NAMES = {"f": "float", "i": "int", "u": "unsigned int", "b": "bool", "c": "complex"}
+
+
+def check_npz(path: str | Path, kinds: str = "fiu") -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """{name: (shape, dtype)} of every array of a ``.npz`` file, checked before loading: the
+    uncompressed sizes the zip declares add up to at most :data:`MAX_ARRAY_BYTES` (a zip bomb is
+    refused unopened) and every member's ``.npy`` header agrees with its size (:func:`check_npy_header`)."""
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise PersonaFileError(f"{path}: file not found")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            total = sum(m.file_size for m in members)
+            if total > MAX_ARRAY_BYTES or len(members) > 10_000:
+                raise PersonaInputError(f"{path}: the archive unpacks to {total} bytes in {len(members)} members; "
+                                        f"expected at most {MAX_ARRAY_BYTES} bytes (a zip bomb?)")
+            out = {}
+            for m in members:
+                if not m.filename.endswith(".npy"):
+                    raise PersonaInputError(f"{path}: member {m.filename!r} is not a .npy array; expected a numpy .npz")
+                with archive.open(m) as handle:
+                    out[m.filename[:-4]] = check_npy_header(handle, f"{path}: {m.filename}", m.file_size, kinds)
+            return out
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
+        raise PersonaInputError(f"{path}: not a readable .npz archive ({exc})") from None
+
+
 def read_audio_windows(path: str | Path) -> np.ndarray:
     """AD-NeRF's ``aud.npy`` [N,16,29] float32 (real DeepSpeech or ours), validated, unchanged.
 
-    Loaded with ``allow_pickle=False``: object arrays are refused, nothing is unpickled.
+    The header is checked first (:func:`check_npy_header`: shape, real float dtype - a complex file
+    is refused, not stripped of its imaginary part - and size against the file); then it is loaded
+    with ``allow_pickle=False``: object arrays are refused, nothing is unpickled.
     """
     path = Path(path)
     if not path.is_file():
         raise PersonaFileError(f"{path}: audio features not found")
+    with open(path, "rb") as handle:
+        shape, _ = check_npy_header(handle, str(path), path.stat().st_size, kinds="f")
+    if len(shape) != 3 or shape[1:] != (16, 29):
+        raise PersonaInputError(f"{path}: expected shape [N,16,29] (AD-NeRF DeepSpeech windows), got {list(shape)}")
     try:
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
         raise PersonaInputError(f"{path}: not a plain numpy array file ({exc})") from exc
-    if arr.ndim != 3 or arr.shape[1:] != (16, 29):
-        raise PersonaInputError(f"{path}: expected shape [N,16,29] (AD-NeRF DeepSpeech windows), got {list(arr.shape)}")
     arr = arr.astype(np.float32)
     if not np.all(np.isfinite(arr)):
-        raise PersonaInputError(f"{path}: contains NaN or Inf")
+        raise PersonaInputError(f"{path}: contains NaN or Inf (or values beyond float32)")
     return arr
 
 
@@ -396,8 +489,12 @@ def audio_index(frame_index: int, n_windows: int, n_frames: int, where: str) -> 
     frame) is accepted: the last window is repeated. Anything shorter is an error."""
     if n_windows < n_frames - 1:
         raise PersonaInputError(f"{where}: {n_windows} audio windows for {n_frames} video frames; expected "
-                         f"{n_frames} (or {n_frames - 1}, AD-NeRF's count)")
-    return min(int(frame_index), n_windows - 1)
+                                f"{n_frames} (or {n_frames - 1}, AD-NeRF's count)")
+    index = check_int(frame_index, f"{where}: frame index", 0)  # a negative index would wrap to the end
+    if index > n_windows:
+        raise PersonaInputError(f"{where}: frame index {index} is beyond the {n_windows} audio windows; "
+                                f"expected at most {n_windows} (the last window repeated once)")
+    return min(index, n_windows - 1)
 
 
 # ----------------------------------------------------------------------------- EG3D

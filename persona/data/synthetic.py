@@ -27,6 +27,7 @@ and tongue colour, background.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
@@ -1098,34 +1099,108 @@ def is_complete(root: str | Path) -> bool:
     return (Path(root) / "benchmark.json").is_file()
 
 
+# written first into every benchmark folder persona builds: persona replaces only folders carrying it
+OWNER_MARKER = ".persona-benchmark"
+_MARKER_TEXT = "persona synthetic benchmark: this folder is rebuilt by `python -m persona data build`\n"
+
+
+def _persona_entry(name: str) -> bool:
+    """Top-level names a benchmark build writes (an earlier build's leftovers are replaced, nothing else)."""
+    import re
+
+    return name in ("benchmark.json", OWNER_MARKER, "prior") or re.fullmatch(r"id\d+", name) is not None
+
+
+def is_owned(root: str | Path) -> bool:
+    """True when ``root`` is a benchmark persona wrote: it has the marker, or (builds older than the
+    marker) a ``benchmark.json`` with persona's ``version`` and ``code`` fields."""
+    import json
+
+    root = Path(root)
+    if (root / OWNER_MARKER).is_file():
+        return True
+    try:
+        summary = json.loads((root / "benchmark.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and {"version", "code", "config"} <= set(summary)
+
+
+def check_out_folder(root: str | Path) -> Path:
+    """The absolute path of a benchmark output folder, after refusing one persona may not replace:
+    a file, or a non-empty folder it did not write (persona never deletes the user's files)."""
+    from persona.errors import PersonaInputError
+
+    absolute = Path(os.path.abspath(root))
+    if absolute.exists() and not absolute.is_dir():
+        raise PersonaInputError(f"{root}: --out is a file; expected a new folder, an empty one or an earlier benchmark")
+    if absolute.is_dir() and any(absolute.iterdir()) and not is_owned(absolute):
+        raise PersonaInputError(f"{root}: folder is not empty and is not a persona benchmark (no {OWNER_MARKER}); "
+                                f"refusing to overwrite it - expected a new or empty --out folder")
+    if absolute.parent == absolute:
+        raise PersonaInputError(f"{root}: --out is a filesystem root; expected a folder inside one")
+    return absolute
+
+
+def _install(tmp: Path, root: Path) -> None:
+    """Move the finished build ``tmp`` to ``root``. A missing ``root`` is one atomic rename; an empty
+    folder or an earlier build (e.g. ``--out .``) keeps its inode: the earlier build's entries are moved
+    aside (``benchmark.json`` first, so it stops looking complete), the new ones moved in
+    (``benchmark.json`` last) and the old ones deleted. Entries persona did not write stay."""
+    import shutil
+
+    if not root.exists():
+        os.replace(tmp, root)
+        return
+    old = root.parent / f".{root.name}.old-{os.getpid()}"
+    old.mkdir()
+    last_first = lambda names: sorted(names, key=lambda n: (n != "benchmark.json", n))  # noqa: E731
+    for name in last_first(e.name for e in root.iterdir() if _persona_entry(e.name)):
+        os.replace(root / name, old / name)
+    for name in reversed(last_first(e.name for e in tmp.iterdir())):
+        os.replace(tmp / name, root / name)
+    tmp.rmdir()
+    shutil.rmtree(old)
+
+
 def build_benchmark(root: str | Path, profile: str, seed: int = 0, force: bool = False,
                     config: BenchmarkConfig | None = None) -> Path:
     """Write the synthetic benchmark of ``profile`` into the folder ``root`` (e.g.
     ``benchmark_dir(profile)``); returns ``root``.
 
     Layout: ``prior/`` (EG3D dataset.json + images), ``idNN/mono/`` and ``idNN/audio/`` (NerFACE
-    layout + aud.npy + aud.wav + bg/ + novel/), ``benchmark.json``. Built in a temporary sibling
-    folder and renamed at the end, so an interrupted build never looks complete. Deterministic:
+    layout + aud.npy + aud.wav + bg/ + novel/), ``benchmark.json``, ``.persona-benchmark`` (marker).
+    Built in a temporary sibling folder and moved in at the end, so an interrupted build never looks
+    complete. ``root`` must be new, empty or an earlier benchmark (:func:`check_out_folder`; a folder of
+    other files raises :class:`persona.errors.PersonaInputError` before anything is built). Deterministic:
     the same profile and seed give byte-identical files. An existing complete build with the same
     sizes, seed and code (:func:`code_fingerprint`) is kept unless ``force``. ``config`` overrides the profile's sizes (tests).
     """
+    import shutil
+
     from persona.data import formats
     from persona.profiles import check_profile
+    from persona.runs import remove_stale_leftovers
 
     cfg = config if config is not None else BENCHMARK_PROFILES[check_profile(profile)]
-    root = Path(root)
+    given, root = Path(root), check_out_folder(root)
     summary = {"profile": profile, "seed": int(seed), "version": BENCHMARK_VERSION, "code": code_fingerprint(),
                "config": {f.name: getattr(cfg, f.name) for f in fields(cfg)}}
     if is_complete(root) and not force:
         try:
             old = formats.read_json(root / "benchmark.json")
             if all(old.get(k) == summary[k] for k in ("config", "seed", "version", "code")):
-                return root
+                return given
         except ValueError:
             pass
-    from persona.runs import staged_dir
-
-    with staged_dir(root, tag="building") as tmp:
+    root.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_leftovers(root.parent)  # .building-PID / .old-PID folders of killed builds (ours only)
+    tmp = root.parent / f".{root.name}.building-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        (tmp / OWNER_MARKER).write_text(_MARKER_TEXT)
         seeds = benchmark_identity_seeds(cfg.identities, seed)
         summary["identities"] = {}
         for k, ident_seed in enumerate(seeds):
@@ -1138,4 +1213,8 @@ def build_benchmark(root: str | Path, profile: str, seed: int = 0, force: bool =
             _write_video(tmp / name / "audio", identity, talk, cfg.audio_train_frames, cfg, f"{name} audio")
         _write_prior(tmp / "prior", cfg, seed)
         formats.write_json(tmp / "benchmark.json", summary)
-    return root
+        _install(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return given

@@ -9,11 +9,12 @@ the same run. Runs on the CPU and, when available, on the GPU.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import torch
+
+from persona.errors import flag_int
 
 from .presets import get_config
 from .triplane import TriPlaneGenerator
@@ -96,9 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = cli.parser("bench generator", __doc__.split("\n\n")[0])
     parser.add_argument("--presets", default="tiny,ffhq512", help="comma-separated presets")
     parser.add_argument("--batches", default="1,4", help="comma-separated batch sizes")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median); ffhq512 on CPU: its single FLOP-counted run is timed")
+    parser.add_argument("--repeats", type=flag_int(1, 1000), default=3, help="timed runs per measurement (median); ffhq512 on CPU: its single FLOP-counted run is timed")
     parser.add_argument("--device", default="all", choices=["cpu", "cuda", "all"], help="'all' = cpu, plus cuda when available")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (None: torch's choice)")
+    parser.add_argument("--threads", type=flag_int(1, 1024), default=None, help="torch CPU threads (None: torch's choice)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -23,7 +23,8 @@ from typing import Any, Mapping
 
 import torch
 
-from ..runs import load_tensors, save_tensors
+from ..errors import PersonaFileError, PersonaInputError, check_int, show
+from ..runs import load_tensors, load_torch_weights, save_tensors
 from .presets import GeneratorConfig, get_config
 from .triplane import TriPlaneGenerator
 
@@ -35,7 +36,7 @@ def save_generator(G: TriPlaneGenerator, path: str | os.PathLike, meta: Mapping[
     """Write G's state dict to ``path`` (.safetensors, atomic) and its config (+ ``meta``) to ``path``.json."""
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise ValueError(f"save_generator: {path}: expected a .safetensors path")
+        raise PersonaInputError(f"save_generator: {path}: expected a .safetensors path")
     save_tensors(path, G.state_dict(), {"generator": G.config.to_dict(), **(meta or {})})
     return path
 
@@ -45,8 +46,8 @@ def load_generator(path: str | os.PathLike, map_location: str | torch.device = "
     path = Path(path)
     tensors, meta = load_tensors(path)
     if "generator" not in meta:
-        raise ValueError(f"{path.with_suffix('.json')}: missing field 'generator' (the generator config); "
-                         f"expected the sidecar written by persona.eg3d.save_generator")
+        raise PersonaInputError(f"{path.with_suffix('.json')}: missing field 'generator' (the generator config); "
+                                f"expected the sidecar written by persona.eg3d.save_generator")
     config = GeneratorConfig.from_dict(meta["generator"], where=str(path.with_suffix(".json")))
     G = TriPlaneGenerator(config)
     load_state_checked(G, tensors, source=str(path))
@@ -57,8 +58,8 @@ def load_prior(path: str | os.PathLike | None = None, map_location: str | torch.
     """The shipped tiny prior (default ``persona/assets/prior_tiny.safetensors`` + ``.json``)."""
     path = Path(path) if path is not None else PRIOR_PATH
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no generator prior there. Create it with `{PRIOR_COMMAND}` "
-                                f"(trains the tiny EG3D prior on the synthetic corpus), or pass the path of one.")
+        raise PersonaFileError(f"{path}: no generator prior there. Create it with `{PRIOR_COMMAND}` "
+                               f"(trains the tiny EG3D prior on the synthetic corpus), or pass the path of one.")
     return load_generator(path, map_location=map_location)
 
 
@@ -82,11 +83,13 @@ def state_diff(expected: Mapping[str, torch.Tensor], got: Mapping[str, Any], lim
 
 
 def load_state_checked(G: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str = "state dict") -> None:
-    """Strict name-and-shape check, then load. Raises ValueError with a readable diff on mismatch."""
+    """Strict name-and-shape check, then load. Raises :class:`PersonaInputError` (a ValueError) with a
+    readable one-line diff on mismatch."""
     expected = G.state_dict()
     diff = state_diff(expected, state)
     if diff:
-        raise ValueError(f"{source}: tensors do not match the generator ({getattr(G, 'config', None) and G.config.name}):\n" + "\n".join(diff))
+        raise PersonaInputError(f"{source}: tensors do not match the generator ({getattr(G, 'config', None) and G.config.name}): "
+                                + "; ".join(line.strip() for line in diff).replace(":; ", ": "))
     G.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()}, strict=True)
 
 
@@ -97,35 +100,36 @@ def load_official(pkl_path: str | os.PathLike, preset: "str | GeneratorConfig" =
     rendering options. Raises ``persona.eg3d.checkpoint.UnsafePickleError`` on anything other
     than tensors, plain containers and the network classes of the release."""
     net = read_official_pickle(pkl_path, network=network)
-    config = get_config(preset, **_config_overrides(net["rendering_kwargs"], get_config(preset)))
+    where = f"{pkl_path}: {network}.rendering_kwargs"
+    config = get_config(preset, **_config_overrides(net["rendering_kwargs"], where)).check(where)
     G = TriPlaneGenerator(config)
     load_state_checked(G, net["state_dict"], source=f"{pkl_path} ({network})")
     if net["neural_rendering_resolution"] is not None:
-        G.neural_rendering_resolution = int(net["neural_rendering_resolution"])
+        G.neural_rendering_resolution = check_int(net["neural_rendering_resolution"],
+                                                  f"{pkl_path}: {network}.neural_rendering_resolution", 1, 1024)
     return G.eval()
 
 
-_RENDERING_FIELDS = {
-    "depth_resolution": int, "depth_resolution_importance": int, "ray_start": float, "ray_end": float, "box_warp": float,
-    "white_back": bool, "c_scale": float, "c_gen_conditioning_zero": bool, "sr_antialias": bool, "decoder_lr_mul": float,
-    "avg_camera_radius": float,
-}
+_RENDERING_FIELDS = ("depth_resolution", "depth_resolution_importance", "ray_start", "ray_end", "box_warp", "white_back",
+                     "c_scale", "c_gen_conditioning_zero", "sr_antialias", "decoder_lr_mul", "avg_camera_radius")
 
 
-def _config_overrides(rendering_kwargs: Mapping[str, Any], base: GeneratorConfig) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, cast in _RENDERING_FIELDS.items():
-        if key in rendering_kwargs and rendering_kwargs[key] is not None:
-            value = rendering_kwargs[key]
-            if key in ("ray_start", "ray_end") and value == "auto":
-                raise ValueError("rendering_kwargs: ray_start/ray_end 'auto' (box-limited rays) is not supported; expected numbers")
-            out[key] = cast(value)
+def _config_overrides(rendering_kwargs: Mapping[str, Any], where: str = "rendering_kwargs") -> dict[str, Any]:
+    """The pickle's ``rendering_kwargs`` -> GeneratorConfig overrides, unconverted (types and ranges
+    are checked by :meth:`GeneratorConfig.check`, so ``"48"`` or ``"false"`` is refused, not cast)."""
+    out: dict[str, Any] = {key: rendering_kwargs[key] for key in _RENDERING_FIELDS if rendering_kwargs.get(key) is not None}
+    for key in ("ray_start", "ray_end"):
+        if out.get(key) == "auto":
+            raise PersonaInputError(f"{where}: {key} 'auto' (box-limited rays) is not supported; expected a number")
     if "avg_camera_pivot" in rendering_kwargs:
-        out["avg_camera_pivot"] = tuple(float(v) for v in rendering_kwargs["avg_camera_pivot"])
+        pivot = rendering_kwargs["avg_camera_pivot"]
+        if not isinstance(pivot, (list, tuple)):
+            raise PersonaInputError(f"{where}: avg_camera_pivot: expected 3 numbers, got {show(pivot)}")
+        out["avg_camera_pivot"] = tuple(pivot)
     if "superresolution_noise_mode" in rendering_kwargs:
-        out["sr_noise_mode"] = str(rendering_kwargs["superresolution_noise_mode"])
+        out["sr_noise_mode"] = rendering_kwargs["superresolution_noise_mode"]
     if rendering_kwargs.get("clamp_mode", "softplus") != "softplus":
-        raise ValueError(f"rendering_kwargs: clamp_mode {rendering_kwargs['clamp_mode']!r}; expected 'softplus'")
+        raise PersonaInputError(f"{where}: clamp_mode {show(rendering_kwargs['clamp_mode'])}; expected 'softplus'")
     return out
 
 
@@ -133,8 +137,18 @@ def _config_overrides(rendering_kwargs: Mapping[str, Any], base: GeneratorConfig
 # Safe reading of official EG3D pickles
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class BadPickleError(PersonaInputError):
+    """The file is not a readable EG3D network pickle (truncated, malformed, too big or too deep);
+    the message names the file."""
+
+
+class UnsafePickleError(BadPickleError, pickle.UnpicklingError):
     """The pickle asked for something other than tensors, containers and inert network state."""
+
+
+MAX_PICKLE_BYTES = 4 << 30   # the release's ffhq512-128.pkl is ~0.5 GB
+MAX_MODULE_DEPTH = 64         # nesting of network modules (the release: < 10)
+MAX_MODULES = 100_000         # network modules in one pickle (the release: a few hundred)
 
 
 class InertObject(dict):
@@ -182,17 +196,39 @@ def _reconstruct_persistent_inert(meta: Any) -> InertPersistent:
 def _load_storage_from_bytes(data: bytes):
     if not isinstance(data, (bytes, bytearray)):
         raise UnsafePickleError("torch.storage._load_from_bytes: expected bytes")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    try:
+        storage = load_torch_weights(io.BytesIO(data), "embedded torch storage (torch.storage._load_from_bytes)")
+    except PersonaInputError as err:
+        raise UnsafePickleError(str(err)) from None
+    if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage, torch.Tensor)):
+        raise UnsafePickleError(f"embedded torch storage holds {type(storage).__name__}; expected a storage")
+    return storage
 
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
     if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
         raise UnsafePickleError(f"tensor rebuild from {type(storage).__name__}; expected a torch storage")
+    _check_tensor_view(storage, storage_offset, size, stride)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return torch._utils._rebuild_tensor_v2(storage, storage_offset, size, stride, False, collections.OrderedDict())
+
+
+def _check_tensor_view(storage, offset, size, stride) -> None:
+    """A tensor view must be non-negative ints that stay inside its storage (else torch would raise
+    a bare RuntimeError, or worse)."""
+    ok = (isinstance(offset, int) and offset >= 0 and isinstance(size, (tuple, list, torch.Size))
+          and isinstance(stride, (tuple, list)) and len(size) == len(stride) <= 16
+          and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (*size, *stride)))
+    if not ok:
+        raise BadPickleError(f"tensor rebuild with offset {show(offset)}, size {show(size)}, stride {show(stride)}; "
+                             f"expected non-negative integers of one length")
+    itemsize = storage.element_size() if isinstance(storage, torch.TypedStorage) else 1
+    available = storage.nbytes() // itemsize
+    needed = 0 if 0 in size else offset + 1 + sum((n - 1) * st for n, st in zip(size, stride))
+    if needed > available:
+        raise BadPickleError(f"tensor of size {list(size)} at offset {offset} needs {needed} elements; "
+                             f"its storage has {available} (out of bounds)")
 
 
 def _rebuild_parameter(data, requires_grad=True, backward_hooks=None, state=None):
@@ -223,6 +259,8 @@ def _numpy_reconstruct(cls, shape, typecode):
 
     if cls is not np.ndarray:
         raise UnsafePickleError(f"numpy array rebuild of {cls!r} refused; expected numpy.ndarray")
+    if not (isinstance(shape, tuple) and len(shape) <= 1 and all(isinstance(n, int) and 0 <= n <= 1 for n in shape)):
+        raise BadPickleError(f"numpy array rebuild with initial shape {show(shape)}; expected (0,) (the data follows)")
     return np.ndarray.__new__(np.ndarray, shape, typecode)
 
 
@@ -266,12 +304,44 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 def safe_unpickle(path: str | os.PathLike) -> Any:
-    """Unpickle ``path`` with the restricted unpickler (see module docstring)."""
-    with open(path, "rb") as handle:
-        try:
-            return _RestrictedUnpickler(handle).load()
-        except UnsafePickleError as err:
-            raise UnsafePickleError(f"{path}: {err}") from None
+    """Unpickle ``path`` with the restricted unpickler (see module docstring). Every failure - a
+    refused global, a truncated or malformed stream, an EXT opcode, an out-of-bounds tensor - raises
+    :class:`BadPickleError` (:class:`UnsafePickleError` for refusals) naming the file; nothing is
+    read past :data:`MAX_PICKLE_BYTES`."""
+    path = Path(path)
+    if not path.is_file():
+        raise PersonaFileError(f"{path}: pickle not found")
+    size = path.stat().st_size
+    if size > MAX_PICKLE_BYTES:
+        raise BadPickleError(f"{path}: {size / 2**30:.1f} GiB; expected an EG3D network pickle under {MAX_PICKLE_BYTES >> 30} GiB")
+    data = path.read_bytes()
+    _check_opcodes(data, path)
+    try:
+        return _RestrictedUnpickler(io.BytesIO(data)).load()
+    except BadPickleError as err:
+        raise type(err)(f"{path}: {err}") from None
+    except RecursionError:
+        raise BadPickleError(f"{path}: nested too deeply to read; expected an EG3D network pickle") from None
+    except Exception as err:  # noqa: BLE001 - any other failure of a foreign file is the file's fault
+        detail = str(err).splitlines()[0] if str(err) else ""
+        if "extension code" in detail:
+            detail = f"{detail} (copyreg EXT1/EXT2/EXT4 opcodes are not part of EG3D pickles)"
+        raise BadPickleError(f"{path}: not a readable EG3D network pickle: {type(err).__name__}: {detail}") from None
+
+
+def _check_opcodes(data: bytes, path: Path) -> None:
+    """Walk the opcode stream before unpickling (nothing is built): a length field claiming more bytes
+    than the file holds (the unpickler would allocate that much first), a truncated stream or an
+    unknown opcode is refused here with its byte offset."""
+    import pickletools
+
+    position = 0
+    try:
+        for _, _, position in pickletools.genops(data):
+            pass
+    except Exception as err:  # noqa: BLE001 - ValueError of a malformed stream
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise BadPickleError(f"{path}: not a readable EG3D network pickle: malformed after byte {position} ({detail})") from None
 
 
 def _state_of(node: Any) -> dict[str, Any]:
@@ -279,21 +349,41 @@ def _state_of(node: Any) -> dict[str, Any]:
     return state if isinstance(state, dict) else {}
 
 
-def module_state_dict(node: Any, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Walk ``_parameters`` / ``_buffers`` / ``_modules`` of an inert module tree -> flat state dict."""
-    state = _state_of(node)
+def module_state_dict(node: Any, prefix: str = "", where: str = "pickle") -> dict[str, torch.Tensor]:
+    """Walk ``_parameters`` / ``_buffers`` / ``_modules`` of an inert module tree -> flat state dict.
+
+    Iterative, each module visited once: a module reached twice (a cycle, or sub-graphs shared so
+    that a 3 KB pickle would unfold into 2^40 paths), nesting deeper than :data:`MAX_MODULE_DEPTH` or
+    more than :data:`MAX_MODULES` modules raise :class:`BadPickleError` naming ``where``."""
     out: dict[str, torch.Tensor] = {}
-    skip = state.get("_non_persistent_buffers_set") or set()
-    for key in ("_parameters", "_buffers"):
-        for name, value in (state.get(key) or {}).items():
-            if value is None or (key == "_buffers" and name in skip):
-                continue
-            if not isinstance(value, torch.Tensor):
-                raise ValueError(f"{prefix}{name}: expected a tensor in {key}, got {type(value).__name__}")
-            out[prefix + name] = value.detach().clone()
-    for name, child in (state.get("_modules") or {}).items():
-        if child is not None:
-            out.update(module_state_dict(child, prefix + name + "."))
+    seen: dict[int, str] = {}
+    stack = [(node, prefix, 0)]
+    while stack:
+        node, prefix, depth = stack.pop()
+        name = prefix.rstrip(".") or "(root)"
+        if id(node) in seen:
+            raise BadPickleError(f"{where}: module {name} is also module {seen[id(node)]} (a cycle or a shared "
+                                 f"sub-module); expected a tree of modules as in EG3D networks")
+        seen[id(node)] = name
+        if depth > MAX_MODULE_DEPTH or len(seen) > MAX_MODULES:
+            raise BadPickleError(f"{where}: module {name[:200]}: more than {MAX_MODULE_DEPTH} levels or {MAX_MODULES} "
+                                 f"modules; expected an EG3D network")
+        state = _state_of(node)
+        skip = state.get("_non_persistent_buffers_set") or set()
+        for key in ("_parameters", "_buffers"):
+            entries = state.get(key) or {}
+            if not isinstance(entries, dict):
+                raise BadPickleError(f"{where}: {name}.{key}: expected a dict, got {type(entries).__name__}")
+            for pname, value in entries.items():
+                if value is None or (key == "_buffers" and pname in skip):
+                    continue
+                if not isinstance(value, torch.Tensor):
+                    raise BadPickleError(f"{where}: {prefix}{pname}: expected a tensor in {key}, got {type(value).__name__}")
+                out[f"{prefix}{pname}"] = value.detach().clone()
+        children = state.get("_modules") or {}
+        if not isinstance(children, dict):
+            raise BadPickleError(f"{where}: {name}._modules: expected a dict, got {type(children).__name__}")
+        stack += [(child, f"{prefix}{cname}.", depth + 1) for cname, child in reversed(children.items()) if child is not None]
     return out
 
 
@@ -301,16 +391,18 @@ def read_official_pickle(path: str | os.PathLike, network: str = "G_ema") -> dic
     """-> {'state_dict', 'rendering_kwargs', 'neural_rendering_resolution', 'class_name'} of one network."""
     data = safe_unpickle(path)
     if not isinstance(data, dict) or network not in data:
-        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f"{path}: no network {network!r} in the pickle (found {keys}); expected an EG3D snapshot")
+        keys = sorted(map(str, data))[:20] if isinstance(data, dict) else type(data).__name__
+        raise BadPickleError(f"{path}: no network {network!r} in the pickle (found {keys}); expected an EG3D snapshot")
     net = data[network]
     state = _state_of(net)
     if "_modules" not in state:
-        raise ValueError(f"{path}: {network} has no module state; expected a pickled TriPlaneGenerator")
+        raise BadPickleError(f"{path}: {network} has no module state; expected a pickled TriPlaneGenerator")
     rendering = state.get("rendering_kwargs") or {}
+    if not isinstance(rendering, dict):
+        raise BadPickleError(f"{path}: {network}.rendering_kwargs: expected a dict, got {type(rendering).__name__}")
     return {
-        "state_dict": module_state_dict(net),
-        "rendering_kwargs": {str(k): v for k, v in dict(rendering).items()},
+        "state_dict": module_state_dict(net, where=f"{path}: {network}"),
+        "rendering_kwargs": {str(k): v for k, v in rendering.items()},
         "neural_rendering_resolution": state.get("neural_rendering_resolution"),
         "class_name": getattr(net, "qualname", "?"),
     }

@@ -62,16 +62,70 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "config") -> "GeneratorConfig":
+        """Config from a JSON-like dict (e.g. a generator sidecar); every field checked (:meth:`check`)."""
+        from persona.errors import PersonaInputError, show
+
+        if not isinstance(d, Mapping):
+            raise PersonaInputError(f"{where}: expected an object of generator config fields, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"{where}: unknown generator config fields {unknown}; expected a subset of {sorted(known)}")
+            raise PersonaInputError(f"{where}: unknown generator config fields {unknown}; expected a subset of {sorted(known)}")
         d = dict(d)
-        if "sr_channels" in d:
-            d["sr_channels"] = tuple(int(c) for c in d["sr_channels"])
-        if "avg_camera_pivot" in d:
-            d["avg_camera_pivot"] = tuple(float(c) for c in d["avg_camera_pivot"])
-        return cls(**d)
+        for key in ("sr_channels", "avg_camera_pivot"):
+            if key in d:
+                if not isinstance(d[key], (list, tuple)):
+                    raise PersonaInputError(f"{where}: {key}: expected a list, got {show(d[key])}")
+                d[key] = tuple(d[key])
+        return cls(**d).check(where)
+
+    def check(self, where: str = "config") -> "GeneratorConfig":
+        """Raise :class:`persona.errors.PersonaInputError` naming ``where`` and the field for a wrong
+        type, NaN or out-of-range value (sizes are capped so a crafted file cannot make the
+        generator allocate hundreds of GB); returns the config with plain Python values (a pickle's
+        numpy scalars become int/float/bool)."""
+        from persona.errors import PersonaInputError, check_bool, check_int, check_number, show
+
+        clean: dict[str, Any] = {}
+        for name, (lo, hi) in _INT_RANGES.items():
+            clean[name] = check_int(getattr(self, name), f"{where}: {name}", lo, hi)
+        for name, (lo, hi) in _FLOAT_RANGES.items():
+            value = getattr(self, name)
+            if value is not None or name not in _OPTIONAL:
+                clean[name] = check_number(value, f"{where}: {name}", lo, hi, lo_open=lo == 0.0)
+        for name in ("white_back", "c_gen_conditioning_zero", "sr_antialias"):
+            clean[name] = check_bool(getattr(self, name), f"{where}: {name}")
+        cfg = replace(self, **clean)
+        if cfg.ray_end <= cfg.ray_start:
+            raise PersonaInputError(f"{where}: ray_end {cfg.ray_end:g} <= ray_start {cfg.ray_start:g}; expected ray_start < ray_end")
+        if not 0 <= len(cfg.sr_channels) <= 4:
+            raise PersonaInputError(f"{where}: sr_channels: {len(cfg.sr_channels)} blocks; expected 0 to 4")
+        if len(cfg.avg_camera_pivot) != 3:
+            raise PersonaInputError(f"{where}: avg_camera_pivot: expected 3 numbers, got {show(cfg.avg_camera_pivot)}")
+        cfg = replace(cfg, sr_channels=tuple(check_int(c, f"{where}: sr_channels[{i}]", 1, 4096) for i, c in enumerate(cfg.sr_channels)),
+                       avg_camera_pivot=tuple(check_number(c, f"{where}: avg_camera_pivot[{i}]", -100.0, 100.0)
+                                              for i, c in enumerate(cfg.avg_camera_pivot)))
+        for name in ("sr_noise_mode", "noise_mode"):
+            if getattr(cfg, name) not in ("none", "const", "random"):
+                raise PersonaInputError(f"{where}: {name}: {show(getattr(cfg, name))}; expected 'none', 'const' or 'random'")
+        if not isinstance(cfg.name, str):
+            raise PersonaInputError(f"{where}: name: expected a string, got {show(cfg.name)}")
+        return cfg
+
+
+# (lo, hi) of every numeric field: hi bounds memory (the release's sizes are well inside)
+_INT_RANGES = {
+    "z_dim": (1, 2048), "w_dim": (1, 2048), "c_dim": (0, 1024), "mapping_layers": (0, 16),
+    "plane_resolution": (4, 1024), "plane_channels": (1, 256), "channel_base": (1, 1 << 18), "channel_max": (1, 1024),
+    "decoder_hidden": (1, 1024), "decoder_output_dim": (1, 256), "neural_rendering_resolution": (1, 1024),
+    "depth_resolution": (1, 1024), "depth_resolution_importance": (0, 1024), "sr_input_resolution": (1, 1024),
+}
+_FLOAT_RANGES = {
+    "mapping_lr_multiplier": (0.0, 1e3), "conv_clamp": (0.0, 1e6), "decoder_lr_mul": (0.0, 1e3),
+    "ray_start": (0.0, 1e4), "ray_end": (0.0, 1e4), "box_warp": (0.0, 1e4), "c_scale": (-1e4, 1e4),
+    "avg_camera_radius": (0.0, 1e4), "sr_conv_clamp": (0.0, 1e6),
+}
+_OPTIONAL = {"conv_clamp", "sr_conv_clamp"}
 
 
 PRESETS: dict[str, GeneratorConfig] = {
@@ -94,7 +148,9 @@ def get_config(preset: "str | GeneratorConfig", **overrides: Any) -> GeneratorCo
     elif preset in PRESETS:
         config = PRESETS[preset]
     else:
-        raise ValueError(f"unknown generator preset {preset!r}; expected one of {sorted(PRESETS)} or a GeneratorConfig")
+        from persona.errors import PersonaInputError
+
+        raise PersonaInputError(f"unknown generator preset {preset!r}; expected one of {sorted(PRESETS)} or a GeneratorConfig")
     return replace(config, **overrides) if overrides else config
 
 

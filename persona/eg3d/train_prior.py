@@ -59,9 +59,7 @@ rendered at the generator's output resolution (infinite data, nothing on disk).
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import math
 import sys
 import time
@@ -78,9 +76,10 @@ from torch import nn
 from persona import cameras
 from persona.eg3d.discriminator import (DISCRIMINATOR_PRESETS, DualDiscriminator, d_logistic_loss,
                                         g_nonsaturating_loss, r1_penalty)
+from persona.errors import flag_int, flag_number
 from persona.profiles import PROFILE_NAMES, for_profile
-from persona.runs import (RunDir, atomic_write_json, load_optimizer_tensors, optimizer_tensors, prefixed,
-                          unprefixed)
+from persona.runs import (RunDir, atomic_write_json, isolated_rng, load_optimizer_tensors, optimizer_tensors, prefixed,
+                          restore_rng, rng_tensors, unprefixed)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ASSET = REPO_ROOT / "persona" / "assets" / "prior_tiny.safetensors"
@@ -438,8 +437,7 @@ class PriorTrainer:
             t, rest = optimizer_tensors(opt)
             tensors.update(prefixed(name, t))
             meta[name] = rest
-        tensors["rng.data"] = self.data_rng.get_state()
-        tensors["rng.torch"] = torch.get_rng_state()
+        tensors.update(rng_tensors(data=self.data_rng))
         meta.update(step=self.step_index, images_seen=self.images_seen, elapsed_seconds=self.elapsed_seconds,
                     config=asdict(self.config))
         return tensors, meta
@@ -449,8 +447,7 @@ class PriorTrainer:
             module.load_state_dict(unprefixed(name, tensors), strict=True)
         for name, opt in (("opt_g", self.opt_g), ("opt_d", self.opt_d), ("opt_e", self.opt_e)):
             load_optimizer_tensors(opt, unprefixed(name, tensors), meta[name])
-        self.data_rng.set_state(tensors["rng.data"])
-        torch.set_rng_state(tensors["rng.torch"])
+        restore_rng(tensors, "prior checkpoint", data=self.data_rng)
         self.step_index = int(meta["step"])
         self.images_seen = int(meta.get("images_seen", self.step_index * self.config.batch))
         self.elapsed_seconds = float(meta.get("elapsed_seconds", 0.0))
@@ -506,14 +503,14 @@ def train_prior(config: PriorTrainConfig, out: str | Path, resume: bool = False,
         torch.set_num_threads(config.num_threads)
     run = RunDir(out)
     trainer = PriorTrainer(config, device=device)
-    latest = run.latest_checkpoint() if resume else None
-    if latest is not None:
-        from persona.runs import load_tensors
+    if resume:
+        _, latest = run.resume_point()
+        if latest is not None:
+            from persona.runs import load_tensors
 
-        tensors, meta = load_tensors(latest[1])
-        trainer.load_state(tensors, meta)
-        run.truncate_metrics(trainer.step_index)
-    elif resume is False and run.latest_checkpoint() is not None:
+            tensors, meta = load_tensors(latest)
+            trainer.load_state(tensors, meta)
+    elif run.latest_checkpoint() is not None:
         raise FileExistsError(f"{run.root}: already holds checkpoints; pass --resume to continue or choose another --out")
     run.write_config({"method": "prior_tiny", "config": asdict(config), "data": "persona.data.synthetic (on the fly)"})
     fixed_z = torch.randn(6, int(trainer.G.z_dim), generator=torch.Generator().manual_seed(1234))
@@ -559,7 +556,8 @@ def _training_loop(trainer: PriorTrainer, run: RunDir, fixed_z: torch.Tensor, pr
             bar.set_postfix({k: f"{means[k]:.3g}" for k in ("g_adv", "d_loss", "rec", "latent") if k in means})
             sums, count = {}, 0
         if config.sample_every > 0 and (step % config.sample_every == 0 or step == config.steps):
-            save_png(run.renders / f"step_{step:08d}.png", grid_to_uint8(render_yaw_grid(trainer.G_ema, fixed_z)))
+            with isolated_rng(trainer.device):  # the sample grid must not move training's random stream
+                save_png(run.renders / f"step_{step:08d}.png", grid_to_uint8(render_yaw_grid(trainer.G_ema, fixed_z)))
         out_of_time = max_minutes is not None and time.perf_counter() - start > 60 * max_minutes
         if step % config.checkpoint_every == 0 or step == config.steps or out_of_time:
             tensors, meta = trainer.state_tensors()
@@ -622,17 +620,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = cli.parser("prior train", __doc__.split("\n")[0])
     parser.add_argument("--profile", default="default", choices=PROFILE_NAMES, help="sizes and steps")
     parser.add_argument("--out", default=None, help="run directory (None: runs/prior_<profile> of this checkout)")
-    parser.add_argument("--seed", type=int, default=None, help="training seed (None: the profile's)")
+    parser.add_argument("--seed", type=flag_int(0), default=None, help="training seed (None: the profile's)")
     cli.add_steps(parser, "training steps (None: the profile's)")
     cli.add_batch_size(parser, "heads per step (None: the profile's)")
-    parser.add_argument("--prefetch", type=int, default=None,
+    parser.add_argument("--prefetch", type=flag_int(0, 64), default=None,
                         help="batches rendered ahead in a thread (None: 4 on a GPU, 0 on the CPU)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     parser.add_argument("--export", default=None, help="write the EMA generator here (save_generator) at the end")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--device", default="cpu", help="torch device (cpu | cuda); sizes do not change")
-    parser.add_argument("--max-minutes", type=float, default=None, help="stop early (checkpoint + export) after this long")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--max-minutes", type=flag_number(0, lo_open=True), default=None, help="stop early (checkpoint + export) after this long")
+    parser.add_argument("--threads", type=flag_int(1, 1024), default=None,
                         help="torch threads (default: the profile's; 1 is faster on a CPU shared with other jobs)")
     args = parser.parse_args(argv)
     config = for_profile(PRIOR_PROFILES, args.profile, seed=args.seed, steps=args.steps, num_threads=args.threads,
@@ -752,11 +750,11 @@ def main_sample(argv: list[str] | None = None) -> int:
     parser = cli.parser("prior sample", "figure of prior samples at 5 yaw angles + multi-view consistency PSNR")
     parser.add_argument("--out", default="figures/prior_samples.png", help="PNG path; a PDF is written next to it")
     parser.add_argument("--checkpoint", default=None, help="generator .safetensors (default: the shipped prior)")
-    parser.add_argument("--n", type=int, default=6, help="number of random z (rows)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random z")
-    parser.add_argument("--psi", type=float, default=1.0, help="truncation psi")
-    parser.add_argument("--heads", type=int, default=4, help="held-out heads for the consistency PSNR (0 = skip)")
-    parser.add_argument("--invert-steps", type=int, default=150, help="inversion steps per held-out head")
+    parser.add_argument("--n", type=flag_int(1, 1000), default=6, help="number of random z (rows)")
+    parser.add_argument("--seed", type=flag_int(0), default=0, help="seed of the random z")
+    parser.add_argument("--psi", type=flag_number(0, 10), default=1.0, help="truncation psi")
+    parser.add_argument("--heads", type=flag_int(0, 10000), default=4, help="held-out heads for the consistency PSNR (0 = skip)")
+    parser.add_argument("--invert-steps", type=flag_int(0), default=150, help="inversion steps per held-out head")
     parser.add_argument("--no-reference", action="store_true", help="skip the random-generator reference PSNR")
     parser.add_argument("--device", default="cpu", help="torch device (cpu | cuda)")
     args = parser.parse_args(argv)
