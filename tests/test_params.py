@@ -44,7 +44,7 @@ def test_profile_file_is_checked_against_the_schema(tmp_path):
     with pytest.raises(PersonaInputError, match=r"notebooks.04_ablations: ks: expected a list"):
         nbr.load_params("smoke", "04_ablations", params_dir=tmp_path)
     path.write_text("seed: [0\n")
-    with pytest.raises(PersonaInputError, match=r"smoke.yaml: not valid YAML \(line 2\)"):
+    with pytest.raises(PersonaInputError, match=r"smoke.yaml: not valid YAML at line 2"):
         nbr.load_params("smoke", params_dir=tmp_path)
 
 
