@@ -6,16 +6,19 @@ training step, milliseconds per rendered test frame (64 px, batch 1), the FLOPs 
 searchsorted are not counted) and the share of the machine's plain fp32 matmul throughput
 measured in the same run (:func:`persona.eg3d.bench.matmul_gflops`) that they reach.
 
-How each number is taken (one process, one thread count, medians):
+Times are CPU time of this process (``time.process_time``): on a shared machine wall time
+swings with the other processes' load, while the CPU time of a one-thread run is the time it
+held a core (with more threads it is the sum over them; ``--wall`` reports wall time instead).
 
-- training step: the method's own ``fit`` on the first video, ``--steps`` iterations with a
-  metrics row per step; the median difference of the logged elapsed seconds from the third
-  step on. Only the iteration count, logging and checkpoint spacing change; ours also starts
-  its second stage (the generator trains) after one step, the stage most of a run spends in.
+- training step: the method's own ``fit`` on the first video: (time of a ``--steps``-iteration
+  fit - time of a 2-iteration fit) / (steps - 2), so setup and the first two (warm-up) steps
+  cancel. Only the iteration count, logging and checkpoint spacing change; ours also starts its
+  second stage (the generator trains) after one step, the stage most of a run spends in.
   FLOPs per step: a 2-step fit minus a 1-step fit under the flop counter.
 - rendered frame: ``render`` of one test frame, median of ``--repeats``. PTI trains nothing
   and inverts each test frame: its frame time includes that inversion, and its "step" is one
-  optimisation step of the inversion (FLOPs: an inversion of 2+2+2 steps minus one of 1+1+1).
+  optimisation step of the inversion (frame time / steps; FLOPs: an inversion of 2+2+2 steps
+  minus one of 1+1+1).
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ CASES: tuple[Case, ...] = (
     Case("NHA", "nha"),
 )
 NO_STEP_LOG = 10 ** 9  # checkpoint/sample spacing that no benchmark run reaches
+CLOCK: list[Callable[[], float]] = [time.process_time]  # what the benchmark times with (--wall: perf_counter)
 
 
 def case_names() -> list[str]:
@@ -67,7 +71,7 @@ def case_names() -> list[str]:
 
 def _fit_cfg(case: Case, profile: str, steps: int) -> dict[str, Any]:
     """The case's config for a ``steps``-iteration fit logging every step (only counts change)."""
-    cfg = {**case.cfg, "profile": profile, "iterations": steps, "log_every": 1, "checkpoint_every": NO_STEP_LOG}
+    cfg = {**case.cfg, "profile": profile, "iterations": steps, "log_every": NO_STEP_LOG, "checkpoint_every": NO_STEP_LOG}
     if case.method == "ours":
         cfg.update(frozen_iterations=min(1, steps), sample_every=NO_STEP_LOG)
     return cfg
@@ -96,16 +100,10 @@ def _flops(fn: Callable[[], Any]) -> float:
     return float(counter.get_total_flops())
 
 
-def step_seconds(metrics: list[dict[str, Any]], skip: int = 2) -> float:
-    """Median seconds per step from metrics rows logged every step (cumulative ``train_seconds``
-    or ``seconds``), leaving out the first ``skip`` steps (warm-up)."""
-    rows = [(int(r["step"]), float(r.get("train_seconds", r.get("seconds")))) for r in metrics
-            if r.get("train_seconds", r.get("seconds")) is not None and "loss" in r]
-    rows.sort()
-    deltas = [(t1 - t0) / (s1 - s0) for (s0, t0), (s1, t1) in zip(rows, rows[1:]) if s0 >= skip and s1 > s0]
-    if not deltas:
-        raise ValueError(f"bench: too few logged steps to time ({len(rows)} rows); run more --steps")
-    return statistics.median(deltas)
+def _timed(fn: Callable[[], Any]) -> float:
+    start = CLOCK[0]()
+    fn()
+    return CLOCK[0]() - start
 
 
 def _one_frame(test: Any) -> dict[str, Any]:
@@ -125,9 +123,7 @@ def _render_once(method: Any, batch: dict[str, Any]) -> torch.Tensor:
 def _timed_renders(method: Any, batch: dict[str, Any], repeats: int) -> float:
     times = []
     for _ in range(max(1, repeats)):
-        start = time.perf_counter()
-        _render_once(method, batch)
-        times.append(time.perf_counter() - start)
+        times.append(_timed(lambda: _render_once(method, batch)))
     return statistics.median(times)
 
 
@@ -147,8 +143,7 @@ def bench_pti(case: Case, profile: str, train: Any, test: Any, repeats: int, wor
     _render_once(method, batch)  # warm-up
     frame_s = _timed_renders(method, batch, min(repeats, 2))
     c = method.config
-    stats = method.frame_log[-1]
-    step_s = stats["seconds"] / max(1, c.w_steps + c.wplus_steps + c.tune_steps)
+    step_s = frame_s / max(1, c.w_steps + c.wplus_steps + c.tune_steps)  # the synthesis is one forward more
 
     def inversion_flops(n: int) -> float:
         small, _ = _fit(case, {**cfg, "w_steps": n, "wplus_steps": n, "tune_steps": n}, train, work / f"pti-{n}")
@@ -170,8 +165,12 @@ def bench_case(case: Case, profile: str, train: Any, test: Any, steps: int = 8, 
         work = Path(work or tmp)
         if case.method == "pti":
             return bench_pti(case, profile, train, test, repeats, work)
-        method, run = _fit(case, _fit_cfg(case, profile, steps), train, work / "timed")
-        train_s = step_seconds(run.metrics())
+        _fit(case, _fit_cfg(case, profile, 2), train, work / "warm")  # imports, caches
+        short = _timed(lambda: _fit(case, _fit_cfg(case, profile, 2), train, work / "short"))
+        trained: list[Any] = []
+        full = _timed(lambda: trained.append(_fit(case, _fit_cfg(case, profile, steps), train, work / "timed")))
+        train_s = max(0.0, full - short) / (steps - 2)
+        method = trained[0][0]
         flops_1 = _flops(lambda: _fit(case, _fit_cfg(case, profile, 1), train, work / "count-1"))
         flops_2 = _flops(lambda: _fit(case, _fit_cfg(case, profile, 2), train, work / "count-2"))
         batch = _one_frame(test)
@@ -213,10 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed renders per method, median (default 3; PTI at most 2)")
     parser.add_argument("--data", default=None, help="benchmark folder (default: the smoke benchmark, 64 px, built if missing)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--wall", action="store_true", help="time wall-clock seconds instead of this process's CPU time")
     parser.add_argument("--out", default=None, help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    CLOCK[0] = time.perf_counter if args.wall else time.process_time
     names = case_names()
     wanted = names if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(wanted) - set(names))
@@ -230,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         data = Path(args.data)
     from persona.eg3d.bench import matmul_gflops
 
-    peak = matmul_gflops(torch.device("cpu"))
-    print(f"CPU, {torch.get_num_threads()} threads; plain fp32 matmul (1024^3): {peak:.1f} GFLOP/s; "
+    peak = matmul_gflops(torch.device("cpu"), clock=CLOCK[0])
+    print(f"CPU, {torch.get_num_threads()} threads, {'wall' if args.wall else 'CPU'} time; plain fp32 matmul (1024^3): {peak:.1f} GFLOP/s; "
           f"profile {args.profile}; data {data}", flush=True)
     rows = []
     for case, name in zip(CASES, names):
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         result = bench_case(case, args.profile, train, test, steps=args.steps, repeats=args.repeats)
         rows.append({"label": case.label, **result})
         print(f"  {case.label}: {1000 * result['train_s']:.1f} ms/step, {1000 * result['render_s']:.1f} ms/frame", flush=True)
-    peak_after = matmul_gflops(torch.device("cpu"))
+    peak_after = matmul_gflops(torch.device("cpu"), clock=CLOCK[0])
     table = markdown_table(rows, max(peak, peak_after))
     print(f"\nmatmul peak (best of before/after): {max(peak, peak_after):.1f} GFLOP/s\n\n{table}")
     if args.out:

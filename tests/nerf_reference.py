@@ -78,7 +78,7 @@ def outputs(name: str) -> dict[str, np.ndarray]:
     origins, dirs = camera_rays(frames["camera"][positions], pixel_uv(pixels, RES))
     ctx = method._context({k: v[positions] for k, v in frames.items()}, positions, 0, training=True)
     background = torch.full((2, 20, 3), 0.5)
-    rays = render_rays(lambda lvl, p, d: method._field(ctx, lvl, p, d), origins, dirs, background, method.ray_settings, True,
+    rays = render_rays(lambda lvl, p, d, order: method._field(ctx, lvl, p, d, order), origins, dirs, background, method.ray_settings, True,
                        torch.Generator().manual_seed(4))
     out[f"{name}/train_coarse"] = rays["coarse"].detach().numpy()
     out[f"{name}/train_fine"] = rays["fine"].detach().numpy()
