@@ -15,9 +15,9 @@ against (``pytest --nbval-lax notebooks/``); :func:`refresh_stored_outputs` rewr
 With ``--jobs N`` (default: 2 when the machine has 2 cores or more), the first notebook (data)
 runs alone, then the experiment notebooks run N at a time (the profile's ``start_order`` first),
 each in its own process with one torch thread (two one-thread processes use 2 cores better than
-one two-thread process on these small networks), then the last notebook (the explorer) runs
-alone. Runs that two notebooks share are trained once: :func:`persona.experiments.trained` locks
-each run.
+one two-thread process on these small networks); the last notebook (the explorer) is queued
+after them, so it runs in whichever lane frees first (see :func:`schedule`). Runs that two
+notebooks share are trained once: :func:`persona.experiments.trained` locks each run.
 """
 
 from __future__ import annotations
@@ -145,15 +145,20 @@ def start_order(profile: str, params_dir: Path = PARAMS_DIR) -> list[str]:
 
 
 def schedule(names: list[str], order: list[str] | None = None) -> list[list[str]]:
-    """Stages of notebooks that may run side by side: the first (it builds the data) alone, the
-    middle ones together (those named in ``order`` first, in that order), the last (it explores
-    their runs) alone."""
+    """Stages of notebooks that may run side by side: the first (it builds the data) alone, then
+    the others in one queue: the middle ones (those named in ``order`` first, in that order), and
+    the last (it explores their runs) at the end of the queue, so it fills a lane that would
+    otherwise idle while the other lane finishes its last notebook. The explorer is safe there:
+    it starts only after every middle notebook has started, and the runs it reads are locked and
+    cached (:func:`persona.experiments.trained`), so it loads them, waits for them, or trains
+    them itself with the same config and one thread - the same weights whoever trains them.
+    Only the order changes with this policy, never which runs exist or what they compute."""
     if len(names) <= 2:
         return [[n] for n in names]
     middle = names[1:-1]
     rank = {number: i for i, number in enumerate(order or [])}
     middle = sorted(middle, key=lambda n: (rank.get(n.split("_", 1)[0], len(rank)), n))
-    return [[names[0]], middle, [names[-1]]]
+    return [[names[0]], middle + [names[-1]]]
 
 
 def notebook_command(name: str, profile: str) -> list[str]:

@@ -71,9 +71,9 @@ def test_run_notebook_injects_parameters_and_reports_failing_cell(tmp_path, monk
     assert (tmp_path / "out" / "01_bad.ipynb").is_file()  # kept for inspection
 
 
-def test_schedule_runs_data_first_and_explorer_last():
+def test_schedule_runs_data_first_and_queues_the_explorer_last():
     names = ["00_data", "01_a", "02_b", "03_c", "04_d", "05_explore"]
-    assert nbr.schedule(names) == [["00_data"], ["01_a", "02_b", "03_c", "04_d"], ["05_explore"]]
+    assert nbr.schedule(names) == [["00_data"], ["01_a", "02_b", "03_c", "04_d", "05_explore"]]
     assert nbr.schedule(["03_c"]) == [["03_c"]]
 
 
@@ -92,7 +92,7 @@ def test_run_parallel_gives_each_notebook_one_thread_and_reports_failures(monkey
 
 def test_schedule_starts_the_profile_start_order_first(tmp_path):
     names = ["00_data", "01_a", "02_b", "03_c", "04_d", "05_explore"]
-    assert nbr.schedule(names, ["03", "02"]) == [["00_data"], ["03_c", "02_b", "01_a", "04_d"], ["05_explore"]]
+    assert nbr.schedule(names, ["03", "02"]) == [["00_data"], ["03_c", "02_b", "01_a", "04_d", "05_explore"]]
     (tmp_path / "smoke.yaml").write_text(yaml.safe_dump({"seed": 0, "start_order": ["03", 2]}))
     assert nbr.start_order("smoke", params_dir=tmp_path) == ["03", "02"]
     assert "start_order" not in nbr.load_params("smoke", params_dir=tmp_path)   # not a notebook parameter
