@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "render": ("persona.train", "main_render", "render a trained run (test frames, novel views, orbit video)"),
     "eval": ("persona.evaluate", "main_eval", "metrics of a trained run on the test split"),
     "bench generator": ("persona.eg3d.bench", "main", "generator speed (ms/image, GFLOP/s)"),
+    "bench methods": ("persona.bench", "main", "every method's ms per training step and per rendered frame, % of matmul peak"),
     "bench renderer": ("persona.data.bench", "main", "synthetic renderer frames per second"),
     "bench preprocess": ("persona.preprocess.bench", "main", "persona preprocess frames per second on one core"),
     "notebooks": ("persona.notebooks", "main", "run the notebooks in order (what reproduce.sh calls)"),

@@ -306,3 +306,21 @@ def test_dfrf_offsets_are_penalised_and_references_stored(data, tmp_path):
 def test_unknown_config_field_is_reported():
     with pytest.raises(ValueError, match="unknown config fields"):
         nerface.build_method({"profile": "smoke", "not_a_field": 1})
+
+
+# ---------------------------------------------------------------------------------------------
+# the fast rendering paths render what the per-sample code rendered
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["nerface", "adnerf", "dfrf"])
+def test_renders_match_stored_reference(name):
+    """Seeded random models (tests/nerf_reference.py) render the images, and trace the training-mode
+    ray colours, that the code before the speed-ups stored in tests/data/nerf_reference.npz."""
+    import nerf_reference
+
+    stored = np.load(nerf_reference.REFERENCE, allow_pickle=False)
+    got = nerf_reference.outputs(name)
+    assert sorted(got) == sorted(k for k in stored.files if k.startswith(name + "/"))
+    for key, value in got.items():
+        np.testing.assert_allclose(value, stored[key], rtol=1e-4, atol=2e-5, err_msg=key)

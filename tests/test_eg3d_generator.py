@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -180,3 +182,20 @@ def test_save_load_round_trip(tiny, tmp_path):
 def test_load_prior_missing_says_how_to_create_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="prior train --profile default"):
         load_prior(tmp_path / "nope.safetensors")
+
+
+def test_render_matches_stored_reference():
+    """A seeded tiny generator renders (and back-propagates) what the code before the rendering
+    speed-ups stored in tests/data/eg3d_reference.npz (tests/eg3d_reference.py)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import eg3d_reference
+
+    stored = np.load(eg3d_reference.REFERENCE, allow_pickle=False)
+    got = eg3d_reference.outputs()
+    assert sorted(got) == sorted(stored.files)
+    for key, value in got.items():
+        scale = float(np.abs(stored[key]).max())
+        np.testing.assert_allclose(value, stored[key], rtol=1e-4, atol=1e-5 * scale, err_msg=key)

@@ -66,7 +66,7 @@ def test_run_notebook_injects_profile_and_given_parameters_and_reports_failing_c
     assert (tmp_path / "out" / "01_bad.ipynb").is_file()  # kept for inspection
 
 
-def test_schedule_runs_data_first_and_explorer_last():
+def test_schedule_runs_data_first_and_the_explorer_last():
     names = ["00_data", "01_a", "02_b", "03_c", "04_d", "05_explore"]
     assert nbr.schedule(names) == [["00_data"], ["01_a", "02_b", "03_c", "04_d"], ["05_explore"]]
     assert nbr.schedule(["03_c"]) == [["03_c"]]

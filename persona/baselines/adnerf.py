@@ -134,7 +134,7 @@ class ADNeRF(AudioConditioned):
     def _context(self, conditions: dict[str, torch.Tensor], positions: torch.Tensor | None, step: int, training: bool) -> Any:
         return per_image(self.audio_code(conditions, positions, step))
 
-    def _field(self, ctx: Any, level: str, points: torch.Tensor, dirs: torch.Tensor):
+    def _field(self, ctx: Any, level: str, points: torch.Tensor, dirs: torch.Tensor, order: torch.Tensor | None = None):
         rgb, sigma = getattr(self.net, level)(self._normalise(points), dirs, ctx)
         return rgb, sigma, torch.zeros(())
 

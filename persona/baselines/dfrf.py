@@ -34,7 +34,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from persona.baselines.adnerf import AudioConditioned
-from persona.baselines.nerf_core import ConditionedNeRF, NeRFConfig, config_from, encoded_dim, positional_encoding, project_points
+from persona.baselines.nerf_core import (ConditionedNeRF, NeRFConfig, config_from, encoded_dim, merge_samples, new_samples,
+                                         positional_encoding, project_points)
 from persona.cameras import PIVOT, RADIUS
 from persona.errors import PersonaInputError
 from persona.prior import AUDIO_DIM
@@ -105,8 +106,11 @@ class OffsetMLP(nn.Module):
                 nn.init.normal_(m.weight, 0.0, 1e-3)
                 nn.init.zeros_(m.bias)
 
+    def clamp(self, offsets: torch.Tensor) -> torch.Tensor:
+        return offsets.clamp(-self.max_offset_px, self.max_offset_px)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(x).clamp(-self.max_offset_px, self.max_offset_px)
+        return self.clamp(self.mlp(x))
 
 
 class ReferenceAttention(nn.Module):
@@ -118,15 +122,40 @@ class ReferenceAttention(nn.Module):
         self.score = nn.Linear(dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.value(x)  # [K,P,D]
-        weights = torch.softmax(self.score(h), dim=0)  # [K,P,1]
+        return self.attend(self.value(x))
+
+    def attend(self, h: torch.Tensor) -> torch.Tensor:
+        """Values [K,...,D] -> their softmax-weighted sum over K [...,D]."""
+        weights = torch.softmax(self.score(h), dim=0)  # [K,...,1]
         return (weights * h).sum(0)
 
 
-def sample_maps(maps: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
-    """Bilinear samples of maps [K,F,H,W] at uv [K,P,2] in [0,1] (border padding) -> [K,P,F]."""
+def project_maps(maps: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """A linear map of every pixel's features: maps [K,F,H,W], weight [O,F] -> [K,O,H,W]."""
+    return F.conv2d(maps, weight[:, :, None, None])
+
+
+def sample_channels_first(maps: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples of maps [K,F,H,W] at uv [K,P,2] in [0,1] (border padding) -> [K,F,P]."""
     grid = (uv * 2 - 1).unsqueeze(1)  # [K,1,P,2], x = u, y = v
-    return F.grid_sample(maps, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0].transpose(1, 2)
+    return F.grid_sample(maps, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0]
+
+
+def channels_first_mlp(layers: nn.Sequential, h: torch.Tensor) -> torch.Tensor:
+    """``layers`` (nn.Linear and activations) applied to channels-first features [K,C,P] -> [K,O,P]."""
+    for layer in layers:
+        h = _left_matmul(layer.weight, h) + layer.bias[:, None] if isinstance(layer, nn.Linear) else layer(h)
+    return h
+
+
+def _left_matmul(weight: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """weight [O,C] @ h [K,C,P] -> [K,O,P] (a batched matmul: torch.matmul would copy h transposed)."""
+    return torch.bmm(weight.expand(h.shape[0], -1, -1), h)
+
+
+def _flat_batch(x: torch.Tensor) -> torch.Tensor:
+    """[B,C,N] -> [C,B*N] (image-major, as the points are flattened)."""
+    return x.transpose(0, 1).reshape(x.shape[1], -1)
 
 
 class DFRF(AudioConditioned):
@@ -173,29 +202,63 @@ class DFRF(AudioConditioned):
             images, cameras = self._train_images[pick], self._train_cameras[pick]
         else:
             images, cameras = self.net.ref_images, self.net.ref_cameras
-        return {"audio": self.audio_code(conditions, positions, step), "maps": self.net.encoder(images, cameras),
-                "cameras": cameras}
+        maps = self.net.encoder(images, cameras)  # [K,F,H,W]
+        # the feature columns of the deformation's and the fusion's first layers, applied to the maps
+        # before sampling (bilinear sampling with border padding commutes with a per-pixel linear map):
+        # one 1x1 map per reference instead of one matmul per sample and reference
+        f = self.config.feature_dim
+        return {"audio": self.audio_code(conditions, positions, step), "maps": maps, "cameras": cameras,
+                "deform_maps": project_maps(maps.detach(), self.net.offsets.mlp[0].weight[:, -f:]),
+                "value_maps": project_maps(maps, self.net.fusion.value[0].weight[:, :f])}
 
     def reference_features(self, ctx: Any, points: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """World points [P,3], audio codes [P,A] -> (fused features [P,fusion_dim], offset penalty scalar)."""
-        maps, cameras = ctx["maps"], ctx["cameras"]
-        k, res = maps.shape[0], maps.shape[-1]
-        pe = positional_encoding(self._normalise(points), self.config.xyz_freqs)  # [P,E]
-        uv, _ = project_points(points.unsqueeze(0).expand(k, -1, -1), cameras)  # [K,P,2]
-        first = sample_maps(maps, uv).detach()
-        deform_in = torch.cat([pe.expand(k, -1, -1), audio.detach().expand(k, -1, -1), first], -1)
-        offsets_px = self.net.offsets(deform_in)  # [K,P,2]
-        moved = (uv + offsets_px / res).clamp(0.0, 1.0)
-        features = sample_maps(maps, moved)
-        fused = self.net.fusion(torch.cat([features, moved * 2 - 1, pe.expand(k, -1, -1)], -1))
-        return fused, offsets_px.pow(2).mean()
+        """World points [B,N,3] (N points of each of B images), audio codes [B,A] -> (fused features
+        [B,N,fusion_dim], offset penalty scalar).
 
-    def _field(self, ctx: Any, level: str, points: torch.Tensor, dirs: torch.Tensor):
+        The deformation MLP takes (encoded point ++ audio ++ feature at the projection) and the fusion
+        (feature at the moved projection ++ moved position ++ encoded point); their first layers are
+        applied part by part: the encoded point once for all K references, the audio code once per
+        image, the features as maps projected in :meth:`_context` - nothing is copied per sample
+        and reference."""
+        cameras = ctx["cameras"]
+        k, res = cameras.shape[0], ctx["maps"].shape[-1]
+        b, n = points.shape[:2]
+        e, a, f = encoded_dim(3, self.config.xyz_freqs), audio.shape[-1], self.config.feature_dim
+        # channels first from here on ([K,C,B*N]): the sampled maps come that way from grid_sample
+        pe = positional_encoding(self._normalise(points), self.config.xyz_freqs).transpose(1, 2)  # [B,E,N]
+        uv, _ = project_points(points.reshape(1, b * n, 3).expand(k, -1, -1), cameras)  # [K,B*N,2]
+        deform = self.net.offsets.mlp
+        w = deform[0].weight  # columns: encoded point | audio | feature
+        base = torch.matmul(w[:, :e], pe) + (F.linear(audio.detach(), w[:, e:e + a], deform[0].bias)[:, :, None])  # [B,H,N]
+        hidden = sample_channels_first(ctx["deform_maps"], uv) + _flat_batch(base)  # [K,H,B*N]
+        offsets_px = self.net.offsets.clamp(channels_first_mlp(deform[1:], hidden).transpose(1, 2))  # [K,B*N,2]
+        moved = (uv + offsets_px / res).clamp(0.0, 1.0)
+        value, activation = self.net.fusion.value
+        w = value.weight  # columns: feature | moved position | encoded point
+        h = (sample_channels_first(ctx["value_maps"], moved) + _flat_batch(torch.matmul(w[:, f + 2:], pe))
+             + _left_matmul(w[:, f:f + 2], (moved * 2 - 1).transpose(1, 2)) + value.bias[:, None])  # [K,D,B*N]
+        h = activation(h)
+        score = _left_matmul(self.net.fusion.score.weight, h) + self.net.fusion.score.bias[:, None]  # [K,1,B*N]
+        fused = (torch.softmax(score, dim=0) * h).sum(0)  # [D,B*N]
+        return fused.t().reshape(b, n, -1), offsets_px.pow(2).mean()
+
+    def _field(self, ctx: Any, level: str, points: torch.Tensor, dirs: torch.Tensor, order: torch.Tensor | None = None):
+        """The fine level reuses the reference features of the coarse samples (kept in ``ctx``)
+        and computes them only for its new samples."""
         shape = points.shape[:-1]  # [B,R,S]
-        flat = points.reshape(-1, 3)
-        audio = ctx["audio"][:, None, None, :].expand(*shape, -1).reshape(flat.shape[0], -1)
-        fused, penalty = self.reference_features(ctx, flat, audio)
-        cond = torch.cat([audio, fused], -1).view(*shape, -1)
+        coarse = ctx.pop("_coarse", None) if order is not None else None
+        if coarse is None:
+            fused, penalty = self.reference_features(ctx, points.reshape(shape[0], -1, 3), ctx["audio"])
+            fused = fused.view(*shape, -1)
+            if order is None:
+                ctx["_coarse"] = (fused, penalty, fused.shape[-2])
+        else:
+            at_coarse, coarse_penalty, n_coarse = coarse
+            fresh = new_samples(points, order, n_coarse)  # [B,R,S-Sc,3]
+            at_new, new_penalty = self.reference_features(ctx, fresh.reshape(shape[0], -1, 3), ctx["audio"])
+            fused = merge_samples(at_coarse, at_new.view(*fresh.shape[:-1], -1), order)
+            penalty = (coarse_penalty * n_coarse + new_penalty * (shape[-1] - n_coarse)) / shape[-1]  # the mean over all samples
+        cond = (ctx["audio"][:, None, None, :], fused)  # audio ++ fused, the audio once per image
         rgb, sigma = getattr(self.net, level)(self._normalise(points), dirs, cond)
         return rgb, sigma, self.config.offset_l2_weight * penalty
 

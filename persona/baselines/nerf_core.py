@@ -74,10 +74,17 @@ class ConditionedNeRF(nn.Module):
 
     The condition enters through its own linear map added to the first (and skip) layer -
     the same function as concatenating it, but computed at the condition's own shape, so a
-    per-image condition [B,1,1,C] is not copied to every sample.
+    per-image condition [B,1,1,C] is not copied to every sample. The same holds for every other
+    concatenation of the model: the skip layer adds a map of the encoded point to a map of the
+    hidden state, and the colour branch adds a map of the encoded direction, computed at the
+    direction's shape (one per ray when ``dirs`` is [...,1,3]), to a map of the feature.
+    The parameters are those of the concatenating model (``trunk[skip]``, ``branch[0]`` and
+    ``cond_maps`` take the concatenated width), so checkpoints are the same.
 
-    ``xyz`` [...,3] normalised to ~[-1,1]; ``dirs`` [...,3] unit; ``cond`` [...,C] broadcastable
-    to the points -> ``rgb`` [...,3] in [0,1] (sigmoid), ``sigma`` [...] raw (ReLU at compositing).
+    ``xyz`` [...,3] normalised to ~[-1,1]; ``dirs`` [...,3] unit, broadcastable to the points;
+    ``cond`` [...,C] broadcastable to the points, or a tuple of parts [...,C_i] (each
+    broadcastable, widths summing to C) that stand for their concatenation -> ``rgb`` [...,3]
+    in [0,1] (sigmoid), ``sigma`` [...] raw (ReLU at compositing).
     """
 
     def __init__(self, cond_dim: int, width: int = 256, depth: int = 8, skip: int = 5, dir_width: int = 128,
@@ -86,6 +93,7 @@ class ConditionedNeRF(nn.Module):
         if not 0 < skip < depth:
             skip = -1  # no skip for tiny trunks
         self.cond_dim, self.skip, self.xyz_freqs, self.dir_freqs = cond_dim, skip, xyz_freqs, dir_freqs
+        self.width = width
         xyz_dim = encoded_dim(3, xyz_freqs)
         self.trunk = nn.ModuleList()
         self.cond_maps = nn.ModuleDict()
@@ -101,27 +109,55 @@ class ConditionedNeRF(nn.Module):
         self.branch = nn.ModuleList(branch)
         self.color = nn.Linear(dir_width, 3)
 
-    def forward(self, xyz: torch.Tensor, dirs: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _condition(self, i: int, cond: torch.Tensor | tuple[torch.Tensor, ...] | None) -> torch.Tensor | None:
+        """The condition's term of layer ``i`` (at the condition's shape), or None."""
+        if str(i) not in self.cond_maps:
+            return None
+        if cond is None:
+            raise ValueError(f"ConditionedNeRF: a condition [...,{self.cond_dim}] is required")
+        return split_linear(cond, self.cond_maps[str(i)].weight)
+
+    def forward(self, xyz: torch.Tensor, dirs: torch.Tensor,
+                cond: torch.Tensor | tuple[torch.Tensor, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         pe = positional_encoding(xyz, self.xyz_freqs)
+        width = self.width
         h = None
         for i, layer in enumerate(self.trunk):
             if i == 0:
                 h = layer(pe)
-            elif i == self.skip:
-                h = layer(torch.cat([h, pe], dim=-1))
+            elif i == self.skip:  # == layer(cat([h, pe])), without the copy
+                h = F.linear(h, layer.weight[:, :width]) + F.linear(pe, layer.weight[:, width:], layer.bias)
             else:
                 h = layer(h)
-            if str(i) in self.cond_maps:
-                if cond is None:
-                    raise ValueError(f"ConditionedNeRF: a condition [...,{self.cond_dim}] is required")
-                h = h + self.cond_maps[str(i)](cond)
-            h = F.relu(h)
+            term = self._condition(i, cond)
+            if term is not None:
+                h = h + term
+            h = F.relu(h, inplace=True)
         sigma = self.density(h).squeeze(-1)
         h = self.feature(h)
-        h = torch.cat([h, positional_encoding(dirs, self.dir_freqs).expand(*h.shape[:-1], -1)], dim=-1)
-        for layer in self.branch:
-            h = F.relu(layer(h))
+        first = self.branch[0]  # == first(cat([h, encoded dirs])), the direction term once per ray
+        h = F.linear(h, first.weight[:, :width]) + F.linear(positional_encoding(dirs, self.dir_freqs), first.weight[:, width:], first.bias)
+        h = F.relu(h, inplace=True)
+        for layer in self.branch[1:]:
+            h = F.relu(layer(h), inplace=True)
         return torch.sigmoid(self.color(h)), sigma
+
+
+def split_linear(parts: torch.Tensor | tuple[torch.Tensor, ...], weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(cat(parts, -1), weight, bias)`` without the concatenation: each part [...,C_i]
+    meets its own columns of ``weight`` [O,sum C_i] at its own shape and the terms are added
+    (broadcast), so a per-image or per-ray part is never copied to every sample -> [...,O]."""
+    if isinstance(parts, torch.Tensor):
+        return F.linear(parts, weight, bias)
+    widths = [p.shape[-1] for p in parts]
+    if sum(widths) != weight.shape[1]:
+        raise ValueError(f"split_linear: parts of widths {widths} (sum {sum(widths)}) for a weight taking {weight.shape[1]}")
+    out, lo = None, 0
+    for j, part in enumerate(parts):
+        term = F.linear(part, weight[:, lo:lo + widths[j]], bias if j == 0 else None)
+        out = term if out is None else out + term
+        lo += widths[j]
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,7 +287,11 @@ def render_rays(field, origins: torch.Tensor, dirs: torch.Tensor, background: to
                 training: bool, generator: torch.Generator | None = None) -> dict[str, Any]:
     """Coarse + fine volume rendering of a ray batch.
 
-    ``field(level, points [B,R,S,3] world, dirs [B,R,S,3]) -> (rgb [B,R,S,3], sigma [B,R,S], extra_loss)``
+    ``field(level, points [B,R,S,3] world, dirs [B,R,1,3], order) -> (rgb [B,R,S,3], sigma [B,R,S], extra_loss)``
+    (one direction per ray, broadcast over its samples); ``order`` is None for the coarse level
+    and, for the fine level, [B,R,S] long: where each (sorted) fine-level sample sits in
+    ``cat([coarse samples, new samples], -1)``, so a field may reuse what it computed for the
+    coarse samples: ``cat([at_coarse, at_new], -2).gather(-2, order)`` (see :func:`new_samples`).
     with ``level`` in {"coarse", "fine"}; ``origins``/``dirs`` [B,R,3]; ``background`` [B,R,3] in
     [0,1] or None -> {"coarse": [B,R,3], "fine": [B,R,3] or None, "extra_loss": scalar,
     "opacity": [B,R]}. Fine samples are drawn from the coarse weights (detached) and merged with
@@ -261,9 +301,9 @@ def render_rays(field, origins: torch.Tensor, dirs: torch.Tensor, background: to
     depths = stratified_depths(near, far, settings.n_coarse, perturb=training, generator=generator)
     noise = settings.noise_std if training else 0.0
 
-    def run(level: str, z: torch.Tensor):
+    def run(level: str, z: torch.Tensor, order: torch.Tensor | None = None):
         pts = origins.unsqueeze(-2) + dirs.unsqueeze(-2) * z.unsqueeze(-1)
-        rgb, sigma, extra = field(level, pts, dirs.unsqueeze(-2).expand_as(pts))
+        rgb, sigma, extra = field(level, pts, dirs.unsqueeze(-2), order)
         return composite(rgb, sigma, z, background, noise, generator, settings.activation), extra
 
     coarse, extra = run("coarse", depths)
@@ -271,10 +311,25 @@ def render_rays(field, origins: torch.Tensor, dirs: torch.Tensor, background: to
     if settings.n_fine > 0:
         mids = 0.5 * (depths[..., 1:] + depths[..., :-1])
         fine_z = sample_pdf(mids, coarse["weights"][..., 1:-1].detach(), settings.n_fine, deterministic=not training, generator=generator)
-        z, _ = torch.sort(torch.cat([depths, fine_z.detach()], -1), -1)
-        fine, extra_fine = run("fine", z)
+        z, order = torch.sort(torch.cat([depths, fine_z.detach()], -1), -1)
+        fine, extra_fine = run("fine", z, order)
         out.update(fine=fine["rgb"], extra_loss=extra + extra_fine, opacity=fine["opacity"])
     return out
+
+
+def new_samples(points: torch.Tensor, order: torch.Tensor, n_coarse: int) -> torch.Tensor:
+    """The fine level's samples that the coarse level did not see: ``points`` [B,R,S,D] in sorted
+    order, ``order`` [B,R,S] as :func:`render_rays` passes it -> [B,R,S-n_coarse,D], in the order
+    they were drawn."""
+    inverse = torch.argsort(order, dim=-1)[..., n_coarse:]  # sorted position of each new sample
+    return points.gather(-2, inverse.unsqueeze(-1).expand(*inverse.shape, points.shape[-1]))
+
+
+def merge_samples(at_coarse: torch.Tensor, at_new: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Values at the coarse samples [B,R,Sc,D] and at the new ones [B,R,Sn,D] -> values at the
+    fine level's sorted samples [B,R,Sc+Sn,D] (``order`` as :func:`render_rays` passes it)."""
+    both = torch.cat([at_coarse, at_new], -2)
+    return both.gather(-2, order.unsqueeze(-1).expand(*order.shape, both.shape[-1]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -357,6 +412,7 @@ class NeRFConfig:
     inside the face box. ``density_activation``: ``relu`` as the originals, ``softplus`` for the
     small CPU profiles (see :func:`composite`). ``device``: ``cpu``, ``cuda`` or ``auto`` (cuda
     when available; the paper profile uses ``auto``). ``scene_radius``: half-depth of the sampled slab around the pivot.
+    ``render_chunk``: rays rendered at once by :meth:`NeRFBaseline.render` (the image is the same for any value).
     """
 
     profile: str = "default"
@@ -378,7 +434,7 @@ class NeRFConfig:
     density_noise_std: float = 0.0
     density_activation: str = "relu"
     scene_radius: float = 0.6
-    render_chunk: int = 4096
+    render_chunk: int = 256  # rays per rendering chunk: ~10k samples stay in a CPU's caches (4096: 2-3x slower)
     device: str = "cpu"
     checkpoint_every: int = 200
     log_every: int = 25
@@ -409,7 +465,7 @@ class NeRFBaseline:
     - ``_init_from_data(frames)`` to fill data-dependent state (background, references, ...),
     - ``_context(conditions, positions, step, training)``: per-image conditioning, where
       ``conditions`` is a batch dict and ``positions`` [B] the rows of the training frames (or None),
-    - ``_field(ctx, level, points, dirs) -> (rgb, sigma, extra_loss)`` for :func:`render_rays`,
+    - ``_field(ctx, level, points, dirs, order=None) -> (rgb, sigma, extra_loss)`` for :func:`render_rays`,
     and optionally ``_param_groups()`` and ``_regulariser(ctx)``.
     """
 
@@ -436,7 +492,7 @@ class NeRFBaseline:
     def _context(self, conditions: dict[str, torch.Tensor], positions: torch.Tensor | None, step: int, training: bool) -> Any:
         raise NotImplementedError
 
-    def _field(self, ctx: Any, level: str, points: torch.Tensor, dirs: torch.Tensor):
+    def _field(self, ctx: Any, level: str, points: torch.Tensor, dirs: torch.Tensor, order: torch.Tensor | None = None):
         raise NotImplementedError
 
     def _param_groups(self) -> list[dict[str, Any]]:
@@ -545,7 +601,7 @@ class NeRFBaseline:
             target = gather_pixels(targets[pos], pixels)
             bg = gather_pixels(self.net.background.unsqueeze(0).expand(len(pos), -1, -1, -1), pixels)
             ctx = self._context({k: v[pos] for k, v in frames.items()}, pos, step, training=True)
-            out = render_rays(lambda lvl, p, d: self._field(ctx, lvl, p, d), origins, dirs, bg, settings, True, device_generator)
+            out = render_rays(lambda lvl, p, d, order: self._field(ctx, lvl, p, d, order), origins, dirs, bg, settings, True, device_generator)
             mse_coarse = F.mse_loss(out["coarse"], target)
             mse_fine = F.mse_loss(out["fine"], target) if out["fine"] is not None else torch.zeros(())
             loss = mse_coarse + mse_fine + out["extra_loss"] + self._regulariser(ctx)
@@ -593,7 +649,7 @@ class NeRFBaseline:
         for lo in range(0, res * res, self.config.render_chunk):
             px = pixels[:, lo:lo + self.config.render_chunk]
             origins, dirs = camera_rays(camera, pixel_uv(px, res))
-            out = render_rays(lambda lvl, p, d: self._field(ctx, lvl, p, d), origins, dirs,
+            out = render_rays(lambda lvl, p, d, order: self._field(ctx, lvl, p, d, order), origins, dirs,
                               gather_pixels(bg_all, px), self.ray_settings, False)
             colours.append(out["fine"] if out["fine"] is not None else out["coarse"])
         rgb = torch.cat(colours, dim=1).cpu()  # [B,H*W,3]

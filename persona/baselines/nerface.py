@@ -92,7 +92,7 @@ class NerFACE(NeRFBaseline):
         latent = self.net.latents[positions]
         return {"cond": torch.cat([expression * self.config.expression_scale, latent], dim=1), "latent": latent}
 
-    def _field(self, ctx: Any, level: str, points: torch.Tensor, dirs: torch.Tensor):
+    def _field(self, ctx: Any, level: str, points: torch.Tensor, dirs: torch.Tensor, order: torch.Tensor | None = None):
         rgb, sigma = getattr(self.net, level)(self._normalise(points), dirs, per_image(ctx["cond"]))
         return rgb, sigma, torch.zeros(())
 

@@ -94,29 +94,54 @@ def sample_importance(depths: torch.Tensor, weights: torch.Tensor, n: int) -> to
     return sample_pdf(mids, w[:, 1:-1], n).detach().reshape(batch, rays, n, 1)
 
 
+def march_weights(densities: torch.Tensor, depths: torch.Tensor) -> torch.Tensor:
+    """The mip ray marcher's weights of the S-1 intervals: densities [B,R,S,1] (raw sigma), sorted
+    depths [B,R,S,1] -> weights [B,R,S-1,1]."""
+    deltas = depths[:, :, 1:] - depths[:, :, :-1]
+    sigma_mid = F.softplus((densities[:, :, :-1] + densities[:, :, 1:]) / 2 - 1)
+    alpha = 1 - torch.exp(-sigma_mid * deltas)
+    shifted = torch.cat([torch.ones_like(alpha[:, :, :1]), 1 - alpha + 1e-10], -2)
+    return alpha * torch.cumprod(shifted, -2)[:, :, :-1]
+
+
+def _depth(weights: torch.Tensor, depths: torch.Tensor) -> torch.Tensor:
+    depths_mid = (depths[:, :, :-1] + depths[:, :, 1:]) / 2
+    depth = (weights * depths_mid).sum(-2) / weights.sum(2)
+    return torch.nan_to_num(depth, float("inf")).clamp(depths.min(), depths.max())
+
+
 def ray_march(colors: torch.Tensor, densities: torch.Tensor, depths: torch.Tensor, white_back: bool = False):
     """Mip ray marcher. colors [B,R,S,C] in [0,1], densities [B,R,S,1] (raw sigma), depths [B,R,S,1]
     -> (rgb [B,R,C] in [-1,1], depth [B,R,1], weights [B,R,S-1,1])."""
-    deltas = depths[:, :, 1:] - depths[:, :, :-1]
+    weights = march_weights(densities, depths)
     colors_mid = (colors[:, :, :-1] + colors[:, :, 1:]) / 2
-    sigma_mid = F.softplus((densities[:, :, :-1] + densities[:, :, 1:]) / 2 - 1)
-    depths_mid = (depths[:, :, :-1] + depths[:, :, 1:]) / 2
-    alpha = 1 - torch.exp(-sigma_mid * deltas)
-    shifted = torch.cat([torch.ones_like(alpha[:, :, :1]), 1 - alpha + 1e-10], -2)
-    weights = alpha * torch.cumprod(shifted, -2)[:, :, :-1]
     rgb = (weights * colors_mid).sum(-2)
-    total = weights.sum(2)
-    depth = (weights * depths_mid).sum(-2) / total
-    depth = torch.nan_to_num(depth, float("inf")).clamp(depths.min(), depths.max())
     if white_back:
-        rgb = rgb + 1 - total
-    return rgb * 2 - 1, depth, weights
+        rgb = rgb + 1 - weights.sum(2)
+    return rgb * 2 - 1, _depth(weights, depths), weights
 
 
-def _sort_samples(depths, colors, densities):
-    order = torch.sort(depths, dim=-2).indices
-    return (torch.gather(depths, -2, order), torch.gather(colors, -2, order.expand(-1, -1, -1, colors.shape[-1])),
-            torch.gather(densities, -2, order))
+def ray_march_unsorted(colors: list[torch.Tensor], densities: list[torch.Tensor], depths: list[torch.Tensor], white_back: bool = False):
+    """:func:`ray_march` of samples given in parts ([B,R,S_i,*] each, unsorted along a ray), without
+    sorting or concatenating the colours: the colour of interval i is the mean of its two end
+    samples, so ``sum_i w_i (c_i + c_i+1) / 2 = sum_j c_j (w_j-1 + w_j) / 2``; the per-sample
+    factors are computed in depth order and put back where each sample came from (one channel
+    instead of C). Same results as sorting everything first, to float rounding."""
+    all_depths = torch.cat(depths, -2)
+    order = torch.sort(all_depths, dim=-2).indices  # [B,R,S,1]
+    depths_sorted = torch.gather(all_depths, -2, order)
+    weights = march_weights(torch.gather(torch.cat(densities, -2), -2, order), depths_sorted)  # [B,R,S-1,1]
+    pad = torch.zeros_like(weights[:, :, :1])
+    factor = (torch.cat([pad, weights], -2) + torch.cat([weights, pad], -2)) / 2  # [B,R,S,1], depth order
+    factor = torch.empty_like(factor).scatter_(-2, order, factor)  # back to the parts' order
+    rgb, start = None, 0
+    for part in colors:
+        term = (part * factor[:, :, start:start + part.shape[2]]).sum(-2)
+        rgb = term if rgb is None else rgb + term
+        start += part.shape[2]
+    if white_back:
+        rgb = rgb + 1 - weights.sum(2)
+    return rgb * 2 - 1, _depth(weights, depths_sorted), weights
 
 
 Decoder = Callable[[torch.Tensor, torch.Tensor], dict]
@@ -141,10 +166,11 @@ def render_planes(planes: torch.Tensor, decoder: Decoder, origins: torch.Tensor,
     depths = sample_stratified(batch, rays, ray_start, ray_end, depth_resolution, device=origins.device)
     colors, densities = query(depths)
     if depth_resolution_importance > 0:
-        _, _, weights = ray_march(colors, densities, depths, white_back)
+        with torch.no_grad():  # the coarse pass only places the fine samples
+            weights = march_weights(densities, depths)
         fine = sample_importance(depths, weights, depth_resolution_importance)
         colors_f, densities_f = query(fine)
-        depths, colors, densities = _sort_samples(torch.cat([depths, fine], -2), torch.cat([colors, colors_f], -2),
-                                                  torch.cat([densities, densities_f], -2))
-    rgb, depth, weights = ray_march(colors, densities, depths, white_back)
+        rgb, depth, weights = ray_march_unsorted([colors, colors_f], [densities, densities_f], [depths, fine], white_back)
+    else:
+        rgb, depth, weights = ray_march(colors, densities, depths, white_back)
     return rgb, depth, weights.sum(2)

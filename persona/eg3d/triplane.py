@@ -31,7 +31,9 @@ class OSGDecoder(nn.Module):
         )
 
     def forward(self, sampled_features: torch.Tensor, ray_directions: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        x = sampled_features.mean(1)
+        # the mean over the planes in the layout grid_sample produced ([B,3,C,M] when
+        # ``sampled_features`` is sample_planes' transposed view): a contiguous reduction
+        x = sampled_features.transpose(2, 3).mean(1).transpose(1, 2)  # [B,M,C]
         batch, points, channels = x.shape
         x = self.net(x.reshape(batch * points, channels)).reshape(batch, points, -1)
         return {"rgb": torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001, "sigma": x[..., 0:1]}

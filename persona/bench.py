@@ -1,0 +1,253 @@
+"""``python -m persona bench methods``: training and rendering speed of every method.
+
+For each method at a profile's sizes (default: the ``default`` profile): milliseconds per
+training step, milliseconds per rendered test frame (64 px, batch 1), the FLOPs of each
+(``torch.utils.flop_counter``: matmuls and convolutions; element-wise work, grid_sample and
+searchsorted are not counted) and the share of the machine's plain fp32 matmul throughput
+measured in the same run (:func:`persona.eg3d.bench.matmul_gflops`) that they reach.
+
+Times are CPU time of this process (``time.process_time``): on a shared machine wall time
+swings with the other processes' load, while the CPU time of a one-thread run is the time it
+held a core (with more threads it is the sum over them; ``--wall`` reports wall time instead).
+
+- training step: the method's own ``fit`` on the first video: (time of a ``--steps``-iteration
+  fit - time of a 2-iteration fit) / (steps - 2), so setup and the first two (warm-up) steps
+  cancel. Only the iteration count, logging and checkpoint spacing change; ours also starts its
+  second stage (the generator trains) after one step, the stage most of a run spends in.
+  FLOPs per step: a 2-step fit minus a 1-step fit under the flop counter.
+- rendered frame: ``render`` of one test frame, median of ``--repeats``. PTI trains nothing
+  and inverts each test frame: its frame time includes that inversion, and its "step" is one
+  optimisation step of the inversion (frame time / steps; FLOPs: an inversion of 2+2+2 steps
+  minus one of 1+1+1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from persona.errors import PersonaInputError
+
+# the column order of the Markdown table
+COLUMNS = ("method", "train ms/step", "train GFLOP/step", "train % peak", "render ms/frame", "render GFLOP/frame",
+           "render % peak")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row: a registered method, its config overrides, and which video it trains on."""
+
+    label: str
+    method: str
+    cfg: dict[str, Any] = field(default_factory=dict)
+    video: str = "mono"  # 'mono' or 'audio'
+
+
+CASES: tuple[Case, ...] = (
+    Case("ours (rgb)", "ours", {"modality": "rgb"}),
+    Case("ours (3dmm)", "ours", {"modality": "3dmm"}),
+    Case("ours (audio)", "ours", {"modality": "audio"}, video="audio"),
+    Case("PTI", "pti"),
+    Case("NerFACE", "nerface"),
+    Case("AD-NeRF", "adnerf", video="audio"),
+    Case("DFRF", "dfrf", video="audio"),
+    Case("FOMM", "fomm"),
+    Case("NHA", "nha"),
+)
+NO_STEP_LOG = 10 ** 9  # checkpoint/sample spacing that no benchmark run reaches
+CLOCK: list[Callable[[], float]] = [time.process_time]  # what the benchmark times with (--wall: perf_counter)
+
+
+def case_names() -> list[str]:
+    return [c.method if c.method != "ours" else f"ours-{c.cfg['modality']}" for c in CASES]
+
+
+def _fit_cfg(case: Case, profile: str, steps: int) -> dict[str, Any]:
+    """The case's config for a ``steps``-iteration fit logging every step (only counts change)."""
+    cfg = {**case.cfg, "profile": profile, "iterations": steps, "log_every": NO_STEP_LOG, "checkpoint_every": NO_STEP_LOG}
+    if case.method == "ours":
+        cfg.update(frozen_iterations=min(1, steps), sample_every=NO_STEP_LOG)
+    return cfg
+
+
+def _build(case: Case, cfg: dict[str, Any]):
+    from persona.methods import build_method
+
+    return build_method(case.method, dict(cfg))
+
+
+def _fit(case: Case, cfg: dict[str, Any], train: Any, root: Path):
+    from persona.runs import RunDir
+
+    method = _build(case, cfg)
+    run = RunDir(root)
+    method.fit(train, run)
+    return method, run
+
+
+def _flops(fn: Callable[[], Any]) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    start = CLOCK[0]()
+    fn()
+    return CLOCK[0]() - start
+
+
+def _one_frame(test: Any) -> dict[str, Any]:
+    from torch.utils.data import default_collate
+
+    return default_collate([test[len(test) // 2]])
+
+
+def _render_once(method: Any, batch: dict[str, Any]) -> torch.Tensor:
+    from persona.evaluate import render_batch
+
+    if hasattr(method, "cache"):  # PTI: every render is a fresh inversion
+        method.cache.clear()
+    return render_batch(method, batch)
+
+
+def _timed_renders(method: Any, batch: dict[str, Any], repeats: int) -> float:
+    times = []
+    for _ in range(max(1, repeats)):
+        times.append(_timed(lambda: _render_once(method, batch)))
+    return statistics.median(times)
+
+
+def _prepare_render(method: Any, test: Any) -> None:
+    if hasattr(method, "attach_audio"):
+        method.attach_audio(test)
+    if hasattr(method, "set_test_frames"):
+        method.set_test_frames(test)
+
+
+def bench_pti(case: Case, profile: str, train: Any, test: Any, repeats: int, work: Path) -> dict[str, float]:
+    """PTI: the inversion is its training; one render = one inversion + one synthesis."""
+    cfg = {**case.cfg, "profile": profile, "disk_cache": False}
+    batch = _one_frame(test)
+    method, _ = _fit(case, cfg, train, work / "pti")
+    _prepare_render(method, test)
+    _render_once(method, batch)  # warm-up
+    frame_s = _timed_renders(method, batch, min(repeats, 2))
+    c = method.config
+    step_s = frame_s / max(1, c.w_steps + c.wplus_steps + c.tune_steps)  # the synthesis is one forward more
+
+    def inversion_flops(n: int) -> float:
+        small, _ = _fit(case, {**cfg, "w_steps": n, "wplus_steps": n, "tune_steps": n}, train, work / f"pti-{n}")
+        _prepare_render(small, test)
+        return _flops(lambda: _render_once(small, batch))
+
+    one, two = inversion_flops(1), inversion_flops(2)
+    render_flops = one + (two - one) / 3 * (c.w_steps + c.wplus_steps + c.tune_steps - 3)
+    return {"train_s": step_s, "train_flops": (two - one) / 3, "render_s": frame_s, "render_flops": render_flops}
+
+
+def bench_case(case: Case, profile: str, train: Any, test: Any, steps: int = 8, repeats: int = 3,
+               work: Path | None = None) -> dict[str, float]:
+    """Seconds and FLOPs of one training step and one rendered test frame of ``case``:
+    {train_s, train_flops, render_s, render_flops}. ``train``/``test``: FrameDatasets (or stand-ins)."""
+    if steps < 4:
+        raise PersonaInputError(f"bench methods: --steps {steps}; expected at least 4 (two warm-up steps, two timed)")
+    with tempfile.TemporaryDirectory(prefix="persona-bench-") as tmp:
+        work = Path(work or tmp)
+        if case.method == "pti":
+            return bench_pti(case, profile, train, test, repeats, work)
+        _fit(case, _fit_cfg(case, profile, 2), train, work / "warm")  # imports, caches
+        short = _timed(lambda: _fit(case, _fit_cfg(case, profile, 2), train, work / "short"))
+        trained: list[Any] = []
+        full = _timed(lambda: trained.append(_fit(case, _fit_cfg(case, profile, steps), train, work / "timed")))
+        train_s = max(0.0, full - short) / (steps - 2)
+        method = trained[0][0]
+        flops_1 = _flops(lambda: _fit(case, _fit_cfg(case, profile, 1), train, work / "count-1"))
+        flops_2 = _flops(lambda: _fit(case, _fit_cfg(case, profile, 2), train, work / "count-2"))
+        batch = _one_frame(test)
+        _prepare_render(method, test)
+        render_flops = _flops(lambda: _render_once(method, batch))  # also the warm-up
+        render_s = _timed_renders(method, batch, repeats)
+    return {"train_s": train_s, "train_flops": max(0.0, flops_2 - flops_1), "render_s": render_s, "render_flops": render_flops}
+
+
+def markdown_table(rows: list[dict[str, Any]], peak_gflops: float) -> str:
+    """Rows of :func:`bench_case` results (plus ``label``) -> a Markdown table with :data:`COLUMNS`."""
+
+    def share(flops: float, seconds: float) -> str:
+        return f"{100 * flops / seconds / 1e9 / peak_gflops:.1f}" if seconds > 0 and peak_gflops > 0 else "n/a"
+
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(["---"] + ["---:"] * (len(COLUMNS) - 1)) + "|"]
+    for r in rows:
+        cells = [r["label"], f"{1000 * r['train_s']:.1f}", f"{r['train_flops'] / 1e9:.3f}", share(r["train_flops"], r["train_s"]),
+                 f"{1000 * r['render_s']:.1f}", f"{r['render_flops'] / 1e9:.3f}", share(r["render_flops"], r["render_s"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _datasets(data: Path, video: str) -> tuple[Any, Any]:
+    from persona.data.dataset import FrameDataset
+
+    found = sorted(p / video for p in data.glob("id*") if (p / video).is_dir())
+    if not found:
+        raise PersonaInputError(f"bench methods: --data {data}: no id*/{video} video; expected a benchmark folder "
+                                "(python -m persona data build)")
+    return FrameDataset(found[0], "train"), FrameDataset(found[0], "test")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m persona bench methods", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="default", choices=["smoke", "default"], help="method sizes (default: default)")
+    parser.add_argument("--methods", default="all", help=f"comma-separated subset of {','.join(case_names())} (default: all)")
+    parser.add_argument("--steps", type=int, default=10, help="training iterations per method; the first 2 are warm-up (default 10)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed renders per method, median (default 3; PTI at most 2)")
+    parser.add_argument("--data", default=None, help="benchmark folder (default: the smoke benchmark, 64 px, built if missing)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--wall", action="store_true", help="time wall-clock seconds instead of this process's CPU time")
+    parser.add_argument("--out", default=None, help="also write the table to this Markdown file")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    CLOCK[0] = time.perf_counter if args.wall else time.process_time
+    names = case_names()
+    wanted = names if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        raise PersonaInputError(f"bench methods: --methods {','.join(unknown)} unknown; expected some of {','.join(names)}")
+    if args.data is None:
+        from persona.experiments import ensure_benchmark
+
+        data = ensure_benchmark("smoke")
+    else:
+        data = Path(args.data)
+    from persona.eg3d.bench import matmul_gflops
+
+    peak = matmul_gflops(torch.device("cpu"), clock=CLOCK[0])
+    print(f"CPU, {torch.get_num_threads()} threads, {'wall' if args.wall else 'CPU'} time; plain fp32 matmul (1024^3): {peak:.1f} GFLOP/s; "
+          f"profile {args.profile}; data {data}", flush=True)
+    rows = []
+    for case, name in zip(CASES, names):
+        if name not in wanted:
+            continue
+        train, test = _datasets(data, case.video)
+        torch.manual_seed(0)
+        result = bench_case(case, args.profile, train, test, steps=args.steps, repeats=args.repeats)
+        rows.append({"label": case.label, **result})
+        print(f"  {case.label}: {1000 * result['train_s']:.1f} ms/step, {1000 * result['render_s']:.1f} ms/frame", flush=True)
+    peak_after = matmul_gflops(torch.device("cpu"), clock=CLOCK[0])
+    table = markdown_table(rows, max(peak, peak_after))
+    print(f"\nmatmul peak (best of before/after): {max(peak, peak_after):.1f} GFLOP/s\n\n{table}")
+    if args.out:
+        from persona.runs import atomic_write_bytes
+
+        atomic_write_bytes(Path(args.out), (table + "\n").encode())
+    return 0
