@@ -51,9 +51,11 @@ class TrainConfig:
     iterations: int = 400  # total iterations
     frozen_iterations: int = 100  # stage 1 length (generator frozen)
     lr: float = 3e-4
+    basis_lr: float | None = None  # lr of the subspace (basis rows B, offset); None = lr (paper, release). See the note above.
     betas: tuple[float, float] = (0.9, 0.999)
     batch_size: int = 2
     lambda_lpips: float = 5.0  # the paper's text; the release uses 1.0
+    mouth_weight: float = 0.0  # weight of an extra L2 over the mouth box; 0 = off (paper, release). See the note above.
     audio_smooth_after: int = 300  # iterations before AudioAttNet smoothing starts (audio only)
     resolution: int | None = None  # training/render resolution; None = the dataset's
     rgb_base_channels: int = 16
@@ -158,7 +160,7 @@ def stage_of(step: int, cfg: TrainConfig) -> int:
 # data
 # --------------------------------------------------------------------------------------------
 
-CONDITION_KEYS = ("image", "camera", "expression", "audio", "index")
+CONDITION_KEYS = ("image", "camera", "expression", "audio", "index", "mouth_box")
 
 
 def batch_indices(seed: int, step: int, num_frames: int, batch_size: int) -> torch.Tensor:
@@ -259,6 +261,29 @@ def render_conditions(model: PersonalizedPrior, conditions: dict[str, torch.Tens
     return model(conditions, camera)["image"].clamp(-1, 1)
 
 
+def parameter_groups(model: PersonalizedPrior, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Adam's parameter groups: one group of every parameter at ``cfg.lr`` (paper, release), or,
+    with ``cfg.basis_lr`` set, the subspace (basis rows B and offset) in a second group at ``basis_lr``."""
+    if cfg.basis_lr is None:
+        return [{"params": list(model.parameters())}]
+    subspace = list(model.basis.parameters())
+    ids = {id(p) for p in subspace}
+    return [{"params": [p for p in model.parameters() if id(p) not in ids]}, {"params": subspace, "lr": float(cfg.basis_lr)}]
+
+
+def mouth_l2(pred: torch.Tensor, target: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the pixels inside each frame's mouth box (x0,y0,x1,y1 in [0,1]).
+
+    pred, target [B,3,H,W]; boxes [B,4]. A stand-in, on the mouth, for the perceptual loss that
+    the paper weights 5x and that cannot be computed offline (LPIPS' AlexNet weights absent):
+    whole-image L2 gives the mouth, a few percent of the pixels, almost no say. Scalar."""
+    from persona.metrics import box_mask
+
+    b, _, h, w = pred.shape
+    mask = box_mask(boxes.detach().cpu(), b, h, w).to(pred.device, pred.dtype)
+    return ((pred - target) ** 2 * mask).sum() / (mask.sum() * pred.shape[1]).clamp_min(1.0)
+
+
 def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfig, stop_after: int | None = None) -> PersonalizedPrior:
     """Train ``model`` on the frames of ``train`` (a FrameDataset), resuming from ``run``'s checkpoints.
 
@@ -276,7 +301,7 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
         lpips_model = lpips_loss_model()
         if lpips_model is not None:
             lpips_model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+    optimizer = torch.optim.Adam(parameter_groups(model, cfg), lr=cfg.lr, betas=tuple(cfg.betas))
 
     start, train_seconds = 0, 0.0
     latest = run.latest_checkpoint()
@@ -304,6 +329,10 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
         pred = model(batch, batch["camera"])["image"]
         l2 = F.mse_loss(pred, target)
         loss = l2
+        mouth = torch.zeros(())
+        if cfg.mouth_weight > 0:
+            mouth = mouth_l2(pred, target, batch["mouth_box"])
+            loss = loss + cfg.mouth_weight * mouth
         lp = torch.zeros(())
         if lpips_model is not None:
             lp = lpips_model(pred, target).mean()
@@ -319,8 +348,8 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
         if step % cfg.log_every == 0 or step == cfg.iterations:
             psnr_value = _psnr(pred, target)
             loss_value = loss.item()
-            run.log(step, loss=loss_value, l2=l2.item(), lpips=lp.item(), ortho=ortho.item(), psnr=psnr_value, stage=stage,
-                    train_seconds=train_seconds)
+            run.log(step, loss=loss_value, l2=l2.item(), lpips=lp.item(), ortho=ortho.item(), mouth_l2=mouth.item(),
+                    psnr=psnr_value, stage=stage, train_seconds=train_seconds)
             bar.set_postfix(loss=f"{loss_value:.4f}", psnr=f"{psnr_value:.2f}", stage=stage)
         if step % cfg.checkpoint_every == 0 or step == cfg.iterations:
             _save_checkpoint(run, step, model, optimizer, cfg, train_seconds)
