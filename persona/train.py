@@ -52,6 +52,7 @@ class TrainConfig:
     frozen_iterations: int = 100  # stage 1 length (generator frozen)
     lr: float = 3e-4
     basis_lr: float | None = None  # lr of the subspace (basis rows B, offset); None = lr (paper, release). See the note above.
+    encoder_lr: float | None = None  # lr of the encoder; None = lr (paper, release). See the note above.
     betas: tuple[float, float] = (0.9, 0.999)
     batch_size: int = 2
     lambda_lpips: float = 5.0  # the paper's text; the release uses 1.0
@@ -262,13 +263,14 @@ def render_conditions(model: PersonalizedPrior, conditions: dict[str, torch.Tens
 
 
 def parameter_groups(model: PersonalizedPrior, cfg: TrainConfig) -> list[dict[str, Any]]:
-    """Adam's parameter groups: one group of every parameter at ``cfg.lr`` (paper, release), or,
-    with ``cfg.basis_lr`` set, the subspace (basis rows B and offset) in a second group at ``basis_lr``."""
-    if cfg.basis_lr is None:
-        return [{"params": list(model.parameters())}]
-    subspace = list(model.basis.parameters())
-    ids = {id(p) for p in subspace}
-    return [{"params": [p for p in model.parameters() if id(p) not in ids]}, {"params": subspace, "lr": float(cfg.basis_lr)}]
+    """Adam's parameter groups: every parameter at ``cfg.lr`` (paper, release), except the
+    subspace (basis rows B and offset) at ``cfg.basis_lr`` and the encoder at ``cfg.encoder_lr``
+    when those are set. Parameters keep ``model.parameters()``' order within a group."""
+    special = {"basis": (list(model.basis.parameters()), cfg.basis_lr), "encoder": (list(model.encoder.parameters()), cfg.encoder_lr)}
+    taken = {id(p) for params, lr in special.values() if lr is not None for p in params}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in taken]}]
+    groups += [{"params": params, "lr": float(lr)} for params, lr in special.values() if lr is not None]
+    return groups
 
 
 def mouth_l2(pred: torch.Tensor, target: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:

@@ -107,6 +107,10 @@ def test_subspace_learning_rate_is_a_second_group():
     assert len(groups) == 2 and groups[1]["lr"] == 0.01
     assert {id(p) for p in groups[1]["params"]} == {id(model.basis.basis), id(model.basis.offset)}
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    groups = parameter_groups(model, train_config("smoke", basis_lr=0.01, encoder_lr=0.002))
+    assert [g.get("lr") for g in groups] == [None, 0.01, 0.002]
+    assert {id(p) for p in groups[2]["params"]} == {id(p) for p in model.encoder.parameters()}
+    assert {id(p) for p in groups[0]["params"]} == {id(p) for p in model.generator.parameters()}
 
 
 def test_diagnose_cli_rejects_bad_overrides(tmp_path):
