@@ -101,12 +101,14 @@ def test_subspace_learning_rate_is_a_second_group():
     cfg = tiny_cfg()
     model, _ = make_model(cfg)
     assert train_config("paper").basis_lr is None and train_config("paper").mouth_weight == 0.0
-    groups = parameter_groups(model, train_config("smoke", basis_lr=None))
+    groups = parameter_groups(model, train_config("paper"))  # the paper's optimiser: one group at lr
     assert len(groups) == 1 and len(groups[0]["params"]) == len(list(model.parameters()))
-    groups = parameter_groups(model, train_config("smoke", basis_lr=0.01))
+    groups = parameter_groups(model, train_config("paper", basis_lr=0.01))
     assert len(groups) == 2 and groups[1]["lr"] == 0.01
     assert {id(p) for p in groups[1]["params"]} == {id(model.basis.basis), id(model.basis.offset)}
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    defaults = train_config("default")
+    assert (defaults.basis_lr, defaults.encoder_lr, defaults.mouth_weight) == (0.03, 3e-3, 1.0)
     groups = parameter_groups(model, train_config("smoke", basis_lr=0.01, encoder_lr=0.002))
     assert [g.get("lr") for g in groups] == [None, 0.01, 0.002]
     assert {id(p) for p in groups[2]["params"]} == {id(p) for p in model.encoder.parameters()}
@@ -116,3 +118,30 @@ def test_subspace_learning_rate_is_a_second_group():
 def test_diagnose_cli_rejects_bad_overrides(tmp_path):
     with pytest.raises(PersonaInputError, match="FIELD=JSON"):
         D.main(["--data", str(tmp_path), "--out", str(tmp_path / "o"), "--set", "basis_lr"])
+
+
+def test_default_recipe_moves_the_subspace_where_release_settings_leave_it_random(tmp_path):
+    """The diagnosis of issue #20 on a tiny run: at a short budget, every lr at 3e-4 leaves the
+    random basis where it started; the default recipe (subspace lr 0.03) turns it, and its renders
+    follow the expression better."""
+    from test_prior import StandInGenerator
+    from test_train import RES, StandInFrames, make_model, tiny_cfg
+
+    from persona.runs import RunDir
+    from persona.train import fit_prior
+
+    torch.manual_seed(0)
+    frames = StandInFrames(12, seed=1, teacher=StandInGenerator(res=RES))
+    overlap, error = {}, {}
+    for name, over in (("release", dict(basis_lr=3e-4, encoder_lr=3e-4, mouth_weight=0.0)), ("default", {})):
+        cfg = tiny_cfg(iterations=20, frozen_iterations=20, checkpoint_every=20, **over)
+        model, _ = make_model(cfg)
+        start = model.basis.effective_basis().detach().clone()
+        fit_prior(model, frames, RunDir(tmp_path / name), cfg)
+        end = model.basis.effective_basis().detach()
+        overlap[name] = float((torch.linalg.svdvals(start @ end.t()) ** 2).mean())  # 1 = same subspace
+        with torch.no_grad():
+            batch = {"expression": frames.expression, "camera": frames.camera}
+            error[name] = float(((model(batch, frames.camera)["image"] - frames.image) ** 2).mean())
+    assert overlap["release"] > 0.99 and overlap["default"] < 0.95, overlap
+    assert error["default"] < error["release"], error
