@@ -48,9 +48,9 @@ class TrainConfig:
     profiles train 400 iterations (0.2 % of that) without LPIPS (its weights are absent
     offline), and measured there (``python -m persona diagnose``; id00 3DMM) the release's
     settings learn no expression at all: the randomly initialised basis keeps 99.9 % of its
-    subspace (its entries are ~N(0,1), Adam moves them ~3e-4 a step), the offset moves 0.7 of
-    the 12.9 it must travel in W+, and the rendered mouth stays still (opening-following
-    correlation 0.0, mouth PSNR +0.9 dB over a static frame). The dataclass defaults are
+    subspace (its entries are ~N(0,1), Adam moves them ~3e-4 a step), the offset moves 0.7 in
+    W+ while a W+ inversion of the identity lies 12.9 from ``w_avg``, and the rendered mouth stays
+    still (opening-following correlation 0.0, mouth PSNR +0.9 dB over a static frame). The dataclass defaults are
     therefore a documented deviation for short budgets: the subspace (B and offset) at
     ``basis_lr`` = 0.03 and the encoder at ``encoder_lr`` = 3e-3 (the generator keeps ``lr``),
     and an extra L2 over the dataset's mouth box weighted ``mouth_weight`` (see
