@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("persona.train", "main_train", "fit a method (ours or a baseline) on a video"),
     "render": ("persona.train", "main_render", "render a trained run (test frames, novel views, orbit video)"),
     "eval": ("persona.evaluate", "main_eval", "metrics of a trained run on the test split"),
+    "diagnose": ("persona.diagnostics", "main", "ours: mouth PSNR vs the static floor and expression following against steps"),
     "bench generator": ("persona.eg3d.bench", "main", "generator speed (ms/image, GFLOP/s)"),
     "bench methods": ("persona.bench", "main", "every method's ms per training step and per rendered frame, % of matmul peak"),
     "bench renderer": ("persona.data.bench", "main", "synthetic renderer frames per second"),

@@ -1,0 +1,404 @@
+"""Does a method follow expressions? Scores that separate a talking face from a static one.
+
+Whole-image PSNR on a 64-px head mostly measures identity, pose and background; these scores
+look at the mouth:
+
+- :func:`static_floor`: the identity's mean training frame (a static image, no expression at all)
+  scored on the test frames, full image and mouth box. A method that reenacts must beat it in
+  the mouth box.
+- :func:`mouth_opening`: an image measure of how open a mouth is, the same for every method:
+  the summed absolute luminance deviation from the box's median (teeth are brighter, the cavity
+  darker than the lips and skin that fill a closed mouth's box), in a box that depends on the
+  camera only (:func:`opening_box`), so that the box itself never carries the expression.
+- :func:`following_score`: the Pearson correlation over a clip between a method's and the ground
+  truth's mouth opening (1 for the ground truth itself, 0 for a frozen frame).
+- :func:`frontal_clip`: the clip the following score runs on: a split's driving signals
+  (expressions, audio) with the ground truth re-rendered by the synthetic world at a fixed
+  frontal camera. At the video's own moving camera, the box moves with the head and a static
+  image's "opening" follows the pose; at a fixed camera a frozen frame scores exactly 0.
+- :func:`basis_pixel_change`: how many pixels (whole image and mouth box) move when one basis
+  coefficient of our method goes to ±strength σ.
+- :func:`training_curve`: mouth PSNR and the following score of one run's checkpoints against
+  training steps, and :func:`curve_figure` to plot it.
+
+``python -m persona diagnose`` trains one run of ours (checkpoints kept), scores every checkpoint
+and writes ``curve.csv``, ``curve.png``, ``basis.png``, ``basis_change.csv`` and ``summary.json``.
+Needs a synthetic video (the re-rendering uses the world's identity, ``identity_seed`` in
+``transforms_*.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from persona import metrics
+from persona.errors import PersonaFileError, PersonaInputError
+
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 luminance weights
+OPENING_BOX_MARGIN = 0.1  # padding of the opening box, as a fraction of its size
+FULL_OPEN = 1.2  # the world's largest mouth_open control: the opening box holds this mouth
+
+
+# --------------------------------------------------------------------------------------------
+# scores on images
+# --------------------------------------------------------------------------------------------
+
+
+def luminance(images: torch.Tensor) -> torch.Tensor:
+    """[B,3,H,W] in [-1,1] -> luminance [B,1,H,W] in [0,1]."""
+    rgb = (images.detach().float().clamp(-1, 1) + 1) / 2
+    return (rgb * torch.tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+
+def mouth_opening(images: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """How open each mouth looks: ``sum over the box of |L - median_box(L)|`` (L = luminance in [0,1]).
+
+    images [B,3,H,W] in [-1,1]; box [4] or [B,4] (x0, y0, x1, y1 in [0,1], see
+    :func:`persona.metrics.box_mask`). A closed mouth's box holds skin and lips; opening shows
+    teeth (brighter) and the cavity (darker), both far from the median. Returns [B] (pixel units).
+    """
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"mouth_opening: images [B,3,H,W] expected, got {list(images.shape)}")
+    b, _, h, w = images.shape
+    lum = luminance(images)
+    mask = metrics.box_mask(box, b, h, w).to(lum.dtype) > 0
+    out = torch.zeros(b, dtype=torch.float64)
+    for i in range(b):
+        values = lum[i, 0][mask[i, 0]]
+        if values.numel():
+            out[i] = float((values - values.median()).abs().sum())
+    return out
+
+
+def following_score(rendered: Sequence[float] | torch.Tensor, truth: Sequence[float] | torch.Tensor) -> float:
+    """Pearson correlation of two opening series [T]; 0 when either is constant (a frozen face)."""
+    a = np.asarray(torch.as_tensor(rendered, dtype=torch.float64))
+    t = np.asarray(torch.as_tensor(truth, dtype=torch.float64))
+    if a.shape != t.shape or a.ndim != 1 or len(a) < 3:
+        raise ValueError(f"following_score: two series of equal length >= 3 expected, got {a.shape} and {t.shape}")
+    if a.std() < 1e-9 * max(1.0, abs(a).max()) or t.std() < 1e-9 * max(1.0, abs(t).max()):
+        return 0.0
+    return float(np.corrcoef(a, t)[0, 1])
+
+
+def mean_frame(dataset: Any, max_frames: int | None = None) -> torch.Tensor:
+    """The mean image [3,H,W] of a split (``max_frames`` evenly spaced frames when given)."""
+    n = len(dataset)
+    picks = range(n) if max_frames is None or max_frames >= n else np.linspace(0, n - 1, max_frames).round().astype(int)
+    total = None
+    for count, i in enumerate(picks, start=1):
+        image = torch.as_tensor(dataset[int(i)]["image"]).double()
+        total = image if total is None else total + image
+    return (total / count).float()
+
+
+def static_floor(train_ds: Any, test_ds: Any, max_frames: int | None = None) -> pd.DataFrame:
+    """The mean training frame scored on the test frames: one row per frame with ``index``,
+    ``psnr`` (full image) and ``psnr_mouth`` (the dataset's mouth box). ``max_frames``: that many
+    evenly spaced test frames (as :func:`persona.evaluate.frame_subset`)."""
+    from persona.evaluate import frame_subset
+
+    still = mean_frame(train_ds)
+    test, _ = frame_subset(test_ds, None, max_frames)
+    rows = []
+    for i in range(len(test)):
+        sample = test[i]
+        target = torch.as_tensor(sample["image"])[None]
+        pred = still[None]
+        rows.append({"index": int(sample["index"]), "psnr": float(metrics.psnr(pred, target)[0]),
+                     "psnr_mouth": float(metrics.psnr(pred, target, torch.as_tensor(sample["mouth_box"])[None])[0])})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# the clip the following score runs on
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FrontalClip:
+    """A split's driving signals and its ground truth re-rendered at one fixed frontal camera.
+
+    ``conditions``: batch dict (``expression`` [T,76], ``audio`` [T,16,29], ``index`` [T],
+    ``camera`` [T,25], ``image`` [T,3,H,W] = the ground truth at that camera); ``box`` [4]: the
+    opening box (:func:`opening_box`); ``mouth_open`` [T]: the world's mouth-opening control.
+    """
+
+    conditions: dict[str, torch.Tensor]
+    box: torch.Tensor
+    mouth_open: torch.Tensor
+
+    @property
+    def truth(self) -> torch.Tensor:
+        return self.conditions["image"]
+
+    def __len__(self) -> int:
+        return int(self.truth.shape[0])
+
+
+def identity_seed(video: str | Path) -> int:
+    """The synthetic identity of a video folder (``identity_seed`` in ``transforms_train.json``)."""
+    from persona.data import formats
+
+    path = Path(video) / "transforms_train.json"
+    if not path.is_file():
+        raise PersonaFileError(f"{path}: not found; expected a synthetic video folder (python -m persona data build)")
+    meta = formats.read_json(path)
+    if "identity_seed" not in meta:
+        raise PersonaInputError(f"{path}: field 'identity_seed' missing; expected a video of the synthetic benchmark "
+                                "(the following score re-renders the ground truth with the world's identity)")
+    return int(meta["identity_seed"])
+
+
+def opening_box(seed: int, cameras: torch.Tensor, margin: float = OPENING_BOX_MARGIN) -> torch.Tensor:
+    """The box [B,4] around identity ``seed``'s mouth opened fully (control 1.2), nothing else
+    moving, at each camera [B,25]: it depends on the camera only, never on the frame's expression."""
+    from persona.data import synthetic as S
+
+    cameras = torch.as_tensor(cameras, dtype=torch.float32).reshape(-1, 25)
+    expression = torch.zeros(len(cameras), S.EXPRESSION_DIM)
+    expression[:, S.JAW_OPEN] = FULL_OPEN
+    return S.mouth_boxes([S.sample_identity(seed)] * len(cameras), expression, cameras, margin=margin)
+
+
+def mouth_open_control(expressions: torch.Tensor) -> torch.Tensor:
+    """The world's ground-truth mouth opening [T] (control ``mouth_open``) of expressions [T,76]."""
+    from persona.data import synthetic as S
+
+    return S.expression_controls(torch.as_tensor(expressions, dtype=torch.float32))[:, S._C["mouth_open"]]
+
+
+def frontal_clip(video: str | Path, split: str = "test", yaw_deg: float = 0.0, pitch_deg: float = 0.0) -> FrontalClip:
+    """The ``split`` of a synthetic video, re-rendered by the world at one fixed camera (see
+    :class:`FrontalClip`). For the audio videos (already frontal) this reproduces their frames."""
+    from persona import cameras as cams
+    from persona.data import synthetic as S
+    from persona.data.dataset import FrameDataset
+
+    ds = FrameDataset(video, split)
+    seed = identity_seed(video)
+    expressions = ds.expressions.float()
+    camera = torch.as_tensor(cams.camera_label(yaw_deg, pitch_deg), dtype=torch.float32)
+    camera = camera[None].repeat(len(ds), 1)
+    images, _ = S._render_frames(S.sample_identity(seed), expressions.numpy(), camera.numpy(), int(ds.resolution),
+                                 32, "frontal clip")
+    truth = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    conditions = {"expression": expressions, "audio": ds.audio.float(), "index": torch.as_tensor(ds.indices),
+                  "camera": camera, "image": truth}
+    return FrontalClip(conditions, opening_box(seed, camera[:1])[0], mouth_open_control(expressions))
+
+
+@torch.no_grad()
+def render_clip(method: Any, clip: FrontalClip, batch_size: int = 16) -> torch.Tensor:
+    """The method's frames of a clip at the clip's camera -> [T,3,H,W] in [-1,1]."""
+    c = clip.conditions
+    out = []
+    for s in range(0, len(clip), batch_size):
+        batch = {k: v[s:s + batch_size] for k, v in c.items()}
+        out.append(torch.as_tensor(method.render(batch, batch["camera"])).float().cpu())
+    return torch.cat(out)
+
+
+def expression_following(method: Any, clip: FrontalClip, audio_track_dataset: Any | None = None) -> dict[str, float]:
+    """Following scores of a method on a clip: ``following`` (correlation with the ground truth's
+    image opening), ``following_control`` (with the world's control), ``validity`` (the ground
+    truth's image opening against the control: how well the image measure reads the world),
+    ``opening_std_ratio`` (std of the method's opening / the truth's: < 1 = muted mouth)."""
+    if audio_track_dataset is not None and hasattr(method, "attach_audio"):
+        method.attach_audio(audio_track_dataset)
+    rendered = render_clip(method, clip)
+    mine, truth = mouth_opening(rendered, clip.box), mouth_opening(clip.truth, clip.box)
+    return {"following": following_score(mine, truth), "following_control": following_score(mine, clip.mouth_open),
+            "validity": following_score(truth, clip.mouth_open),
+            "opening_std_ratio": float(mine.std() / truth.std().clamp_min(1e-12))}
+
+
+# --------------------------------------------------------------------------------------------
+# the basis
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def basis_pixel_change(explorer: Any, camera: torch.Tensor, box: torch.Tensor, n_vectors: int = 6, strength: float = 2.0,
+                       threshold: float = 8 / 255) -> pd.DataFrame:
+    """Per top basis direction (largest coefficient spread first): renders at mean ± strength·σ
+    and how much they differ. ``explorer``: a :class:`persona.explore.BasisExplorer`; camera [25];
+    box [4]: the mouth region. Columns: ``vector``, ``std`` (σ of its coefficient), ``w_shift``
+    (norm of the W+ move from -σ·strength to +σ·strength), ``changed_frac`` / ``mouth_changed_frac``
+    (share of pixels, whole image / box, whose largest channel change exceeds ``threshold`` in
+    [0,1] units), ``max_change`` (largest, in 0-255 units), ``mouth_opening_change`` (the
+    :func:`mouth_opening` difference, + minus -)."""
+    rows = []
+    for i in explorer.order[:n_vectors]:
+        images = {}
+        for t in (-strength, strength):
+            images[t] = explorer.render(_with(explorer.mean, i, explorer.mean[i] + t * explorer.std[i]), camera)[None]
+        lo, hi = images[-strength], images[strength]
+        diff = ((hi - lo).abs() / 2).amax(1, keepdim=True)  # [1,1,H,W] in [0,1] units
+        changed = (diff > threshold).double()
+        mask = metrics.box_mask(box, 1, diff.shape[-2], diff.shape[-1])
+        model = explorer.method.model
+        shift = model.basis(_with(explorer.mean, i, explorer.mean[i] + strength * explorer.std[i])[None]) - \
+            model.basis(_with(explorer.mean, i, explorer.mean[i] - strength * explorer.std[i])[None])
+        rows.append({"vector": int(i), "std": float(explorer.std[i]), "w_shift": float(shift.norm()),
+                     "changed_frac": float(changed.mean()), "mouth_changed_frac": float((changed * mask).sum() / mask.sum().clamp_min(1)),
+                     "max_change": float(diff.max() * 255),
+                     "mouth_opening_change": float(mouth_opening(hi, box)[0] - mouth_opening(lo, box)[0])})
+    return pd.DataFrame(rows)
+
+
+def _with(alpha: torch.Tensor, i: int, value: torch.Tensor | float) -> torch.Tensor:
+    """A copy of ``alpha`` [k] with entry ``i`` set to ``value``."""
+    out = alpha.clone()
+    out[i] = value
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# scores against training steps
+# --------------------------------------------------------------------------------------------
+
+
+def checkpoint_method(run_dir: str | Path, step: int) -> Any:
+    """Our method restored from checkpoint ``step`` of a run directory."""
+    from persona.runs import RunDir
+    from persona.train import _load_checkpoint, build_method
+
+    run = RunDir(run_dir)
+    config = run.read_config()["config"]
+    method = build_method(config)
+    path = run.checkpoint_path(step)
+    if not path.is_file():
+        found = sorted(p.name for p in run.checkpoints.glob("*.safetensors"))
+        raise PersonaFileError(f"{path}: checkpoint of step {step} not found; the run holds {found}")
+    method.model = method._build()
+    _load_checkpoint(path, method.model, None)
+    method.model.eval()
+    return method
+
+
+def score_method(method: Any, test_ds: Any, clip: FrontalClip, max_frames: int | None = 25) -> dict[str, float]:
+    """Mouth PSNR and full PSNR on ``max_frames`` test frames (as the tables) + the following scores."""
+    from persona.evaluate import evaluate_method
+
+    frame = evaluate_method(method, test_ds, None, max_frames=max_frames, progress=False)
+    return {"psnr": float(frame["psnr"].mean()), "psnr_mouth": float(frame["psnr_mouth"].mean()),
+            **expression_following(method, clip, test_ds)}
+
+
+def training_curve(run_dir: str | Path, test_ds: Any, clip: FrontalClip, steps: Sequence[int],
+                   max_frames: int | None = 25) -> pd.DataFrame:
+    """Scores (:func:`score_method`) of a run's checkpoints at ``steps``: one row per step."""
+    rows = []
+    for step in steps:
+        method = checkpoint_method(run_dir, int(step))
+        rows.append({"step": int(step), **score_method(method, test_ds, clip, max_frames)})
+    return pd.DataFrame(rows)
+
+
+def curve_figure(curve: pd.DataFrame, floor_mouth: float, path: Path, title: str | None = None) -> list[Path]:
+    """Two panels against training steps: mouth PSNR (with the static floor and floor + 4 dB)
+    and the following score (with the 0.8 target). ``curve`` may hold a ``label`` column (one
+    line per label). PNG + PDF."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from persona.report import save_figure
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
+    groups = curve.groupby("label", sort=False) if "label" in curve.columns else [("ours", curve)]
+    for label, part in groups:
+        a.plot(part["step"], part["psnr_mouth"], marker="o", label=str(label))
+        b.plot(part["step"], part["following"], marker="o", label=str(label))
+    a.axhline(floor_mouth, color="grey", ls="--", label="static floor")
+    a.axhline(floor_mouth + 4, color="grey", ls=":", label="floor + 4 dB")
+    b.axhline(0.8, color="grey", ls=":", label="target 0.8")
+    b.axhline(0.0, color="black", lw=0.5)
+    a.set_xlabel("training step"), a.set_ylabel("mouth PSNR (dB)"), a.legend(fontsize=7)
+    b.set_xlabel("training step"), b.set_ylabel("expression following (corr.)"), b.legend(fontsize=7)
+    b.set_ylim(-0.3, 1.0)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, Path(path))
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str]) -> int:
+    """``python -m persona diagnose --data VIDEO --modality 3dmm --out DIR [--profile default] [--every 100]``."""
+    from dataclasses import asdict
+
+    from persona import explore, figures
+    from persona.data.dataset import FrameDataset
+    from persona.runs import RunDir, atomic_write, atomic_write_json
+    from persona.train import MODALITIES, build_method
+
+    p = argparse.ArgumentParser(prog="python -m persona diagnose", description="train ours once and score its checkpoints: "
+                                "mouth PSNR vs the static floor and expression following against training steps")
+    p.add_argument("--data", required=True, help="a synthetic video folder (e.g. data/synthetic/default/id00/mono)")
+    p.add_argument("--modality", default="3dmm", choices=MODALITIES)
+    p.add_argument("--profile", default="default", choices=("smoke", "default", "paper"))
+    p.add_argument("--out", required=True, help="output folder (the run lives in OUT/run and resumes there)")
+    p.add_argument("--every", type=int, default=100, help="score a checkpoint every this many steps")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                   help="override a TrainConfig field, e.g. --set basis_lr=0.003 --set mouth_weight=0 (repeatable)")
+    p.add_argument("--test-frames", type=int, default=25, help="test frames for the PSNR columns (as the tables)")
+    args = p.parse_args(argv)
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        field, sep, value = item.partition("=")
+        if not sep:
+            raise PersonaInputError(f"--set {item!r}: expected FIELD=JSON, e.g. basis_lr=0.003")
+        try:
+            overrides[field] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[field] = value
+    if args.every < 1:
+        raise PersonaInputError(f"--every {args.every}: expected a positive number of steps")
+    out = Path(args.out)
+    video = Path(args.data)
+    method = build_method({"profile": args.profile, "modality": args.modality, **overrides})
+    steps = sorted(set(list(range(args.every, method.config.iterations + 1, args.every)) + [method.config.iterations]))
+    method = build_method({"profile": args.profile, "modality": args.modality, **overrides,
+                           "checkpoint_every": args.every, "keep_checkpoints": len(steps) + 1})
+    train, test = FrameDataset(video, "train"), FrameDataset(video, "test")
+    clip = frontal_clip(video, "test")
+    run = RunDir(out / "run")
+    start = time.perf_counter()
+    method.fit(train, run)
+    seconds = time.perf_counter() - start
+    floor = static_floor(train, test, args.test_frames)
+    curve = training_curve(out / "run", test, clip, steps, args.test_frames)
+    atomic_write(out / "curve.csv", lambda tmp: curve.to_csv(tmp, index=False))
+    floor_mouth = float(floor["psnr_mouth"].mean())
+    curve_figure(curve, floor_mouth, out / "curve", title=f"{video.parent.name}/{video.name}: ours {args.modality}")
+    explorer = explore.BasisExplorer.from_run(method, train)
+    camera = clip.conditions["camera"][0]
+    change = basis_pixel_change(explorer, camera, clip.box)
+    atomic_write(out / "basis_change.csv", lambda tmp: change.to_csv(tmp, index=False))
+    figures.basis_directions_figure({args.modality: explorer}, camera, out / "basis", title="top basis directions at ±2σ")
+    summary = {"video": str(video), "modality": args.modality, "config": asdict(method.config), "train_seconds_wall": seconds,
+               "floor_psnr": float(floor["psnr"].mean()), "floor_psnr_mouth": floor_mouth,
+               "final": curve.iloc[-1].to_dict(), "basis_change": change.to_dict(orient="records")}
+    atomic_write_json(out / "summary.json", summary)
+    print(curve.round(3).to_string(index=False))
+    print(f"static floor: psnr {summary['floor_psnr']:.2f}  mouth {floor_mouth:.2f}; train {seconds:.0f} s")
+    print(change.round(4).to_string(index=False))
+    print(f"wrote {out}/curve.csv, curve.png, basis.png, basis_change.csv, summary.json")
+    return 0

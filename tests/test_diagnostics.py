@@ -1,0 +1,147 @@
+"""Expression-fidelity diagnostics (persona/diagnostics.py) and the trainer's mouth/subspace options."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from persona import diagnostics as D
+from persona.data import synthetic as S
+from persona.errors import PersonaInputError
+from persona.train import mouth_l2, parameter_groups, train_config
+
+
+class Frames:
+    """A minimal FrameDataset stand-in: images, a fixed mouth box, indices."""
+
+    def __init__(self, images: torch.Tensor, box=(0.25, 0.5, 0.75, 0.75)):
+        self.images, self.box = images, torch.tensor(box)
+        self.indices = list(range(len(images)))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.images[i], "index": self.indices[i], "mouth_box": self.box}
+
+
+@pytest.fixture(scope="module")
+def world_clip():
+    """id-like synthetic clip at the frontal camera: jaw from closed to open and back (16 frames)."""
+    seed = 1
+    jaw = torch.tensor([0.0, 0.1, 0.3, 0.5, 0.8, 1.0, 0.7, 0.4, 0.2, 0.0, 0.6, 0.9, 0.15, 0.45, 0.05, 0.75])
+    e = torch.zeros(len(jaw), S.EXPRESSION_DIM)
+    e[:, S.JAW_OPEN] = jaw
+    e[:, S.SMILE] = torch.linspace(-0.2, 0.6, len(jaw)).flip(0)  # an unrelated expression moving too
+    from persona import cameras
+
+    cam = torch.as_tensor(cameras.camera_label(0.0, 0.0), dtype=torch.float32)[None].repeat(len(jaw), 1)
+    images, _ = S._render_frames(S.sample_identity(seed), e.numpy(), cam.numpy(), 64, 16, "test")
+    truth = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return truth, D.opening_box(seed, cam[:1])[0], D.mouth_open_control(e), cam
+
+
+def test_following_score_known_cases():
+    truth = torch.tensor([0.0, 1.0, 3.0, 2.0, 5.0])
+    assert D.following_score(truth, truth) == pytest.approx(1.0)
+    assert D.following_score(-truth, truth) == pytest.approx(-1.0)
+    assert D.following_score(torch.full((5,), 2.0), truth) == 0.0  # a frozen face
+    with pytest.raises(ValueError, match="equal length"):
+        D.following_score(truth[:4], truth)
+
+
+def test_mouth_opening_reads_only_the_box():
+    flat = torch.zeros(2, 3, 16, 16)
+    box = torch.tensor([0.25, 0.25, 0.75, 0.75])  # pixels 4..11
+    assert torch.equal(D.mouth_opening(flat, box), torch.zeros(2, dtype=torch.float64))
+    dark = flat.clone()
+    dark[1, :, 6:8, 6:10] = -1.0  # an 8-pixel black hole inside the box
+    dark[:, :, 0:2, 0:2] = 1.0  # outside the box: ignored
+    opening = D.mouth_opening(dark, box)
+    assert opening[0] == 0.0 and opening[1] == pytest.approx(8 * 0.5)  # median 0.5 luminance, hole at 0
+
+
+def test_opening_measure_reads_the_worlds_mouth_and_a_frozen_frame_scores_zero(world_clip):
+    truth, box, control, cam = world_clip
+    measured = D.mouth_opening(truth, box)
+    validity = D.following_score(measured, control)
+    assert validity > 0.8, validity  # the image measure follows the world's jaw control
+    assert D.following_score(measured, measured) == pytest.approx(1.0)
+    frozen = truth[5:6].expand_as(truth)  # one open-mouthed frame held for the whole clip
+    assert D.following_score(D.mouth_opening(frozen, box), measured) == 0.0
+    # the box depends on the camera only: the same for every expression
+    assert torch.equal(D.opening_box(1, cam[:3]), D.opening_box(1, cam[:1]).expand(3, 4))
+
+
+def test_static_floor_scores_the_mean_training_frame():
+    train = Frames(torch.stack([torch.full((3, 8, 8), -0.2), torch.full((3, 8, 8), 0.2)]))  # mean frame 0
+    test = Frames(torch.full((3, 3, 8, 8), 0.1))  # error 0.1 in [-1,1] = 0.05 in [0,1]
+    floor = D.static_floor(train, test)
+    expected = 10 * math.log10(1 / 0.05**2)
+    assert list(floor["index"]) == [0, 1, 2]
+    assert floor["psnr"].tolist() == pytest.approx([expected] * 3)
+    assert floor["psnr_mouth"].tolist() == pytest.approx([expected] * 3)
+    assert torch.allclose(D.mean_frame(train), torch.zeros(3, 8, 8))
+
+
+def test_mouth_l2_is_the_mse_inside_the_box():
+    pred, target = torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8)
+    boxes = torch.tensor([[0.0, 0.5, 0.5, 1.0]]).repeat(2, 1)  # bottom-left quarter
+    pred[:, :, :4, :] = 1.0  # errors outside the box only
+    assert float(mouth_l2(pred, target, boxes)) == 0.0
+    pred[0, :, 4:, :4] = 0.5
+    assert float(mouth_l2(pred, target, boxes)) == pytest.approx(0.25 / 2)
+
+
+def test_subspace_learning_rate_is_a_second_group():
+    from test_train import make_model, tiny_cfg
+
+    cfg = tiny_cfg()
+    model, _ = make_model(cfg)
+    assert train_config("paper").basis_lr is None and train_config("paper").mouth_weight == 0.0
+    groups = parameter_groups(model, train_config("paper"))  # the paper's optimiser: one group at lr
+    assert len(groups) == 1 and len(groups[0]["params"]) == len(list(model.parameters()))
+    groups = parameter_groups(model, train_config("paper", basis_lr=0.01))
+    assert len(groups) == 2 and groups[1]["lr"] == 0.01
+    assert {id(p) for p in groups[1]["params"]} == {id(model.basis.basis), id(model.basis.offset)}
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    defaults = train_config("default")
+    assert (defaults.basis_lr, defaults.encoder_lr, defaults.mouth_weight) == (0.03, 3e-3, 1.0)
+    groups = parameter_groups(model, train_config("smoke", basis_lr=0.01, encoder_lr=0.002))
+    assert [g.get("lr") for g in groups] == [None, 0.01, 0.002]
+    assert {id(p) for p in groups[2]["params"]} == {id(p) for p in model.encoder.parameters()}
+    assert {id(p) for p in groups[0]["params"]} == {id(p) for p in model.generator.parameters()}
+
+
+def test_diagnose_cli_rejects_bad_overrides(tmp_path):
+    with pytest.raises(PersonaInputError, match="FIELD=JSON"):
+        D.main(["--data", str(tmp_path), "--out", str(tmp_path / "o"), "--set", "basis_lr"])
+
+
+def test_default_recipe_moves_the_subspace_where_release_settings_leave_it_random(tmp_path):
+    """The diagnosis of issue #20 on a tiny run: at a short budget, every lr at 3e-4 leaves the
+    random basis where it started; the default recipe (subspace lr 0.03) turns it, and its renders
+    follow the expression better."""
+    from test_prior import StandInGenerator
+    from test_train import RES, StandInFrames, make_model, tiny_cfg
+
+    from persona.runs import RunDir
+    from persona.train import fit_prior
+
+    torch.manual_seed(0)
+    frames = StandInFrames(12, seed=1, teacher=StandInGenerator(res=RES))
+    overlap, error = {}, {}
+    for name, over in (("release", dict(basis_lr=3e-4, encoder_lr=3e-4, mouth_weight=0.0)), ("default", {})):
+        cfg = tiny_cfg(iterations=20, frozen_iterations=20, checkpoint_every=20, **over)
+        model, _ = make_model(cfg)
+        start = model.basis.effective_basis().detach().clone()
+        fit_prior(model, frames, RunDir(tmp_path / name), cfg)
+        end = model.basis.effective_basis().detach()
+        overlap[name] = float((torch.linalg.svdvals(start @ end.t()) ** 2).mean())  # 1 = same subspace
+        with torch.no_grad():
+            batch = {"expression": frames.expression, "camera": frames.camera}
+            error[name] = float(((model(batch, frames.camera)["image"] - frames.image) ** 2).mean())
+    assert overlap["release"] > 0.99 and overlap["default"] < 0.95, overlap
+    assert error["default"] < error["release"], error
