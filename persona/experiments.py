@@ -43,10 +43,14 @@ def outputs(profile: str) -> tuple[Path, Path]:
     return tables, figures
 
 
-def require_paper_inputs(profile: str, eg3d_pkl: str | None, dirs: Sequence[str], what: str) -> None:
-    """The paper profile needs the official weights and real data: refuse clearly without them."""
+def require_paper_inputs(profile: str, eg3d_pkl: str | None, dirs: Sequence[str], what: str, l2_only: bool = False) -> None:
+    """The paper profile needs the official weights, real data and LPIPS (the AlexNet weights
+    file, unless ``l2_only``): refuse clearly without them."""
     if profile != "paper":
         return
+    from persona.metrics import require_lpips
+
+    require_lpips("the paper profile", l2_only=l2_only)
     missing = []
     if not eg3d_pkl or not Path(eg3d_pkl).is_file():
         missing.append(f"eg3d_pkl (official EG3D pickle, e.g. ffhqrebalanced512-128.pkl): got {eg3d_pkl!r}")
@@ -189,32 +193,65 @@ def slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
 
 
-def synced(trained_run: TrainedRun, test_ds: Any, force: bool = False) -> pd.DataFrame:
-    """Lip-sync rows (the method and the ground truth) of a trained run, cached as ``sync-*.csv``."""
+def sync_metrics(syncnet_model: str | None = None) -> list[str]:
+    """The lip-sync columns of a table: ``sync`` (LSE-C of the synthetic expert) by default;
+    ``syncnet_c``, ``syncnet_d`` (LSE-C, LSE-D of the official SyncNet) with ``syncnet_model``."""
+    return ["syncnet_c", "syncnet_d"] if syncnet_model else ["sync"]
+
+
+def sync_scorer(syncnet_model: str | None = None) -> tuple[Any, str | None]:
+    """(scorer, digest of its weights file): the official SyncNet from ``syncnet_model`` (the
+    ``syncnet_v2.model`` of joonson/syncnet_python) when given, else the shipped synthetic expert."""
+    from persona import syncnet
+
+    if syncnet_model:
+        path = Path(syncnet_model)
+        if not path.is_file():
+            from persona.errors import PersonaFileError
+
+            raise PersonaFileError(f"syncnet_model: {path}: file not found; expected the official syncnet_v2.model "
+                                   "(joonson/syncnet_python, data/syncnet_v2.model) or null for the synthetic expert")
+        return syncnet.load_official(path), file_digest(path)
+    return syncnet.load_synthetic_expert(), file_digest(syncnet.ASSET) if syncnet.ASSET.is_file() else None
+
+
+def synced(trained_run: TrainedRun, test_ds: Any, force: bool = False, syncnet_model: str | None = None) -> pd.DataFrame:
+    """Lip-sync rows (the method and the ground truth) of a trained run, cached as ``sync-*.csv``;
+    scored by the official SyncNet when ``syncnet_model`` names its weights, else by the synthetic expert."""
+    from persona import syncnet
     from persona.evaluate import evaluate_sync
 
-    expert = Path(__file__).parent / "assets" / "syncnet_synthetic.safetensors"
-    expert_digest = file_digest(expert) if expert.is_file() else None
-    path = trained_run.run.root / f"sync-{config_hash([str(test_ds.root), test_ds.split, expert_digest])}.csv"
+    if syncnet_model:
+        scorer, digest = sync_scorer(syncnet_model)
+        key = [str(test_ds.root), test_ds.split, "official-syncnet", digest]
+    else:
+        scorer = None  # loaded by evaluate_sync only when the cache misses
+        digest = file_digest(syncnet.ASSET) if syncnet.ASSET.is_file() else None
+        key = [str(test_ds.root), test_ds.split, digest]
+    path = trained_run.run.root / f"sync-{config_hash(key)}.csv"
     if path.is_file() and not force:
         return pd.read_csv(path)
-    df = evaluate_sync(trained_run.method, test_ds)
+    df = evaluate_sync(trained_run.method, test_ds, scorer=scorer)
     atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
     return df
 
 
-def sync_note() -> str:
+def sync_note(syncnet_model: str | None = None) -> str:
     from persona import syncnet
 
-    path = Path(syncnet.__file__).parent / "assets" / "syncnet_synthetic.safetensors"
+    if syncnet_model:
+        return (f"Sync-C / LSE-D (SyncNet): the official SyncNet ({Path(syncnet_model).name}) on each method's rendered "
+                "test video with the test audio, whole frames as its 224x224 face crops (LSE-C = median - min mean "
+                "distance over ±15 frame shifts; LSE-D = the min), the protocol of the paper's Table 3.")
     return ("Sync-C is the SyncNet protocol's confidence (LSE-C = median - min distance over ±15 frame shifts) scored by "
-            f"our synthetic lip-sync expert ({path.name}, trained here on the synthetic world), not by SyncNet; "
-            "the paper's column is SyncNet on real video. Put the official syncnet_v2.model to score with SyncNet.")
+            f"our synthetic lip-sync expert ({syncnet.ASSET.name}, trained here on the synthetic world), not by SyncNet; "
+            "the paper's column is SyncNet on real video. Set syncnet_model to the official syncnet_v2.model to score with SyncNet.")
 
 
 def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force: bool = False, novel: bool = True,
             train_max_seconds: float | None = None, sync: bool = False,
-            ground_truth_label: str = "Ground Truth", max_test_frames: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, str], TrainedRun]]:
+            ground_truth_label: str = "Ground Truth", max_test_frames: int | None = None,
+            syncnet_model: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, str], TrainedRun]]:
     """Train and evaluate every row on every video.
 
     Returns (per-frame metrics with columns method, identity, view, ...; timings with one row per
@@ -224,8 +261,13 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
     whole test clip: the sync search needs consecutive frames).
     ``max_test_frames``: score image metrics on that many evenly spaced test frames (and their
     novel views) for rows that set no ``max_test_frames`` of their own; None = every frame.
+    ``syncnet_model``: score lip-sync with the official SyncNet (columns ``syncnet_c``, ``syncnet_d``
+    instead of ``sync``; see :func:`sync_metrics`).
     """
     from persona.data.dataset import FrameDataset, NovelViewDataset
+
+    if sync and syncnet_model:
+        sync_scorer(syncnet_model)  # a wrong path fails now, not after hours of training
 
     frames, timings, runs = [], [], {}
     for video in video_dirs:
@@ -245,11 +287,13 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
             df["method"] = row.label  # a cached evaluation may come from a row that spelled the same run differently
             df["identity"] = identity
             if sync:
-                sync_rows = synced(tr, test, force=force)
-                df.loc[df["view"] == "gt", "sync"] = float(sync_rows.iloc[0]["lse_c"])
+                sync_rows = synced(tr, test, force=force, syncnet_model=syncnet_model)
+                columns = dict(zip(sync_metrics(syncnet_model), ("lse_c", "lse_d")))
+                for column, field in columns.items():
+                    df.loc[df["view"] == "gt", column] = float(sync_rows.iloc[0][field])
                 if not any(f["method"].iloc[0] == ground_truth_label and f["identity"].iloc[0] == identity for f in frames):
                     frames.append(pd.DataFrame([{"method": ground_truth_label, "identity": identity, "view": "gt",
-                                                 "sync": float(sync_rows.iloc[1]["lse_c"])}]))
+                                                 **{c: float(sync_rows.iloc[1][f]) for c, f in columns.items()}}]))
             frames.append(df)
             timings.append({"method": row.label, "identity": identity, "train_seconds": tr.train_seconds,
                             "eval_seconds": eval_seconds})
@@ -268,6 +312,14 @@ def table_videos(profile: str, kind: str, identities: int, real_dirs: Sequence[s
 def generator_cfg(eg3d_pkl: str | None) -> dict[str, Any]:
     """Config entries selecting the generator: the official pickle when given, else the shipped prior."""
     return {"generator": str(eg3d_pkl)} if eg3d_pkl else {}
+
+
+def loss_cfg(l2_only: bool = False) -> dict[str, Any]:
+    """Config entries of ours' loss: ``lambda_lpips = 0`` for an explicit L2-only run without the
+    AlexNet weights (see :func:`persona.metrics.require_lpips`), else nothing (the profile's loss)."""
+    from persona.metrics import lpips_available
+
+    return {"lambda_lpips": 0.0} if l2_only and not lpips_available() else {}
 
 
 def generator_name(eg3d_pkl: str | None) -> str:
@@ -339,10 +391,10 @@ def frames_note(test_frames: int | None, sync: bool = False) -> str:
     return text
 
 
-def table_notes(*extra: str) -> list[str]:
+def table_notes(*extra: str, l2_only: bool = False) -> list[str]:
     """Footnotes every results table carries: LPIPS availability (and how to enable it), the
-    reading of novel-view columns, plus ``extra``."""
-    from persona.metrics import lpips_unavailable_reason
+    reading of novel-view columns, that the run was L2-only when ``l2_only`` took effect, plus ``extra``."""
+    from persona.metrics import L2_ONLY_NOTE, lpips_unavailable_reason
 
     notes = ["Reproduced columns: mean ± std over identities (each the mean over its test frames). 'novel view' "
              "columns: renders at cameras rotated about the head (±25° yaw, ±15° pitch) scored against ground truth, "
@@ -350,4 +402,6 @@ def table_notes(*extra: str) -> list[str]:
     reason = lpips_unavailable_reason()
     if reason:
         notes.append(reason)
+        if l2_only:
+            notes.append(L2_ONLY_NOTE)
     return notes + list(extra)

@@ -4,7 +4,8 @@ Training (paper Sec. 3.2; the official release):
 - stage 1 (``frozen_iterations``): encoder + basis + offset, generator frozen;
 - stage 2 (until ``iterations``): the generator is fine-tuned too (PTI-style);
 - loss ``L2 + lambda_lpips * LPIPS`` (LPIPS only when its AlexNet weights are present; the run's
-  config records the loss used) ``+ ortho_weight * ||B^B^^T - I||^2`` in ``ortho='loss'`` mode;
+  config records the loss used; the paper profile refuses to run without them unless
+  ``lambda_lpips = 0`` is asked for explicitly) ``+ ortho_weight * ||B^B^^T - I||^2`` in ``ortho='loss'`` mode;
 - one Adam (lr 3e-4, betas (0.9, 0.999)) over every parameter; frozen ones get no gradient and
   so no update and no Adam state.
 
@@ -276,6 +277,10 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
         lpips_model = lpips_loss_model()
         if lpips_model is not None:
             lpips_model.to(device)
+        elif cfg.profile == "paper":  # never silently L2-only at the paper's settings
+            from persona.metrics import require_lpips
+
+            require_lpips(f"ours (profile paper, lambda_lpips = {cfg.lambda_lpips:g})")
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
 
     start, train_seconds = 0, 0.0
@@ -436,13 +441,15 @@ def main_train(argv: list[str]) -> int:
     p.add_argument("--ortho", choices=ORTHO_MODES, help="orthogonality mode of the basis (ours)")
     p.add_argument("--generator", help="official EG3D .pkl or our .safetensors generator")
     p.add_argument("--iterations", type=int, help="override the profile's iteration count")
+    p.add_argument("--lambda-lpips", type=float, help="LPIPS weight of ours' loss (0: L2 only, explicitly)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu | cuda")
     args = p.parse_args(argv)
     from persona.data.dataset import FrameDataset
 
     overrides = {"modality": args.modality, "k": args.k, "ortho": args.ortho, "generator": args.generator,
-                 "iterations": args.iterations, "seed": args.seed, "device": args.device}
+                 "iterations": args.iterations, "seed": args.seed, "device": args.device,
+                 "lambda_lpips": args.lambda_lpips}
     cfg = {"profile": args.profile, **{k: v for k, v in overrides.items() if v is not None}}
     method = build_registered(args.method, cfg)
     train = FrameDataset(args.data, split="train", resolution=getattr(getattr(method, "config", None), "resolution", None))

@@ -11,7 +11,7 @@ here leave them out, so a folder they write goes through the same code paths as 
 - :func:`write_adnerf_video`: AD-NeRF's layout (``transforms_{train,val}.json`` with
   ``focal_len``, ``cx``, ``cy``, frames with ``img_id``, ``aud_id``, ``transform_matrix``,
   ``face_rect``), ``head_imgs/<id>.jpg`` of ``resolution`` px (450 in AD-NeRF), ``bc.jpg``,
-  ``aud.npy`` [N,16,29].
+  ``aud.wav`` (16 kHz) and ``aud.npy`` [N,16,29].
 
 ``write_real_layouts(root, identities, ...)`` writes ``root/idNN/nerface`` and ``root/idNN/adnerf``
 for each identity and returns the two lists of folders (the paper profile's ``nerface_dirs`` and
@@ -88,6 +88,7 @@ def write_adnerf_video(folder: str | Path, identity, video: Video, n_train: int,
     atomic_write_bytes(folder / "bc.jpg", _jpeg_bytes(_background(identity, resolution)))
     formats.write_adnerf(folder, "train", frames[:n_train], focal, cx, cy)
     formats.write_adnerf(folder, "val", frames[n_train:], focal, cx, cy)
+    atomic_write_bytes(folder / "aud.wav", audio.wav_bytes(video.waveform))
     atomic_write_bytes(folder / "aud.npy", formats.npy_bytes(audio.audio_windows(video.waveform, len(images), video.fps)))
     return folder
 
