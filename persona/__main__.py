@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "bench generator": ("persona.eg3d.bench", "main", "generator speed (ms/image, GFLOP/s)"),
     "bench renderer": ("persona.data.bench", "main", "synthetic renderer frames per second"),
     "notebooks": ("persona.notebooks", "main", "run the notebooks in order (what reproduce.sh calls)"),
+    "cluster": ("persona.cluster", "main", "train the notebooks' runs as SLURM (or local) jobs, then run the notebooks"),
 }
 
 

@@ -112,19 +112,86 @@ def generator_digest(config: Any) -> str | None:
     return file_digest(path) if path.is_file() else None
 
 
+LOCK_HEARTBEAT_S = 30.0  # a holder refreshes its lock file's mtime this often
+LOCK_STALE_S = 600.0  # a lock file not refreshed for this long belongs to a dead holder (any host)
+
+
+def _lock_is_stale(path: Path, stale_after: float) -> bool:
+    """A lock file is stale when its holder is a dead process on this host, or when it has not
+    been refreshed for ``stale_after`` seconds (a holder on another host that died)."""
+    import os
+    import socket
+
+    try:
+        age = time.time() - path.stat().st_mtime
+        owner = json.loads(path.read_text() or "{}")
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        owner = {}
+    if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
+        try:
+            os.kill(owner["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+    return age > stale_after
+
+
 @contextmanager
-def run_lock(run_path: Path):
-    """Exclusive lock on a run (``<run>.lock`` beside it): a second process asking for the same
-    run waits until the first has trained it, then loads it instead of training it again."""
-    import fcntl
+def run_lock(run_path: Path, poll: float = 1.0, stale_after: float = LOCK_STALE_S):
+    """Exclusive lock on a run (``<run>.excl-lock`` beside it): a second process asking for the
+    same run waits until the first has trained it, then loads it instead of training it again.
+
+    Holds on a shared filesystem (NFS, Lustre) where ``flock`` may not: the lock is a file
+    created with ``O_CREAT | O_EXCL`` (atomic there too), holding the owner's host and pid, its
+    mtime refreshed every :data:`LOCK_HEARTBEAT_S` while held, removed on release. A waiter
+    removes a stale lock (see :func:`_lock_is_stale`) and tries again."""
+    import os
+    import socket
+    import threading
 
     run_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(run_path.with_name(run_path.name + ".lock"), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    path = run_path.with_name(run_path.name + ".excl-lock")
+    owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}).encode()
+    while True:
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if _lock_is_stale(path, stale_after):
+                stale = path.with_name(f"{path.name}.stale-{os.getpid()}")
+                try:
+                    os.replace(path, stale)  # one waiter wins the removal
+                    stale.unlink()
+                except FileNotFoundError:
+                    pass
+                continue
+            time.sleep(poll)
+            continue
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(owner)
+        break
+    stop = threading.Event()
+
+    def heartbeat() -> None:
+        while not stop.wait(LOCK_HEARTBEAT_S):
+            try:
+                os.utime(path)
+            except OSError:
+                return
+
+    beat = threading.Thread(target=heartbeat, daemon=True)
+    beat.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beat.join()
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
 
 
 @dataclass
@@ -135,9 +202,23 @@ class TrainedRun:
     train_seconds: float
 
 
-def trained(name: str, cfg: dict[str, Any], train_ds: Any, profile: str, label: str | None = None,
-            force: bool = False) -> TrainedRun:
-    """Fit method ``name`` with ``cfg`` on ``train_ds`` (cached; see module docstring)."""
+PLAN_ENV = "PERSONA_PLAN_DIR"  # set: trained() records runs that are not done instead of training them
+
+
+class RunDeferred(Exception):
+    """Planning mode (``$PERSONA_PLAN_DIR``): this run is not trained yet; its job spec was written."""
+
+
+class RunsDeferred(RuntimeError):
+    """Planning mode: the runs of a table that are not trained yet (their job specs were written)."""
+
+    def __init__(self, runs: Sequence[str]):
+        super().__init__(f"planning: {len(runs)} run(s) not trained yet, job specs written: {', '.join(runs)}")
+        self.runs = list(runs)
+
+
+def run_identity(name: str, cfg: dict[str, Any], train_ds: Any, profile: str) -> tuple[Any, dict[str, Any], Path]:
+    """(method, cache key, run directory) of fitting method ``name`` with ``cfg`` on ``train_ds``."""
     from persona.methods import build_method
 
     method = build_method(name, dict(cfg))
@@ -149,7 +230,12 @@ def trained(name: str, cfg: dict[str, Any], train_ds: Any, profile: str, label: 
     if digest is not None:
         key["generator_digest"] = digest
     run_path = runs_root(profile) / f"{name}-{Path(train_ds.root).parent.name}-{config_hash(key)}"
-    with run_lock(run_path):  # notebooks running side by side may ask for the same run
+    return method, key, run_path
+
+
+def train_or_load(method: Any, key: dict[str, Any], run_path: Path, train_ds: Any, force: bool = False) -> tuple[RunDir, float]:
+    """Fit ``method`` into ``run_path`` unless a finished run is there (then load it); locked."""
+    with run_lock(run_path):  # notebooks running side by side, or cluster jobs, may ask for the same run
         if force and run_path.exists():
             shutil.rmtree(run_path)
         run = RunDir(run_path)
@@ -162,6 +248,32 @@ def trained(name: str, cfg: dict[str, Any], train_ds: Any, profile: str, label: 
             method.fit(train_ds, run)
             seconds = time.perf_counter() - start
             atomic_write_json(done, {"train_seconds": seconds, "key": key})
+    return run, seconds
+
+
+def _plan(name: str, cfg: dict[str, Any], train_ds: Any, profile: str, label: str | None, run_path: Path, plan_dir: Path) -> None:
+    """Write the job spec of a run that planning mode found not done (see :mod:`persona.cluster`)."""
+    import torch
+
+    spec = {"method": name, "cfg": to_jsonable(cfg), "data": str(Path(train_ds.root).resolve()),
+            "split": getattr(train_ds, "split", "train"), "max_seconds": getattr(train_ds, "max_seconds", None),
+            "profile": profile, "label": label, "run": str(run_path.resolve()), "threads": torch.get_num_threads()}
+    atomic_write_json(Path(plan_dir) / f"{run_path.name}.json", spec)
+
+
+def trained(name: str, cfg: dict[str, Any], train_ds: Any, profile: str, label: str | None = None,
+            force: bool = False) -> TrainedRun:
+    """Fit method ``name`` with ``cfg`` on ``train_ds`` (cached; see module docstring). In
+    planning mode (``$PERSONA_PLAN_DIR`` set) a run that is not done is written there as a job
+    spec and :class:`RunDeferred` is raised instead."""
+    import os
+
+    method, key, run_path = run_identity(name, cfg, train_ds, profile)
+    plan_dir = os.environ.get(PLAN_ENV)
+    if plan_dir and (force or not (run_path / "done.json").is_file()):
+        _plan(name, cfg, train_ds, profile, label, run_path, Path(plan_dir))
+        raise RunDeferred(run_path.name)
+    run, seconds = train_or_load(method, key, run_path, train_ds, force=force)
     return TrainedRun(label or name, method, run, seconds)
 
 
@@ -269,7 +381,7 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
     if sync and syncnet_model:
         sync_scorer(syncnet_model)  # a wrong path fails now, not after hours of training
 
-    frames, timings, runs = [], [], {}
+    frames, timings, runs, deferred = [], [], {}, []
     for video in video_dirs:
         identity = Path(video).parent.name if Path(video).name in ("mono", "audio") else Path(video).name
         train = FrameDataset(video, "train", max_seconds=train_max_seconds)
@@ -277,8 +389,12 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
         novel_ds = NovelViewDataset(video) if novel and (Path(video) / "novel").is_dir() else None
         for row in rows:
             print(f"{identity}: {row.label} ...", flush=True)
-            tr = trained(row.method, {**row.cfg, "profile": profile}, train, profile,
-                         label=f"{slug(row.label)}-{identity}", force=force)
+            try:
+                tr = trained(row.method, {**row.cfg, "profile": profile}, train, profile,
+                             label=f"{slug(row.label)}-{identity}", force=force)
+            except RunDeferred as run_name:  # planning mode: list every missing run, then stop
+                deferred.append(str(run_name))
+                continue
             tr.name = row.label
             start = time.perf_counter()
             df = evaluated(tr, test, novel_ds if getattr(tr.method, "supports_novel_views", False) else None, force=force,
@@ -298,6 +414,8 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
             timings.append({"method": row.label, "identity": identity, "train_seconds": tr.train_seconds,
                             "eval_seconds": eval_seconds})
             runs[(row.label, identity)] = tr
+    if deferred:
+        raise RunsDeferred(deferred)
     return pd.concat(frames, ignore_index=True), pd.DataFrame(timings), runs
 
 

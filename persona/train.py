@@ -380,6 +380,10 @@ class OursMethod:
         latest = run.latest_checkpoint()
         if latest is None:
             raise FileNotFoundError(f"{run.checkpoints}: no checkpoint to load (train the run first)")
+        if self.config.resolution is None:  # the resolution the run was trained at (fit sets it from the data)
+            trained_at = run.read_config().get("config", {}).get("resolution") if (run.root / "config.json").is_file() else None
+            if trained_at:
+                self.config = replace(self.config, resolution=int(trained_at))
         self.model = self._build()
         _load_checkpoint(latest[1], self.model, None)
         self.model.to(self.config.device).eval()

@@ -47,3 +47,11 @@ def test_environment_yml_matches_constraints():
     python = [d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python")]
     assert python == ["python=3.11"]
     assert "-e ." in next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+
+
+def test_optional_extras_are_pinned_in_constraints_and_environment():
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "submitit" in extras["cluster"]
+    names = {re.split(r"[<>=!\[; ]", d, maxsplit=1)[0].lower() for deps in extras.values() for d in deps}
+    pins, _ = conda_pins()
+    assert names - set(constraint_pins()) == set() and names - set(pins) == set()
