@@ -7,19 +7,23 @@
 #   ./reproduce.sh --only 03             one notebook (by number or name)
 #   ./reproduce.sh --jobs 1              experiment notebooks one after another (default: 2 side by side)
 #   ./reproduce.sh test                  the test suite: unit tests + notebooks under nbval (smoke)
+#   ./reproduce.sh --profile paper --launcher slurm --slurm-partition P --gpus-per-job 1
+#                                        training runs as SLURM jobs (submitit), then the notebooks on the cache
 #   ./reproduce.sh --help
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
 die2() { echo "reproduce.sh: $*" >&2; exit 2; }
 
 PROFILE=default
 ONLY=""
 JOBS=""
 MODE=run
+LAUNCHER=""
+CLUSTER_ARGS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
@@ -30,10 +34,17 @@ while [ $# -gt 0 ]; do
     --only=*) ONLY="${1#*=}"; shift ;;
     --jobs) [ $# -ge 2 ] || die2 "--jobs needs a number (1 = one notebook at a time)"; JOBS="$2"; shift 2 ;;
     --jobs=*) JOBS="${1#*=}"; shift ;;
-    *) die2 "unknown argument '$1' (expected: test, --profile smoke|default|paper, --only NN, --jobs N, --help)" ;;
+    --launcher) [ $# -ge 2 ] || die2 "--launcher needs a value: slurm or local"; LAUNCHER="$2"; shift 2 ;;
+    --launcher=*) LAUNCHER="${1#*=}"; shift ;;
+    --slurm-partition|--gpus-per-job|--cpus-per-job|--timeout-min|--mem-gb)
+      [ $# -ge 2 ] || die2 "$1 needs a value"; CLUSTER_ARGS+=("$1" "$2"); shift 2 ;;
+    --slurm-partition=*|--gpus-per-job=*|--cpus-per-job=*|--timeout-min=*|--mem-gb=*) CLUSTER_ARGS+=("$1"); shift ;;
+    *) die2 "unknown argument '$1' (expected: test, --profile smoke|default|paper, --only NN, --jobs N, --launcher slurm|local, --slurm-partition P, --gpus-per-job N, --help)" ;;
   esac
 done
 case "$JOBS" in ""|[1-9]|[1-9][0-9]) ;; *) die2 "--jobs expects a whole number from 1, got '$JOBS'" ;; esac
+case "$LAUNCHER" in ""|slurm|local) ;; *) die2 "unknown launcher '$LAUNCHER' (expected slurm or local)" ;; esac
+[ -z "$LAUNCHER" ] && [ ${#CLUSTER_ARGS[@]} -gt 0 ] && die2 "${CLUSTER_ARGS[0]%%=*} needs --launcher slurm (or local)"
 case "$PROFILE" in smoke|default|paper) ;; *) die2 "unknown profile '$PROFILE' (expected smoke, default or paper)" ;; esac
 if [ -n "$ONLY" ]; then
   ls notebooks/"$ONLY"*.ipynb >/dev/null 2>&1 || ls notebooks/"$ONLY".ipynb >/dev/null 2>&1 \
@@ -58,11 +69,13 @@ else
 fi
 
 STAMP="$("$PY" -c 'import sys; print(sys.prefix)')/.persona-install-stamp"
-WANT="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
+EXTRA=""
+[ -n "$LAUNCHER" ] && EXTRA="[cluster]"  # submitit
+WANT="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)$EXTRA"
 if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
   echo "==> installing dependencies (pinned by constraints.txt) into $("$PY" -c 'import sys; print(sys.prefix)')"
   start=$(date +%s)
-  "$PY" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e . 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  "$PY" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".$EXTRA" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   echo "$WANT" > "$STAMP"
   echo "==> installed in $(( $(date +%s) - start )) s"
 fi
@@ -71,6 +84,11 @@ export PYTHONHASHSEED=0 MPLBACKEND=Agg
 if [ "$MODE" = test ]; then
   exec "$PY" -m pytest tests notebooks --nbval-lax --nbval-current-env \
     --nbval-sanitize-with notebooks/nbval_sanitize.cfg --ignore=notebooks/executed -p no:cacheprovider
+fi
+if [ -n "$LAUNCHER" ]; then
+  args=(--profile "$PROFILE" --launcher "$LAUNCHER" "${CLUSTER_ARGS[@]}")
+  [ -n "$ONLY" ] && args+=(--only "$ONLY")
+  exec "$PY" -m persona cluster "${args[@]}"
 fi
 args=(--profile "$PROFILE")
 [ -n "$ONLY" ] && args+=(--only "$ONLY")

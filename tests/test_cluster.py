@@ -116,3 +116,13 @@ def test_run_lock_is_a_lock_file_with_a_stale_rule(tmp_path):
     lock.unlink()  # the other holder releases
     waiter.join(5)
     assert got.is_set() and not lock.exists()
+
+
+def test_reproduce_sh_refuses_bad_launcher_flags():
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "reproduce.sh"
+    for args, message in ((["--launcher", "pbs"], "unknown launcher 'pbs' (expected slurm or local)"),
+                          (["--slurm-partition", "P"], "--slurm-partition needs --launcher slurm (or local)")):
+        out = subprocess.run(["bash", str(script), *args], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 2 and message in out.stderr and out.stderr.count("\n") == 1
