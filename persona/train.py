@@ -6,6 +6,10 @@ Training (paper Sec. 3.2; the official release):
 - loss ``L2 + lambda_lpips * LPIPS`` (LPIPS only when its AlexNet weights are present; the run's
   config records the loss used; the paper profile refuses to run without them unless
   ``lambda_lpips = 0`` is asked for explicitly) ``+ ortho_weight * ||B^B^^T - I||^2`` in ``ortho='loss'`` mode;
+- where the paper's text is silent, the paper profile takes the release's choices: the LIA-style
+  RGB encoder at 256 px (``rgb_encoder='release'``), AudioAttNet scoring from the first 32 audio
+  features (``audio_att_dims=32``) and the loss at 256 px (``loss_resolution=256``); the CPU
+  profiles keep persona's own (see :class:`TrainConfig`);
 - one Adam (lr 3e-4, betas (0.9, 0.999)) over every parameter; frozen ones get no gradient and
   so no update and no Adam state.
 
@@ -31,7 +35,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from persona.profiles import for_profile
-from persona.prior import MODALITIES, ORTHO_MODES, PersonalizedPrior, audio_track, gather_neighbour_windows
+from persona.prior import MODALITIES, ORTHO_MODES, RGB_ENCODERS, PersonalizedPrior, audio_track, gather_neighbour_windows
 from persona.runs import RunDir, load_optimizer_tensors, load_tensors, optimizer_tensors, prefixed, unprefixed
 
 METHOD_NAME = "ours"
@@ -56,7 +60,10 @@ class TrainConfig:
     batch_size: int = 2
     lambda_lpips: float = 5.0  # the paper's text; the release uses 1.0
     audio_smooth_after: int = 300  # iterations before AudioAttNet smoothing starts (audio only)
+    audio_att_dims: int | None = None  # features AudioAttNet scores from: None = all 64 (persona) | 32 (the release)
     resolution: int | None = None  # training/render resolution; None = the dataset's
+    loss_resolution: int | None = None  # None: loss at the training resolution (persona) | 256: area-pooled to 256 (the release)
+    rgb_encoder: str = "persona"  # persona (prior.RGBEncoder, at `resolution`) | release (LIA EncoderApp at 256 px)
     rgb_base_channels: int = 16
     rgb_max_channels: int = 128
     rgb_feature_dim: int = 128
@@ -82,7 +89,9 @@ TRAIN_PROFILES: dict[str, TrainConfig] = {
     "default": TrainConfig(profile="default"),
     "paper": TrainConfig(profile="paper", k=50, iterations=200_000, frozen_iterations=50_000, audio_smooth_after=150_000,
                          rgb_base_channels=32, rgb_max_channels=512, rgb_feature_dim=512, rgb_head_layers=4, mlp_hidden=512,
-                         mlp_layers=6, log_every=100, checkpoint_every=5000, sample_every=5000, device="cuda"),
+                         mlp_layers=6, log_every=100, checkpoint_every=5000, sample_every=5000, device="cuda",
+                         # the release's choices where the paper's text is silent (persona.release_encoder, prior.AudioAttNet)
+                         rgb_encoder="release", audio_att_dims=32, loss_resolution=256),
 }
 
 
@@ -99,6 +108,8 @@ def train_config(profile: str = "default", **overrides: Any) -> TrainConfig:
         raise ValueError(f"TrainConfig.modality={cfg.modality!r}; expected one of {MODALITIES}")
     if cfg.ortho not in ORTHO_MODES:
         raise ValueError(f"TrainConfig.ortho={cfg.ortho!r}; expected one of {ORTHO_MODES}")
+    if cfg.rgb_encoder not in RGB_ENCODERS:
+        raise ValueError(f"TrainConfig.rgb_encoder={cfg.rgb_encoder!r}; expected one of {RGB_ENCODERS}")
     if not 0 <= cfg.frozen_iterations <= cfg.iterations:
         raise ValueError(f"TrainConfig: frozen_iterations={cfg.frozen_iterations} must lie in [0, iterations={cfg.iterations}]")
     return cfg
@@ -135,7 +146,16 @@ def build_model(cfg: TrainConfig, G: torch.nn.Module) -> PersonalizedPrior:
     return PersonalizedPrior(G, cfg.modality, k=cfg.k, ortho=cfg.ortho, offset_init=cfg.offset_init, resolution=resolution,
                              rgb_base_channels=cfg.rgb_base_channels, rgb_max_channels=cfg.rgb_max_channels,
                              rgb_feature_dim=cfg.rgb_feature_dim, rgb_head_layers=cfg.rgb_head_layers,
-                             mlp_hidden=cfg.mlp_hidden, mlp_layers=cfg.mlp_layers)
+                             mlp_hidden=cfg.mlp_hidden, mlp_layers=cfg.mlp_layers, rgb_encoder=cfg.rgb_encoder,
+                             audio_att_dims=cfg.audio_att_dims)
+
+
+def loss_images(pred: torch.Tensor, target: torch.Tensor, loss_resolution: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pred, target) [B,3,R,R] as the loss sees them: area-pooled to ``loss_resolution`` when
+    that is smaller than R (the release: 256), else unchanged (persona)."""
+    if loss_resolution and pred.shape[-1] > loss_resolution:
+        return F.adaptive_avg_pool2d(pred, loss_resolution), F.adaptive_avg_pool2d(target, loss_resolution)
+    return pred, target
 
 
 def set_stage(model: PersonalizedPrior, stage: int) -> None:
@@ -307,6 +327,7 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
             batch["audio_neighbours"] = gather_neighbour_windows(batch["index"], batch["audio"].float(), track).to(device)
         target = batch["image"].float()
         pred = model(batch, batch["camera"])["image"]
+        pred, target = loss_images(pred, target, cfg.loss_resolution)
         l2 = F.mse_loss(pred, target)
         loss = l2
         lp = torch.zeros(())

@@ -102,3 +102,46 @@ def test_nerface_and_adnerf_readers_at_512_and_450(tmp_path):
             direction = want[0][:3, 3] / np.linalg.norm(want[0][:3, 3])
             np.testing.assert_allclose(got[0][:3, 3], cameras.RADIUS * direction, atol=0.02)
         assert ds.background is not None and tuple(ds.background.shape) == (3, size, size)
+
+
+def test_the_release_choices_of_the_paper_profile():
+    from persona.prior import AudioAttNet, PersonalizedPrior, RGBEncoder
+    from persona.release_encoder import ReleaseRGBEncoder
+    from persona.train import loss_images, train_config
+
+    cfg = train_config("paper")
+    assert (cfg.rgb_encoder, cfg.audio_att_dims, cfg.loss_resolution) == ("release", 32, 256)
+    assert (train_config("default").rgb_encoder, train_config("default").audio_att_dims) == ("persona", None)
+    with pytest.raises(ValueError, match="rgb_encoder"):
+        train_config("smoke", rgb_encoder="lia")
+
+    torch.manual_seed(0)
+    enc = ReleaseRGBEncoder(k=50)  # LIA's EncoderApp at 256 px + 5 linear layers
+    names = dict(enc.named_parameters())
+    assert tuple(names["trunk.0.weight"].shape) == (64, 3, 1, 1)  # 256 px: 64 channels
+    assert tuple(names["trunk.8.weight"].shape) == (512, 512, 4, 4)  # 6 down-blocks 256 -> 4, then the 4x4 conv
+    assert [tuple(m.weight.shape) for m in enc.head] == [(512, 512)] * 4 + [(50, 512)]
+    x = torch.rand(2, 3, 512, 512) * 2 - 1
+    assert tuple(enc(x).shape) == (2, 50)  # any input size, resized to 256
+    a, b, zero = torch.randn(3, 512), torch.randn(3, 512), torch.zeros(3, 512)
+    with torch.no_grad():  # no activations in the head: it is affine
+        torch.testing.assert_close(enc.head(a + b) - enc.head(zero), enc.head(a) - enc.head(zero) + enc.head(b) - enc.head(zero),
+                                   atol=1e-4, rtol=1e-4)
+    assert not isinstance(torch.nn.Module(), RGBEncoder) and "NOT the release's" in RGBEncoder.__doc__
+
+    att = AudioAttNet(64, score_dims=32)
+    feats = torch.randn(2, 8, 64)
+    other = feats.clone()
+    other[..., 32:] = torch.randn(2, 8, 32)
+    torch.testing.assert_close(att.attention(feats), att.attention(other))  # scores read the first 32 only
+    assert not torch.allclose(att(feats), att(other))  # the weighted sum covers all 64
+    assert att.scores[0].in_channels == 32 and AudioAttNet(64).scores[0].in_channels == 64  # persona: scores from all 64
+
+    pred, target = torch.rand(1, 3, 512, 512), torch.rand(1, 3, 512, 512)
+    p256, t256 = loss_images(pred, target, 256)
+    assert tuple(p256.shape) == tuple(t256.shape) == (1, 3, 256, 256)
+    assert loss_images(pred, target, None)[0] is pred
+
+    G = build_generator("tiny")
+    model = PersonalizedPrior(G, "rgb", k=8, resolution=64, rgb_encoder="release", rgb_encoder_resolution=32, rgb_feature_dim=64)
+    assert isinstance(model.encoder, ReleaseRGBEncoder) and model.encoder.resolution == 32
