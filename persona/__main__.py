@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("persona.evaluate", "main_eval", "metrics of a trained run on the test split"),
     "bench generator": ("persona.eg3d.bench", "main", "generator speed (ms/image, GFLOP/s)"),
     "bench renderer": ("persona.data.bench", "main", "synthetic renderer frames per second"),
+    "bench paper": ("persona.paper_bench", "main", "paper-size dry run: ms/step per method, projected paper-profile hours"),
     "notebooks": ("persona.notebooks", "main", "run the notebooks in order (what reproduce.sh calls)"),
     "cluster": ("persona.cluster", "main", "train the notebooks' runs as SLURM (or local) jobs, then run the notebooks"),
 }

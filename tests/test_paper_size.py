@@ -145,3 +145,15 @@ def test_the_release_choices_of_the_paper_profile():
     G = build_generator("tiny")
     model = PersonalizedPrior(G, "rgb", k=8, resolution=64, rgb_encoder="release", rgb_encoder_resolution=32, rgb_feature_dim=64)
     assert isinstance(model.encoder, ReleaseRGBEncoder) and model.encoder.resolution == 32
+
+
+def test_paper_bench_projection_counts_runs_and_spreads_them_over_devices():
+    from persona.paper_bench import PAPER_RUNS, paper_steps, project
+
+    assert paper_steps("ours", {"modality": "rgb"}) == 200_000 and paper_steps("nerface", {}) == 1_000_000
+    assert paper_steps("nha", {}) == 30_000
+    hours = project({"ours rgb": 0.36, "NHA": 3.6}, {"ours rgb": 10_000, "NHA": 1_000}, devices=1, identities=3)
+    assert PAPER_RUNS["ours rgb"] == 6
+    assert hours["ours rgb"] == pytest.approx(18 * 1.0) and hours["NHA"] == pytest.approx(3 * 1.0)
+    assert hours["total"] == pytest.approx(21.0) and hours["wall"] == pytest.approx(21.0)
+    assert project({"ours rgb": 0.36, "NHA": 3.6}, {"ours rgb": 10_000, "NHA": 1_000}, devices=7, identities=3)["wall"] == pytest.approx(3.0)
