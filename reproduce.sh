@@ -70,7 +70,7 @@ fi
 
 STAMP="$("$PY" -c 'import sys; print(sys.prefix)')/.persona-install-stamp"
 EXTRA=""
-[ -n "$LAUNCHER" ] && EXTRA="[cluster]"  # submitit
+{ [ -n "$LAUNCHER" ] || [ "$MODE" = test ]; } && EXTRA="[cluster]"  # submitit (the tests run its local executor)
 WANT="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)$EXTRA"
 if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
   echo "==> installing dependencies (pinned by constraints.txt) into $("$PY" -c 'import sys; print(sys.prefix)')"
