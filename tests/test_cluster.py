@@ -37,6 +37,7 @@ def _table(per_frame):
     return report.results_table(per_frame, ["psnr", "ssim"], [r.label for r in ROWS], novel=False)
 
 
+@pytest.mark.slow  # two job processes (torch import each) and four short trainings
 def test_local_executor_jobs_give_the_single_machine_tables(video, tmp_path, monkeypatch):
     monkeypatch.setattr(ex, "runs_root", lambda profile: tmp_path / "cluster-runs" / profile)
     plan = tmp_path / "plan"

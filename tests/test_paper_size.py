@@ -34,6 +34,7 @@ def ffhq512_pickle(tmp_path_factory):
     return path, G, marker
 
 
+@pytest.mark.slow  # ~8 s on a quiet core: one 512^2 frame of the full-size networks
 def test_official_ffhq512_pickle_loads_and_renders_a_512_frame(ffhq512_pickle):
     path, G, marker = ffhq512_pickle
     H = load_official(path)  # preset ffhq512
@@ -51,6 +52,7 @@ def test_official_ffhq512_pickle_loads_and_renders_a_512_frame(ffhq512_pickle):
     assert torch.isfinite(out["image"]).all() and out["image"].std() > 0
 
 
+@pytest.mark.slow  # ~30 s on a quiet core: forward + backward through the 512^2 generator
 def test_one_training_step_of_ours_at_the_paper_preset(ffhq512_pickle, tmp_path):
     from persona.data.dataset import FrameDataset
     from persona.data.real_layouts import write_real_layouts
