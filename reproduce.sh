@@ -6,6 +6,10 @@
 #   ./reproduce.sh --profile paper       the paper's settings (GPU, official EG3D weights, real data)
 #   ./reproduce.sh --only 03             one notebook (by number or name)
 #   ./reproduce.sh --jobs 1              experiment notebooks one after another (default: 2 side by side)
+#   ./reproduce.sh --only 04 -p ks='[5,20]'   rerun with a changed parameter (-p NAME=VALUE, repeatable;
+#                                        written to tables/reruns/<profile>-<changes>/, README untouched)
+#   ./reproduce.sh --cpu-torch           install the CPU-only torch build (~1.8 GB .venv instead of ~5.5 GB);
+#                                        TORCH_INDEX_URL=<pip index> chooses another torch index
 #   ./reproduce.sh test                  the test suite: unit tests + notebooks under nbval (smoke)
 #   ./reproduce.sh --profile paper --launcher slurm --slurm-partition P --gpus-per-job 1
 #                                        training runs as SLURM jobs (submitit), then the notebooks on the cache
@@ -15,7 +19,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 die2() { echo "reproduce.sh: $*" >&2; exit 2; }
 
 PROFILE=default
@@ -24,6 +28,8 @@ JOBS=""
 MODE=run
 LAUNCHER=""
 CLUSTER_ARGS=()
+PARAMS=()
+CPU_TORCH_INDEX="https://download.pytorch.org/whl/cpu"
 while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
@@ -34,17 +40,22 @@ while [ $# -gt 0 ]; do
     --only=*) ONLY="${1#*=}"; shift ;;
     --jobs) [ $# -ge 2 ] || die2 "--jobs needs a number (1 = one notebook at a time)"; JOBS="$2"; shift 2 ;;
     --jobs=*) JOBS="${1#*=}"; shift ;;
+    -p|--param) [ $# -ge 2 ] || die2 "$1 needs NAME=VALUE, e.g. -p ks='[5,20]'"
+      case "$2" in *=*) ;; *) die2 "$1 expects NAME=VALUE, got '$2' (e.g. -p ks='[5,20]')" ;; esac
+      PARAMS+=(-p "$2"); shift 2 ;;
+    --cpu-torch) TORCH_INDEX_URL="$CPU_TORCH_INDEX"; shift ;;
     --launcher) [ $# -ge 2 ] || die2 "--launcher needs a value: slurm or local"; LAUNCHER="$2"; shift 2 ;;
     --launcher=*) LAUNCHER="${1#*=}"; shift ;;
     --slurm-partition|--gpus-per-job|--cpus-per-job|--timeout-min|--mem-gb)
       [ $# -ge 2 ] || die2 "$1 needs a value"; CLUSTER_ARGS+=("$1" "$2"); shift 2 ;;
     --slurm-partition=*|--gpus-per-job=*|--cpus-per-job=*|--timeout-min=*|--mem-gb=*) CLUSTER_ARGS+=("$1"); shift ;;
-    *) die2 "unknown argument '$1' (expected: test, --profile smoke|default|paper, --only NN, --jobs N, --launcher slurm|local, --slurm-partition P, --gpus-per-job N, --help)" ;;
+    *) die2 "unknown argument '$1' (expected: test, --profile smoke|default|paper, --only NN, --jobs N, -p NAME=VALUE, --cpu-torch, --launcher slurm|local, --slurm-partition P, --gpus-per-job N, --help)" ;;
   esac
 done
 case "$JOBS" in ""|[1-9]|[1-9][0-9]) ;; *) die2 "--jobs expects a whole number from 1, got '$JOBS'" ;; esac
 case "$LAUNCHER" in ""|slurm|local) ;; *) die2 "unknown launcher '$LAUNCHER' (expected slurm or local)" ;; esac
 [ -z "$LAUNCHER" ] && [ ${#CLUSTER_ARGS[@]} -gt 0 ] && die2 "${CLUSTER_ARGS[0]%%=*} needs --launcher slurm (or local)"
+[ -n "$LAUNCHER" ] && [ ${#PARAMS[@]} -gt 0 ] && die2 "-p cannot be combined with --launcher (set the values in notebooks/params/$PROFILE.yaml)"
 case "$PROFILE" in smoke|default|paper) ;; *) die2 "unknown profile '$PROFILE' (expected smoke, default or paper)" ;; esac
 if [ -n "$ONLY" ]; then
   ls notebooks/"$ONLY"*.ipynb >/dev/null 2>&1 || ls notebooks/"$ONLY".ipynb >/dev/null 2>&1 \
@@ -69,13 +80,19 @@ else
 fi
 
 STAMP="$("$PY" -c 'import sys; print(sys.prefix)')/.persona-install-stamp"
+# torch: by default pip's own configuration decides (on PyPI: the CUDA build, ~5.5 GB with its NVIDIA
+# packages); --cpu-torch or TORCH_INDEX_URL adds that index, whose torch pip then prefers (the CPU build
+# is ~1.8 GB in all). The machine's pip configuration (index-url, proxies) keeps working either way.
+TORCH_INDEX=()
+[ -n "${TORCH_INDEX_URL:-}" ] && TORCH_INDEX=(--extra-index-url "$TORCH_INDEX_URL")
 EXTRA=""
 { [ -n "$LAUNCHER" ] || [ "$MODE" = test ]; } && EXTRA="[cluster]"  # submitit (the tests run its local executor)
-WANT="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)$EXTRA"
+WANT="$( (cat pyproject.toml constraints.txt; echo "${TORCH_INDEX_URL:-}") | sha256sum | cut -d' ' -f1)$EXTRA"
 if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
   echo "==> installing dependencies (pinned by constraints.txt) into $("$PY" -c 'import sys; print(sys.prefix)')"
+  [ -n "${TORCH_INDEX_URL:-}" ] && echo "==> torch from $TORCH_INDEX_URL (and pip's configured index)"
   start=$(date +%s)
-  "$PY" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".$EXTRA" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  "$PY" -m pip install --quiet --disable-pip-version-check "${TORCH_INDEX[@]}" -c constraints.txt -e ".$EXTRA" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   echo "$WANT" > "$STAMP"
   echo "==> installed in $(( $(date +%s) - start )) s"
 fi
@@ -93,4 +110,5 @@ fi
 args=(--profile "$PROFILE")
 [ -n "$ONLY" ] && args+=(--only "$ONLY")
 [ -n "$JOBS" ] && args+=(--jobs "$JOBS")
+args+=("${PARAMS[@]}")
 exec "$PY" -m persona notebooks "${args[@]}"

@@ -25,7 +25,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "bench paper": ("persona.paper_bench", "main", "paper-size dry run: ms/step per method, projected paper-profile hours"),
     "notebooks": ("persona.notebooks", "main", "run the notebooks in order (what reproduce.sh calls)"),
     "cluster": ("persona.cluster", "main", "train the notebooks' runs as SLURM (or local) jobs, then run the notebooks"),
+    "runs": ("persona.runlist", "main", "list trained runs: method, modality, k, identity, steps, final PSNR"),
 }
+GROUPS = sorted({name.split()[0] for name in COMMANDS if " " in name})
 
 
 def _usage() -> str:
@@ -33,6 +35,13 @@ def _usage() -> str:
     lines = ["usage: python -m persona COMMAND [options]   (COMMAND --help for its options)", "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
     return "\n".join(lines)
+
+
+def _group_usage(group: str) -> str:
+    verbs = {name: help_ for name, (_, _, help_) in COMMANDS.items() if name.split()[0] == group and " " in name}
+    width = max(len(k) for k in verbs)
+    lines = [f"usage: python -m persona {group} VERB [options]   (VERB --help for its options)", "", f"{group} verbs:"]
+    return "\n".join(lines + [f"  {name:<{width}}  {help_}" for name, help_ in verbs.items()])
 
 
 def _debug_requested(argv: list[str]) -> bool:
@@ -49,6 +58,12 @@ def _dispatch(argv: list[str]) -> int:
             module_name, function, _ = COMMANDS[key]
             module = importlib.import_module(module_name)
             return int(getattr(module, function)(argv[words:]) or 0)
+    if argv[0] in GROUPS:  # a verb group alone, with --help, or with an unknown verb: list its verbs
+        if len(argv) == 1 or argv[1] in ("-h", "--help"):
+            print(_group_usage(argv[0]))
+            return 0
+        print(f"persona: unknown {argv[0]} verb {argv[1]!r}\n\n{_group_usage(argv[0])}", file=sys.stderr)
+        return 2
     print(f"persona: unknown command {' '.join(argv[:2])!r}\n\n{_usage()}", file=sys.stderr)
     return 2
 

@@ -23,7 +23,6 @@ every node sees.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
@@ -156,12 +155,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from persona import notebooks
     from persona.profiles import PROFILE_NAMES
 
-    p = argparse.ArgumentParser(prog="python -m persona cluster",
-                                description="train every run of the notebooks as cluster jobs, then run the notebooks on the cache")
-    p.add_argument("--profile", default="paper", choices=PROFILE_NAMES)
+    from persona import cli
+
+    p = cli.parser("cluster", "train every run of the notebooks as cluster jobs, then run the notebooks on the cache")
+    p.add_argument("--profile", default="paper", choices=PROFILE_NAMES, help="parameter file notebooks/params/<profile>.yaml")
     p.add_argument("--launcher", default="slurm", choices=LAUNCHERS, help="slurm, or local (one process per job, for tests)")
     p.add_argument("--slurm-partition", help="SLURM partition of the training jobs")
-    p.add_argument("--gpus-per-job", type=int, default=1)
+    p.add_argument("--gpus-per-job", type=int, default=1, help="GPUs per job (SLURM)")
     p.add_argument("--cpus-per-job", type=int, default=8, help="CPU cores per job (data loading)")
     p.add_argument("--timeout-min", type=int, default=72 * 60, help="wall-clock limit of one job, minutes")
     p.add_argument("--mem-gb", type=int, help="memory per job (SLURM)")

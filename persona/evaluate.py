@@ -114,13 +114,15 @@ def seeded_evaluation(function):
 @seeded_evaluation
 def evaluate_method(method: Any, test_ds: Any, novel_ds: Any | None = None, batch_size: int = 8,
                     lpips_metric: metrics.LPIPS | None = None, progress: bool = True,
-                    max_frames: int | None = None) -> pd.DataFrame:
+                    max_frames: int | None = None, rendered: dict[int, torch.Tensor] | None = None) -> pd.DataFrame:
     """Per-frame metrics of ``method`` on ``test_ds`` (view ``gt``) and ``novel_ds`` (its views).
 
     method: a :class:`persona.methods.Method` ready to render; test_ds: a FrameDataset; novel_ds:
     a NovelViewDataset or None; max_frames: score only that many evenly spaced test frames (and
-    their novel views; see :func:`frame_subset`). Returns a DataFrame with :data:`COLUMNS`, one
-    row per frame per view.
+    their novel views; see :func:`frame_subset`); rendered: frames already rendered at the
+    ground-truth cameras ({frame index: [3,H,W] in [-1,1]}, e.g. what ``render`` wrote), used
+    instead of rendering those again. Returns a DataFrame with :data:`COLUMNS`, one row per frame
+    per view.
     """
     from tqdm import tqdm
 
@@ -131,8 +133,11 @@ def evaluate_method(method: Any, test_ds: Any, novel_ds: Any | None = None, batc
     test_ds, novel_ds = frame_subset(test_ds, novel_ds, max_frames)
     rows: list[dict[str, Any]] = []
     for batch in tqdm(_batches(test_ds, batch_size), desc=f"eval {name} test", total=math.ceil(len(test_ds) / batch_size), disable=not progress):
-        pred = render_batch(method, batch)
         indices = [int(i) for i in batch["index"]]
+        if rendered is not None and all(i in rendered and rendered[i].shape == batch["image"].shape[1:] for i in indices):
+            pred = torch.stack([rendered[i] for i in indices])
+        else:
+            pred = render_batch(method, batch)
         rows += _metric_rows(name, ["gt"] * len(indices), indices, pred, batch["image"], batch.get("mouth_box"), lpips_metric)
     if novel_ds is not None:
         supports = bool(getattr(method, "supports_novel_views", False))
@@ -184,30 +189,63 @@ def render_split(method: Any, dataset: Any, batch_size: int = 8) -> torch.Tensor
 
 
 @seeded_evaluation
-def evaluate_sync(method: Any, test_ds: Any, scorer: Any | None = None, batch_size: int = 8) -> pd.DataFrame:
+def evaluate_sync(method: Any, test_ds: Any, scorer: Any | None = None, batch_size: int = 8,
+                  frames: torch.Tensor | None = None) -> pd.DataFrame:
     """Lip-sync of a method on the test clip and of the ground truth (the paper's Table 3 rows).
 
-    Rows: ``method`` (the method's name or ``ground truth``), ``scorer``, ``lse_c``, ``lse_d``, ``offset``, ``windows``."""
+    ``frames``: the method's test frames [T,3,H,W] when already rendered. Rows: ``method`` (the
+    method's name or ``ground truth``), ``scorer``, ``lse_c``, ``lse_d``, ``offset``, ``windows``."""
     from persona import syncnet
 
     scorer = scorer or syncnet.load_synthetic_expert()
     name = getattr(method, "name", type(method).__name__)
-    rendered = syncnet.score_frames(scorer, render_split(method, test_ds, batch_size), test_ds)
+    frames = frames if frames is not None else render_split(method, test_ds, batch_size)
+    rendered = syncnet.score_frames(scorer, frames, test_ds)
     truth = syncnet.ground_truth_scores(test_ds, scorer)
     return pd.DataFrame([{"method": name, **rendered.as_row()}, {"method": "ground truth", **truth.as_row()}])
 
 
+def reusable_renders(run: Any, data: Path, split: str, resolution: int | None, indices: list[int]) -> dict[int, torch.Tensor] | None:
+    """The frames ``python -m persona render`` wrote for ``split`` ({index: [3,H,W] in [-1,1]}, from
+    8-bit PNGs) when they come from the run's current checkpoint, the same data and resolution and
+    cover ``indices``; else None."""
+    import cv2
+
+    from persona.train import render_stamp
+
+    stamp_path = run.renders / f"{split}.json"
+    if not stamp_path.is_file():
+        return None
+    stamp = json.loads(stamp_path.read_text())
+    if {k: stamp.get(k) for k in ("checkpoint", "data", "split", "resolution")} != render_stamp(run, data, split, resolution) \
+            or not set(indices) <= set(stamp.get("indices", [])):
+        return None
+    frames = {}
+    for index in indices:
+        image = cv2.imread(str(run.renders / split / f"{index:05d}.png"), cv2.IMREAD_COLOR)
+        if image is None:
+            return None
+        frames[index] = torch.from_numpy(image[:, :, ::-1].copy()).permute(2, 0, 1).float() / 127.5 - 1.0
+    return frames
+
+
 def main_eval(argv: list[str]) -> int:
     """``python -m persona eval RUN [--data DIR] [--split test] [--novel/--no-novel] [--out CSV]``."""
-    parser = argparse.ArgumentParser(prog="python -m persona eval", description="Metrics of a trained run on a test split.")
+    from persona import cli
+
+    parser = cli.parser("eval", "metrics of a trained run on a split (reuses the frames `render` wrote at the same checkpoint)")
     parser.add_argument("run", help="run directory (holds config.json with method, config, data)")
-    parser.add_argument("--data", help="dataset folder (default: the run's config.json 'data')")
-    parser.add_argument("--split", default="test", choices=["train", "val", "test"])
+    parser.add_argument("--data", help="dataset folder (None: the run's config.json 'data')")
+    parser.add_argument("--split", default="test", choices=["train", "val", "test"], help="frames to score")
     parser.add_argument("--novel", action=argparse.BooleanOptionalAction, default=True, help="also score novel views when the dataset has them")
     parser.add_argument("--sync", action=argparse.BooleanOptionalAction, default=True, help="lip-sync scores when the dataset has aud.wav")
-    parser.add_argument("--out", help="CSV of per-frame metrics (default RUN/metrics_<split>.csv)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--reuse-renders", action=argparse.BooleanOptionalAction, default=True,
+                        help="score the frames `python -m persona render` wrote when they come from the same checkpoint")
+    parser.add_argument("--out", help="CSV of per-frame metrics (None: RUN/metrics_<split>.csv)")
+    cli.add_batch_size(parser, "frames per forward pass", default=8, old=None)
+    cli.add_runtime(parser, device_help="torch device: cpu, cuda, cuda:1 ... (None: the run's)")
     args = parser.parse_args(argv)
+    cli.apply_runtime(args)
 
     from persona.data.dataset import FrameDataset, NovelViewDataset
     from persona.methods import build_method
@@ -220,13 +258,21 @@ def main_eval(argv: list[str]) -> int:
             print(f"{run.root / 'config.json'}: missing field {key!r}; expected {{'method', 'config', 'data'}}", file=sys.stderr)
             return 2
     data = Path(args.data or config["data"])
-    method = build_method(config["method"], config.get("config"))
+    method_config = dict(config.get("config") or {})
+    if args.device:
+        method_config["device"] = args.device
+    method = build_method(config["method"], method_config)
     method.load(run)
     test_ds = FrameDataset(data, split=args.split)
     novel_ds = None
     if args.novel and args.split == "test" and (data / "novel" / "transforms_novel.json").is_file():
         novel_ds = NovelViewDataset(data, resolution=test_ds.resolution)
-    frame = evaluate_method(method, test_ds, novel_ds, batch_size=args.batch_size)
+    rendered = None
+    if args.reuse_renders and getattr(test_ds, "indices", None) is not None:
+        rendered = reusable_renders(run, data, args.split, method_config.get("resolution"), [int(i) for i in test_ds.indices])
+        if rendered is not None:
+            print(f"scoring the frames in {run.renders / args.split} (written by `render` at this checkpoint; 8-bit PNGs)")
+    frame = evaluate_method(method, test_ds, novel_ds, batch_size=args.batch_size, rendered=rendered)
     out = Path(args.out) if args.out else run.root / f"metrics_{args.split}.csv"
     atomic_write_bytes(out, frame.to_csv(index=False).encode())
     summary = summarise(frame)
@@ -237,7 +283,8 @@ def main_eval(argv: list[str]) -> int:
         from persona import syncnet
 
         if syncnet.ASSET.is_file():
-            sync = evaluate_sync(method, test_ds, syncnet.load_synthetic_expert(), args.batch_size)
+            frames = torch.stack([rendered[int(i)] for i in test_ds.indices]) if rendered is not None else None
+            sync = evaluate_sync(method, test_ds, syncnet.load_synthetic_expert(), args.batch_size, frames=frames)
             sync_path = out.with_name(f"sync_{args.split}.csv")
             atomic_write_bytes(sync_path, sync.to_csv(index=False).encode())
             print(sync.to_string(index=False))

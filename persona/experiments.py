@@ -22,6 +22,7 @@ import pandas as pd
 
 from persona.notebooks import REPO_ROOT
 from persona.profiles import check_profile
+from persona.runlist import plot_metrics
 from persona.runs import RunDir, atomic_write, atomic_write_json, to_jsonable
 
 
@@ -33,10 +34,11 @@ def runs_root(profile: str) -> Path:
     return REPO_ROOT / "runs" / check_profile(profile)
 
 
-def outputs(profile: str) -> tuple[Path, Path]:
-    """(tables dir, figures dir): ``tables/`` and ``figures/`` for default, a sub-folder otherwise."""
+def outputs(profile: str, rerun: str | None = None) -> tuple[Path, Path]:
+    """(tables dir, figures dir): ``tables/`` and ``figures/`` for default, a sub-folder otherwise;
+    ``reruns/<rerun>`` for a rerun with changed parameters (:attr:`persona.params.NotebookParams.rerun`)."""
     check_profile(profile)
-    sub = "" if profile == "default" else profile
+    sub = f"reruns/{rerun}" if rerun else "" if profile == "default" else profile
     tables, figures = REPO_ROOT / "tables" / sub, REPO_ROOT / "figures" / sub
     tables.mkdir(parents=True, exist_ok=True)
     figures.mkdir(parents=True, exist_ok=True)
@@ -248,6 +250,7 @@ def train_or_load(method: Any, key: dict[str, Any], run_path: Path, train_ds: An
             method.fit(train_ds, run)
             seconds = time.perf_counter() - start
             atomic_write_json(done, {"train_seconds": seconds, "key": key})
+            plot_metrics(run_path)  # metrics.png: loss and PSNR against the step
     return run, seconds
 
 

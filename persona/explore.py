@@ -70,11 +70,20 @@ class BasisExplorer:
 
     def widget(self, top_n: int = 8, runs: Mapping[str, Callable[[], "BasisExplorer"]] | None = None, scale: int = 4):
         """An ipywidgets panel: a slider per top-``top_n`` coefficient (by spread), a selector and
-        slider for any other coefficient, yaw/pitch sliders, an optional run picker, live render."""
+        slider for any other coefficient, yaw/pitch sliders, an optional run picker, live render.
+
+        Switching runs relabels the sliders to the new run's coefficients and resets them to its
+        mean; while a run loads (or trains, the first time) a status line says so and its progress
+        goes to a log below the panel, not to Jupyter's log console. The image keeps its own
+        size (never stretched to the controls' height)."""
         import ipywidgets as w
 
-        image = w.Image(format="png", width=64 * scale)
-        state = {"explorer": self}
+        px = 64 * scale
+        image = w.Image(format="png", layout=w.Layout(width=f"{px}px", height=f"{px}px", flex="0 0 auto",
+                                                      object_fit="contain"))
+        status = w.HTML()
+        log = w.Output(layout=w.Layout(max_height="8em", overflow="auto"))
+        state = {"explorer": self, "quiet": False}
 
         def png(arr: np.ndarray) -> bytes:
             from PIL import Image
@@ -86,17 +95,34 @@ class BasisExplorer:
         def slider(desc: str, lo: float, hi: float, value: float = 0.0):
             return w.FloatSlider(value=value, min=lo, max=hi, step=0.1, description=desc, continuous_update=False)
 
-        top = [slider(f"b{i}", -3, 3) for i in self.order[:top_n]]
-        other_pick = w.Dropdown(options=[(f"b{i}", i) for i in self.order[top_n:]] or [("-", -1)], description="other")
+        top = [slider("", -3, 3) for _ in range(top_n)]
+        other_pick = w.Dropdown(description="other")
         other = slider("value", -3, 3)
         yaw, pitch = slider("yaw°", -45, 45), slider("pitch°", -30, 30)
 
         def refresh(*_):
+            if state["quiet"]:
+                return
             ex = state["explorer"]
             coeffs = {ex.order[j]: s.value for j, s in enumerate(top) if j < len(ex.order)}
             if other_pick.value is not None and other_pick.value >= 0:
                 coeffs[other_pick.value] = other.value
             image.value = png(ex.update(coeffs, yaw.value, pitch.value))
+
+        def bind(ex: "BasisExplorer") -> None:
+            """Label the sliders with ``ex``'s coefficients and reset them (one render after)."""
+            state["quiet"] = True
+            try:
+                for j, s in enumerate(top):
+                    s.description = f"b{ex.order[j]}" if j < len(ex.order) else "-"
+                    s.value = 0.0
+                    s.layout.visibility = "visible" if j < len(ex.order) else "hidden"
+                other_pick.options = [(f"b{i}", i) for i in ex.order[top_n:]] or [("-", -1)]
+                other.value = 0.0
+                ex.alpha = ex.mean.clone()
+            finally:
+                state["quiet"] = False
+            refresh()
 
         for s in (*top, other, yaw, pitch, other_pick):
             s.observe(refresh, names="value")
@@ -105,11 +131,22 @@ class BasisExplorer:
             picker = w.Dropdown(options=list(runs), description="run")
 
             def pick(change):
-                state["explorer"] = runs[change["new"]]()
-                refresh()
+                name = change["new"]
+                status.value = f"<i>loading run <b>{name}</b> (the first time it trains: see the log below) …</i>"
+                picker.disabled = True
+                try:
+                    with log:
+                        ex = runs[name]()
+                finally:
+                    picker.disabled = False
+                state["explorer"] = ex
+                bind(ex)
+                status.value = f"run <b>{name}</b>: k = {len(ex.order)} coefficients"
 
             picker.observe(pick, names="value")
             children.append(picker)
-        refresh()
+            status.value = f"run <b>{next(iter(runs))}</b>: k = {len(self.order)} coefficients"
+        bind(self)
         controls = w.VBox([w.HTML("<b>coefficients (σ from the mean), largest spread first</b>"), *top, other_pick, other, yaw, pitch])
-        return w.VBox([*children, w.HBox([controls, image])])
+        panel = w.HBox([controls, image], layout=w.Layout(align_items="flex-start"))
+        return w.VBox([*children, status, panel, log])

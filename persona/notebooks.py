@@ -8,7 +8,11 @@ Parameters come from ``notebooks/params/<profile>.yaml``::
     notebooks:                # ... and, per notebook, its own overrides
       03_audio_reenactment: {train_seconds: 20}
 
-Executed copies go to ``notebooks/executed/<profile>/`` (kept for inspection when a cell fails).
+Each notebook takes these values itself (:func:`persona.params.resolve` in its first code cell,
+checked against :data:`persona.params.SCHEMA`); the runner injects only the profile and the
+``-p NAME=VALUE`` parameters given on the command line. Executed copies go to
+``notebooks/executed/<profile>/`` (``notebooks/executed/reruns/<name>/`` for a rerun with changed
+parameters; kept for inspection when a cell fails).
 The notebooks stored in ``notebooks/`` carry the outputs of a smoke run, which nbval compares
 against (``pytest --nbval-lax notebooks/``); :func:`refresh_stored_outputs` rewrites them.
 
@@ -32,11 +36,38 @@ from typing import Any
 
 import yaml
 
+from persona import params as schema
+from persona.errors import PersonaError, PersonaFileError, PersonaInputError
 from persona.profiles import PROFILE_NAMES, check_profile
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The checkout whose data, runs, tables and figures are read and written: ``$PERSONA_ROOT``
+    when set; else the nearest folder at or above the current directory that holds
+    ``notebooks/params/``; else the checkout persona is imported from (an editable install);
+    else the current directory. So two checkouts sharing one environment never write into each
+    other's outputs."""
+    env = os.environ.get("PERSONA_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "notebooks" / "params").is_dir():
+            return folder
+    package_parent = Path(__file__).resolve().parent.parent
+    return package_parent if (package_parent / "notebooks" / "params").is_dir() else here
+
+
+REPO_ROOT = find_root()
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 PARAMS_DIR = NOTEBOOK_DIR / "params"
+
+
+# The kernel talks to this process over localhost TCP; ipykernel logs a warning that this is
+# unencrypted at every start. Only its own log is quieted (errors still show); the notebooks'
+# output, warnings included, is untouched.
+QUIET_KERNEL = ["--IPKernelApp.log_level=ERROR"]
 
 
 class NotebookFailed(RuntimeError):
@@ -75,23 +106,58 @@ def _params_file(profile: str, params_dir: Path) -> tuple[Path, dict[str, Any]]:
     check_profile(profile)
     path = params_dir / f"{profile}.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: parameter file of profile {profile!r} is missing")
-    data = yaml.safe_load(path.read_text()) or {}
+        raise PersonaFileError(f"{path}: parameter file of profile {profile!r} is missing")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise PersonaInputError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', None) or err}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of parameter names to values")
+        raise PersonaInputError(f"{path}: expected a mapping of parameter names to values, got {type(data).__name__}")
     return path, data
 
 
 def load_params(profile: str, name: str | None = None, params_dir: Path = PARAMS_DIR) -> dict[str, Any]:
-    """Top-level parameters of ``profile`` merged with the overrides for notebook ``name``."""
-    _, data = _params_file(profile, params_dir)
+    """Top-level parameters of ``profile`` merged with the overrides for notebook ``name``, each
+    checked against :data:`persona.params.SCHEMA` (one-line :class:`PersonaInputError` naming the
+    file and the parameter otherwise)."""
+    path, data = _params_file(profile, params_dir)
     per_notebook = data.pop("notebooks", {}) or {}
     data.pop("start_order", None)  # read by start_order(), not a notebook parameter
-    params = dict(data)
+    if not isinstance(per_notebook, dict) or not all(isinstance(v, dict) or v is None for v in per_notebook.values()):
+        raise PersonaInputError(f"{path}: notebooks: expected a mapping of notebook name to its parameters")
+    params = schema.check_all(data, str(path))
+    if params.get("profile", profile) != profile:
+        raise PersonaInputError(f"{path}: profile: expected {profile!r} (the file's name), got {params['profile']!r}")
     params["profile"] = profile
-    if name is not None:
-        params.update(per_notebook.get(name, {}) or {})
+    for notebook, values in per_notebook.items():
+        checked = schema.check_all(values or {}, f"{path}: notebooks.{notebook}")
+        if notebook == name:
+            params.update(checked)
     return params
+
+
+def parameter_overrides(assignments: list[str], names: list[str]) -> dict[str, Any]:
+    """``-p NAME=VALUE`` options -> {name: checked value}; a name none of ``names`` (the notebooks
+    to run) takes is refused."""
+    overrides = dict(schema.parse_assignment(a) for a in assignments)
+    for key in overrides:
+        if key == "profile":
+            raise PersonaInputError("-p profile: use --profile to choose the profile")
+        if not any(key in schema.names_for(n) for n in names):
+            raise PersonaInputError(f"-p {key}: none of the notebooks to run ({', '.join(names)}) takes it; "
+                                    f"{key} belongs to {', '.join(schema.SCHEMA[key].notebooks)}")
+    return overrides
+
+
+def executed_dir(profile: str, name: str, extra: dict[str, Any] | None = None, params_dir: Path | None = None) -> Path:
+    """Where the executed copy of notebook ``name`` goes: ``notebooks/executed/<profile>/``, or
+    ``notebooks/executed/reruns/<rerun name>/`` when ``extra`` changes the profile's parameters."""
+    base = load_params(profile, name, params_dir or PARAMS_DIR)
+    own = {k: v for k, v in (extra or {}).items() if k in schema.names_for(name)}
+    rerun = schema.rerun_name(profile, {k: v for k, v in own.items() if base.get(k) != v})
+    return NOTEBOOK_DIR / "executed" / ("reruns/" + rerun if rerun else profile)
 
 
 def run_notebook(name: str, profile: str, output_dir: Path | None = None, extra: dict[str, Any] | None = None,
@@ -104,15 +170,17 @@ def run_notebook(name: str, profile: str, output_dir: Path | None = None, extra:
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
-    output_dir = output_dir or NOTEBOOK_DIR / "executed" / profile
+    output_dir = output_dir or executed_dir(profile, name, extra)
     output_dir.mkdir(parents=True, exist_ok=True)
     output = output_dir / f"{name}.ipynb"
-    params = load_params(profile, name)
-    params.update(extra or {})
+    # the notebook takes the profile's values itself (persona.params.resolve); inject only the
+    # profile and the parameters given on the command line that this notebook takes
+    params = {"profile": profile, **{k: v for k, v in (extra or {}).items() if k in schema.names_for(name)}}
     start = time.perf_counter()
     try:
         pm.execute_notebook(str(notebook_dir / f"{name}.ipynb"), str(output), parameters=params,
-                            cwd=str(REPO_ROOT), progress_bar=progress, kernel_name="python3")
+                            cwd=str(REPO_ROOT), progress_bar=progress, kernel_name="python3",
+                            extra_arguments=QUIET_KERNEL)
     except PapermillExecutionError as err:
         message = f"cell {err.exec_count} ({err.ename}): {err.evalue}"
         raise NotebookFailed(name, output, message) from None
@@ -128,7 +196,7 @@ def refresh_stored_outputs(names: list[str] | None = None, notebook_dir: Path = 
     for name in names or notebook_names(notebook_dir):
         path = notebook_dir / f"{name}.ipynb"
         nb = nbformat.read(path, as_version=4)
-        nbclient.NotebookClient(nb, timeout=1800, kernel_name="python3",
+        nbclient.NotebookClient(nb, timeout=1800, kernel_name="python3", extra_arguments=QUIET_KERNEL,
                                 resources={"metadata": {"path": str(REPO_ROOT)}}).execute()
         nbformat.write(nb, path)
         print(f"refreshed {path.relative_to(REPO_ROOT)}")
@@ -156,15 +224,19 @@ def schedule(names: list[str], order: list[str] | None = None) -> list[list[str]
     return [[names[0]], middle, [names[-1]]]
 
 
-def notebook_command(name: str, profile: str) -> list[str]:
-    """The command that runs one notebook in its own process."""
-    return [sys.executable, "-m", "persona", "notebooks", "--profile", profile, "--only", name, "--jobs", "1"]
+def notebook_command(name: str, profile: str, extra: dict[str, Any] | None = None) -> list[str]:
+    """The command that runs one notebook in its own process (``extra``: its ``-p`` parameters)."""
+    options = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+               for k, v in (extra or {}).items() if k in schema.names_for(name)]
+    return ([sys.executable, "-m", "persona", "notebooks", "--profile", profile, "--only", name, "--jobs", "1"]
+            + [a for option in options for a in ("-p", option)])
 
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
-def run_parallel(names: list[str], profile: str, jobs: int) -> tuple[list[NotebookResult], list[str]]:
+def run_parallel(names: list[str], profile: str, jobs: int,
+                 extra: dict[str, Any] | None = None) -> tuple[list[NotebookResult], list[str]]:
     """Run ``names`` ``jobs`` at a time, each as ``python -m persona notebooks --only NAME`` with
     one thread; output lines are prefixed with the notebook's number. Returns (results of those
     that finished, error messages of those that failed); a failure does not stop the others."""
@@ -179,7 +251,8 @@ def run_parallel(names: list[str], profile: str, jobs: int) -> tuple[list[Notebo
         tag = name.split("_", 1)[0]
         env = {**os.environ, **ONE_THREAD, "PYTHONUNBUFFERED": "1"}
         start = time.perf_counter()
-        proc = subprocess.Popen(notebook_command(name, profile), cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+        command = notebook_command(name, profile, extra) if extra else notebook_command(name, profile)
+        proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
         tail: deque[str] = deque(maxlen=20)
         for line in proc.stdout:
@@ -188,7 +261,7 @@ def run_parallel(names: list[str], profile: str, jobs: int) -> tuple[list[Notebo
                 print(f"[{tag}] {line.rstrip()}", flush=True)
         if proc.wait() != 0:
             return f"notebook {name} failed:\n" + "\n".join(tail)
-        return NotebookResult(name, time.perf_counter() - start, NOTEBOOK_DIR / "executed" / profile / f"{name}.ipynb")
+        return NotebookResult(name, time.perf_counter() - start, executed_dir(profile, name, extra) / f"{name}.ipynb")
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         outcomes = list(pool.map(one, names))
@@ -196,17 +269,27 @@ def run_parallel(names: list[str], profile: str, jobs: int) -> tuple[list[Notebo
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m persona notebooks", description="Run the notebooks in order.")
-    parser.add_argument("--profile", default="default", help=f"one of {', '.join(PROFILE_NAMES)} (default: default)")
+    parser = argparse.ArgumentParser(
+        prog="python -m persona notebooks", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Run the notebooks in order under a profile's parameters (notebooks/params/<profile>.yaml).",
+        epilog="example: python -m persona notebooks --only 04 -p ks='[5,20]'  (a rerun with changed parameters "
+               "writes tables/reruns/<profile>-<changes>/ and figures/reruns/..., never the README)")
+    parser.add_argument("--profile", default="default", choices=PROFILE_NAMES, help="sizes of data, models and steps")
     parser.add_argument("--only", default=None, help="run one notebook, by number (03) or name")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a parameter of the profile (YAML value: ks=[5,20], force=true, test_frames=null); "
+                             "repeatable; names: " + ", ".join(n for n in schema.SCHEMA if n != "profile"))
     parser.add_argument("--jobs", type=int, default=None,
-                        help="experiment notebooks run side by side, one thread each (default: 2 on 2+ cores; 1 = in order)")
+                        help="experiment notebooks run side by side, one thread each (None: 2 on 2+ cores; 1 = in order)")
     parser.add_argument("--refresh-stored", action="store_true", help="re-execute the stored notebooks in place (smoke outputs for nbval)")
     args = parser.parse_args(argv)
     try:
         check_profile(args.profile)
         names = resolve(args.only)
-    except ValueError as err:
+        extra = parameter_overrides(args.param, names)
+        for name in names:  # the profile's file, checked before anything runs
+            load_params(args.profile, name)
+    except (ValueError, PersonaError) as err:
         print(f"persona notebooks: {err}", file=sys.stderr)
         return 2
     if args.refresh_stored:
@@ -216,14 +299,15 @@ def main(argv: list[str] | None = None) -> int:
     if jobs < 1:
         print("persona notebooks: --jobs must be 1 or more", file=sys.stderr)
         return 2
+    changed = f", parameters {', '.join(f'{k}={v}' for k, v in extra.items())}" if extra else ""
     results: list[NotebookResult] = []
     start = time.perf_counter()
     done = 0
     for stage in (schedule(names, start_order(args.profile)) if jobs > 1 else [[n] for n in names]):
         if len(stage) > 1:
-            print(f"[{done + 1}-{done + len(stage)}/{len(names)}] {', '.join(stage)} (profile {args.profile}, "
+            print(f"[{done + 1}-{done + len(stage)}/{len(names)}] {', '.join(stage)} (profile {args.profile}{changed}, "
                   f"{jobs} at a time, one thread each)", flush=True)
-            finished, errors = run_parallel(stage, args.profile, jobs)
+            finished, errors = run_parallel(stage, args.profile, jobs, extra)
             results += finished
             if errors:
                 for error in errors:
@@ -232,14 +316,14 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
         else:
             name = stage[0]
-            print(f"[{done + 1}/{len(names)}] {name} (profile {args.profile})", flush=True)
+            print(f"[{done + 1}/{len(names)}] {name} (profile {args.profile}{changed})", flush=True)
             try:
-                results.append(run_notebook(name, args.profile, progress=sys.stderr.isatty()))
+                results.append(run_notebook(name, args.profile, extra=extra, progress=sys.stderr.isatty()))
             except NotebookFailed as err:
                 print(f"FAILED: {err}", file=sys.stderr)
                 _print_timings(results, time.perf_counter() - start)
                 return 1
-            print(f"      done in {results[-1].seconds:.1f} s", flush=True)
+            print(f"      done in {results[-1].seconds:.1f} s -> {results[-1].output}", flush=True)
         done += len(stage)
     _print_timings(results, time.perf_counter() - start)
     return 0

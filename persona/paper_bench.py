@@ -18,7 +18,6 @@ first). It is a projection from measured steps, not a measurement of the paper p
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
@@ -95,8 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     from persona.eg3d import build_generator
     from persona.eg3d.release_format import write_release_pickle
 
-    p = argparse.ArgumentParser(prog="python -m persona bench paper", description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    from persona import cli
+
+    p = cli.parser("bench paper", "paper-size dry run: seconds per training step of every method at the paper profile's "
+                   "sizes on this machine, and the projected hours of the whole paper profile")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device of every method")
     p.add_argument("--methods", nargs="*", help="labels to time (default: all): " + ", ".join(m[0] for m in PAPER_METHODS))
     p.add_argument("--steps", type=int, default=1, help="timed steps per method (after one untimed)")
     p.add_argument("--frames", type=int, default=4, help="training frames per video")

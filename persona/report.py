@@ -233,11 +233,13 @@ def update_readme(readme: Path = REPO_ROOT / "README.md", tables_dir: Path = REP
     return True
 
 
-def write_claims(claims: Sequence[pd.DataFrame], name: str, tables_dir: Path) -> Path:
-    """The paper's ordering claims as checked here (see :func:`claims_table`), as ``name``_claims.md/.csv."""
+def write_claims(claims: Sequence[pd.DataFrame], name: str, tables_dir: Path, notes: Sequence[str] = ()) -> Path:
+    """The paper's ordering claims as checked here (see :func:`claims_table`), as ``name``_claims.md/.csv;
+    ``notes`` (e.g. a claim this run's parameters leave out) go under the table."""
     both = pd.concat(list(claims), ignore_index=True)
     both = both[both["verdict"] != "not measured"] if (both["verdict"] != "not measured").any() else both
     both.to_csv(tables_dir / f"{name}_claims.csv", index=False)
     path = tables_dir / f"{name}_claims.md"
-    path.write_text("_The paper's ordering claims on this benchmark:_\n\n" + both.to_markdown(index=False) + "\n")
+    path.write_text("_The paper's ordering claims on this benchmark:_\n\n" + both.to_markdown(index=False) + "\n"
+                    + "".join(f"\n<sub>{note}</sub>\n" for note in notes))
     return path

@@ -560,21 +560,24 @@ def train_expert(clips: list[Clip], config: SyncTrainConfig, progress: bool = Tr
 
 def main_train(argv: list[str]) -> int:
     """``python -m persona syncnet train [--profile default] [--data DIR] [--out PATH] [--seed 0] [--max-minutes M]``."""
-    parser = argparse.ArgumentParser(prog="python -m persona syncnet train", description="Train the synthetic lip-sync expert.")
-    parser.add_argument("--profile", default="default", choices=sorted(TRAIN_PROFILES))
-    parser.add_argument("--data", help="benchmark folder (default data/synthetic/<profile>; built if missing)")
-    parser.add_argument("--out", default=str(ASSET))
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--steps", type=int)
-    parser.add_argument("--max-minutes", type=float)
-    parser.add_argument("--threads", type=int, default=1)
+    from persona import cli
+    from persona.notebooks import REPO_ROOT
+
+    parser = cli.parser("syncnet train", "Train the synthetic lip-sync expert.")
+    parser.add_argument("--profile", default="default", choices=sorted(TRAIN_PROFILES), help="sizes and steps")
+    parser.add_argument("--data", help="benchmark folder (None: data/synthetic/<profile> of this checkout; built if missing)")
+    parser.add_argument("--out", default=str(ASSET), help="where the expert's weights go (.safetensors)")
+    parser.add_argument("--seed", type=int, help="training seed (None: the profile's)")
+    cli.add_steps(parser, "training steps (None: the profile's)")
+    parser.add_argument("--max-minutes", type=float, help="stop after this long (None: no limit)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--source", choices=["benchmark", "direct"], default="benchmark",
                         help="training clips: the benchmark's id*/audio train+val splits, or clips rendered directly")
     parser.add_argument("--clips", type=int, default=8, help="--source direct: number of identities (10 s each)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     config = for_profile(TRAIN_PROFILES, args.profile, seed=args.seed, steps=args.steps, max_minutes=args.max_minutes)
-    data = Path(args.data or Path("data") / "synthetic" / config.profile)
+    data = Path(args.data or REPO_ROOT / "data" / "synthetic" / config.profile)
     if args.source == "direct":
         clips = direct_clips(args.clips, 10.0, config.net, seed=config.seed)
         data = f"direct: {args.clips} clips x 10 s, identities {config.seed + 1000}.., the benchmark's speech model, 64 px frontal"

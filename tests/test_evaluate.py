@@ -109,14 +109,19 @@ def test_summarise_mean_and_std():
     assert "n/a*" in evaluate.format_summary(evaluate.summarise(frame), "LPIPS unavailable: reason")
 
 
-def test_main_eval_reads_run_config_and_writes_csv(tmp_path, monkeypatch):
+def use_oracle(monkeypatch, frames=TinyFrames):
+    """`eval` sees ``frames`` as its dataset and the registered method 'oracle'."""
     fake = types.ModuleType("persona.data.dataset")
-    fake.FrameDataset, fake.NovelViewDataset = TinyFrames, TinyNovel
+    fake.FrameDataset, fake.NovelViewDataset = frames, TinyNovel
     monkeypatch.setitem(sys.modules, "persona.data.dataset", fake)
     monkeypatch.setattr(sys.modules[__name__], "build_method", lambda cfg=None, **kw: Oracle(cfg), raising=False)
     from persona import methods
 
     monkeypatch.setitem(methods.REGISTRY, "oracle", f"{__name__}:build_method")
+
+
+def test_main_eval_reads_run_config_and_writes_csv(tmp_path, monkeypatch):
+    use_oracle(monkeypatch)
     data = tmp_path / "data"
     (data / "novel").mkdir(parents=True)
     (data / "novel" / "transforms_novel.json").write_text("{}")
@@ -129,3 +134,35 @@ def test_main_eval_reads_run_config_and_writes_csv(tmp_path, monkeypatch):
     assert (run / "metrics_test_summary.csv").is_file()
     assert evaluate.main_eval([str(run), "--no-novel", "--no-sync", "--out", str(tmp_path / "x.csv")]) == 0
     assert set(pd.read_csv(tmp_path / "x.csv")["view"]) == {"gt"}
+
+
+def test_main_eval_reuses_the_frames_render_wrote_at_the_same_checkpoint(tmp_path, monkeypatch):
+    import cv2
+    import numpy as np
+
+    from persona.train import render_stamp
+    from persona.runs import RunDir, atomic_write_json
+
+    class Indexed(TinyFrames):
+        def __init__(self, root=None, split="test", resolution=None, frames=6):
+            super().__init__(root, split, resolution, frames)
+            self.indices = [100 + i for i in range(frames)]
+
+    use_oracle(monkeypatch, Indexed)
+    data = tmp_path / "data"
+    data.mkdir()
+    run = RunDir(tmp_path / "run")
+    (run.root / "config.json").write_text(json.dumps({"method": "oracle", "config": {}, "data": str(data)}))
+    # what `render` leaves: gray PNGs (not what the oracle renders) and the stamp of this checkpoint
+    (run.renders / "test").mkdir()
+    for i in range(6):
+        cv2.imwrite(str(run.renders / "test" / f"{100 + i:05d}.png"), np.full((SIZE, SIZE, 3), 128, np.uint8))
+    atomic_write_json(run.renders / "test.json", {**render_stamp(run, data, "test", None), "indices": list(range(100, 106))})
+    assert evaluate.main_eval([str(run.root), "--no-sync"]) == 0
+    reused = pd.read_csv(run.root / "metrics_test.csv")
+    assert np.isfinite(reused["psnr"]).all()  # scored the PNGs, not a fresh (perfect) render
+    # another checkpoint: the frames are stale and eval renders again
+    atomic_write_json(run.renders / "test.json", {**render_stamp(run, data, "test", None), "checkpoint": "step_9:x",
+                                                  "indices": list(range(100, 106))})
+    assert evaluate.main_eval([str(run.root), "--no-sync"]) == 0
+    assert np.isinf(pd.read_csv(run.root / "metrics_test.csv")["psnr"]).all()

@@ -44,9 +44,37 @@ def test_order_by_spread_and_update_changes_the_render():
 def test_widget_builds_and_slider_release_rerenders():
     explorer = BasisExplorer(TinyMethod(), torch.randn(20, 2))
     panel = explorer.widget(top_n=1)
-    controls = panel.children[0].children[0]
+    controls = panel.children[1].children[0]
     slider = controls.children[1]
     assert slider.continuous_update is False
     before = explorer.last_image.copy()
     slider.value = 2.5  # what releasing the slider does
     assert (explorer.last_image != before).any()
+
+
+def test_switching_runs_relabels_and_resets_the_sliders_and_says_what_is_happening():
+    import ipywidgets as w
+
+    first = BasisExplorer(TinyMethod(), torch.stack([torch.randn(30) * 0.1, torch.randn(30)], dim=1))  # order [1, 0]
+    second = BasisExplorer(TinyMethod(), torch.stack([torch.randn(30), torch.randn(30) * 0.1], dim=1))  # order [0, 1]
+    seen = {}
+
+    def load_second():
+        seen["status while loading"] = panel.children[1].value
+        print("training step 1/6")  # what a run that trains first prints
+        return second
+
+    panel = first.widget(top_n=1, runs={"first": lambda: first, "second": load_second})
+    picker, status, row, log = panel.children
+    slider = row.children[0].children[1]
+    assert slider.description == "b1"
+    slider.value = 2.0
+    picker.value = "second"
+    assert "loading run <b>second</b>" in seen["status while loading"] and "k = 2" in status.value
+    assert slider.description == "b0" and slider.value == 0.0  # the new run's top coefficient, at its mean
+    assert torch.equal(second.alpha, second.mean)
+    assert log.layout.max_height == "8em"  # in a kernel, `with log:` shows the training output in the panel
+    # the image keeps its size: the row does not stretch it to the controls' height
+    image = row.children[1]
+    assert isinstance(image, w.Image) and row.layout.align_items == "flex-start"
+    assert image.layout.width == image.layout.height == "256px"

@@ -51,19 +51,14 @@ def test_load_params_merges_notebook_overrides(tmp_path):
         nbr.load_params("huge", params_dir=tmp_path)
 
 
-def test_run_notebook_injects_parameters_and_reports_failing_cell(tmp_path, monkeypatch):
-    (tmp_path / "params").mkdir()
-    (tmp_path / "params" / "smoke.yaml").write_text(yaml.safe_dump({"value": 3}))
-    monkeypatch.setattr(nbr, "PARAMS_DIR", tmp_path / "params")
-    write_notebook(tmp_path / "00_ok.ipynb", ["value = 0\nprofile = 'x'", "assert value == 3 and profile == 'smoke'"])
-    write_notebook(tmp_path / "01_bad.ipynb", ["value = 0\nprofile = 'x'", "x = 1", "raise ValueError('boom')"])
-    load = nbr.load_params
-
-    def fake_load(profile, name=None):
-        return load(profile, name, params_dir=tmp_path / "params")
-
-    monkeypatch.setattr(nbr, "load_params", fake_load)
-    result = nbr.run_notebook("00_ok", "smoke", output_dir=tmp_path / "out", notebook_dir=tmp_path, progress=False)
+def test_run_notebook_injects_profile_and_given_parameters_and_reports_failing_cell(tmp_path):
+    # the notebook takes the profile's values itself (persona.params.resolve); the runner injects
+    # the profile and the -p parameters the notebook takes
+    write_notebook(tmp_path / "00_ok.ipynb", ["seed = 0\nks = 1\nprofile = 'x'",
+                                              "assert seed == 7 and ks == 1 and profile == 'smoke'"])
+    write_notebook(tmp_path / "01_bad.ipynb", ["seed = 0\nprofile = 'x'", "x = 1", "raise ValueError('boom')"])
+    result = nbr.run_notebook("00_ok", "smoke", output_dir=tmp_path / "out", extra={"seed": 7, "ks": [5]},
+                              notebook_dir=tmp_path, progress=False)
     assert result.output.is_file()
     with pytest.raises(nbr.NotebookFailed) as err:
         nbr.run_notebook("01_bad", "smoke", output_dir=tmp_path / "out", notebook_dir=tmp_path, progress=False)

@@ -255,3 +255,17 @@ def test_cli_train_then_render(tmp_path, monkeypatch):
     assert (renders / "orbit.mp4").stat().st_size > 0
     alphas = np.load(renders / "alphas_test.npy")
     assert alphas.shape == (5, 5) and np.isfinite(alphas).all()
+    # the test-sequence video: H.264, ground truth | render side by side; no aud.wav here, so no audio
+    from persona import video
+
+    info = video.probe(renders / "test.mp4")
+    assert info["video"] == "h264" and info["audio"] is None and info["width"] > info["height"]
+    assert len(video.read_frames(renders / "test.mp4")) == 5
+    assert video.probe(renders / "orbit.mp4")["video"] == "h264"
+    # an audio-driven run's video carries the video's sound track
+    (tmp_path / "video").mkdir()
+    from test_video import tone
+
+    tone(tmp_path / "video" / "aud.wav", seconds=81.0)  # the stand-in's test frames start at 80 s
+    assert main_render([str(run), "--batch", "2"]) == 0  # the old spelling still works
+    assert video.probe(renders / "test.mp4")["audio"] == "aac"

@@ -28,10 +28,12 @@ def measure(resolution: int, batch: int, seconds: float = 2.0, prior: bool = Tru
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m persona bench renderer", description=__doc__)
-    p.add_argument("--resolutions", type=int, nargs="+", default=[64, 128, 256, 512])
-    p.add_argument("--seconds", type=float, default=2.0)
-    p.add_argument("--threads", type=int, default=1)
+    from persona import cli
+
+    p = cli.parser("bench renderer", __doc__)
+    p.add_argument("--resolutions", type=int, nargs="+", default=[64, 128, 256, 512], help="image sizes to time")
+    p.add_argument("--seconds", type=float, default=2.0, help="timed seconds per size")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"synthetic renderer, {args.threads} thread(s), batched sample_prior_batch (2x2 edge supersampling)")

@@ -14,13 +14,16 @@ def main_build(argv: list[str]) -> int:
     from persona.data import synthetic
     from persona.profiles import PROFILE_NAMES
 
-    p = argparse.ArgumentParser(prog="python -m persona data build", description=main_build.__doc__)
-    p.add_argument("--profile", default="smoke", choices=PROFILE_NAMES)
-    p.add_argument("--out", default=None, help="output folder (default data/synthetic/<profile>)")
-    p.add_argument("--seed", type=int, default=0)
+    from persona import cli
+    from persona.notebooks import REPO_ROOT
+
+    p = cli.parser("data build", main_build.__doc__)
+    p.add_argument("--profile", default="smoke", choices=PROFILE_NAMES, help="sizes: identities, frames, resolution")
+    p.add_argument("--out", default=None, help="output folder (None: data/synthetic/<profile> of this checkout)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the identities, speech and motion")
     p.add_argument("--force", action="store_true", help="rebuild even when a complete build exists")
     args = p.parse_args(argv)
-    out = Path(args.out) if args.out else synthetic.benchmark_dir(args.profile)
+    out = Path(args.out) if args.out else synthetic.benchmark_dir(args.profile, REPO_ROOT / "data" / "synthetic")
     start = time.perf_counter()
     synthetic.build_benchmark(out, args.profile, seed=args.seed, force=args.force)
     print(f"benchmark {args.profile} (seed {args.seed}) at {out} in {time.perf_counter() - start:.1f} s")
@@ -74,11 +77,13 @@ def main_figure(argv: list[str]) -> int:
     """Figure of identities x expressions plus novel-view ground truth (PNG + PDF)."""
     from persona.data import synthetic
 
-    p = argparse.ArgumentParser(prog="python -m persona data figure", description=main_figure.__doc__)
+    from persona import cli
+
+    p = cli.parser("data figure", main_figure.__doc__)
     p.add_argument("--out", default="figures/data_overview.png", help="PNG path; a PDF is written next to it")
-    p.add_argument("--identities", type=int, default=5)
-    p.add_argument("--resolution", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--identities", type=int, default=5, help="identities (rows) to show")
+    p.add_argument("--resolution", type=int, default=128, help="pixels per image")
+    p.add_argument("--seed", type=int, default=0, help="seed of the identities")
     args = p.parse_args(argv)
     from persona.report import save_figure
 

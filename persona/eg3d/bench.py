@@ -91,12 +91,14 @@ def bench_preset(preset: str, batch: int, device: torch.device, repeats: int, wa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m persona bench generator", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--presets", default="tiny,ffhq512", help="comma-separated presets (default: tiny,ffhq512)")
-    parser.add_argument("--batches", default="1,4", help="comma-separated batch sizes (default: 1,4)")
+    from persona import cli
+
+    parser = cli.parser("bench generator", __doc__.split("\n\n")[0])
+    parser.add_argument("--presets", default="tiny,ffhq512", help="comma-separated presets")
+    parser.add_argument("--batches", default="1,4", help="comma-separated batch sizes")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median); ffhq512 on CPU: its single FLOP-counted run is timed")
     parser.add_argument("--device", default="all", choices=["cpu", "cuda", "all"], help="'all' = cpu, plus cuda when available")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (None: torch's choice)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
