@@ -19,7 +19,7 @@ import pickle
 import sys
 import types
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import torch
 
@@ -38,6 +38,21 @@ def _reconstruct_persistent_obj(meta: Any) -> Any:  # pragma: no cover - only it
 
 
 @contextlib.contextmanager
+def modules_registered(modules: Mapping[str, types.ModuleType]) -> Iterator[None]:
+    """``modules`` (name -> module) importable by name for the duration; ``sys.modules`` restored after."""
+    saved = {k: sys.modules.get(k) for k in modules}
+    sys.modules.update(modules)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+
+
+@contextlib.contextmanager
 def _release_names() -> Iterator[None]:
     """Make ``torch_utils.persistence`` and ``dnnlib.util`` importable by name while pickling."""
     persistence = types.ModuleType("torch_utils.persistence")
@@ -46,21 +61,15 @@ def _release_names() -> Iterator[None]:
     util.EasyDict = _EasyDict
     names = {"torch_utils": types.ModuleType("torch_utils"), "torch_utils.persistence": persistence,
              "dnnlib": types.ModuleType("dnnlib"), "dnnlib.util": util}
-    saved = {k: sys.modules.get(k) for k in names}
     olds = (_reconstruct_persistent_obj.__module__, _EasyDict.__module__, _EasyDict.__qualname__)
     _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
     _EasyDict.__module__, _EasyDict.__qualname__ = "dnnlib.util", "EasyDict"
-    sys.modules.update(names)
     try:
-        yield
+        with modules_registered(names):
+            yield
     finally:
         _reconstruct_persistent_obj.__module__ = olds[0]
         _EasyDict.__module__, _EasyDict.__qualname__ = olds[1], olds[2]
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
 
 
 class _Persistent:
