@@ -159,3 +159,15 @@ def test_paper_bench_projection_counts_runs_and_spreads_them_over_devices():
     assert hours["ours rgb"] == pytest.approx(18 * 1.0) and hours["NHA"] == pytest.approx(3 * 1.0)
     assert hours["total"] == pytest.approx(21.0) and hours["wall"] == pytest.approx(21.0)
     assert project({"ours rgb": 0.36, "NHA": 3.6}, {"ours rgb": 10_000, "NHA": 1_000}, devices=7, identities=3)["wall"] == pytest.approx(3.0)
+
+
+def test_paper_bench_reads_the_trainers_own_clock(tmp_path):
+    import json
+
+    from persona.paper_bench import _logged_seconds_per_step
+
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "train_seconds": t}) + "\n"
+                                                     for s, t in ((1, 100.0), (2, 130.0), (3, 150.0))))
+    assert _logged_seconds_per_step(tmp_path) == pytest.approx(25.0)  # the first step (warm-up) left out
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 2, "seconds": 9.0}) + "\n")
+    assert _logged_seconds_per_step(tmp_path) is None and _logged_seconds_per_step(tmp_path / "none") is None
