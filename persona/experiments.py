@@ -47,10 +47,14 @@ def outputs(profile: str, rerun: str | None = None) -> tuple[Path, Path]:
     return tables, figures
 
 
-def require_paper_inputs(profile: str, eg3d_pkl: str | None, dirs: Sequence[str], what: str) -> None:
-    """The paper profile needs the official weights and real data: refuse clearly without them."""
+def require_paper_inputs(profile: str, eg3d_pkl: str | None, dirs: Sequence[str], what: str, l2_only: bool = False) -> None:
+    """The paper profile needs the official weights, real data and LPIPS (the AlexNet weights
+    file, unless ``l2_only``): refuse clearly without them."""
     if profile != "paper":
         return
+    from persona.metrics import require_lpips
+
+    require_lpips("the paper profile", l2_only=l2_only)
     missing = []
     if not eg3d_pkl or not Path(eg3d_pkl).is_file():
         missing.append(f"eg3d_pkl (official EG3D pickle, e.g. ffhqrebalanced512-128.pkl): got {eg3d_pkl!r}")
@@ -112,19 +116,86 @@ def generator_digest(config: Any) -> str | None:
     return file_digest(path) if path.is_file() else None
 
 
+LOCK_HEARTBEAT_S = 30.0  # a holder refreshes its lock file's mtime this often
+LOCK_STALE_S = 600.0  # a lock file not refreshed for this long belongs to a dead holder (any host)
+
+
+def _lock_is_stale(path: Path, stale_after: float) -> bool:
+    """A lock file is stale when its holder is a dead process on this host, or when it has not
+    been refreshed for ``stale_after`` seconds (a holder on another host that died)."""
+    import os
+    import socket
+
+    try:
+        age = time.time() - path.stat().st_mtime
+        owner = json.loads(path.read_text() or "{}")
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        owner = {}
+    if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
+        try:
+            os.kill(owner["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+    return age > stale_after
+
+
 @contextmanager
-def run_lock(run_path: Path):
-    """Exclusive lock on a run (``<run>.lock`` beside it): a second process asking for the same
-    run waits until the first has trained it, then loads it instead of training it again."""
-    import fcntl
+def run_lock(run_path: Path, poll: float = 1.0, stale_after: float = LOCK_STALE_S):
+    """Exclusive lock on a run (``<run>.excl-lock`` beside it): a second process asking for the
+    same run waits until the first has trained it, then loads it instead of training it again.
+
+    Holds on a shared filesystem (NFS, Lustre) where ``flock`` may not: the lock is a file
+    created with ``O_CREAT | O_EXCL`` (atomic there too), holding the owner's host and pid, its
+    mtime refreshed every :data:`LOCK_HEARTBEAT_S` while held, removed on release. A waiter
+    removes a stale lock (see :func:`_lock_is_stale`) and tries again."""
+    import os
+    import socket
+    import threading
 
     run_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(run_path.with_name(run_path.name + ".lock"), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    path = run_path.with_name(run_path.name + ".excl-lock")
+    owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}).encode()
+    while True:
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if _lock_is_stale(path, stale_after):
+                stale = path.with_name(f"{path.name}.stale-{os.getpid()}")
+                try:
+                    os.replace(path, stale)  # one waiter wins the removal
+                    stale.unlink()
+                except FileNotFoundError:
+                    pass
+                continue
+            time.sleep(poll)
+            continue
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(owner)
+        break
+    stop = threading.Event()
+
+    def heartbeat() -> None:
+        while not stop.wait(LOCK_HEARTBEAT_S):
+            try:
+                os.utime(path)
+            except OSError:
+                return
+
+    beat = threading.Thread(target=heartbeat, daemon=True)
+    beat.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beat.join()
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
 
 
 @dataclass
@@ -136,9 +207,23 @@ class TrainedRun:
     threads: int | None = None  # torch threads it was trained with (evaluation uses the same)
 
 
-def trained(name: str, cfg: dict[str, Any], train_ds: Any, profile: str, label: str | None = None,
-            force: bool = False) -> TrainedRun:
-    """Fit method ``name`` with ``cfg`` on ``train_ds`` (cached; see module docstring)."""
+PLAN_ENV = "PERSONA_PLAN_DIR"  # set: trained() records runs that are not done instead of training them
+
+
+class RunDeferred(Exception):
+    """Planning mode (``$PERSONA_PLAN_DIR``): this run is not trained yet; its job spec was written."""
+
+
+class RunsDeferred(RuntimeError):
+    """Planning mode: the runs of a table that are not trained yet (their job specs were written)."""
+
+    def __init__(self, runs: Sequence[str]):
+        super().__init__(f"planning: {len(runs)} run(s) not trained yet, job specs written: {', '.join(runs)}")
+        self.runs = list(runs)
+
+
+def run_identity(name: str, cfg: dict[str, Any], train_ds: Any, profile: str) -> tuple[Any, dict[str, Any], Path]:
+    """(method, cache key, run directory) of fitting method ``name`` with ``cfg`` on ``train_ds``."""
     from persona.methods import build_method
 
     method = build_method(name, dict(cfg))
@@ -152,7 +237,14 @@ def trained(name: str, cfg: dict[str, Any], train_ds: Any, profile: str, label: 
     if digest is not None:
         key["generator_digest"] = digest
     run_path = runs_root(profile) / f"{name}-{Path(train_ds.root).parent.name}-{config_hash(key)}"
-    with run_lock(run_path), using_threads(threads):  # notebooks side by side may ask for the same run
+    return method, key, run_path
+
+
+def train_or_load(method: Any, key: dict[str, Any], run_path: Path, train_ds: Any, force: bool = False) -> tuple[RunDir, float]:
+    """Fit ``method`` into ``run_path`` unless a finished run is there (then load it); locked, and
+    with the key's torch thread count (the count is part of the run's identity)."""
+    # notebooks running side by side, or cluster jobs, may ask for the same run
+    with run_lock(run_path), using_threads(key.get("torch_threads")):
         run = RunDir(run_path)
         if force:
             run.clear()
@@ -166,7 +258,32 @@ def trained(name: str, cfg: dict[str, Any], train_ds: Any, profile: str, label: 
             seconds = time.perf_counter() - start
             atomic_write_json(done, {"train_seconds": seconds, "key": key})
             plot_metrics(run_path)  # metrics.png: loss and PSNR against the step
-    return TrainedRun(label or name, method, run, seconds, threads)
+    return run, seconds
+
+
+def _plan(name: str, cfg: dict[str, Any], train_ds: Any, profile: str, label: str | None, run_path: Path, key: dict[str, Any],
+          plan_dir: Path) -> None:
+    """Write the job spec of a run that planning mode found not done (see :mod:`persona.cluster`)."""
+    spec = {"method": name, "cfg": to_jsonable(cfg), "data": str(Path(train_ds.root).resolve()),
+            "split": getattr(train_ds, "split", "train"), "max_seconds": getattr(train_ds, "max_seconds", None),
+            "profile": profile, "label": label, "run": str(run_path.resolve()), "threads": key["torch_threads"]}
+    atomic_write_json(Path(plan_dir) / f"{run_path.name}.json", spec)
+
+
+def trained(name: str, cfg: dict[str, Any], train_ds: Any, profile: str, label: str | None = None,
+            force: bool = False) -> TrainedRun:
+    """Fit method ``name`` with ``cfg`` on ``train_ds`` (cached; see module docstring). In
+    planning mode (``$PERSONA_PLAN_DIR`` set) a run that is not done is written there as a job
+    spec and :class:`RunDeferred` is raised instead."""
+    import os
+
+    method, key, run_path = run_identity(name, cfg, train_ds, profile)
+    plan_dir = os.environ.get(PLAN_ENV)
+    if plan_dir and (force or not (run_path / "done.json").is_file()):
+        _plan(name, cfg, train_ds, profile, label, run_path, key, Path(plan_dir))
+        raise RunDeferred(run_path.name)
+    run, seconds = train_or_load(method, key, run_path, train_ds, force=force)
+    return TrainedRun(label or name, method, run, seconds, key["torch_threads"])
 
 
 def evaluated(trained_run: TrainedRun, test_ds: Any, novel_ds: Any | None = None, force: bool = False,
@@ -198,33 +315,66 @@ def slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
 
 
-def synced(trained_run: TrainedRun, test_ds: Any, force: bool = False) -> pd.DataFrame:
-    """Lip-sync rows (the method and the ground truth) of a trained run, cached as ``sync-*.csv``."""
+def sync_metrics(syncnet_model: str | None = None) -> list[str]:
+    """The lip-sync columns of a table: ``sync`` (LSE-C of the synthetic expert) by default;
+    ``syncnet_c``, ``syncnet_d`` (LSE-C, LSE-D of the official SyncNet) with ``syncnet_model``."""
+    return ["syncnet_c", "syncnet_d"] if syncnet_model else ["sync"]
+
+
+def sync_scorer(syncnet_model: str | None = None) -> tuple[Any, str | None]:
+    """(scorer, digest of its weights file): the official SyncNet from ``syncnet_model`` (the
+    ``syncnet_v2.model`` of joonson/syncnet_python) when given, else the shipped synthetic expert."""
+    from persona import syncnet
+
+    if syncnet_model:
+        path = Path(syncnet_model)
+        if not path.is_file():
+            from persona.errors import PersonaFileError
+
+            raise PersonaFileError(f"syncnet_model: {path}: file not found; expected the official syncnet_v2.model "
+                                   "(joonson/syncnet_python, data/syncnet_v2.model) or null for the synthetic expert")
+        return syncnet.load_official(path), file_digest(path)
+    return syncnet.load_synthetic_expert(), file_digest(syncnet.ASSET) if syncnet.ASSET.is_file() else None
+
+
+def synced(trained_run: TrainedRun, test_ds: Any, force: bool = False, syncnet_model: str | None = None) -> pd.DataFrame:
+    """Lip-sync rows (the method and the ground truth) of a trained run, cached as ``sync-*.csv``;
+    scored by the official SyncNet when ``syncnet_model`` names its weights, else by the synthetic expert."""
+    from persona import syncnet
     from persona.evaluate import evaluate_sync
 
-    expert = Path(__file__).parent / "assets" / "syncnet_synthetic.safetensors"
-    expert_digest = file_digest(expert) if expert.is_file() else None
-    path = trained_run.run.root / f"sync-{config_hash([str(test_ds.root), test_ds.split, expert_digest])}.csv"
+    if syncnet_model:
+        scorer, digest = sync_scorer(syncnet_model)
+        key = [str(test_ds.root), test_ds.split, "official-syncnet", digest]
+    else:
+        scorer = None  # loaded by evaluate_sync only when the cache misses
+        digest = file_digest(syncnet.ASSET) if syncnet.ASSET.is_file() else None
+        key = [str(test_ds.root), test_ds.split, digest]
+    path = trained_run.run.root / f"sync-{config_hash(key)}.csv"
     if path.is_file() and not force:
         return pd.read_csv(path)
     with using_threads(trained_run.threads):
-        df = evaluate_sync(trained_run.method, test_ds)
+        df = evaluate_sync(trained_run.method, test_ds, scorer=scorer)
     atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
     return df
 
 
-def sync_note() -> str:
+def sync_note(syncnet_model: str | None = None) -> str:
     from persona import syncnet
 
-    path = Path(syncnet.__file__).parent / "assets" / "syncnet_synthetic.safetensors"
+    if syncnet_model:
+        return (f"Sync-C / LSE-D (SyncNet): the official SyncNet ({Path(syncnet_model).name}) on each method's rendered "
+                "test video with the test audio, whole frames as its 224x224 face crops (LSE-C = median - min mean "
+                "distance over ±15 frame shifts; LSE-D = the min), the protocol of the paper's Table 3.")
     return ("Sync-C is the SyncNet protocol's confidence (LSE-C = median - min distance over ±15 frame shifts) scored by "
-            f"our synthetic lip-sync expert ({path.name}, trained here on the synthetic world), not by SyncNet; "
-            "the paper's column is SyncNet on real video. Put the official syncnet_v2.model to score with SyncNet.")
+            f"our synthetic lip-sync expert ({syncnet.ASSET.name}, trained here on the synthetic world), not by SyncNet; "
+            "the paper's column is SyncNet on real video. Set syncnet_model to the official syncnet_v2.model to score with SyncNet.")
 
 
 def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force: bool = False, novel: bool = True,
             train_max_seconds: float | None = None, sync: bool = False,
-            ground_truth_label: str = "Ground Truth", max_test_frames: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, str], TrainedRun]]:
+            ground_truth_label: str = "Ground Truth", max_test_frames: int | None = None,
+            syncnet_model: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, str], TrainedRun]]:
     """Train and evaluate every row on every video.
 
     Returns (per-frame metrics with columns method, identity, view, ...; timings with one row per
@@ -234,10 +384,15 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
     whole test clip: the sync search needs consecutive frames).
     ``max_test_frames``: score image metrics on that many evenly spaced test frames (and their
     novel views) for rows that set no ``max_test_frames`` of their own; None = every frame.
+    ``syncnet_model``: score lip-sync with the official SyncNet (columns ``syncnet_c``, ``syncnet_d``
+    instead of ``sync``; see :func:`sync_metrics`).
     """
     from persona.data.dataset import FrameDataset, NovelViewDataset
 
-    frames, timings, runs = [], [], {}
+    if sync and syncnet_model:
+        sync_scorer(syncnet_model)  # a wrong path fails now, not after hours of training
+
+    frames, timings, runs, deferred = [], [], {}, []
     for video in video_dirs:
         identity = Path(video).parent.name if Path(video).name in ("mono", "audio") else Path(video).name
         train = FrameDataset(video, "train", max_seconds=train_max_seconds)
@@ -245,8 +400,12 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
         novel_ds = NovelViewDataset(video) if novel and (Path(video) / "novel").is_dir() else None
         for row in rows:
             print(f"{identity}: {row.label} ...", flush=True)
-            tr = trained(row.method, {**row.cfg, "profile": profile}, train, profile,
-                         label=f"{slug(row.label)}-{identity}", force=force)
+            try:
+                tr = trained(row.method, {**row.cfg, "profile": profile}, train, profile,
+                             label=f"{slug(row.label)}-{identity}", force=force)
+            except RunDeferred as run_name:  # planning mode: list every missing run, then stop
+                deferred.append(str(run_name))
+                continue
             tr.name = row.label
             start = time.perf_counter()
             df = evaluated(tr, test, novel_ds if getattr(tr.method, "supports_novel_views", False) else None, force=force,
@@ -255,15 +414,19 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
             df["method"] = row.label  # a cached evaluation may come from a row that spelled the same run differently
             df["identity"] = identity
             if sync:
-                sync_rows = synced(tr, test, force=force)
-                df.loc[df["view"] == "gt", "sync"] = float(sync_rows.iloc[0]["lse_c"])
+                sync_rows = synced(tr, test, force=force, syncnet_model=syncnet_model)
+                columns = dict(zip(sync_metrics(syncnet_model), ("lse_c", "lse_d")))
+                for column, field in columns.items():
+                    df.loc[df["view"] == "gt", column] = float(sync_rows.iloc[0][field])
                 if not any(f["method"].iloc[0] == ground_truth_label and f["identity"].iloc[0] == identity for f in frames):
                     frames.append(pd.DataFrame([{"method": ground_truth_label, "identity": identity, "view": "gt",
-                                                 "sync": float(sync_rows.iloc[1]["lse_c"])}]))
+                                                 **{c: float(sync_rows.iloc[1][f]) for c, f in columns.items()}}]))
             frames.append(df)
             timings.append({"method": row.label, "identity": identity, "train_seconds": tr.train_seconds,
                             "eval_seconds": eval_seconds})
             runs[(row.label, identity)] = tr
+    if deferred:
+        raise RunsDeferred(deferred)
     return pd.concat(frames, ignore_index=True), pd.DataFrame(timings), runs
 
 
@@ -278,6 +441,14 @@ def table_videos(profile: str, kind: str, identities: int, real_dirs: Sequence[s
 def generator_cfg(eg3d_pkl: str | None) -> dict[str, Any]:
     """Config entries selecting the generator: the official pickle when given, else the shipped prior."""
     return {"generator": str(eg3d_pkl)} if eg3d_pkl else {}
+
+
+def loss_cfg(l2_only: bool = False) -> dict[str, Any]:
+    """Config entries of ours' loss: ``lambda_lpips = 0`` for an explicit L2-only run without the
+    AlexNet weights (see :func:`persona.metrics.require_lpips`), else nothing (the profile's loss)."""
+    from persona.metrics import lpips_available
+
+    return {"lambda_lpips": 0.0} if l2_only and not lpips_available() else {}
 
 
 def generator_name(eg3d_pkl: str | None) -> str:
@@ -349,10 +520,10 @@ def frames_note(test_frames: int | None, sync: bool = False) -> str:
     return text
 
 
-def table_notes(*extra: str) -> list[str]:
+def table_notes(*extra: str, l2_only: bool = False) -> list[str]:
     """Footnotes every results table carries: LPIPS availability (and how to enable it), the
-    reading of novel-view columns, plus ``extra``."""
-    from persona.metrics import lpips_unavailable_reason
+    reading of novel-view columns, that the run was L2-only when ``l2_only`` took effect, plus ``extra``."""
+    from persona.metrics import L2_ONLY_NOTE, lpips_unavailable_reason
 
     notes = ["Reproduced columns: mean ± std over identities (each the mean over its test frames). 'novel view' "
              "columns: renders at cameras rotated about the head (±25° yaw, ±15° pitch) scored against ground truth, "
@@ -360,4 +531,6 @@ def table_notes(*extra: str) -> list[str]:
     reason = lpips_unavailable_reason()
     if reason:
         notes.append(reason)
+        if l2_only:
+            notes.append(L2_ONLY_NOTE)
     return notes + list(extra)

@@ -8,7 +8,6 @@ without a browser; ``widget()`` only wires sliders to it (``continuous_update=Fa
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np

@@ -201,6 +201,23 @@ def lpips_unavailable_reason() -> str | None:
     )
 
 
+L2_ONLY_NOTE = ("L2 only (l2_only: true): the AlexNet weights for LPIPS were absent, so ours trained with L2 alone "
+                "(lambda_lpips = 0), PTI optimised MSE alone, and the LPIPS column is empty; the paper's losses include LPIPS.")
+
+
+def require_lpips(where: str = "the paper profile", l2_only: bool = False) -> None:
+    """Refuse to run ``where`` without real LPIPS, naming the missing AlexNet weights file, unless
+    ``l2_only`` (the user's explicit choice; tables then carry :data:`L2_ONLY_NOTE`)."""
+    if l2_only or lpips_available():
+        return
+    from persona.errors import PersonaFileError
+
+    raise PersonaFileError(
+        f"{alexnet_weights_path()}: AlexNet weights file {ALEXNET_FILE} not found; {where} trains and scores with LPIPS "
+        f"(AlexNet). Copy the file there (or set $TORCH_HOME), or run L2-only explicitly (l2_only: true in "
+        f"notebooks/params/paper.yaml; --lambda-lpips 0 for `python -m persona train`): the tables then say so")
+
+
 def _lpips_head_path() -> Path:
     spec = importlib.util.find_spec("lpips")
     if spec is None or not spec.submodule_search_locations:

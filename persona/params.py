@@ -68,6 +68,9 @@ SCHEMA: dict[str, Param] = {
     "iterations": Param("int", "training steps of ours on the video (null: the profile's)", optional=True, minimum=1,
                         notebooks=("06_your_video",)),
     "orbit_frames": Param("int", "frames of the orbit render", minimum=2, maximum=120, notebooks=("06_your_video",)),
+    "l2_only": Param("bool", "paper profile: true runs without the AlexNet weights (L2 only; the tables say so)"),
+    "syncnet_model": Param("str", "official syncnet_v2.model: Table 3's lip-sync scored by SyncNet (null: the synthetic expert)",
+                           optional=True, notebooks=("03_audio_reenactment",)),
 }
 
 

@@ -30,6 +30,7 @@ EXPRESSION_DIM = 76  # the 3DMM expression vector
 ORTHO_MODES = ("qr", "loss", "none")
 OFFSET_INITS = ("basis_mean", "w_avg")
 MODALITIES = ("rgb", "3dmm", "audio")
+RGB_ENCODERS = ("persona", "release")  # persona.prior.RGBEncoder | persona.release_encoder.ReleaseRGBEncoder
 
 
 # --------------------------------------------------------------------------------------------
@@ -71,18 +72,24 @@ class AudioNet(nn.Module):
 class AudioAttNet(nn.Module):
     """AD-NeRF's temporal attention: weights over neighbouring frames' audio features.
 
-    Five 1-D convolutions over the sequence (dim -> 16 -> 8 -> 4 -> 2 -> 1 channels, kernel 3,
-    LeakyReLU 0.02) give one score per frame, a linear layer over the ``seq_len`` scores and a
-    softmax give the weights, and the output is the weighted sum of the input features.
+    Five 1-D convolutions over the sequence (score_dims -> 16 -> 8 -> 4 -> 2 -> 1 channels,
+    kernel 3, LeakyReLU 0.02) give one score per frame, a linear layer over the ``seq_len``
+    scores and a softmax give the weights, and the output is the weighted sum of the input
+    features (all ``dim`` of them). The scores read the first ``score_dims`` features:
+    ``None`` = all ``dim`` (persona's default, AD-NeRF with dim_aud 64); 32 = the release
+    (HFA-GP's ``AudioAttNet(dim_aud=32)`` scores from the first 32 of the 64 features).
 
     ``x`` [B,seq_len,dim] (seq_len = 8) -> [B,dim]. Also accepts AD-NeRF's unbatched [seq_len,dim].
     """
 
-    def __init__(self, dim: int = AUDIO_DIM, seq_len: int = AUDIO_SMOOTH_FRAMES):
+    def __init__(self, dim: int = AUDIO_DIM, seq_len: int = AUDIO_SMOOTH_FRAMES, score_dims: int | None = None):
         super().__init__()
+        if score_dims is not None and not 0 < score_dims <= dim:
+            raise ValueError(f"AudioAttNet: score_dims={score_dims}; expected 1..{dim} or None (all)")
         self.dim = dim
         self.seq_len = seq_len
-        chans = [dim, 16, 8, 4, 2, 1]
+        self.score_dims = score_dims or dim
+        chans = [self.score_dims, 16, 8, 4, 2, 1]
         layers: list[nn.Module] = []
         for cin, cout in zip(chans[:-1], chans[1:]):
             layers += [nn.Conv1d(cin, cout, 3, stride=1, padding=1), nn.LeakyReLU(0.02, inplace=True)]
@@ -91,7 +98,7 @@ class AudioAttNet(nn.Module):
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` [B,seq_len,dim] -> attention weights [B,seq_len] (softmax, sums to 1)."""
-        s = self.scores(x.transpose(1, 2)).squeeze(1)  # [B,seq_len]
+        s = self.scores(x[..., :self.score_dims].transpose(1, 2)).squeeze(1)  # [B,seq_len]
         return torch.softmax(self.weights(s), dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -240,11 +247,16 @@ class ResDown(nn.Module):
 
 
 class RGBEncoder(nn.Module):
-    """Frame -> alpha: a residual conv trunk down to 4x4, a 4x4 conv to a feature vector, an MLP.
+    """Frame -> alpha: persona's own encoder (``TrainConfig.rgb_encoder = 'persona'``), NOT the release's.
 
-    As the release's encoder (LIA-style): 1x1 conv from RGB, one residual down-block per octave
-    down to 4x4, channels ``min(max_channels, base_channels * resolution / res)``, then a 4x4
-    conv to ``feature_dim`` (512 in the paper) and the head. ``x`` [B,3,R,R] in [-1,1] -> [B,k].
+    The same outline as the release's LIA-style encoder (1x1 conv from RGB, one residual
+    down-block per octave down to 4x4, a 4x4 conv to ``feature_dim``, a head) but: plain
+    ``nn.Conv2d`` with LeakyReLU(0.2) and average pooling (no equalised learning rate, no blur),
+    at the data/training resolution ``resolution`` (the release: 256 px), channels
+    ``min(max_channels, base_channels * resolution / res)`` (narrow on the CPU profiles), and an
+    MLP head WITH activations (:func:`mlp`; the release's linear layers have none). The release's
+    encoder is :class:`persona.release_encoder.ReleaseRGBEncoder` (``rgb_encoder = 'release'``).
+    ``x`` [B,3,H,W] in [-1,1] (resized to R x R) -> [B,k].
     """
 
     def __init__(self, k: int, resolution: int, base_channels: int = 32, max_channels: int = 512, feature_dim: int = 512, head_layers: int = 4):
@@ -297,12 +309,13 @@ class AudioEncoder(nn.Module):
     Without smoothing: ``audio`` [B,16,29] -> AudioNet -> MLP. With smoothing (switched on by
     the trainer after ``audio_smooth_after`` iterations, then kept): the 8 neighbouring windows
     ``neighbours`` [B,8,16,29] -> AudioNet each -> AudioAttNet -> MLP (AD-NeRF / the release).
+    ``att_score_dims``: features the attention scores read (None: all 64, persona; 32: the release).
     """
 
-    def __init__(self, k: int, hidden: int = 512, layers: int = 6, audio_dim: int = AUDIO_DIM):
+    def __init__(self, k: int, hidden: int = 512, layers: int = 6, audio_dim: int = AUDIO_DIM, att_score_dims: int | None = None):
         super().__init__()
         self.audio_net = AudioNet(audio_dim)
-        self.att_net = AudioAttNet(audio_dim)
+        self.att_net = AudioAttNet(audio_dim, score_dims=att_score_dims)
         self.net = mlp(audio_dim, hidden, k, layers)
         self.register_buffer("smoothing", torch.zeros((), dtype=torch.bool))
 
@@ -344,11 +357,16 @@ class PersonalizedPrior(nn.Module):
     ``expression``, ``audio`` -> ``audio`` (+ ``audio_neighbours`` [B,8,16,29] once smoothing
     is on). Output images are resized to ``resolution`` (area pooling, as the release's
     adaptive average pool).
+
+    ``rgb_encoder``: ``persona`` (:class:`RGBEncoder`, at ``resolution``) or ``release``
+    (:class:`persona.release_encoder.ReleaseRGBEncoder` at ``rgb_encoder_resolution``, 256 in
+    the release). ``audio_att_dims``: see :class:`AudioEncoder`.
     """
 
     def __init__(self, G: nn.Module, modality: str, k: int = 50, ortho: str = "qr", offset_init: str = "w_avg", resolution: int = 64,
                  rgb_base_channels: int = 32, rgb_max_channels: int = 512, rgb_feature_dim: int = 512, rgb_head_layers: int = 4,
-                 mlp_hidden: int = 512, mlp_layers: int = 6):
+                 mlp_hidden: int = 512, mlp_layers: int = 6, rgb_encoder: str = "persona", rgb_encoder_resolution: int = 256,
+                 audio_att_dims: int | None = None):
         super().__init__()
         if modality not in MODALITIES:
             raise ValueError(f"PersonalizedPrior: modality={modality!r}; expected one of {MODALITIES}")
@@ -358,12 +376,18 @@ class PersonalizedPrior(nn.Module):
         if offset_init == "w_avg" and w_avg is None:
             raise ValueError("PersonalizedPrior: offset_init='w_avg' but the generator has no w_avg buffer; use 'basis_mean'")
         self.basis = PersonalizedBasis(k, int(G.num_ws), int(G.w_dim), ortho=ortho, offset_init=offset_init, w_avg=w_avg)
-        if modality == "rgb":
-            self.encoder: nn.Module = RGBEncoder(k, resolution, rgb_base_channels, rgb_max_channels, rgb_feature_dim, rgb_head_layers)
+        if rgb_encoder not in RGB_ENCODERS:
+            raise ValueError(f"PersonalizedPrior: rgb_encoder={rgb_encoder!r}; expected one of {RGB_ENCODERS}")
+        if modality == "rgb" and rgb_encoder == "release":
+            from persona.release_encoder import ReleaseRGBEncoder
+
+            self.encoder: nn.Module = ReleaseRGBEncoder(k, rgb_encoder_resolution, rgb_feature_dim)
+        elif modality == "rgb":
+            self.encoder = RGBEncoder(k, resolution, rgb_base_channels, rgb_max_channels, rgb_feature_dim, rgb_head_layers)
         elif modality == "3dmm":
             self.encoder = ExpressionEncoder(k, EXPRESSION_DIM, mlp_hidden, mlp_layers)
         else:
-            self.encoder = AudioEncoder(k, mlp_hidden, mlp_layers)
+            self.encoder = AudioEncoder(k, mlp_hidden, mlp_layers, att_score_dims=audio_att_dims)
 
     def personal_parameters(self) -> list[nn.Parameter]:
         """Encoder + basis + offset (stage 1's trainable set)."""

@@ -20,9 +20,12 @@ import pandas as pd
 from persona.notebooks import REPO_ROOT
 from persona.paper import PAPER_RESULTS
 
-METRIC_LABELS = {"psnr": "PSNR ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓", "sync": "Sync-C ↑", "mouth_psnr": "mouth PSNR ↑"}
-VIDEO_METRICS = ("sync",)  # scored on the video at the ground-truth camera only
-METRIC_DIGITS = {"psnr": 2, "ssim": 3, "lpips": 3, "sync": 3, "mouth_psnr": 2}
+METRIC_LABELS = {"psnr": "PSNR ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓", "sync": "Sync-C ↑", "mouth_psnr": "mouth PSNR ↑",
+                 "syncnet_c": "Sync-C (SyncNet) ↑", "syncnet_d": "LSE-D (SyncNet) ↓"}
+VIDEO_METRICS = ("sync", "syncnet_c", "syncnet_d")  # scored on the video at the ground-truth camera only
+METRIC_DIGITS = {"psnr": 2, "ssim": 3, "lpips": 3, "sync": 3, "mouth_psnr": 2, "syncnet_c": 3, "syncnet_d": 3}
+LOWER_IS_BETTER = ("lpips", "syncnet_d")
+PAPER_METRIC = {"syncnet_c": "sync"}  # the paper's "SyncNet" column is the official SyncNet's LSE-C
 
 
 def git_commit() -> str:
@@ -103,7 +106,7 @@ def results_table(per_frame: pd.DataFrame, metrics: Sequence[str], rows: Sequenc
             vals = []
             for row in rows:
                 name = (paper_rows or {}).get(row, row)
-                v = paper.get(name, {}).get(m)
+                v = paper.get(name, {}).get(PAPER_METRIC.get(m, m))
                 vals.append("–" if v is None else f"{v:.{METRIC_DIGITS.get(m, 3)}f}")
             if any(v != "–" for v in vals):
                 table[col] = vals
@@ -188,7 +191,7 @@ def claims_table(per_frame: pd.DataFrame, claims: Sequence[tuple[str, str, str]]
     summ = summ[summ["view_group"] == view].set_index("method")
     out = []
     for better, metric, worse in claims:
-        higher_is_better = metric != "lpips"
+        higher_is_better = metric not in LOWER_IS_BETTER
         if better not in summ.index or worse not in summ.index or pd.isna(summ.at[better, f"{metric}_mean"]):
             out.append({"claim": f"{better} > {worse} ({metric})", "ours": "n/a", "verdict": "not measured"})
             continue

@@ -4,7 +4,12 @@ Training (paper Sec. 3.2; the official release):
 - stage 1 (``frozen_iterations``): encoder + basis + offset, generator frozen;
 - stage 2 (until ``iterations``): the generator is fine-tuned too (PTI-style);
 - loss ``L2 + lambda_lpips * LPIPS`` (LPIPS only when its AlexNet weights are present; the run's
-  config records the loss used) ``+ ortho_weight * ||B^B^^T - I||^2`` in ``ortho='loss'`` mode;
+  config records the loss used; the paper profile refuses to run without them unless
+  ``lambda_lpips = 0`` is asked for explicitly) ``+ ortho_weight * ||B^B^^T - I||^2`` in ``ortho='loss'`` mode;
+- where the paper's text is silent, the paper profile takes the release's choices: the LIA-style
+  RGB encoder at 256 px (``rgb_encoder='release'``), AudioAttNet scoring from the first 32 audio
+  features (``audio_att_dims=32``) and the loss at 256 px (``loss_resolution=256``); the CPU
+  profiles keep persona's own (see :class:`TrainConfig`);
 - one Adam (lr 3e-4, betas (0.9, 0.999)) over every parameter; frozen ones get no gradient and
   so no update and no Adam state.
 
@@ -31,7 +36,7 @@ from tqdm import tqdm  # text bars: a notebook saves them as text (a closed widg
 
 from persona.errors import PersonaFileError, PersonaInputError, flag_int, flag_number
 from persona.profiles import check_config, for_profile
-from persona.prior import MODALITIES, ORTHO_MODES, PersonalizedPrior, audio_track, gather_neighbour_windows
+from persona.prior import MODALITIES, ORTHO_MODES, RGB_ENCODERS, PersonalizedPrior, audio_track, gather_neighbour_windows
 from persona.runs import (RunDir, isolated_rng, run_record, load_optimizer_tensors, load_tensors, optimizer_tensors, prefixed, restore_rng,
                           rng_tensors, unprefixed)
 
@@ -76,7 +81,10 @@ class TrainConfig:
     lambda_lpips: float = 5.0  # the paper's text; the release uses 1.0
     mouth_weight: float = 1.0  # weight of an extra L2 over the mouth box; 0 = off (paper, release). See the note above.
     audio_smooth_after: int = 300  # iterations before AudioAttNet smoothing starts (audio only)
+    audio_att_dims: int | None = None  # features AudioAttNet scores from: None = all 64 (persona) | 32 (the release)
     resolution: int | None = None  # training/render resolution; None = the dataset's
+    loss_resolution: int | None = None  # None: loss at the training resolution (persona) | 256: area-pooled to 256 (the release)
+    rgb_encoder: str = "persona"  # persona (prior.RGBEncoder, at `resolution`) | release (LIA EncoderApp at 256 px)
     rgb_base_channels: int = 16
     rgb_max_channels: int = 128
     rgb_feature_dim: int = 128
@@ -103,7 +111,9 @@ TRAIN_PROFILES: dict[str, TrainConfig] = {
     "paper": TrainConfig(profile="paper", k=50, iterations=200_000, frozen_iterations=50_000, audio_smooth_after=150_000,
                          rgb_base_channels=32, rgb_max_channels=512, rgb_feature_dim=512, rgb_head_layers=4, mlp_hidden=512,
                          mlp_layers=6, log_every=100, checkpoint_every=5000, sample_every=5000, device="cuda",
-                         basis_lr=None, encoder_lr=None, mouth_weight=0.0),  # the paper's optimiser and loss
+                         basis_lr=None, encoder_lr=None, mouth_weight=0.0,  # the paper's optimiser and loss
+                         # the release's choices where the paper's text is silent (persona.release_encoder, prior.AudioAttNet)
+                         rgb_encoder="release", audio_att_dims=32, loss_resolution=256),
 }
 
 
@@ -120,6 +130,8 @@ def train_config(profile: str = "default", **overrides: Any) -> TrainConfig:
         raise PersonaInputError(f"TrainConfig.modality={cfg.modality!r}; expected one of {MODALITIES}")
     if cfg.ortho not in ORTHO_MODES:
         raise PersonaInputError(f"TrainConfig.ortho={cfg.ortho!r}; expected one of {ORTHO_MODES}")
+    if cfg.rgb_encoder not in RGB_ENCODERS:
+        raise PersonaInputError(f"TrainConfig.rgb_encoder={cfg.rgb_encoder!r}; expected one of {RGB_ENCODERS}")
     if not 0 <= cfg.frozen_iterations <= cfg.iterations:
         raise PersonaInputError(f"TrainConfig: frozen_iterations={cfg.frozen_iterations} must lie in [0, iterations={cfg.iterations}]")
     return cfg
@@ -156,7 +168,16 @@ def build_model(cfg: TrainConfig, G: torch.nn.Module) -> PersonalizedPrior:
     return PersonalizedPrior(G, cfg.modality, k=cfg.k, ortho=cfg.ortho, offset_init=cfg.offset_init, resolution=resolution,
                              rgb_base_channels=cfg.rgb_base_channels, rgb_max_channels=cfg.rgb_max_channels,
                              rgb_feature_dim=cfg.rgb_feature_dim, rgb_head_layers=cfg.rgb_head_layers,
-                             mlp_hidden=cfg.mlp_hidden, mlp_layers=cfg.mlp_layers)
+                             mlp_hidden=cfg.mlp_hidden, mlp_layers=cfg.mlp_layers, rgb_encoder=cfg.rgb_encoder,
+                             audio_att_dims=cfg.audio_att_dims)
+
+
+def loss_images(pred: torch.Tensor, target: torch.Tensor, loss_resolution: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pred, target) [B,3,R,R] as the loss sees them: area-pooled to ``loss_resolution`` when
+    that is smaller than R (the release: 256), else unchanged (persona)."""
+    if loss_resolution and pred.shape[-1] > loss_resolution:
+        return F.adaptive_avg_pool2d(pred, loss_resolution), F.adaptive_avg_pool2d(target, loss_resolution)
+    return pred, target
 
 
 def set_stage(model: PersonalizedPrior, stage: int) -> None:
@@ -328,6 +349,10 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
         lpips_model = lpips_loss_model()
         if lpips_model is not None:
             lpips_model.to(device)
+        elif cfg.profile == "paper":  # never silently L2-only at the paper's settings
+            from persona.metrics import require_lpips
+
+            require_lpips(f"ours (profile paper, lambda_lpips = {cfg.lambda_lpips:g})")
     optimizer = torch.optim.Adam(parameter_groups(model, cfg), lr=cfg.lr, betas=tuple(cfg.betas))
 
     train_seconds = 0.0
@@ -353,6 +378,7 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
             batch["audio_neighbours"] = gather_neighbour_windows(batch["index"], batch["audio"].float(), track).to(device)
         target = batch["image"].float()
         pred = model(batch, batch["camera"])["image"]
+        pred, target = loss_images(pred, target, cfg.loss_resolution)
         l2 = F.mse_loss(pred, target)
         loss = l2
         mouth = torch.zeros(())
@@ -430,6 +456,10 @@ class OursMethod:
         latest = run.latest_checkpoint()
         if latest is None:
             raise PersonaFileError(f"{run.checkpoints}: no checkpoint to load (train the run first)")
+        if self.config.resolution is None:  # the resolution the run was trained at (fit sets it from the data)
+            trained_at = run.read_config().get("config", {}).get("resolution") if (run.root / "config.json").is_file() else None
+            if trained_at:
+                self.config = replace(self.config, resolution=int(trained_at))
         self.model = self._build()
         _load_checkpoint(latest[1], self.model, None)
         self.model.to(self.config.device).eval()
@@ -495,6 +525,7 @@ def main_train(argv: list[str]) -> int:
     p.add_argument("--generator", help="official EG3D .pkl or our .safetensors generator (None: the shipped prior)")
     cli.add_steps(p, "training steps (None: the profile's)", old="--iterations")
     cli.add_batch_size(p, "frames per step (ours only; None: the profile's)", old=None)
+    p.add_argument("--lambda-lpips", type=flag_number(0), help="LPIPS weight of ours' loss (ours only; 0: L2 only, explicitly; None: the profile's)")
     p.add_argument("--seed", type=flag_int(0), help="seed of initialisation and batch order (None: the profile's, 0)")
     cli.add_runtime(p, device_help="torch device: cpu, cuda, cuda:1 ... (None: the profile's)")
     p.add_argument("--force", action="store_true",
@@ -504,9 +535,10 @@ def main_train(argv: list[str]) -> int:
     from persona.data.dataset import FrameDataset
 
     flags = {"modality": "--modality", "k": "--k", "ortho": "--ortho", "generator": "--generator", "iterations": "--steps",
-             "batch_size": "--batch-size", "seed": "--seed", "device": "--device"}
+             "batch_size": "--batch-size", "seed": "--seed", "device": "--device", "lambda_lpips": "--lambda-lpips"}
     overrides = {"modality": args.modality, "k": args.k, "ortho": args.ortho, "generator": args.generator,
-                 "iterations": args.steps, "batch_size": args.batch_size, "seed": args.seed, "device": args.device}
+                 "iterations": args.steps, "batch_size": args.batch_size, "seed": args.seed, "device": args.device,
+                 "lambda_lpips": args.lambda_lpips}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     settings = {f.name for f in fields(getattr(build_registered(args.method, {"profile": args.profile}), "config"))}
     foreign = [flags[k] for k in overrides if k not in settings]

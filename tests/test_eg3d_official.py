@@ -7,7 +7,6 @@ from __future__ import annotations
 import collections
 import os
 import pickle
-import sys
 import types
 from dataclasses import replace
 
@@ -18,6 +17,7 @@ from persona import cameras
 from persona.eg3d import build_generator, load_official
 from persona.eg3d.checkpoint import UnsafePickleError, read_official_pickle
 from persona.eg3d.presets import PRESETS, rendering_kwargs
+from persona.eg3d.release_format import modules_registered
 
 
 def _evil_source(marker) -> str:
@@ -45,16 +45,8 @@ def fake_release(tmp_path):
     util.EasyDict = EasyDict
     names = {"torch_utils": types.ModuleType("torch_utils"), "torch_utils.persistence": persistence,
              "dnnlib": types.ModuleType("dnnlib"), "dnnlib.util": util}
-    saved = {k: sys.modules.get(k) for k in names}
-    sys.modules.update(names)
-    try:
+    with modules_registered(names):
         yield types.SimpleNamespace(reconstruct=_reconstruct_persistent_obj, EasyDict=EasyDict, marker=tmp_path / "executed.txt")
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
 
 
 class _Persistent:

