@@ -8,7 +8,7 @@ without a browser; ``widget()`` only wires sliders to it (``continuous_update=Fa
 from __future__ import annotations
 
 import io
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
