@@ -23,7 +23,6 @@ held a core (with more threads it is the sum over them; ``--wall`` reports wall 
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -205,13 +204,16 @@ def _datasets(data: Path, video: str) -> tuple[Any, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m persona bench methods", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="default", choices=["smoke", "default"], help="method sizes (default: default)")
-    parser.add_argument("--methods", default="all", help=f"comma-separated subset of {','.join(case_names())} (default: all)")
-    parser.add_argument("--steps", type=int, default=10, help="training iterations per method; the first 2 are warm-up (default 10)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed renders per method, median (default 3; PTI at most 2)")
-    parser.add_argument("--data", default=None, help="benchmark folder (default: the smoke benchmark, 64 px, built if missing)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    from persona import cli
+    from persona.errors import flag_int
+
+    parser = cli.parser("bench methods", __doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="default", choices=["smoke", "default"], help="method sizes")
+    parser.add_argument("--methods", default="all", help=f"comma-separated subset of {','.join(case_names())}")
+    parser.add_argument("--steps", type=flag_int(3, 100000), default=10, help="training iterations per method; the first 2 are warm-up")
+    parser.add_argument("--repeats", type=flag_int(1, 1000), default=3, help="timed renders per method, median (PTI at most 2)")
+    parser.add_argument("--data", default=None, help="benchmark folder (None: the smoke benchmark, 64 px, built if missing)")
+    parser.add_argument("--threads", type=flag_int(1, 1024), default=None, help="torch CPU threads (None: torch's choice)")
     parser.add_argument("--wall", action="store_true", help="time wall-clock seconds instead of this process's CPU time")
     parser.add_argument("--out", default=None, help="also write the table to this Markdown file")
     args = parser.parse_args(argv)

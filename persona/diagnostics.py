@@ -29,7 +29,6 @@ Needs a synthetic video (the re-rendering uses the world's identity, ``identity_
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import dataclass
@@ -348,16 +347,19 @@ def main(argv: list[str]) -> int:
     from persona.runs import RunDir, atomic_write, atomic_write_json
     from persona.train import MODALITIES, build_method
 
-    p = argparse.ArgumentParser(prog="python -m persona diagnose", description="train ours once and score its checkpoints: "
-                                "mouth PSNR vs the static floor and expression following against training steps")
+    from persona import cli
+    from persona.errors import flag_int
+
+    p = cli.parser("diagnose", "train ours once and score its checkpoints: mouth PSNR vs the static floor and "
+                   "expression following against training steps")
     p.add_argument("--data", required=True, help="a synthetic video folder (e.g. data/synthetic/default/id00/mono)")
-    p.add_argument("--modality", default="3dmm", choices=MODALITIES)
-    p.add_argument("--profile", default="default", choices=("smoke", "default", "paper"))
+    p.add_argument("--modality", default="3dmm", choices=MODALITIES, help="driving signal of ours")
+    p.add_argument("--profile", default="default", choices=("smoke", "default", "paper"), help="sizes and steps")
     p.add_argument("--out", required=True, help="output folder (the run lives in OUT/run and resumes there)")
-    p.add_argument("--every", type=int, default=100, help="score a checkpoint every this many steps")
+    p.add_argument("--every", type=flag_int(1), default=100, help="score a checkpoint every this many steps")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                    help="override a TrainConfig field, e.g. --set basis_lr=0.003 --set mouth_weight=0 (repeatable)")
-    p.add_argument("--test-frames", type=int, default=25, help="test frames for the PSNR columns (as the tables)")
+    p.add_argument("--test-frames", type=flag_int(1), default=25, help="test frames for the PSNR columns (as the tables)")
     args = p.parse_args(argv)
     overrides: dict[str, Any] = {}
     for item in args.set:
