@@ -107,8 +107,11 @@ def test_subspace_learning_rate_is_a_second_group():
     assert len(groups) == 2 and groups[1]["lr"] == 0.01
     assert {id(p) for p in groups[1]["params"]} == {id(model.basis.basis), id(model.basis.offset)}
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
-    defaults = train_config("default")
+    defaults = train_config("default", modality="3dmm")
     assert (defaults.basis_lr, defaults.encoder_lr, defaults.mouth_weight) == (0.03, 3e-3, 1.0)
+    rgb = train_config("default")  # RGB keeps the paper's optimiser unless a recipe field is given
+    assert (rgb.basis_lr, rgb.encoder_lr, rgb.mouth_weight) == (None, None, 0.0)
+    assert train_config("default", basis_lr=0.01).basis_lr == 0.01
     groups = parameter_groups(model, train_config("smoke", basis_lr=0.01, encoder_lr=0.002))
     assert [g.get("lr") for g in groups] == [None, 0.01, 0.002]
     assert {id(p) for p in groups[2]["params"]} == {id(p) for p in model.encoder.parameters()}
