@@ -278,11 +278,16 @@ class RGBEncoder(nn.Module):
         self.head = mlp(feature_dim, feature_dim, k, head_layers)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        if image.dim() != 4 or image.shape[1] != 3:
-            raise ValueError(f"RGBEncoder: images [B,3,H,W] expected, got {list(image.shape)}")
-        if image.shape[-1] != self.resolution or image.shape[-2] != self.resolution:
-            image = F.interpolate(image, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False, antialias=True)
-        return self.head(self.trunk(image).flatten(1))
+        return self.head(self.trunk(encoder_input(image, self.resolution, "RGBEncoder")).flatten(1))
+
+
+def encoder_input(image: torch.Tensor, resolution: int, who: str) -> torch.Tensor:
+    """image [B,3,H,W] checked and resized (bilinear, antialiased) to [B,3,resolution,resolution]."""
+    if image.dim() != 4 or image.shape[1] != 3:
+        raise ValueError(f"{who}: images [B,3,H,W] expected, got {list(image.shape)}")
+    if image.shape[-1] != resolution or image.shape[-2] != resolution:
+        image = F.interpolate(image, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True)
+    return image
 
 
 class ExpressionEncoder(nn.Module):

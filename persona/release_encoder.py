@@ -115,8 +115,6 @@ class ReleaseRGBEncoder(nn.Module):
         self.head = nn.Sequential(*[EqualLinear(feature_dim, feature_dim) for _ in range(head_layers)], EqualLinear(feature_dim, k))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        if image.dim() != 4 or image.shape[1] != 3:
-            raise ValueError(f"ReleaseRGBEncoder: images [B,3,H,W] expected, got {list(image.shape)}")
-        if image.shape[-1] != self.resolution or image.shape[-2] != self.resolution:
-            image = F.interpolate(image, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False, antialias=True)
-        return self.head(self.trunk(image).flatten(1))
+        from persona.prior import encoder_input
+
+        return self.head(self.trunk(encoder_input(image, self.resolution, "ReleaseRGBEncoder")).flatten(1))
