@@ -127,10 +127,8 @@ def _timed_renders(method: Any, batch: dict[str, Any], repeats: int) -> float:
 
 
 def _prepare_render(method: Any, test: Any) -> None:
-    if hasattr(method, "attach_audio"):
-        method.attach_audio(test)
-    if hasattr(method, "set_test_frames"):
-        method.set_test_frames(test)
+    method.attach_audio(test)
+    method.set_test_frames(test)
 
 
 def bench_pti(case: Case, profile: str, train: Any, test: Any, repeats: int, work: Path) -> dict[str, float]:

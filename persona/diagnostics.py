@@ -212,7 +212,7 @@ def expression_following(method: Any, clip: FrontalClip, audio_track_dataset: An
     image opening), ``following_control`` (with the world's control), ``validity`` (the ground
     truth's image opening against the control: how well the image measure reads the world),
     ``opening_std_ratio`` (std of the method's opening / the truth's: < 1 = muted mouth)."""
-    if audio_track_dataset is not None and hasattr(method, "attach_audio"):
+    if audio_track_dataset is not None:
         method.attach_audio(audio_track_dataset)
     rendered = render_clip(method, clip)
     mine, truth = mouth_opening(rendered, clip.box), mouth_opening(clip.truth, clip.box)

@@ -129,8 +129,7 @@ def evaluate_method(method: Any, test_ds: Any, novel_ds: Any | None = None, batc
 
     lpips_metric = lpips_metric or metrics.LPIPS()
     name = getattr(method, "name", type(method).__name__)
-    if hasattr(method, "attach_audio"):  # neighbouring audio windows come from the whole test track
-        method.attach_audio(test_ds)
+    method.attach_audio(test_ds)  # neighbouring audio windows come from the whole test track
     test_ds, novel_ds = frame_subset(test_ds, novel_ds, max_frames)
     rows: list[dict[str, Any]] = []
     for batch in tqdm(_batches(test_ds, batch_size), desc=f"eval {name} test", total=math.ceil(len(test_ds) / batch_size), disable=not progress):
@@ -141,7 +140,7 @@ def evaluate_method(method: Any, test_ds: Any, novel_ds: Any | None = None, batc
             pred = render_batch(method, batch)
         rows += _metric_rows(name, ["gt"] * len(indices), indices, pred, batch["image"], batch.get("mouth_box"), lpips_metric)
     if novel_ds is not None:
-        supports = bool(getattr(method, "supports_novel_views", False))
+        supports = bool(method.supports_novel_views)
         for batch in tqdm(_batches(novel_ds, batch_size), desc=f"eval {name} novel", total=math.ceil(len(novel_ds) / batch_size), disable=not progress):
             views, indices = list(batch["view"]), [int(i) for i in batch["source_index"]]
             if not supports:

@@ -1,4 +1,5 @@
-"""What a notebook calls: the benchmark for a profile, cached training and evaluation runs.
+"""The run cache: the benchmark of a profile, cached training, evaluation and lip-sync runs, their
+locks, digests and paths. What a table trains and how it is written is :mod:`persona.tables`.
 
 Results are cached per run by a hash of everything that decides them (method, its config, the
 data folder, seed), under ``runs/<profile>/<method>-<hash>/``. A rerun reuses a finished run
@@ -18,10 +19,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import pandas as pd
 
-from persona.errors import PersonaInputError
 from persona.notebooks import REPO_ROOT
 from persona.profiles import check_profile, torch_threads, using_threads
 from persona.runlist import plot_metrics
@@ -47,39 +46,12 @@ def outputs(profile: str, rerun: str | None = None) -> tuple[Path, Path]:
     return tables, figures
 
 
-def require_paper_inputs(profile: str, eg3d_pkl: str | None, dirs: Sequence[str], what: str, l2_only: bool = False) -> None:
-    """The paper profile needs the official weights, real data and LPIPS (the AlexNet weights
-    file, unless ``l2_only``): refuse clearly without them."""
-    if profile != "paper":
-        return
-    from persona.metrics import require_lpips
-
-    require_lpips("the paper profile", l2_only=l2_only)
-    missing = []
-    if not eg3d_pkl or not Path(eg3d_pkl).is_file():
-        missing.append(f"eg3d_pkl (official EG3D pickle, e.g. ffhqrebalanced512-128.pkl): got {eg3d_pkl!r}")
-    if not dirs:
-        missing.append(f"{what} (folders of real videos): none given")
-    missing += [f"{what}: {d} is not a folder" for d in dirs if not Path(d).is_dir()]
-    if missing:
-        raise SystemExit("the paper profile needs real inputs; set them in notebooks/params/paper.yaml:\n  - "
-                         + "\n  - ".join(missing))
-
-
 def ensure_benchmark(profile: str, seed: int = 0, force: bool = False) -> Path:
     """Build the synthetic benchmark of ``profile`` unless it is already complete; return its root."""
     from persona.data.synthetic import build_benchmark
 
     # build_benchmark keeps a complete build made with the same sizes, seed and code
     return build_benchmark(data_root(profile), profile, seed=seed, force=force)
-
-
-def videos(root: Path, kind: str, identities: int) -> list[Path]:
-    """The first ``identities`` videos of ``kind`` ('mono' or 'audio') under a benchmark root."""
-    found = sorted(p / kind for p in root.glob("id*") if (p / kind).is_dir())
-    if len(found) < identities:
-        raise PersonaInputError(f"{root}: {len(found)} {kind} videos, {identities} asked for")
-    return found[:identities]
 
 
 def config_hash(obj: Any) -> str:
@@ -301,26 +273,6 @@ def evaluated(trained_run: TrainedRun, test_ds: Any, novel_ds: Any | None = None
     return df
 
 
-@dataclass
-class Row:
-    """One row of a results table: a display label, a registered method and its config."""
-
-    label: str
-    method: str
-    cfg: dict[str, Any]
-    max_test_frames: int | None = None  # score a subset of test frames (per-frame optimisers: PTI)
-
-
-def slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
-
-
-def sync_metrics(syncnet_model: str | None = None) -> list[str]:
-    """The lip-sync columns of a table: ``sync`` (LSE-C of the synthetic expert) by default;
-    ``syncnet_c``, ``syncnet_d`` (LSE-C, LSE-D of the official SyncNet) with ``syncnet_model``."""
-    return ["syncnet_c", "syncnet_d"] if syncnet_model else ["sync"]
-
-
 def sync_scorer(syncnet_model: str | None = None) -> tuple[Any, str | None]:
     """(scorer, digest of its weights file): the official SyncNet from ``syncnet_model`` (the
     ``syncnet_v2.model`` of joonson/syncnet_python) when given, else the shipped synthetic expert."""
@@ -359,178 +311,12 @@ def synced(trained_run: TrainedRun, test_ds: Any, force: bool = False, syncnet_m
     return df
 
 
-def sync_note(syncnet_model: str | None = None) -> str:
-    from persona import syncnet
-
-    if syncnet_model:
-        return (f"Sync-C / LSE-D (SyncNet): the official SyncNet ({Path(syncnet_model).name}) on each method's rendered "
-                "test video with the test audio, whole frames as its 224x224 face crops (LSE-C = median - min mean "
-                "distance over ±15 frame shifts; LSE-D = the min), the protocol of the paper's Table 3.")
-    return ("Sync-C is the SyncNet protocol's confidence (LSE-C = median - min distance over ±15 frame shifts) scored by "
-            f"our synthetic lip-sync expert ({syncnet.ASSET.name}, trained here on the synthetic world), not by SyncNet; "
-            "the paper's column is SyncNet on real video. Set syncnet_model to the official syncnet_v2.model to score with SyncNet.")
-
-
-def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force: bool = False, novel: bool = True,
-            train_max_seconds: float | None = None, sync: bool = False,
-            ground_truth_label: str = "Ground Truth", max_test_frames: int | None = None,
-            syncnet_model: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, str], TrainedRun]]:
-    """Train and evaluate every row on every video.
-
-    Returns (per-frame metrics with columns method, identity, view, ...; timings with one row per
-    (method, identity): train_seconds, eval_seconds; the trained runs by (label, identity)).
-    With ``sync`` the gt-view rows get the lip-sync confidence ``sync`` of the rendered test clip,
-    and rows labelled ``ground_truth_label`` carry that of the real clip (always scored on the
-    whole test clip: the sync search needs consecutive frames).
-    ``max_test_frames``: score image metrics on that many evenly spaced test frames (and their
-    novel views) for rows that set no ``max_test_frames`` of their own; None = every frame.
-    ``syncnet_model``: score lip-sync with the official SyncNet (columns ``syncnet_c``, ``syncnet_d``
-    instead of ``sync``; see :func:`sync_metrics`).
-    """
-    from persona.data.dataset import FrameDataset, NovelViewDataset
-
-    if sync and syncnet_model:
-        sync_scorer(syncnet_model)  # a wrong path fails now, not after hours of training
-
-    frames, timings, runs, deferred = [], [], {}, []
-    for video in video_dirs:
-        identity = Path(video).parent.name if Path(video).name in ("mono", "audio") else Path(video).name
-        train = FrameDataset(video, "train", max_seconds=train_max_seconds)
-        test = FrameDataset(video, "test")
-        novel_ds = NovelViewDataset(video) if novel and (Path(video) / "novel").is_dir() else None
-        for row in rows:
-            print(f"{identity}: {row.label} ...", flush=True)
-            try:
-                tr = trained(row.method, {**row.cfg, "profile": profile}, train, profile,
-                             label=f"{slug(row.label)}-{identity}", force=force)
-            except RunDeferred as run_name:  # planning mode: list every missing run, then stop
-                deferred.append(str(run_name))
-                continue
-            tr.name = row.label
-            start = time.perf_counter()
-            df = evaluated(tr, test, novel_ds if getattr(tr.method, "supports_novel_views", False) else None, force=force,
-                           max_frames=row.max_test_frames if row.max_test_frames is not None else max_test_frames)
-            eval_seconds = time.perf_counter() - start
-            df["method"] = row.label  # a cached evaluation may come from a row that spelled the same run differently
-            df["identity"] = identity
-            if sync:
-                sync_rows = synced(tr, test, force=force, syncnet_model=syncnet_model)
-                columns = dict(zip(sync_metrics(syncnet_model), ("lse_c", "lse_d")))
-                for column, field in columns.items():
-                    df.loc[df["view"] == "gt", column] = float(sync_rows.iloc[0][field])
-                if not any(f["method"].iloc[0] == ground_truth_label and f["identity"].iloc[0] == identity for f in frames):
-                    frames.append(pd.DataFrame([{"method": ground_truth_label, "identity": identity, "view": "gt",
-                                                 **{c: float(sync_rows.iloc[1][f]) for c, f in columns.items()}}]))
-            frames.append(df)
-            timings.append({"method": row.label, "identity": identity, "train_seconds": tr.train_seconds,
-                            "eval_seconds": eval_seconds})
-            runs[(row.label, identity)] = tr
-    if deferred:
-        raise RunsDeferred(deferred)
-    return pd.concat(frames, ignore_index=True), pd.DataFrame(timings), runs
-
-
-def table_videos(profile: str, kind: str, identities: int, real_dirs: Sequence[str], seed: int = 0,
-                 force: bool = False) -> list[Path]:
-    """The videos a table runs on: the real folders in the paper profile, else the synthetic ones."""
-    if profile == "paper":
-        return [Path(d) for d in real_dirs]
-    return videos(ensure_benchmark(profile, seed=seed, force=force), kind, identities)
-
-
-def generator_cfg(eg3d_pkl: str | None) -> dict[str, Any]:
-    """Config entries selecting the generator: the official pickle when given, else the shipped prior."""
-    return {"generator": str(eg3d_pkl)} if eg3d_pkl else {}
-
-
-def loss_cfg(l2_only: bool = False) -> dict[str, Any]:
-    """Config entries of ours' loss: ``lambda_lpips = 0`` for an explicit L2-only run without the
-    AlexNet weights (see :func:`persona.metrics.require_lpips`), else nothing (the profile's loss)."""
-    from persona.metrics import lpips_available
-
-    return {"lambda_lpips": 0.0} if l2_only and not lpips_available() else {}
-
-
-def generator_name(eg3d_pkl: str | None) -> str:
-    return f"official EG3D ({Path(eg3d_pkl).name})" if eg3d_pkl else "tiny prior (persona/assets/prior_tiny.safetensors)"
-
-
-def figure_samples(video: Path, n: int, novel_views: Sequence[str] = ("yaw-25", "yaw+25")) -> tuple[list[dict], list[list[Any]]]:
-    """``n`` evenly spaced test frames of ``video`` and, for each, the cameras of ``novel_views``
-    (names of :data:`persona.cameras.NOVEL_VIEWS`)."""
-    from persona import cameras
-    from persona.data.dataset import FrameDataset
-
-    test = FrameDataset(video, "test")
-    picks = np.linspace(0, len(test) - 1, n + 2)[1:-1].round().astype(int) if n else []
-    samples = [test[int(i)] for i in picks]
-    cams = [[cameras.novel_view(s["camera"], *cameras.NOVEL_VIEWS[v]) for v in novel_views] for s in samples]
-    return samples, cams
-
-
-def benchmark_summary(root: Path) -> pd.DataFrame:
-    """One row per video of a benchmark: frames per split, novel-view frames, resolution, fps."""
-    from persona.data.dataset import FrameDataset, NovelViewDataset
-
-    rows = []
-    for video in sorted(p for p in Path(root).glob("id*/*") if (p / "transforms_train.json").is_file()):
-        train, test = FrameDataset(video, "train"), FrameDataset(video, "test")
-        novel = len(NovelViewDataset(video)) if (video / "novel").is_dir() else 0
-        rows.append({"identity": video.parent.name, "video": video.name, "train_frames": len(train),
-                     "test_frames": len(test), "novel_view_frames": novel, "resolution": train.resolution, "fps": train.fps})
-    return pd.DataFrame(rows)
-
-
 def load_generator(eg3d_pkl: str | None = None) -> tuple[Any, str]:
     """(generator, where it came from): the official EG3D pickle when given, else the shipped tiny prior."""
     from persona.eg3d import load_official, load_prior
 
+    from persona.tables import generator_name
+
     if eg3d_pkl:
         return load_official(eg3d_pkl).eval(), generator_name(eg3d_pkl)
     return load_prior().eval(), generator_name(None)
-
-
-def prior_figure(G: Any, path: Path, seed: int = 0, n: int = 6) -> list[Path]:
-    """Samples of the generic prior from ``n`` random z, each at five yaw angles (PNG + PDF)."""
-    import torch
-
-    from persona.eg3d.train_prior import render_yaw_grid, save_sample_figure
-
-    z = torch.randn(n, int(G.z_dim), generator=torch.Generator().manual_seed(seed))
-    return save_sample_figure(render_yaw_grid(G, z), Path(path))
-
-
-def data_figure(root: Path | None, path: Path, seed: int = 0, identities: int = 5, resolution: int = 128) -> list[Path]:
-    """Identities x expressions and the novel-view ground truth of the synthetic world (PNG + PDF)."""
-    from persona.data import synthetic
-    from persona.data.cli import overview_figure
-
-    from persona.report import save_figure
-
-    return save_figure(overview_figure(synthetic.benchmark_identity_seeds(identities, seed), resolution), path)
-
-
-def frames_note(test_frames: int | None, sync: bool = False) -> str:
-    """Footnote saying which test frames the image metrics use."""
-    which = f"{test_frames} evenly spaced test frames per identity and their novel views" if test_frames else \
-        "every test frame and its novel views"
-    text = f"Image metrics are computed on {which}."
-    if sync:
-        text += " Sync-C is always scored on the whole test clip (the offset search needs consecutive frames)."
-    return text
-
-
-def table_notes(*extra: str, l2_only: bool = False) -> list[str]:
-    """Footnotes every results table carries: LPIPS availability (and how to enable it), the
-    reading of novel-view columns, that the run was L2-only when ``l2_only`` took effect, plus ``extra``."""
-    from persona.metrics import L2_ONLY_NOTE, lpips_unavailable_reason
-
-    notes = ["Reproduced columns: mean ± std over identities (each the mean over its test frames). 'novel view' "
-             "columns: renders at cameras rotated about the head (±25° yaw, ±15° pitch) scored against ground truth, "
-             "which only the synthetic benchmark has. '(paper)' columns: the paper's numbers on its real data, for reference."]
-    reason = lpips_unavailable_reason()
-    if reason:
-        notes.append(reason)
-        if l2_only:
-            notes.append(L2_ONLY_NOTE)
-    return notes + list(extra)

@@ -1,5 +1,6 @@
 """Figures laid out like the paper's: method comparisons at the video camera and at novel views,
-zoomed mouths, basis visualisations. Every function returns the written paths (PNG + PDF).
+zoomed mouths, basis visualisations, samples of the generic prior, the synthetic world's overview.
+Every function returns the written paths (PNG + PDF).
 """
 
 from __future__ import annotations
@@ -7,12 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import default_collate
 
 from persona.evaluate import method_inputs as input_conditions
-from persona.report import image_grid
+from persona.report import image_grid, save_figure
 
 
 def as_batch(samples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
@@ -31,7 +33,7 @@ def render_at(method: Any, sample: Mapping[str, Any], cameras: Sequence[torch.Te
     out: list[torch.Tensor | None] = []
     for i in range(len(cameras)):
         same_view = torch.allclose(cams[i], cond["camera"][i].float())
-        if not same_view and not getattr(method, "supports_novel_views", True):
+        if not same_view and not method.supports_novel_views:
             out.append(None)
             continue
         one = {k: v[i:i + 1] for k, v in cond.items()}
@@ -94,3 +96,84 @@ def basis_directions_figure(panels: Mapping[str, Any], camera: torch.Tensor, pat
             rows.append(images)
             labels.append(f"{name}: b{i}")
     return image_grid(rows, path, row_labels=labels, col_labels=[f"-{strength}σ", "mean", f"+{strength}σ"], title=title)
+
+
+def figure_samples(video: Path, n: int, novel_views: Sequence[str] = ("yaw-25", "yaw+25")) -> tuple[list[dict], list[list[Any]]]:
+    """``n`` evenly spaced test frames of ``video`` and, for each, the cameras of ``novel_views``
+    (names of :data:`persona.cameras.NOVEL_VIEWS`)."""
+    from persona import cameras
+    from persona.data.dataset import FrameDataset
+
+    test = FrameDataset(video, "test")
+    picks = np.linspace(0, len(test) - 1, n + 2)[1:-1].round().astype(int) if n else []
+    samples = [test[int(i)] for i in picks]
+    cams = [[cameras.novel_view(s["camera"], *cameras.NOVEL_VIEWS[v]) for v in novel_views] for s in samples]
+    return samples, cams
+
+
+def prior_samples_figure(grid: torch.Tensor, path: Path, yaws_deg: Sequence[float] | None = None) -> list[Path]:
+    """``grid [N,M,3,H,W]`` in [-1,1] (see :func:`persona.eg3d.rendering.render_yaw_grid`) -> PNG and
+    PDF figure (rows = random z, columns = yaw)."""
+    from persona.eg3d.rendering import SAMPLE_YAWS_DEG
+
+    rows = [list(row) for row in grid.clamp(-1, 1)]
+    return image_grid(rows, Path(path), row_labels=[f"z{i}" for i in range(len(rows))],
+                      col_labels=[f"yaw {y:+.0f}°" for y in (yaws_deg or SAMPLE_YAWS_DEG)])
+
+
+def prior_figure(G: Any, path: Path, seed: int = 0, n: int = 6) -> list[Path]:
+    """Samples of the generic prior from ``n`` random z, each at five yaw angles (PNG + PDF)."""
+    from persona.eg3d.rendering import render_yaw_grid
+
+    z = torch.randn(n, int(G.z_dim), generator=torch.Generator().manual_seed(seed))
+    return prior_samples_figure(render_yaw_grid(G, z), Path(path))
+
+
+def data_figure(path: Path, seed: int = 0, identities: int = 5, resolution: int = 128) -> list[Path]:
+    """Identities x expressions and the novel-view ground truth of the benchmark's identities (PNG + PDF)."""
+    from persona.data import synthetic
+
+    return data_overview_figure(synthetic.benchmark_identity_seeds(identities, seed), path, resolution)
+
+
+def data_overview_figure(identity_seeds: Sequence[int], path: Path, resolution: int = 128) -> list[Path]:
+    """The synthetic world (PNG + PDF): rows = identities; columns = expressions (neutral, jaw open, smile,
+    blink + brow raise, lip round) then the novel-view ground truth (NOVEL_VIEWS) of the neutral
+    face."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from persona import cameras
+    from persona.data import synthetic as S
+
+    def expr(**dims):
+        e = np.zeros(S.EXPRESSION_DIM, np.float32)
+        for k, v in dims.items():
+            e[getattr(S, k)] = v
+        return e
+
+    columns = [("neutral", expr(), (0, 0)), ("jaw open", expr(JAW_OPEN=1.0), (0, 0)),
+               ("smile", expr(SMILE=1.0, JAW_OPEN=0.25), (0, 0)), ("blink + brows", expr(BLINK=1.0, BROW_RAISE=1.0), (0, 0)),
+               ("lip round", expr(LIP_ROUND=1.0, JAW_OPEN=0.35), (0, 0))]
+    talk = expr(JAW_OPEN=0.6, LIP_STRETCH=0.3)
+    columns += [(f"GT {name}", talk, d) for name, d in cameras.NOVEL_VIEWS.items()]
+    fig, axes = plt.subplots(len(identity_seeds), len(columns), figsize=(1.3 * len(columns), 1.4 * len(identity_seeds)),
+                             squeeze=False)
+    base = cameras.camera_label(0, 0)
+    for r, seed in enumerate(identity_seeds):
+        ident = S.sample_identity(seed)
+        for c, (title, e, (dy, dp)) in enumerate(columns):
+            cam = cameras.novel_view(base, dy, dp) if (dy or dp) else base
+            img = S.render(ident, e, cam, resolution)
+            ax = axes[r, c]
+            ax.imshow(((img.transpose(1, 2, 0) + 1) / 2).clip(0, 1))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(title, fontsize=7)
+            if c == 0:
+                ax.set_ylabel(f"id seed {seed}" + (" (glasses)" if ident.glasses else ""), fontsize=6)
+    fig.tight_layout(pad=0.3)
+    return save_figure(fig, path)

@@ -113,12 +113,11 @@ def _params_file(profile: str, params_dir: Path) -> tuple[Path, dict[str, Any]]:
 
 
 def read_params_yaml(path: Path) -> dict[str, Any]:
-    """The mapping in a notebook parameter file. Malformed YAML, a non-mapping, or a flag such as
-    ``force: "false"`` (a string, which Python would take as true) raise
+    """The mapping in a notebook parameter file, every parameter checked against
+    :data:`persona.params.SCHEMA` (the one check: a flag such as ``force: "false"``, a string Python
+    would take as true, is refused there). Malformed YAML, a non-mapping or a bad value raise
     :class:`persona.errors.PersonaInputError` with one line naming the file and the field
-    (``notebooks.<name>.<field>`` for per-notebook overrides)."""
-    from persona.errors import check_bool
-
+    (``notebooks.<name>: <field>`` for per-notebook overrides)."""
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except yaml.YAMLError as err:
@@ -133,36 +132,32 @@ def read_params_yaml(path: Path) -> dict[str, Any]:
     per_notebook = data.get("notebooks") or {}
     if not isinstance(per_notebook, dict):
         raise PersonaInputError(f"{path}: notebooks: expected a mapping of notebook names to parameters")
-    sections = [("", data)] + [(f"notebooks.{name}.", section) for name, section in per_notebook.items()]
-    for prefix, section in sections:
+    for name, section in per_notebook.items():
         if section is not None and not isinstance(section, dict):
-            raise PersonaInputError(f"{path}: {prefix.rstrip('.')}: expected a mapping of parameter names to values")
-        for key in BOOL_PARAMS:
-            if section and key in section:
-                check_bool(section[key], f"{path}: {prefix}{key}")
-    return data
+            raise PersonaInputError(f"{path}: notebooks.{name}: expected a mapping of parameter names to values")
+    checked = schema.check_all({k: v for k, v in data.items() if k not in FILE_KEYS}, str(path))
+    checked["notebooks"] = {name: schema.check_all(section or {}, f"{path}: notebooks.{name}")
+                            for name, section in per_notebook.items()}
+    if "start_order" in data:
+        checked["start_order"] = data["start_order"]
+    return checked
 
 
-BOOL_PARAMS = ("force",)  # parameters that must be YAML true/false (the notebooks test them with `if`)
+FILE_KEYS = ("notebooks", "start_order")  # keys of a parameter file that are not notebook parameters
 
 
 def load_params(profile: str, name: str | None = None, params_dir: Path = PARAMS_DIR) -> dict[str, Any]:
     """Top-level parameters of ``profile`` merged with the overrides for notebook ``name``, each
     checked against :data:`persona.params.SCHEMA` (one-line :class:`PersonaInputError` naming the
     file and the parameter otherwise)."""
-    path, data = _params_file(profile, params_dir)
-    per_notebook = data.pop("notebooks", {}) or {}
+    path, data = _params_file(profile, params_dir)  # checked there
+    per_notebook = data.pop("notebooks")
     data.pop("start_order", None)  # read by start_order(), not a notebook parameter
-    if not isinstance(per_notebook, dict) or not all(isinstance(v, dict) or v is None for v in per_notebook.values()):
-        raise PersonaInputError(f"{path}: notebooks: expected a mapping of notebook name to its parameters")
-    params = schema.check_all(data, str(path))
+    params = data
     if params.get("profile", profile) != profile:
         raise PersonaInputError(f"{path}: profile: expected {profile!r} (the file's name), got {params['profile']!r}")
     params["profile"] = profile
-    for notebook, values in per_notebook.items():
-        checked = schema.check_all(values or {}, f"{path}: notebooks.{notebook}")
-        if notebook == name:
-            params.update(checked)
+    params.update(per_notebook.get(name, {}) if name else {})
     return params
 
 

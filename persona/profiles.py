@@ -22,6 +22,11 @@ PROFILE_NAMES = ("smoke", "default", "paper")
 # independent of how the notebooks were launched. None: torch's default (the paper profile's GPU runs).
 TORCH_THREADS: dict[str, int | None] = {"smoke": 1, "default": 1, "paper": None}
 
+# whether a profile's tables run on real videos (the folders named in notebooks/params/<profile>.yaml,
+# with the official EG3D weights) instead of the synthetic benchmark it builds; a profile field, so
+# no code branches on a profile's name
+REAL_DATA: dict[str, bool] = {"smoke": False, "default": False, "paper": True}
+
 T = TypeVar("T")
 
 
@@ -31,6 +36,11 @@ def check_profile(name: str) -> str:
 
         raise PersonaInputError(f"unknown profile {name!r}; expected one of {', '.join(PROFILE_NAMES)}")
     return name
+
+
+def uses_real_data(profile: str) -> bool:
+    """True when ``profile``'s tables run on real videos (:data:`REAL_DATA`)."""
+    return REAL_DATA[check_profile(profile)]
 
 
 def for_profile(table: Mapping[str, T], profile: str, **overrides: Any) -> T:

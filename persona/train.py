@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm  # text bars: a notebook saves them as text (a closed widget bar reopens as "model not found")
 
+from persona.methods import Method, provides
 from persona.errors import PersonaFileError, PersonaInputError, flag_int, flag_number
 from persona.profiles import check_config, for_profile
 from persona.prior import MODALITIES, ORTHO_MODES, RGB_ENCODERS, PersonalizedPrior, audio_track, gather_neighbour_windows
@@ -436,7 +437,7 @@ def _describe_loss(cfg: TrainConfig) -> str:
     return "L2 only (" + reason + ")" + (" + ortho penalty" if cfg.ortho == "loss" else "")
 
 
-class OursMethod:
+class OursMethod(Method):
     """Our method behind the :class:`persona.methods.Method` protocol."""
 
     name = METHOD_NAME
@@ -638,15 +639,15 @@ def main_render(argv: list[str]) -> int:
     from persona.data.dataset import FrameDataset, NovelViewDataset
 
     method, cfg = load_run(args.run, device=args.device)
-    if args.alphas and not hasattr(method, "alphas"):
+    with_alphas = args.alphas and provides(method, "alphas")
+    if args.alphas and not with_alphas:
         print(f"persona render: warning: --alphas ignored: method {cfg['method']!r} has no basis coefficients", file=sys.stderr)
     data = args.data or cfg.get("data")
     if not data:
         raise PersonaInputError(f"{args.run}/config.json: no 'data' path; pass --data DIR")
     resolution = cfg["config"].get("resolution")
     ds = FrameDataset(data, split=args.split, resolution=resolution)
-    if hasattr(method, "attach_audio"):
-        method.attach_audio(ds)
+    method.attach_audio(ds)
     run = RunDir(args.run)
     out = run.renders / args.split
     out.mkdir(parents=True, exist_ok=True)
@@ -659,7 +660,7 @@ def main_render(argv: list[str]) -> int:
             if args.video:
                 side_by_side.append(video.side_by_side(to_uint8(truth), to_uint8(img)))
         indices.append(batch["index"].numpy())
-        if args.alphas and hasattr(method, "alphas"):
+        if with_alphas:
             alphas.append(method.alphas(batch).numpy())
     print(f"rendered {len(ds)} frames in {time.perf_counter() - t0:.1f} s -> {out}")
     # what eval needs to reuse these frames instead of rendering again (same checkpoint, data, split)

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from persona import cluster, report
+from persona import cluster, report, tables
 from persona import experiments as ex
 
 pytest.importorskip("submitit")
@@ -30,7 +30,7 @@ def video(tmp_path_factory):
 
 
 SHORT = {"iterations": 2, "frozen_iterations": 1, "checkpoint_every": 2, "sample_every": 2}
-ROWS = [ex.Row("Ours 3DMM", "ours", {"modality": "3dmm", **SHORT}), ex.Row("Ours RGB", "ours", {"modality": "rgb", **SHORT})]
+ROWS = [tables.Row("Ours 3DMM", "ours", {"modality": "3dmm", **SHORT}), tables.Row("Ours RGB", "ours", {"modality": "rgb", **SHORT})]
 
 
 def _table(per_frame):
@@ -43,7 +43,7 @@ def test_local_executor_jobs_give_the_single_machine_tables(video, tmp_path, mon
     plan = tmp_path / "plan"
     monkeypatch.setenv(ex.PLAN_ENV, str(plan))
     with pytest.raises(ex.RunsDeferred) as deferred:
-        ex.compare(ROWS, [video], "smoke", novel=False)
+        tables.compare(ROWS, [video], "smoke", novel=False)
     specs = cluster.read_specs(plan)
     assert len(deferred.value.runs) == 2 and sorted(s["run"].rsplit("/", 1)[1] for s in specs) == sorted(deferred.value.runs)
     assert not list((tmp_path / "cluster-runs").glob("smoke/*/done.json"))  # planning trains nothing
@@ -56,11 +56,11 @@ def test_local_executor_jobs_give_the_single_machine_tables(video, tmp_path, mon
             for r in results}
     assert len(done) == 2
 
-    collected, timings, _ = ex.compare(ROWS, [video], "smoke", novel=False)  # loads from the cache, trains nothing
+    collected, timings, _ = tables.compare(ROWS, [video], "smoke", novel=False)  # loads from the cache, trains nothing
     assert sorted(timings["train_seconds"]) == sorted(d["train_seconds"] for d in done.values())
 
     monkeypatch.setattr(ex, "runs_root", lambda profile: tmp_path / "single-runs" / profile)
-    single, _, _ = ex.compare(ROWS, [video], "smoke", novel=False)
+    single, _, _ = tables.compare(ROWS, [video], "smoke", novel=False)
     assert _table(collected).equals(_table(single))
     metrics = ["psnr", "ssim", "lpips"]
     a = collected.sort_values(["method", "index"] if "index" in collected else ["method"])[metrics].to_numpy()

@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from persona import evaluate, metrics
+from persona.methods import Method
 
 SIZE = 32
 NOVEL = ("yaw-25", "yaw+25")
@@ -42,7 +43,7 @@ class TinyNovel(TinyFrames):
         return sample
 
 
-class Oracle:
+class Oracle(Method):
     """Returns the ground truth it is shown: PSNR inf, SSIM 1."""
 
     name, supports_novel_views = "oracle", True

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from persona import experiments as ex
-from persona import methods
+from persona import methods, tables
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,9 @@ def test_two_processes_asking_for_one_run_train_it_once(fake_method, tmp_path):
 def test_compare_scores_a_subset_unless_a_row_sets_its_own(monkeypatch):
     calls = {}
 
+    class Still(methods.Method):  # the protocol's defaults: no novel views, no-op hooks
+        name = "still"
+
     def fake_evaluated(tr, test, novel, force=False, max_frames=None):
         import pandas as pd
 
@@ -117,13 +120,13 @@ def test_compare_scores_a_subset_unless_a_row_sets_its_own(monkeypatch):
 
     class Run:
         def __init__(self, name):
-            self.name, self.method, self.train_seconds = name, object(), 0.0
+            self.name, self.method, self.train_seconds = name, Still(), 0.0
 
     monkeypatch.setattr(ex, "trained", lambda name, cfg, train, profile, label=None, force=False: Run(label))
     monkeypatch.setattr(ex, "evaluated", fake_evaluated)
     import persona.data.dataset as dataset
 
     monkeypatch.setattr(dataset, "FrameDataset", lambda *a, **k: object())
-    rows = [ex.Row("A", "fake", {}), ex.Row("B", "fake", {}, max_test_frames=3)]
-    ex.compare(rows, [Path("/nowhere/id00/mono")], "smoke", novel=False, max_test_frames=7)
+    rows = [tables.Row("A", "fake", {}), tables.Row("B", "fake", {}, max_test_frames=3)]
+    tables.compare(rows, [Path("/nowhere/id00/mono")], "smoke", novel=False, max_test_frames=7)
     assert calls == {"A": 7, "B": 3}

@@ -414,7 +414,7 @@ def test_foreign_torch_weights_are_refused_naming_the_file(tmp_path, loader, cas
     ("- a\n- b\n", "expected a mapping of parameter names to values, got list"),
     ('force: "false"\n', "force: expected true or false, got 'false'"),
     ("force: 0\n", "force: expected true or false, got 0"),
-    ("notebooks:\n  01_x:\n    force: 'no'\n", "notebooks.01_x.force: expected true or false, got 'no'"),
+    ("notebooks:\n  01_x:\n    force: 'no'\n", "notebooks.01_x: force: expected true or false, got 'no'"),
     ("notebooks: [1, 2]\n", "notebooks: expected a mapping"),
     ("notebooks:\n  01_x: 5\n", "notebooks.01_x: expected a mapping"),
     (b"\xff\xfe\x00garbage", "not a UTF-8 text file"),

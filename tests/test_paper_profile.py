@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from persona import experiments as ex
-from persona import report, syncnet
+from persona import report, syncnet, tables
 from persona.errors import PersonaFileError
+from persona.methods import Method
 from persona.metrics import ALEXNET_FILE, L2_ONLY_NOTE
 
 
@@ -24,19 +25,19 @@ def test_paper_profile_refuses_without_lpips_unless_l2_only(no_alexnet, tmp_path
     pkl = tmp_path / "G.pkl"
     pkl.write_bytes(b"")
     with pytest.raises(PersonaFileError) as err:
-        ex.require_paper_inputs("paper", str(pkl), [str(tmp_path)], "nerface_dirs")
+        tables.require_paper_inputs("paper", str(pkl), [str(tmp_path)], "nerface_dirs")
     message = str(err.value)
     assert str(no_alexnet) in message and ALEXNET_FILE in message and "l2_only: true" in message and "\n" not in message
-    ex.require_paper_inputs("paper", str(pkl), [str(tmp_path)], "nerface_dirs", l2_only=True)  # explicit: accepted
-    ex.require_paper_inputs("smoke", None, [], "nerface_dirs")  # other profiles: LPIPS optional as before
-    assert ex.loss_cfg(True) == {"lambda_lpips": 0.0} and ex.loss_cfg(False) == {}
-    assert L2_ONLY_NOTE in ex.table_notes(l2_only=True) and L2_ONLY_NOTE not in ex.table_notes()
+    tables.require_paper_inputs("paper", str(pkl), [str(tmp_path)], "nerface_dirs", l2_only=True)  # explicit: accepted
+    tables.require_paper_inputs("smoke", None, [], "nerface_dirs")  # other profiles: LPIPS optional as before
+    assert tables.loss_cfg(True) == {"lambda_lpips": 0.0} and tables.loss_cfg(False) == {}
+    assert L2_ONLY_NOTE in tables.table_notes(l2_only=True) and L2_ONLY_NOTE not in tables.table_notes()
 
 
 def test_l2_only_does_nothing_when_lpips_is_there(monkeypatch):
     monkeypatch.setattr("persona.metrics.lpips_available", lambda: True)
-    assert ex.loss_cfg(True) == {}
-    assert L2_ONLY_NOTE not in ex.table_notes(l2_only=True)
+    assert tables.loss_cfg(True) == {}
+    assert L2_ONLY_NOTE not in tables.table_notes(l2_only=True)
 
 
 def test_ours_at_the_paper_profile_refuses_to_train_without_lpips(no_alexnet, tmp_path):
@@ -65,7 +66,7 @@ def _random_official_syncnet(path):
     return path
 
 
-class _GroundTruthMethod:
+class _GroundTruthMethod(Method):
     """Renders each test frame as the dataset has it (a stand-in for a trained method)."""
 
     name = "truth"
@@ -97,15 +98,15 @@ def test_official_syncnet_scores_table3_and_is_labelled(tmp_path, monkeypatch):
     # compare() puts them in the SyncNet columns, the table labels them, the note names the file
     monkeypatch.setattr(ex, "trained", lambda *a, **k: run)
     monkeypatch.setattr(ex, "evaluated", lambda *a, **k: pd.DataFrame([{"view": "gt", "psnr": 30.0}]))
-    per_frame, _, _ = ex.compare([ex.Row("Ours Audio", "ours", {})], [adnerf[0]], "smoke", novel=False, sync=True,
+    per_frame, _, _ = tables.compare([tables.Row("Ours Audio", "ours", {})], [adnerf[0]], "smoke", novel=False, sync=True,
                                  syncnet_model=str(model))
     assert {"syncnet_c", "syncnet_d"} <= set(per_frame.columns) and "sync" not in per_frame.columns
-    metrics = ["psnr", *ex.sync_metrics(str(model))]
+    metrics = ["psnr", *tables.sync_metrics(str(model))]
     table = report.results_table(per_frame, metrics, ["Ground Truth", "Ours Audio"], paper_key="table3_audio")
     assert {"Sync-C (SyncNet) ↑", "LSE-D (SyncNet) ↓", "Sync-C (SyncNet) ↑ (paper)"} <= set(table.columns)
     assert table.loc["Ground Truth", "Sync-C (SyncNet) ↑ (paper)"] == "7.653"
-    assert "official SyncNet (syncnet_v2.model)" in ex.sync_note(str(model)) and "synthetic" in ex.sync_note()
-    assert ex.sync_metrics(None) == ["sync"]
+    assert "official SyncNet (syncnet_v2.model)" in tables.sync_note(str(model)) and "synthetic" in tables.sync_note()
+    assert tables.sync_metrics(None) == ["sync"]
 
     with pytest.raises(PersonaFileError, match="syncnet_model: .*missing.model: file not found"):
-        ex.compare([ex.Row("Ours Audio", "ours", {})], [adnerf[0]], "smoke", sync=True, syncnet_model=str(tmp_path / "missing.model"))
+        tables.compare([tables.Row("Ours Audio", "ours", {})], [adnerf[0]], "smoke", sync=True, syncnet_model=str(tmp_path / "missing.model"))

@@ -68,3 +68,13 @@ def test_claims_go_to_the_readme_under_their_table(tmp_path):
     text = readme.read_text()
     assert text.index("**T1**") < text.index("reproduced")
     assert (tables / "table1_x_claims.csv").is_file()
+
+
+def test_mouth_psnr_reaches_the_table_under_the_column_evaluate_writes():
+    from persona.evaluate import METRIC_COLUMNS
+
+    assert "psnr_mouth" in METRIC_COLUMNS  # what evaluate_method writes ...
+    df = frames().assign(psnr_mouth=lambda d: d["psnr"] - 3.0)
+    table = report.results_table(df, ["psnr", "psnr_mouth"], ["A", "B"])
+    assert table.loc["A", "mouth PSNR ↑"] == "29.00 ± 1.41"  # ... is what the table labels and formats
+    assert table.loc["A", "mouth PSNR ↑ novel view"] == "23.00 ± 1.41"

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from persona.methods import Method
 from persona.errors import PersonaFileError, PersonaInputError
 from persona.profiles import check_config, for_profile
 from persona.runs import RunDir, load_optimizer_tensors, optimizer_tensors, prefixed, restore_rng, rng_tensors, run_record, unprefixed
@@ -485,7 +486,7 @@ def _stack_frames(dataset: Any, resolution: int) -> torch.Tensor:
     return torch.stack(frames)
 
 
-class FOMM:
+class FOMM(Method):
     """First Order Motion Model on our protocol (see module docstring)."""
 
     name = NAME

@@ -35,6 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from persona.methods import Method
 from persona.errors import PersonaFileError, PersonaInputError
 from persona.profiles import check_config
 from persona.runs import RunDir, load_optimizer_tensors, optimizer_tensors, prefixed, restore_rng, rng_tensors, run_record, unprefixed
@@ -456,7 +457,7 @@ def config_from(table: Mapping[str, Any], cfg: dict | None, kw: Mapping[str, Any
     return check_config(replace(base, profile=profile, **overrides), type(base).__name__)
 
 
-class NeRFBaseline:
+class NeRFBaseline(Method):
     """Training loop, checkpoints and rendering shared by the head-NeRF baselines.
 
     A subclass sets ``name`` and implements:

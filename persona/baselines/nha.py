@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from persona.methods import Method
 from persona.baselines.raster import rasterize, split_camera, vertex_normals
 from persona.data.formats import check_npz
 from persona.errors import PersonaFileError, PersonaInputError
@@ -400,7 +401,7 @@ def _stack_dataset(dataset: Any) -> dict[str, torch.Tensor]:
     return out
 
 
-class NHA:
+class NHA(Method):
     """The NHA baseline behind :class:`persona.methods.Method`."""
 
     name = NAME

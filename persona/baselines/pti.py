@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from persona.methods import Method
 from persona.errors import PersonaFileError, PersonaInputError
 from persona.profiles import check_config, for_profile
 from persona.runs import RunDir, load_tensors, prefixed, run_record, save_tensors, unprefixed
@@ -309,7 +310,7 @@ def cache_key(index: int | None, camera: torch.Tensor, image: torch.Tensor | Non
     return (ident, tuple(float(v) + 0.0 for v in cam))
 
 
-class PTI:
+class PTI(Method):
     """PTI on our protocol (see module docstring)."""
 
     name = NAME

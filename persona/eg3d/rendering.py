@@ -18,6 +18,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from persona import cameras
+
 
 def ray_bundle(camera: torch.Tensor, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
     """camera [B,25] -> (origins [B,r*r,3], unit directions [B,r*r,3]), pixels in row-major order."""
@@ -174,3 +176,26 @@ def render_planes(planes: torch.Tensor, decoder: Decoder, origins: torch.Tensor,
     else:
         rgb, depth, weights = ray_march(colors, densities, depths, white_back)
     return rgb, depth, weights.sum(2)
+
+
+SAMPLE_YAWS_DEG = (-30.0, -15.0, 0.0, 15.0, 30.0)  # the yaw angles of prior sample grids
+
+
+@torch.no_grad()
+def render_yaw_grid(G: torch.nn.Module, z: torch.Tensor, yaws_deg=SAMPLE_YAWS_DEG, pitch_deg: float = 0.0,
+                    truncation_psi: float = 1.0) -> torch.Tensor:
+    """Render each z at each yaw: ``[N, len(yaws), 3, R, R] in [-1,1]``.
+
+    The mapping is conditioned on the frontal camera (as EG3D's video script does), so every view
+    of one z shares the same w.
+    """
+    n = z.shape[0]
+    device = next(G.parameters()).device
+    z = z.to(device)
+    frontal = torch.from_numpy(cameras.camera_label(0.0, 0.0)).float().to(device).expand(n, 25)
+    ws = G.mapping(z, frontal, truncation_psi=truncation_psi)
+    rows = []
+    for yaw in yaws_deg:
+        cam = torch.from_numpy(cameras.camera_label(float(yaw), pitch_deg)).float().to(device).expand(n, 25)
+        rows.append(G.synthesis(ws, cam)["image"])
+    return torch.stack(rows, dim=1).cpu()

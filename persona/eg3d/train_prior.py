@@ -74,6 +74,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from persona import cameras
+from persona.eg3d.rendering import render_yaw_grid
 from persona.eg3d.discriminator import (DISCRIMINATOR_PRESETS, DualDiscriminator, d_logistic_loss,
                                         g_nonsaturating_loss, r1_penalty)
 from persona.errors import flag_int, flag_number
@@ -83,7 +84,6 @@ from persona.runs import (RunDir, atomic_write_json, isolated_rng, load_optimize
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ASSET = REPO_ROOT / "persona" / "assets" / "prior_tiny.safetensors"
-SAMPLE_YAWS_DEG = (-30.0, -15.0, 0.0, 15.0, 30.0)
 # identity seeds of held-out heads: outside the prior pool [1_000_000, 1_004_096) and the benchmark's small seeds
 HELDOUT_SEED_BASE = 500_000
 
@@ -455,26 +455,6 @@ class PriorTrainer:
 
 # ---------------------------------------------------------------------------- sample grids
 
-@torch.no_grad()
-def render_yaw_grid(G: nn.Module, z: torch.Tensor, yaws_deg=SAMPLE_YAWS_DEG, pitch_deg: float = 0.0,
-                    truncation_psi: float = 1.0) -> torch.Tensor:
-    """Render each z at each yaw: ``[N, len(yaws), 3, R, R] in [-1,1]``.
-
-    The mapping is conditioned on the frontal camera (as EG3D's video script does), so every view
-    of one z shares the same w.
-    """
-    n = z.shape[0]
-    device = next(G.parameters()).device
-    z = z.to(device)
-    frontal = torch.from_numpy(cameras.camera_label(0.0, 0.0)).float().to(device).expand(n, 25)
-    ws = G.mapping(z, frontal, truncation_psi=truncation_psi)
-    rows = []
-    for yaw in yaws_deg:
-        cam = torch.from_numpy(cameras.camera_label(float(yaw), pitch_deg)).float().to(device).expand(n, 25)
-        rows.append(G.synthesis(ws, cam)["image"])
-    return torch.stack(rows, dim=1).cpu()
-
-
 def grid_to_uint8(grid: torch.Tensor) -> np.ndarray:
     """``[N,M,3,H,W] in [-1,1]`` -> ``[N*H, M*W, 3]`` uint8 RGB."""
     n, m, c, h, w = grid.shape
@@ -734,15 +714,6 @@ def consistency_psnr(G: nn.Module | None, n_heads: int = 4, steps: int = 150, se
     return result
 
 
-def save_sample_figure(grid: torch.Tensor, path: Path, yaws_deg=SAMPLE_YAWS_DEG) -> list[Path]:
-    """``grid [N,M,3,H,W]`` -> PNG and PDF figure (rows = random z, columns = yaw)."""
-    from persona.report import image_grid
-
-    rows = [list(row) for row in grid.clamp(-1, 1)]
-    return image_grid(rows, Path(path), row_labels=[f"z{i}" for i in range(len(rows))],
-                      col_labels=[f"yaw {y:+.0f}°" for y in yaws_deg])
-
-
 def main_sample(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from persona import cli
@@ -762,7 +733,9 @@ def main_sample(argv: list[str] | None = None) -> int:
 
     G = load_prior(args.checkpoint).eval().to(args.device)
     z = torch.randn(args.n, int(G.z_dim), generator=torch.Generator().manual_seed(args.seed))
-    outs = save_sample_figure(render_yaw_grid(G, z, truncation_psi=args.psi), Path(args.out))
+    from persona.figures import prior_samples_figure
+
+    outs = prior_samples_figure(render_yaw_grid(G, z, truncation_psi=args.psi), Path(args.out))
     print("figure:", ", ".join(str(p) for p in outs))
     if args.heads > 0:
         report: dict[str, Any] = {"checkpoint": str(args.checkpoint or DEFAULT_ASSET.relative_to(REPO_ROOT)),
