@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm  # text bars: a notebook saves them as text (a closed widget bar reopens as "model not found")
 
-from persona.methods import Method, provides
 from persona.errors import PersonaFileError, PersonaInputError, flag_int, flag_number
+from persona.methods import Method, provides
 from persona.profiles import check_config, for_profile
 from persona.prior import MODALITIES, ORTHO_MODES, RGB_ENCODERS, PersonalizedPrior, audio_track, gather_neighbour_windows
 from persona.runs import (RunDir, isolated_rng, run_record, load_optimizer_tensors, load_tensors, optimizer_tensors, prefixed, restore_rng,

@@ -50,8 +50,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from persona.methods import Method
 from persona.errors import PersonaFileError, PersonaInputError
+from persona.methods import Method
 from persona.profiles import check_config, for_profile
 from persona.runs import RunDir, load_optimizer_tensors, optimizer_tensors, prefixed, restore_rng, rng_tensors, run_record, unprefixed
 

@@ -35,8 +35,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from persona.methods import Method
 from persona.errors import PersonaFileError, PersonaInputError
+from persona.methods import Method
 from persona.profiles import check_config
 from persona.runs import RunDir, load_optimizer_tensors, optimizer_tensors, prefixed, restore_rng, rng_tensors, run_record, unprefixed
 

@@ -45,10 +45,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from persona.methods import Method
 from persona.baselines.raster import rasterize, split_camera, vertex_normals
 from persona.data.formats import check_npz
 from persona.errors import PersonaFileError, PersonaInputError
+from persona.methods import Method
 from persona.profiles import check_config, for_profile
 from persona.runs import (RunDir, load_optimizer_tensors, load_tensors, optimizer_tensors, prefixed, restore_rng, rng_tensors,
                           run_record, unprefixed)

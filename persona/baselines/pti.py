@@ -48,8 +48,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from persona.methods import Method
 from persona.errors import PersonaFileError, PersonaInputError
+from persona.methods import Method
 from persona.profiles import check_config, for_profile
 from persona.runs import RunDir, load_tensors, prefixed, run_record, save_tensors, unprefixed
 
