@@ -383,11 +383,13 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
     and rows labelled ``ground_truth_label`` carry that of the real clip (always scored on the
     whole test clip: the sync search needs consecutive frames).
     ``max_test_frames``: score image metrics on that many evenly spaced test frames (and their
-    novel views) for rows that set no ``max_test_frames`` of their own; None = every frame.
+    novel views); None = every frame. Every row is scored on the same frames: the smallest of
+    ``max_test_frames`` and the rows' own ``max_test_frames`` (:func:`persona.evaluate.shared_frame_count`).
     ``syncnet_model``: score lip-sync with the official SyncNet (columns ``syncnet_c``, ``syncnet_d``
     instead of ``sync``; see :func:`sync_metrics`).
     """
     from persona.data.dataset import FrameDataset, NovelViewDataset
+    from persona.evaluate import shared_frame_count
 
     if sync and syncnet_model:
         sync_scorer(syncnet_model)  # a wrong path fails now, not after hours of training
@@ -409,7 +411,7 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
             tr.name = row.label
             start = time.perf_counter()
             df = evaluated(tr, test, novel_ds if getattr(tr.method, "supports_novel_views", False) else None, force=force,
-                           max_frames=row.max_test_frames if row.max_test_frames is not None else max_test_frames)
+                           max_frames=shared_frame_count(max_test_frames, *(r.max_test_frames for r in rows)))
             eval_seconds = time.perf_counter() - start
             df["method"] = row.label  # a cached evaluation may come from a row that spelled the same run differently
             df["identity"] = identity
