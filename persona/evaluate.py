@@ -241,11 +241,19 @@ def evaluate_sync(method: Any, test_ds: Any, scorer: Any | None = None, batch_si
     """Lip-sync of a method on the test clip and of the ground truth (the paper's Table 3 rows).
 
     ``frames``: the method's test frames [T,3,H,W] when already rendered. Rows: ``method`` (the
-    method's name or ``ground truth``), ``scorer``, ``lse_c``, ``lse_d``, ``offset``, ``windows``."""
+    method's name or ``ground truth``), ``scorer``, ``lse_c``, ``lse_d``, ``offset``,
+    ``offset_accuracy``, ``windows``. A clip shorter than :data:`persona.syncnet.MIN_CLIP_FRAMES`
+    is not scored: both rows are NaN and an extra column ``note`` says why."""
     from persona import syncnet
 
-    scorer = scorer or syncnet.load_synthetic_expert()
     name = getattr(method, "name", type(method).__name__)
+    try:
+        syncnet.check_clip_length(len(test_ds), syncnet.clip_name(test_ds), float(getattr(test_ds, "fps", 25) or 25))
+    except syncnet.SyncClipTooShort as short:
+        return pd.DataFrame([{"method": who, "scorer": getattr(scorer, "name", syncnet.SYNTHETIC_NAME), "lse_c": math.nan,
+                              "lse_d": math.nan, "offset": math.nan, "offset_accuracy": math.nan, "windows": 0, "note": str(short)}
+                             for who in (name, "ground truth")])
+    scorer = scorer or syncnet.load_synthetic_expert()
     frames = frames if frames is not None else render_split(method, test_ds, batch_size)
     rendered = syncnet.score_frames(scorer, frames, test_ds)
     truth = syncnet.ground_truth_scores(test_ds, scorer)
@@ -408,7 +416,7 @@ def main_eval(argv: list[str]) -> int:
             sync = evaluate_sync(method, test_ds, syncnet.load_synthetic_expert(), args.batch_size, frames=frames)
             sync_path = out.with_name(f"sync_{args.split}.csv")
             atomic_write_bytes(sync_path, sync.to_csv(index=False).encode())
-            print(sync.to_string(index=False))
+            print(f"lip-sync not scored: {sync['note'].iloc[0]}" if "note" in sync else sync.to_string(index=False))
             print(f"wrote {sync_path} (LSE-C = {syncnet.SYNTHETIC_NAME}; not comparable with published SyncNet numbers)")
         else:
             print(f"lip-sync skipped: {syncnet.ASSET} missing (python -m persona syncnet train)")
