@@ -329,6 +329,36 @@ def expression_following(method: Any, video: str | Path | None = None, max_frame
             "following_frames": len(positions)}
 
 
+# lip-sync columns of a results table beyond LSE-C: per-frame column -> field of the sync rows
+SYNC_DETAIL_COLUMNS = {"sync_lse_d": "lse_d", "sync_offset_accuracy": "offset_accuracy"}
+SYNC_REFERENCE_SUFFIX = " (reference)"
+
+
+def sync_reference_rows(test_sets: dict[str, Any], scorer: Any | None = None, lse_c_column: str = "sync") -> pd.DataFrame:
+    """Table 3's floor: :func:`persona.syncnet.reference_scores` of every identity's test clip as
+    rows in the per-frame format of :func:`persona.experiments.compare` (``method`` = the
+    reference's name + :data:`SYNC_REFERENCE_SUFFIX`, ``identity``, ``view`` 'gt', ``lse_c_column``
+    and :data:`SYNC_DETAIL_COLUMNS`). ``test_sets``: identity -> test FrameDataset; the "audio
+    from another clip" of an identity is the next identity's test clip at least as long (in the
+    given order, cyclic; no such row when there is none). Short clips: no rows (see
+    :data:`persona.syncnet.MIN_CLIP_FRAMES`)."""
+    from persona import syncnet
+
+    names = list(test_sets)
+    rows = []
+    for k, identity in enumerate(names):
+        ds = test_sets[identity]
+        if len(ds) < syncnet.MIN_CLIP_FRAMES:
+            continue
+        longer = [test_sets[n] for n in names[k + 1:] + names[:k] if len(test_sets[n]) >= len(ds)]
+        other = longer[0] if longer else None
+        scores = syncnet.reference_scores(ds, other, scorer)
+        for _, r in scores.iterrows():
+            rows.append({"method": r["method"] + SYNC_REFERENCE_SUFFIX, "identity": identity, "view": "gt",
+                         lse_c_column: float(r["lse_c"]), **{c: float(r[f]) for c, f in SYNC_DETAIL_COLUMNS.items()}})
+    return pd.DataFrame(rows, columns=["method", "identity", "view", lse_c_column, *SYNC_DETAIL_COLUMNS])
+
+
 def reusable_renders(run: Any, data: Path, split: str, resolution: int | None, indices: list[int]) -> dict[int, torch.Tensor] | None:
     """The frames ``python -m persona render`` wrote for ``split`` ({index: [3,H,W] in [-1,1]}, from
     8-bit PNGs) when they come from the run's current checkpoint, the same data and resolution and

@@ -389,7 +389,7 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
     instead of ``sync``; see :func:`sync_metrics`).
     """
     from persona.data.dataset import FrameDataset, NovelViewDataset
-    from persona.evaluate import shared_frame_count
+    from persona.evaluate import SYNC_DETAIL_COLUMNS, shared_frame_count
 
     if sync and syncnet_model:
         sync_scorer(syncnet_model)  # a wrong path fails now, not after hours of training
@@ -417,12 +417,12 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
             df["identity"] = identity
             if sync:
                 sync_rows = synced(tr, test, force=force, syncnet_model=syncnet_model)
-                columns = dict(zip(sync_metrics(syncnet_model), ("lse_c", "lse_d")))
+                columns = {**dict(zip(sync_metrics(syncnet_model), ("lse_c", "lse_d"))), **SYNC_DETAIL_COLUMNS}
                 for column, field in columns.items():
-                    df.loc[df["view"] == "gt", column] = float(sync_rows.iloc[0][field])
+                    df.loc[df["view"] == "gt", column] = float(sync_rows.iloc[0].get(field, np.nan))
                 if not any(f["method"].iloc[0] == ground_truth_label and f["identity"].iloc[0] == identity for f in frames):
                     frames.append(pd.DataFrame([{"method": ground_truth_label, "identity": identity, "view": "gt",
-                                                 **{c: float(sync_rows.iloc[1][f]) for c, f in columns.items()}}]))
+                                                 **{c: float(sync_rows.iloc[1].get(f, np.nan)) for c, f in columns.items()}}]))
             frames.append(df)
             timings.append({"method": row.label, "identity": identity, "train_seconds": tr.train_seconds,
                             "eval_seconds": eval_seconds})

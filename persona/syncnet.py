@@ -462,14 +462,15 @@ def clip_name(dataset: Any) -> str:
 REFERENCE_ROWS = ("ground truth", "frozen frame", "audio from another clip", "black video")
 
 
-def reference_scores(dataset: Any, other: Any, scorer: SyncScorer | None = None) -> Any:
+def reference_scores(dataset: Any, other: Any | None, scorer: SyncScorer | None = None) -> Any:
     """The floor and ceiling of the lip-sync column for one test clip, as rows of a DataFrame
     (``method`` in :data:`REFERENCE_ROWS`, then :meth:`SyncScores.as_row`'s columns):
 
     - ``ground truth``: the clip's video and audio;
     - ``frozen frame``: the clip's first frame held for the whole clip, with its audio;
     - ``audio from another clip``: the clip's video with ``other``'s audio (a FrameDataset split of
-      at least as many frames, e.g. another identity's test clip), cut to the same length;
+      at least as many frames, e.g. another identity's test clip), cut to the same length (no
+      such row when ``other`` is None);
     - ``black video``: an all-black video with the clip's audio.
     A method's score means something only well above the last three."""
     import pandas as pd
@@ -477,14 +478,16 @@ def reference_scores(dataset: Any, other: Any, scorer: SyncScorer | None = None)
     scorer = scorer or load_synthetic_expert()
     images, boxes, wave, rate, fps = dataset_clip(dataset)
     n, where = images.shape[0], clip_name(dataset)
-    if len(other) < n:
-        raise PersonaInputError(f"{clip_name(other)}: {len(other)} frames; expected >= {n} (the length of {where}) "
-                                "for the 'audio from another clip' reference")
-    _, _, other_wave, other_rate, other_fps = dataset_clip(other, n)
-    if other_rate != rate or other_fps != fps:
-        raise PersonaInputError(f"{clip_name(other)}: {other_rate} Hz / {other_fps:g} fps; expected {rate} Hz / {fps:g} fps like {where}")
-    videos = {"ground truth": (images, wave), "frozen frame": (images[:1].expand_as(images).clone(), wave),
-              "audio from another clip": (images, other_wave[:len(wave)]), "black video": (torch.full_like(images, -1.0), wave)}
+    videos = {"ground truth": (images, wave), "frozen frame": (images[:1].expand_as(images).clone(), wave)}
+    if other is not None:
+        if len(other) < n:
+            raise PersonaInputError(f"{clip_name(other)}: {len(other)} frames; expected >= {n} (the length of {where}) "
+                                    "for the 'audio from another clip' reference")
+        _, _, other_wave, other_rate, other_fps = dataset_clip(other, n)
+        if other_rate != rate or other_fps != fps:
+            raise PersonaInputError(f"{clip_name(other)}: {other_rate} Hz / {other_fps:g} fps; expected {rate} Hz / {fps:g} fps like {where}")
+        videos["audio from another clip"] = (images, other_wave[:len(wave)])
+    videos["black video"] = (torch.full_like(images, -1.0), wave)
     return pd.DataFrame([{"method": name, **scorer.score(video, audio, rate, fps, boxes, where=where).as_row()}
                          for name, (video, audio) in videos.items()])
 

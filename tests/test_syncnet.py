@@ -159,9 +159,15 @@ def test_reference_rows_sit_below_the_ground_truth(held_out_clip, tmp_path):
     clip = ClipDataset(tmp_path / "a", images, box, wave)
     other_images, other_box, other_wave = syncnet.render_talking_clip(5001, 4.0)
     other = ClipDataset(tmp_path / "b", other_images, other_box, other_wave)
-    rows = syncnet.reference_scores(clip, other).set_index("method")
-    assert list(rows.index) == list(syncnet.REFERENCE_ROWS)
+    short = ClipDataset(tmp_path / "c", images[:20], box[:20], wave[:20 * 640])
+    from persona import evaluate
+
+    table = evaluate.sync_reference_rows({"id00": clip, "id01": other, "short": short})
+    assert set(table["identity"]) == {"id00", "id01"}  # the 20-frame clip is not scored
+    rows = table[table["identity"] == "id00"].set_index("method")
+    assert list(rows.index) == [name + evaluate.SYNC_REFERENCE_SUFFIX for name in syncnet.REFERENCE_ROWS]
+    rows.index = list(syncnet.REFERENCE_ROWS)
     truth = rows.loc["ground truth"]
     for name in syncnet.REFERENCE_ROWS[1:]:
-        assert rows.loc[name, "lse_c"] < truth["lse_c"], name
-        assert rows.loc[name, "offset_accuracy"] < truth["offset_accuracy"], name
+        assert rows.loc[name, "sync"] < truth["sync"], name
+        assert rows.loc[name, "sync_offset_accuracy"] < truth["sync_offset_accuracy"], name
