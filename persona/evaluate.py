@@ -52,12 +52,39 @@ def method_inputs(batch: dict[str, Any]) -> dict[str, Any]:
     return conditions
 
 
+def with_audio_neighbours(conditions: dict[str, Any], track: dict[int, torch.Tensor] | None) -> dict[str, Any]:
+    """``conditions`` plus ``audio_neighbours`` [B,8,16,29]: the windows of frames index-4 ..
+    index+3 (``source_index`` for novel-view samples) from ``track`` (frame number -> window
+    [16,29], the whole test split's audio, see :func:`persona.prior.audio_track`), zeros past the
+    track's ends. The one path by which every audio method (ours, AD-NeRF, DFRF) gets its
+    neighbouring windows at evaluation. Unchanged when ``track`` is None or there is no audio."""
+    from persona.prior import gather_neighbour_windows
+
+    if track is None or "audio" not in conditions or "audio_neighbours" in conditions:
+        return conditions
+    index = conditions.get("source_index", conditions.get("index"))
+    if index is None:
+        return conditions
+    audio = torch.as_tensor(conditions["audio"]).float()
+    return {**conditions, "audio_neighbours": gather_neighbour_windows(torch.as_tensor(index).view(-1), audio, track)}
+
+
+def split_audio_track(test_ds: Any) -> dict[int, torch.Tensor] | None:
+    """The whole split's audio track (frame number -> window) when its samples carry audio, else None."""
+    from persona.prior import audio_track
+
+    if len(test_ds) == 0 or "audio" not in test_ds[0]:
+        return None
+    return audio_track(test_ds)
+
+
 @torch.no_grad()
-def render_batch(method: Any, batch: dict[str, Any]) -> torch.Tensor:
+def render_batch(method: Any, batch: dict[str, Any], track: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
     """The method's frames for one batch at the batch's cameras -> [B,3,H,W] in [-1,1] (shape-checked).
 
-    For novel-view batches the method sees only :func:`method_inputs` (never the target image)."""
-    pred = method.render(method_inputs(batch), batch["camera"])
+    For novel-view batches the method sees only :func:`method_inputs` (never the target image);
+    ``track``: the test split's audio track, for the neighbouring windows (:func:`with_audio_neighbours`)."""
+    pred = method.render(with_audio_neighbours(method_inputs(batch), track), batch["camera"])
     target = batch["image"]
     if tuple(pred.shape) != tuple(target.shape):
         raise ValueError(f"{getattr(method, 'name', method)}.render returned {tuple(pred.shape)}; expected {tuple(target.shape)} like the dataset's images")
@@ -77,6 +104,24 @@ def _metric_rows(name: str, views: list[str], indices: list[int], pred: torch.Te
     ]
 
 
+def frame_positions(n: int, max_frames: int | None) -> list[int]:
+    """Positions (0 .. n-1) of the ``max_frames`` evenly spaced test frames that are scored (all
+    when None or >= n): the one frame selection of every method (see :func:`shared_frame_count`)."""
+    if max_frames is None or max_frames >= n:
+        return list(range(n))
+    if max_frames < 1:
+        raise PersonaInputError(f"max_frames: expected None or a positive number of test frames, got {max_frames}")
+    return np.unique(np.linspace(0, n - 1, max_frames).round().astype(int)).tolist()
+
+
+def shared_frame_count(*counts: int | None) -> int | None:
+    """The number of test frames every method of one table is scored on: the smallest of the
+    given per-method counts (None = every frame), so that all methods are scored on the same
+    frame indices (:func:`frame_positions` of that count). Returns None when all are None."""
+    given = [int(c) for c in counts if c is not None]
+    return min(given) if given else None
+
+
 def frame_subset(test_ds: Any, novel_ds: Any | None, max_frames: int | None) -> tuple[Any, Any | None]:
     """``max_frames`` evenly spaced test frames (all when None) and the novel-view samples of
     exactly those frames: for methods whose per-frame cost (e.g. PTI's optimisation) rules out
@@ -85,7 +130,7 @@ def frame_subset(test_ds: Any, novel_ds: Any | None, max_frames: int | None) -> 
 
     if max_frames is None or max_frames >= len(test_ds):
         return test_ds, novel_ds
-    positions = np.unique(np.linspace(0, len(test_ds) - 1, max_frames).round().astype(int)).tolist()
+    positions = frame_positions(len(test_ds), max_frames)
     chosen = {int(test_ds.indices[p]) for p in positions}
     test_sub = Subset(test_ds, positions)
     if novel_ds is None:
@@ -129,7 +174,7 @@ def evaluate_method(method: Any, test_ds: Any, novel_ds: Any | None = None, batc
 
     lpips_metric = lpips_metric or metrics.LPIPS()
     name = getattr(method, "name", type(method).__name__)
-    method.attach_audio(test_ds)  # neighbouring audio windows come from the whole test track
+    track = split_audio_track(test_ds)  # neighbouring audio windows come from the whole test track, for every method
     test_ds, novel_ds = frame_subset(test_ds, novel_ds, max_frames)
     rows: list[dict[str, Any]] = []
     for batch in tqdm(_batches(test_ds, batch_size), desc=f"eval {name} test", total=math.ceil(len(test_ds) / batch_size), disable=not progress):
@@ -137,7 +182,7 @@ def evaluate_method(method: Any, test_ds: Any, novel_ds: Any | None = None, batc
         if rendered is not None and all(i in rendered and rendered[i].shape == batch["image"].shape[1:] for i in indices):
             pred = torch.stack([rendered[i] for i in indices])
         else:
-            pred = render_batch(method, batch)
+            pred = render_batch(method, batch, track)
         rows += _metric_rows(name, ["gt"] * len(indices), indices, pred, batch["image"], batch.get("mouth_box"), lpips_metric)
     if novel_ds is not None:
         supports = bool(method.supports_novel_views)
@@ -147,7 +192,7 @@ def evaluate_method(method: Any, test_ds: Any, novel_ds: Any | None = None, batc
                 rows += [{"method": name, "view": v, "index": i, **{c: math.nan for c in METRIC_COLUMNS}, "note": NO_NOVEL_VIEWS}
                          for v, i in zip(views, indices)]
                 continue
-            pred = render_batch(method, batch)
+            pred = render_batch(method, batch, track)
             rows += _metric_rows(name, views, indices, pred, batch["image"], batch.get("mouth_box"), lpips_metric)
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     frame.attrs["lpips_label"] = lpips_metric.label if lpips_metric.model is not None else metrics.LPIPS_LABEL
@@ -184,8 +229,10 @@ def format_summary(summary: pd.DataFrame, lpips_note: str | None = None) -> str:
 
 @torch.no_grad()
 def render_split(method: Any, dataset: Any, batch_size: int = 8) -> torch.Tensor:
-    """All frames of a split, in order, as the method renders them -> [T,3,H,W]."""
-    return torch.cat([render_batch(method, batch) for batch in _batches(dataset, batch_size)])
+    """All frames of a split, in order, as the method renders them -> [T,3,H,W] (audio
+    neighbours from the split's own track, as :func:`evaluate_method`)."""
+    track = split_audio_track(dataset)
+    return torch.cat([render_batch(method, batch, track) for batch in _batches(dataset, batch_size)])
 
 
 @seeded_evaluation
@@ -194,15 +241,122 @@ def evaluate_sync(method: Any, test_ds: Any, scorer: Any | None = None, batch_si
     """Lip-sync of a method on the test clip and of the ground truth (the paper's Table 3 rows).
 
     ``frames``: the method's test frames [T,3,H,W] when already rendered. Rows: ``method`` (the
-    method's name or ``ground truth``), ``scorer``, ``lse_c``, ``lse_d``, ``offset``, ``windows``."""
+    method's name or ``ground truth``), ``scorer``, ``lse_c``, ``lse_d``, ``offset``,
+    ``offset_accuracy``, ``windows``. A clip shorter than :data:`persona.syncnet.MIN_CLIP_FRAMES`
+    is not scored: both rows are NaN and an extra column ``note`` says why."""
     from persona import syncnet
 
-    scorer = scorer or syncnet.load_synthetic_expert()
     name = getattr(method, "name", type(method).__name__)
+    try:
+        syncnet.check_clip_length(len(test_ds), syncnet.clip_name(test_ds), float(getattr(test_ds, "fps", 25) or 25))
+    except syncnet.SyncClipTooShort as short:
+        return pd.DataFrame([{"method": who, "scorer": getattr(scorer, "name", syncnet.SYNTHETIC_NAME), "lse_c": math.nan,
+                              "lse_d": math.nan, "offset": math.nan, "offset_accuracy": math.nan, "windows": 0, "note": str(short)}
+                             for who in (name, "ground truth")])
+    scorer = scorer or syncnet.load_synthetic_expert()
     frames = frames if frames is not None else render_split(method, test_ds, batch_size)
     rendered = syncnet.score_frames(scorer, frames, test_ds)
     truth = syncnet.ground_truth_scores(test_ds, scorer)
     return pd.DataFrame([{"method": name, **rendered.as_row()}, {"method": "ground truth", **truth.as_row()}])
+
+
+# --------------------------------------------------------------------------------------------
+# expression fidelity: the static floor and the following score, for every method
+# --------------------------------------------------------------------------------------------
+
+STATIC_LABEL = "Static (mean training frame)"
+FOLLOWING_COLUMNS = ("following", "opening_std_ratio")
+
+
+class StaticFrame:
+    """A stand-in method that shows one image for every frame (no expression, no pose): the
+    floor a method that reenacts must beat, above all in the mouth box. ``image`` [3,H,W] in [-1,1]."""
+
+    name, supports_novel_views = STATIC_LABEL, False
+
+    def __init__(self, image: torch.Tensor) -> None:
+        self.image = torch.as_tensor(image).float()
+
+    def render(self, conditions: dict[str, Any], camera: torch.Tensor) -> torch.Tensor:
+        return self.image[None].expand(torch.as_tensor(camera).reshape(-1, 25).shape[0], -1, -1, -1).clone()
+
+
+def static_floor(train_ds: Any, test_ds: Any, max_frames: int | None = None, lpips_metric: metrics.LPIPS | None = None,
+                 progress: bool = False) -> pd.DataFrame:
+    """The identity's mean training frame scored like a method (:func:`evaluate_method`, view
+    ``gt``, method :data:`STATIC_LABEL`) on the same ``max_frames`` test frames: every metric
+    column, ``psnr_mouth`` / ``ssim_mouth`` included. One row per scored frame."""
+    from persona.diagnostics import mean_frame
+
+    return evaluate_method(StaticFrame(mean_frame(train_ds)), test_ds, None, lpips_metric=lpips_metric,
+                           progress=progress, max_frames=max_frames)
+
+
+@seeded_evaluation
+def expression_following(method: Any, video: str | Path | None = None, max_frames: int | None = None, split: str = "test",
+                         clip: Any | None = None, batch_size: int = 8) -> dict[str, float]:
+    """How well a method's mouth follows the ground truth's over a clip.
+
+    The clip is the split re-rendered by the synthetic world at one fixed frontal camera
+    (:func:`persona.diagnostics.frontal_clip` of ``video``, or ``clip`` when given), restricted
+    to the same scored frames as the image metrics (:func:`frame_positions` of ``max_frames``).
+    Every method gets the clip's conditions at that camera: expression, audio (neighbouring
+    windows from the whole split, :func:`with_audio_neighbours`), frame index, and as ``image``
+    the ground truth at the frontal camera - what an image-driven method (FOMM, PTI, ours RGB)
+    animates or inverts; FOMM and PTI render that input camera, which is the clip's camera.
+    Returns ``following`` (Pearson correlation of the method's and the ground truth's mouth
+    opening in the camera-only box, :func:`persona.diagnostics.following_score`; 0 for a static
+    image), ``opening_std_ratio`` (< 1: a muted mouth) and ``following_frames``."""
+    from persona import diagnostics as D
+
+    if clip is None:
+        if video is None:
+            raise ValueError("expression_following: give the synthetic video folder or a FrontalClip")
+        clip = D.frontal_clip(video, split)
+    positions = frame_positions(len(clip), max_frames)
+    if len(positions) < 3:
+        raise PersonaInputError(f"{video or 'clip'}: {split} split: the following score needs >= 3 scored frames, "
+                                f"got {len(positions)} (max_frames={max_frames}, {len(clip)} frames)")
+    c = clip.conditions
+    track = {int(i): a.float() for i, a in zip(c["index"].tolist(), c["audio"])}
+    picked = {k: v[positions] for k, v in c.items()}
+    out = []
+    for s in range(0, len(positions), batch_size):
+        batch = {k: v[s:s + batch_size] for k, v in picked.items()}
+        out.append(torch.as_tensor(method.render(with_audio_neighbours(batch, track), batch["camera"])).float().cpu())
+    mine, truth = D.mouth_opening(torch.cat(out), clip.box), D.mouth_opening(picked["image"], clip.box)
+    return {"following": D.following_score(mine, truth), "opening_std_ratio": float(mine.std() / truth.std().clamp_min(1e-12)),
+            "following_frames": len(positions)}
+
+
+# lip-sync columns of a results table beyond LSE-C: per-frame column -> field of the sync rows
+SYNC_DETAIL_COLUMNS = {"sync_lse_d": "lse_d", "sync_offset_accuracy": "offset_accuracy"}
+SYNC_REFERENCE_SUFFIX = " (reference)"
+
+
+def sync_reference_rows(test_sets: dict[str, Any], scorer: Any | None = None, lse_c_column: str = "sync") -> pd.DataFrame:
+    """Table 3's floor: :func:`persona.syncnet.reference_scores` of every identity's test clip as
+    rows in the per-frame format of :func:`persona.experiments.compare` (``method`` = the
+    reference's name + :data:`SYNC_REFERENCE_SUFFIX`, ``identity``, ``view`` 'gt', ``lse_c_column``
+    and :data:`SYNC_DETAIL_COLUMNS`). ``test_sets``: identity -> test FrameDataset; the "audio
+    from another clip" of an identity is the next identity's test clip at least as long (in the
+    given order, cyclic; no such row when there is none). Short clips: no rows (see
+    :data:`persona.syncnet.MIN_CLIP_FRAMES`)."""
+    from persona import syncnet
+
+    names = list(test_sets)
+    rows = []
+    for k, identity in enumerate(names):
+        ds = test_sets[identity]
+        if len(ds) < syncnet.MIN_CLIP_FRAMES:
+            continue
+        longer = [test_sets[n] for n in names[k + 1:] + names[:k] if len(test_sets[n]) >= len(ds)]
+        other = longer[0] if longer else None
+        scores = syncnet.reference_scores(ds, other, scorer)
+        for _, r in scores.iterrows():
+            rows.append({"method": r["method"] + SYNC_REFERENCE_SUFFIX, "identity": identity, "view": "gt",
+                         lse_c_column: float(r["lse_c"]), **{c: float(r[f]) for c, f in SYNC_DETAIL_COLUMNS.items()}})
+    return pd.DataFrame(rows, columns=["method", "identity", "view", lse_c_column, *SYNC_DETAIL_COLUMNS])
 
 
 def reusable_renders(run: Any, data: Path, split: str, resolution: int | None, indices: list[int]) -> dict[int, torch.Tensor] | None:
@@ -292,7 +446,7 @@ def main_eval(argv: list[str]) -> int:
             sync = evaluate_sync(method, test_ds, syncnet.load_synthetic_expert(), args.batch_size, frames=frames)
             sync_path = out.with_name(f"sync_{args.split}.csv")
             atomic_write_bytes(sync_path, sync.to_csv(index=False).encode())
-            print(sync.to_string(index=False))
+            print(f"lip-sync not scored: {sync['note'].iloc[0]}" if "note" in sync else sync.to_string(index=False))
             print(f"wrote {sync_path} (LSE-C = {syncnet.SYNTHETIC_NAME}; not comparable with published SyncNet numbers)")
         else:
             print(f"lip-sync skipped: {syncnet.ASSET} missing (python -m persona syncnet train)")

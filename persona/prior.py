@@ -28,6 +28,7 @@ AUDIO_DIM = 64  # AD-NeRF's dim_aud
 AUDIO_SMOOTH_FRAMES = 8  # AD-NeRF's smoothing window (seq_len of AudioAttNet)
 EXPRESSION_DIM = 76  # the 3DMM expression vector
 ORTHO_MODES = ("qr", "loss", "none")
+BASIS_ROWS = ("unit", "raw")  # scale of the basis rows in the 'loss'/'none' modes (see PersonalizedBasis)
 OFFSET_INITS = ("basis_mean", "w_avg")
 MODALITIES = ("rgb", "3dmm", "audio")
 RGB_ENCODERS = ("persona", "release")  # persona.prior.RGBEncoder | persona.release_encoder.ReleaseRGBEncoder
@@ -162,6 +163,13 @@ class PersonalizedBasis(nn.Module):
       ``||B^ B^^T - I||_F^2`` on the row-normalised basis, added to the training loss.
     - ``none`` (Table 4's ablation): ``B_eff = B``, no constraint.
 
+    ``rows``: the scale of ``B_eff``'s rows in the ``loss`` and ``none`` modes.
+    - ``unit`` (default): every row normalised to unit length in every forward pass, the scale
+      ``qr`` has, so that the orthogonality ablation compares orthogonality only (with ``raw``
+      rows, ``randn`` rows of length ~sqrt(num_ws*w_dim) move w ~35x further for the same alpha).
+    - ``raw``: ``B_eff = B`` as initialised (the release's rows, of length ~sqrt(num_ws*w_dim)).
+    ``qr`` rows are unit-length either way.
+
     ``offset_init``:
     - ``w_avg`` (our default): the generator's average latent repeated over the num_ws layers.
       The release bypasses the mapping network, so the latent must land where the synthesis
@@ -171,10 +179,14 @@ class PersonalizedBasis(nn.Module):
     B is initialised with ``randn`` in both cases, as in the release.
     """
 
-    def __init__(self, k: int, num_ws: int, w_dim: int, ortho: str = "qr", offset_init: str = "w_avg", w_avg: torch.Tensor | None = None):
+    def __init__(self, k: int, num_ws: int, w_dim: int, ortho: str = "qr", offset_init: str = "w_avg", w_avg: torch.Tensor | None = None,
+                 rows: str = "unit"):
         super().__init__()
         if ortho not in ORTHO_MODES:
             raise ValueError(f"PersonalizedBasis: ortho={ortho!r}; expected one of {ORTHO_MODES}")
+        if rows not in BASIS_ROWS:
+            raise ValueError(f"PersonalizedBasis: rows={rows!r}; expected one of {BASIS_ROWS}")
+        self.rows = rows
         if offset_init not in OFFSET_INITS:
             raise ValueError(f"PersonalizedBasis: offset_init={offset_init!r}; expected one of {OFFSET_INITS}")
         dim = num_ws * w_dim
@@ -199,7 +211,7 @@ class PersonalizedBasis(nn.Module):
         if self.ortho == "qr":
             q, _ = torch.linalg.qr(self.basis.t(), mode="reduced")  # [d,k], orthonormal columns
             return q.t()
-        return self.basis
+        return F.normalize(self.basis, dim=1) if self.rows == "unit" else self.basis
 
     def ortho_penalty(self) -> torch.Tensor:
         """``||B^ B^^T - I||_F^2`` of the row-normalised basis (0 for orthogonal rows). Scalar."""
@@ -371,7 +383,7 @@ class PersonalizedPrior(nn.Module):
     def __init__(self, G: nn.Module, modality: str, k: int = 50, ortho: str = "qr", offset_init: str = "w_avg", resolution: int = 64,
                  rgb_base_channels: int = 32, rgb_max_channels: int = 512, rgb_feature_dim: int = 512, rgb_head_layers: int = 4,
                  mlp_hidden: int = 512, mlp_layers: int = 6, rgb_encoder: str = "persona", rgb_encoder_resolution: int = 256,
-                 audio_att_dims: int | None = None):
+                 audio_att_dims: int | None = None, basis_rows: str = "unit"):
         super().__init__()
         if modality not in MODALITIES:
             raise ValueError(f"PersonalizedPrior: modality={modality!r}; expected one of {MODALITIES}")
@@ -380,7 +392,8 @@ class PersonalizedPrior(nn.Module):
         w_avg = generator_w_avg(G)
         if offset_init == "w_avg" and w_avg is None:
             raise ValueError("PersonalizedPrior: offset_init='w_avg' but the generator has no w_avg buffer; use 'basis_mean'")
-        self.basis = PersonalizedBasis(k, int(G.num_ws), int(G.w_dim), ortho=ortho, offset_init=offset_init, w_avg=w_avg)
+        self.basis = PersonalizedBasis(k, int(G.num_ws), int(G.w_dim), ortho=ortho, offset_init=offset_init, w_avg=w_avg,
+                                        rows=basis_rows)
         if rgb_encoder not in RGB_ENCODERS:
             raise ValueError(f"PersonalizedPrior: rgb_encoder={rgb_encoder!r}; expected one of {RGB_ENCODERS}")
         if modality == "rgb" and rgb_encoder == "release":

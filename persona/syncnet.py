@@ -58,6 +58,12 @@ MFCC_STEPS = 20
 MFCC_RATE_HZ = 100
 SAMPLE_RATE = 16000
 VSHIFT = 15
+# The shortest clip the +-VSHIFT offset search can score: at shift s, window i meets audio window
+# i+s, zero-padded past the clip. With W >= 2*VSHIFT+1 windows every shift compares a majority of
+# real audio windows (W - |s| > W/2), so neither the minimum (LSE-D) nor the median over shifts
+# (LSE-C's reference) is decided by the padding. W = frames - VIDEO_FRAMES, hence 36 frames.
+MIN_WINDOWS = 2 * VSHIFT + 1
+MIN_CLIP_FRAMES = MIN_WINDOWS + VIDEO_FRAMES
 
 # official channel widths of the audio and lip trunks, and of the fc heads
 _AUDIO_WIDTHS = (64, 192, 384, 256, 256, 512)
@@ -242,9 +248,11 @@ class SyncScores:
     distances: np.ndarray
     windows: int
     scorer: str
+    offset_accuracy: float = math.nan  # share of windows whose nearest audio window is the synced one (chance 1/(2*vshift+1))
 
     def as_row(self) -> dict[str, Any]:
-        return {"scorer": self.scorer, "lse_c": self.lse_c, "lse_d": self.lse_d, "offset": self.offset, "windows": self.windows}
+        return {"scorer": self.scorer, "lse_c": self.lse_c, "lse_d": self.lse_d, "offset": self.offset,
+                "offset_accuracy": self.offset_accuracy, "windows": self.windows}
 
 
 class SyncScorer:
@@ -278,11 +286,27 @@ class SyncScorer:
         return torch.cat(vfeats), torch.cat(afeats)
 
     def score(self, images: torch.Tensor, wave: np.ndarray, sample_rate: int = SAMPLE_RATE, fps: float = 25.0,
-              mouth_boxes: torch.Tensor | None = None, vshift: int = VSHIFT) -> SyncScores:
-        """A talking video: images [T,3,H,W] in [-1,1] with its waveform [N] -> :class:`SyncScores`."""
+              mouth_boxes: torch.Tensor | None = None, vshift: int = VSHIFT, where: str = "sync") -> SyncScores:
+        """A talking video: images [T,3,H,W] in [-1,1] with its waveform [N] -> :class:`SyncScores`.
+        Raises :class:`SyncClipTooShort` (naming ``where``) below :data:`MIN_CLIP_FRAMES` frames."""
+        check_clip_length(min(int(images.shape[0]), int(len(wave) / sample_rate * fps + 1e-6)), where, fps, vshift)
         frames = self.prepare_frames(images, mouth_boxes)
         video, audio = self.embed(frames, mfcc(wave, sample_rate), fps)
         return scores_from_distances(shift_distances(video, audio, vshift), vshift, self.name)
+
+
+class SyncClipTooShort(PersonaInputError):
+    """A clip too short for the offset search (see :data:`MIN_CLIP_FRAMES`)."""
+
+
+def check_clip_length(frames: int, where: str = "sync", fps: float = 25.0, vshift: int = VSHIFT) -> None:
+    """Raise :class:`SyncClipTooShort` when a clip of ``frames`` frames (video and audio) is too
+    short for the +-``vshift`` offset search (fewer than 2*vshift+1 windows of 5 frames)."""
+    need = 2 * vshift + 1 + VIDEO_FRAMES
+    if frames < need:
+        raise SyncClipTooShort(f"{where}: lip-sync clip of {frames} frames; expected >= {need} frames ({need / fps:.2f} s at "
+                               f"{fps:g} fps): the +-{vshift}-frame offset search needs {2 * vshift + 1} windows of "
+                               f"{VIDEO_FRAMES} frames, else most shifts compare padding and a black video can beat the truth")
 
 
 def mfcc_steps_per_frame(fps: float) -> int:
@@ -334,8 +358,9 @@ def scores_from_distances(distances: torch.Tensor, vshift: int = VSHIFT, scorer:
     """Per-window distances [W, 2*vshift+1] -> LSE-D (min of the per-shift mean), offset, LSE-C (median - min)."""
     mean = distances.mean(0)
     low, argmin = torch.min(mean, 0)
+    accuracy = float((distances.argmin(1) == vshift).double().mean())  # per window: is the synced audio the nearest?
     return SyncScores(lse_d=float(low), lse_c=float(torch.median(mean) - low), offset=int(vshift - int(argmin)),
-                      distances=mean.numpy(), windows=int(distances.shape[0]), scorer=scorer)
+                      distances=mean.numpy(), windows=int(distances.shape[0]), scorer=scorer, offset_accuracy=accuracy)
 
 
 def load_official(path: str | Path, device: str = "cpu") -> SyncScorer:
@@ -420,13 +445,51 @@ def ground_truth_scores(dataset: Any, scorer: SyncScorer | None = None, max_fram
     """The paper's Table 3 ground-truth row: scores of the dataset split's own video and audio."""
     scorer = scorer or load_synthetic_expert()
     images, boxes, wave, rate, fps = dataset_clip(dataset, max_frames)
-    return scorer.score(images, wave, rate, fps, boxes)
+    return scorer.score(images, wave, rate, fps, boxes, where=clip_name(dataset))
 
 
 def score_frames(scorer: SyncScorer, images: torch.Tensor, dataset: Any) -> SyncScores:
     """Rendered frames [T,3,H,W] of a dataset split (in its order) scored against that split's audio."""
     _, boxes, wave, rate, fps = dataset_clip(dataset, images.shape[0])
-    return scorer.score(images, wave, rate, fps, boxes)
+    return scorer.score(images, wave, rate, fps, boxes, where=clip_name(dataset))
+
+
+def clip_name(dataset: Any) -> str:
+    """``<root>/aud.wav (<split> split)``: how errors name a dataset's clip."""
+    return f"{Path(getattr(dataset, 'root', '.')) / 'aud.wav'} ({getattr(dataset, 'split', '?')} split)"
+
+
+REFERENCE_ROWS = ("ground truth", "frozen frame", "audio from another clip", "black video")
+
+
+def reference_scores(dataset: Any, other: Any | None, scorer: SyncScorer | None = None) -> Any:
+    """The floor and ceiling of the lip-sync column for one test clip, as rows of a DataFrame
+    (``method`` in :data:`REFERENCE_ROWS`, then :meth:`SyncScores.as_row`'s columns):
+
+    - ``ground truth``: the clip's video and audio;
+    - ``frozen frame``: the clip's first frame held for the whole clip, with its audio;
+    - ``audio from another clip``: the clip's video with ``other``'s audio (a FrameDataset split of
+      at least as many frames, e.g. another identity's test clip), cut to the same length (no
+      such row when ``other`` is None);
+    - ``black video``: an all-black video with the clip's audio.
+    A method's score means something only well above the last three."""
+    import pandas as pd
+
+    scorer = scorer or load_synthetic_expert()
+    images, boxes, wave, rate, fps = dataset_clip(dataset)
+    n, where = images.shape[0], clip_name(dataset)
+    videos = {"ground truth": (images, wave), "frozen frame": (images[:1].expand_as(images).clone(), wave)}
+    if other is not None:
+        if len(other) < n:
+            raise PersonaInputError(f"{clip_name(other)}: {len(other)} frames; expected >= {n} (the length of {where}) "
+                                    "for the 'audio from another clip' reference")
+        _, _, other_wave, other_rate, other_fps = dataset_clip(other, n)
+        if other_rate != rate or other_fps != fps:
+            raise PersonaInputError(f"{clip_name(other)}: {other_rate} Hz / {other_fps:g} fps; expected {rate} Hz / {fps:g} fps like {where}")
+        videos["audio from another clip"] = (images, other_wave[:len(wave)])
+    videos["black video"] = (torch.full_like(images, -1.0), wave)
+    return pd.DataFrame([{"method": name, **scorer.score(video, audio, rate, fps, boxes, where=where).as_row()}
+                         for name, (video, audio) in videos.items()])
 
 
 def shift_wave(wave: np.ndarray, frames: int, fps: float, sample_rate: int) -> np.ndarray:

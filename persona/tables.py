@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from persona import experiments as ex
+from persona.evaluate import shared_frame_count
 from persona import report
 from persona.errors import PersonaInputError
 from persona.profiles import uses_real_data
@@ -177,12 +179,14 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
     and rows labelled ``ground_truth_label`` carry that of the real clip (always scored on the
     whole test clip: the sync search needs consecutive frames).
     ``max_test_frames``: score image metrics on that many evenly spaced test frames (and their
-    novel views) for rows that set no ``max_test_frames`` of their own; None = every frame.
+    novel views); None = every frame. Every row is scored on the same frames: the smallest of
+    ``max_test_frames`` and the rows' own ``max_test_frames`` (:func:`persona.evaluate.shared_frame_count`).
     ``syncnet_model``: score lip-sync with the official SyncNet (columns ``syncnet_c``, ``syncnet_d``
     instead of ``sync``; see :func:`sync_metrics`). In planning mode (``$PERSONA_PLAN_DIR``) every
     run not yet trained is listed, then :class:`persona.experiments.RunsDeferred` is raised.
     """
     from persona.data.dataset import FrameDataset, NovelViewDataset
+    from persona.evaluate import SYNC_DETAIL_COLUMNS, shared_frame_count
 
     if sync and syncnet_model:
         ex.sync_scorer(syncnet_model)  # a wrong path fails now, not after hours of training
@@ -204,18 +208,18 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
             tr.name = row.label
             start = time.perf_counter()
             df = ex.evaluated(tr, test, novel_ds if tr.method.supports_novel_views else None, force=force,
-                              max_frames=row.max_test_frames if row.max_test_frames is not None else max_test_frames)
+                              max_frames=shared_frame_count(max_test_frames, *(r.max_test_frames for r in rows)))
             eval_seconds = time.perf_counter() - start
             df["method"] = row.label  # a cached evaluation may come from a row that spelled the same run differently
             df["identity"] = identity
             if sync:
                 sync_rows = ex.synced(tr, test, force=force, syncnet_model=syncnet_model)
-                columns = dict(zip(sync_metrics(syncnet_model), ("lse_c", "lse_d")))
+                columns = {**dict(zip(sync_metrics(syncnet_model), ("lse_c", "lse_d"))), **SYNC_DETAIL_COLUMNS}
                 for column, name in columns.items():
-                    df.loc[df["view"] == "gt", column] = float(sync_rows.iloc[0][name])
+                    df.loc[df["view"] == "gt", column] = float(sync_rows.iloc[0].get(name, np.nan))
                 if not any(f["method"].iloc[0] == ground_truth_label and f["identity"].iloc[0] == identity for f in frames):
                     frames.append(pd.DataFrame([{"method": ground_truth_label, "identity": identity, "view": "gt",
-                                                 **{c: float(sync_rows.iloc[1][n]) for c, n in columns.items()}}]))
+                                                 **{c: float(sync_rows.iloc[1].get(n, np.nan)) for c, n in columns.items()}}]))
             frames.append(df)
             timings.append({"method": row.label, "identity": identity, "train_seconds": tr.train_seconds,
                             "eval_seconds": eval_seconds})
@@ -385,9 +389,9 @@ T1 = TableSpec(
     rows=lambda p: [Row("PTI", "pti", generator_cfg(p["eg3d_pkl"]), max_test_frames=p["pti_test_frames"]),
                     Row("Ours RGB", "ours", ours_cfg(p, modality="rgb"))],
     claims=lambda p: [("Ours RGB", "psnr", "PTI"), ("Ours RGB", "ssim", "PTI"), ("Ours RGB", "lpips", "PTI")],
-    notes=lambda p: [f"PTI optimises every test frame (inversion, then pivotal tuning): it is scored on "
-                     f"{p['pti_test_frames'] or 'all'} evenly spaced test frames per identity and their novel views; ours on "
-                     f"{p['test_frames'] or 'every'} test frames. Evaluation seconds per method are printed below the claims."],
+    notes=lambda p: [frames_note(shared_frame_count(p["test_frames"], p["pti_test_frames"])) +
+                     " PTI optimises every test frame (inversion, then pivotal tuning), so every row is scored on PTI's "
+                     "frames (pti_test_frames). Evaluation seconds per method are printed below the claims."],
     figures=(_fig3,),
 )
 

@@ -37,7 +37,7 @@ from tqdm import tqdm  # text bars: a notebook saves them as text (a closed widg
 from persona.errors import PersonaFileError, PersonaInputError, flag_int, flag_number
 from persona.methods import Method, provides
 from persona.profiles import check_config, for_profile
-from persona.prior import MODALITIES, ORTHO_MODES, RGB_ENCODERS, PersonalizedPrior, audio_track, gather_neighbour_windows
+from persona.prior import BASIS_ROWS, MODALITIES, ORTHO_MODES, RGB_ENCODERS, PersonalizedPrior, audio_track, gather_neighbour_windows
 from persona.runs import (RunDir, isolated_rng, run_record, load_optimizer_tensors, load_tensors, optimizer_tensors, prefixed, restore_rng,
                           rng_tensors, unprefixed)
 
@@ -71,6 +71,7 @@ class TrainConfig:
     k: int = 50  # number of basis vectors
     ortho: str = "qr"  # qr (release) | loss (paper text) | none (ablation)
     ortho_weight: float = 1.0  # weight of the penalty in ortho='loss' mode (not given by the paper)
+    basis_rows: str = "unit"  # unit: basis rows at unit length in every ortho mode (equal-scale ablation) | raw: randn rows in loss/none
     offset_init: str = "w_avg"  # w_avg (ours, see PersonalizedBasis) | basis_mean (release)
     iterations: int = 400  # total iterations
     frozen_iterations: int = 100  # stage 1 length (generator frozen)
@@ -131,6 +132,8 @@ def train_config(profile: str = "default", **overrides: Any) -> TrainConfig:
         raise PersonaInputError(f"TrainConfig.modality={cfg.modality!r}; expected one of {MODALITIES}")
     if cfg.ortho not in ORTHO_MODES:
         raise PersonaInputError(f"TrainConfig.ortho={cfg.ortho!r}; expected one of {ORTHO_MODES}")
+    if cfg.basis_rows not in BASIS_ROWS:
+        raise PersonaInputError(f"TrainConfig.basis_rows={cfg.basis_rows!r}; expected one of {BASIS_ROWS}")
     if cfg.rgb_encoder not in RGB_ENCODERS:
         raise PersonaInputError(f"TrainConfig.rgb_encoder={cfg.rgb_encoder!r}; expected one of {RGB_ENCODERS}")
     if not 0 <= cfg.frozen_iterations <= cfg.iterations:
@@ -180,7 +183,7 @@ def build_model(cfg: TrainConfig, G: torch.nn.Module) -> PersonalizedPrior:
                              rgb_base_channels=cfg.rgb_base_channels, rgb_max_channels=cfg.rgb_max_channels,
                              rgb_feature_dim=cfg.rgb_feature_dim, rgb_head_layers=cfg.rgb_head_layers,
                              mlp_hidden=cfg.mlp_hidden, mlp_layers=cfg.mlp_layers, rgb_encoder=cfg.rgb_encoder,
-                             audio_att_dims=cfg.audio_att_dims)
+                             audio_att_dims=cfg.audio_att_dims, basis_rows=cfg.basis_rows)
 
 
 def loss_images(pred: torch.Tensor, target: torch.Tensor, loss_resolution: int | None) -> tuple[torch.Tensor, torch.Tensor]:

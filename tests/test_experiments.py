@@ -106,7 +106,7 @@ def test_two_processes_asking_for_one_run_train_it_once(fake_method, tmp_path):
     assert fake_method.fits == 1
 
 
-def test_compare_scores_a_subset_unless_a_row_sets_its_own(monkeypatch):
+def test_compare_scores_every_row_on_the_smallest_subset(monkeypatch):
     calls = {}
 
     class Still(methods.Method):  # the protocol's defaults: no novel views, no-op hooks
@@ -129,4 +129,4 @@ def test_compare_scores_a_subset_unless_a_row_sets_its_own(monkeypatch):
     monkeypatch.setattr(dataset, "FrameDataset", lambda *a, **k: object())
     rows = [tables.Row("A", "fake", {}), tables.Row("B", "fake", {}, max_test_frames=3)]
     tables.compare(rows, [Path("/nowhere/id00/mono")], "smoke", novel=False, max_test_frames=7)
-    assert calls == {"A": 7, "B": 3}
+    assert calls == {"A": 3, "B": 3}  # the same frames for every row (issue #19), not 7 for A and 3 for B

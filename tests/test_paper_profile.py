@@ -85,7 +85,8 @@ def test_official_syncnet_scores_table3_and_is_labelled(tmp_path, monkeypatch):
     from persona.runs import RunDir
 
     model = _random_official_syncnet(tmp_path / "syncnet_v2.model")
-    _, adnerf = write_real_layouts(tmp_path / "data", 1, train_frames=2, test_frames=8, nerface_resolution=16, adnerf_resolution=32)
+    _, adnerf = write_real_layouts(tmp_path / "data", 1, train_frames=2, test_frames=syncnet.MIN_CLIP_FRAMES, nerface_resolution=16,
+                                   adnerf_resolution=32)  # the shortest clip the offset search scores
     test = FrameDataset(adnerf[0], "test")
     run = ex.TrainedRun("Ours Audio", _GroundTruthMethod(test), RunDir(tmp_path / "run"), 1.0)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn as nn
 
@@ -55,9 +56,29 @@ def test_qr_basis_is_orthonormal_and_shapes():
 
 def test_basis_mean_offset_and_none_mode():
     torch.manual_seed(0)
-    basis = PersonalizedBasis(k=4, num_ws=2, w_dim=5, ortho="none", offset_init="basis_mean")
+    basis = PersonalizedBasis(k=4, num_ws=2, w_dim=5, ortho="none", offset_init="basis_mean", rows="raw")
     assert torch.allclose(basis.offset, basis.basis.mean(0))
     assert torch.equal(basis.effective_basis(), basis.basis)
+
+
+def test_orthogonality_ablation_is_at_equal_scale_by_default():
+    """Issue #19: with qr the rows are unit-length; none/loss keep randn rows of length ~sqrt(d)
+    unless rows='unit' (the default), so the ablation compares orthogonality, not the scale."""
+    torch.manual_seed(0)
+    num_ws, w_dim, k = 4, 64, 6
+    alpha = torch.randn(3, k)
+    shifts = {}
+    for ortho in ("qr", "none", "loss"):
+        basis = PersonalizedBasis(k=k, num_ws=num_ws, w_dim=w_dim, ortho=ortho, offset_init="basis_mean")
+        rows = basis.effective_basis()
+        assert torch.allclose(rows.norm(dim=1), torch.ones(k), atol=1e-5), ortho
+        shifts[ortho] = (basis(alpha).flatten(1) - basis.offset).norm(dim=1)
+    # no constraint: random unit rows are nearly but not exactly orthogonal, so |w - offset| ~ |alpha|
+    assert torch.allclose(shifts["none"], alpha.norm(dim=1), rtol=0.35) and torch.allclose(shifts["qr"], alpha.norm(dim=1), rtol=1e-4)
+    raw = PersonalizedBasis(k=k, num_ws=num_ws, w_dim=w_dim, ortho="none", offset_init="basis_mean", rows="raw")
+    assert raw.effective_basis().norm(dim=1).mean() > 10  # ~sqrt(256) = 16: the old, unequal scale
+    with pytest.raises(ValueError, match="rows="):
+        PersonalizedBasis(k=k, num_ws=num_ws, w_dim=w_dim, rows="big", offset_init="basis_mean")
 
 
 def test_loss_mode_penalty_zero_for_orthogonal_rows_positive_otherwise():

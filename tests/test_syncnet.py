@@ -3,6 +3,8 @@ and the shipped synthetic expert on the synthetic world."""
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -97,3 +99,75 @@ def test_synthetic_expert_recovers_offset_and_detects_shuffled_audio(held_out_cl
     order = np.random.default_rng(0).permutation(len(chunks))
     shuffled = expert.score(images, np.concatenate([chunks[i] for i in order]), mouth_boxes=box)
     assert shuffled.lse_c < 0.5 * synced.lse_c and shuffled.lse_d > synced.lse_d
+
+
+def test_minimum_clip_length_comes_from_the_offset_search():
+    assert syncnet.MIN_CLIP_FRAMES == 2 * syncnet.VSHIFT + 1 + syncnet.VIDEO_FRAMES == 36
+    syncnet.check_clip_length(36)
+    with pytest.raises(syncnet.SyncClipTooShort, match=r"clip\.wav: lip-sync clip of 12 frames; expected >= 36 frames"):
+        syncnet.check_clip_length(12, "clip.wav")
+    scorer = syncnet.SyncScorer(syncnet.SyncNet(syncnet.SyncNetConfig(width=0.125, crop_size=64, crop="face")), "test")
+    with pytest.raises(syncnet.SyncClipTooShort, match="6 frames"):  # no more "need >= 6" from deep inside embed
+        scorer.score(torch.zeros(6, 3, 64, 64), np.zeros(6 * 640))
+    with pytest.raises(syncnet.SyncClipTooShort, match="20 frames"):  # the audio is the shorter stream
+        scorer.score(torch.zeros(40, 3, 64, 64), np.zeros(20 * 640))
+
+
+def test_evaluate_sync_leaves_a_short_clip_unscored_with_the_reason():
+    from persona.evaluate import evaluate_sync
+
+    class Short:
+        root, split, fps = "data/id00/audio", "test", 25
+
+        def __len__(self):
+            return 15
+
+    rows = evaluate_sync(types.SimpleNamespace(name="m"), Short(), scorer=object())
+    assert list(rows["method"]) == ["m", "ground truth"] and rows["lse_c"].isna().all()
+    assert "15 frames; expected >= 36" in rows["note"].iloc[0]
+
+
+def test_offset_accuracy_is_the_share_of_windows_nearest_the_synced_audio():
+    distances = torch.ones(4, 2 * syncnet.VSHIFT + 1)
+    distances[0, syncnet.VSHIFT] = distances[1, syncnet.VSHIFT] = distances[2, syncnet.VSHIFT] = 0.0
+    distances[3, 0] = 0.0  # window 3 prefers shift -15
+    scores = syncnet.scores_from_distances(distances)
+    assert scores.offset_accuracy == pytest.approx(0.75) and scores.offset == 0
+    assert set(scores.as_row()) >= {"lse_c", "lse_d", "offset", "offset_accuracy", "windows"}
+
+
+class ClipDataset:
+    """A FrameDataset stand-in over a rendered talking clip with its aud.wav in ``root``."""
+
+    def __init__(self, root, images, box, wave, split="test"):
+        from scipy.io import wavfile
+
+        self.root, self.split, self.fps, self.images, self.box = root, split, 25, images, box
+        root.mkdir(parents=True, exist_ok=True)
+        wavfile.write(str(root / "aud.wav"), 16000, (np.clip(wave, -1, 1) * 32767).astype(np.int16))
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return {"image": self.images[i], "mouth_box": self.box[i] if self.box.dim() == 2 else self.box, "index": i}
+
+
+@pytest.mark.skipif(not syncnet.ASSET.is_file(), reason="shipped synthetic expert not built yet")
+def test_reference_rows_sit_below_the_ground_truth(held_out_clip, tmp_path):
+    images, box, wave = held_out_clip
+    clip = ClipDataset(tmp_path / "a", images, box, wave)
+    other_images, other_box, other_wave = syncnet.render_talking_clip(5001, 4.0)
+    other = ClipDataset(tmp_path / "b", other_images, other_box, other_wave)
+    short = ClipDataset(tmp_path / "c", images[:20], box[:20], wave[:20 * 640])
+    from persona import evaluate
+
+    table = evaluate.sync_reference_rows({"id00": clip, "id01": other, "short": short})
+    assert set(table["identity"]) == {"id00", "id01"}  # the 20-frame clip is not scored
+    rows = table[table["identity"] == "id00"].set_index("method")
+    assert list(rows.index) == [name + evaluate.SYNC_REFERENCE_SUFFIX for name in syncnet.REFERENCE_ROWS]
+    rows.index = list(syncnet.REFERENCE_ROWS)
+    truth = rows.loc["ground truth"]
+    for name in syncnet.REFERENCE_ROWS[1:]:
+        assert rows.loc[name, "sync"] < truth["sync"], name
+        assert rows.loc[name, "sync_offset_accuracy"] < truth["sync_offset_accuracy"], name
