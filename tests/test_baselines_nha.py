@@ -10,6 +10,7 @@ import torch
 
 from persona.baselines import raster
 from persona.baselines.nha import FlameNpzMesh, build_method
+from persona import cameras
 from persona.cameras import camera_label
 from persona.data import synthetic
 from persona.runs import RunDir
@@ -141,7 +142,7 @@ class TinyVideo(torch.utils.data.Dataset):
         if yaw_deg is None:
             self.camera = synthetic.sample_cameras(n, g, yaw_std_deg=10.0, pitch_std_deg=4.0)
         else:
-            self.camera = synthetic.cameras_from_angles(torch.full((n,), yaw_deg), torch.zeros(n))
+            self.camera = cameras.labels_from_angles(torch.full((n,), yaw_deg), torch.zeros(n))
         self.image, self.mask = synthetic.render_batch([identity] * n, self.expression, self.camera, RES, return_mask=True)
         self.root, self.resolution, self.background, self.fps = "memory:tiny", RES, None, 25
 

@@ -35,8 +35,8 @@ import torch.nn.functional as F
 
 from persona.baselines.adnerf import AudioConditioned
 from persona.baselines.nerf_core import (ConditionedNeRF, NeRFConfig, config_from, encoded_dim, merge_samples, new_samples,
-                                         positional_encoding, project_points)
-from persona.cameras import PIVOT, RADIUS
+                                         positional_encoding)
+from persona.cameras import PIVOT, RADIUS, centres, project_with_depth
 from persona.errors import PersonaInputError
 from persona.prior import AUDIO_DIM
 
@@ -88,7 +88,7 @@ class ReferenceEncoder(nn.Module):
     def forward(self, images: torch.Tensor, cameras: torch.Tensor) -> torch.Tensor:
         k, _, h, w = images.shape
         rgb = positional_encoding(images.permute(0, 2, 3, 1), self.rgb_freqs)  # [K,H,W,C]
-        position = (cameras[:, [3, 7, 11]] - torch.tensor(PIVOT, device=cameras.device)) / RADIUS  # camera centres
+        position = (centres(cameras) - torch.tensor(PIVOT, device=cameras.device)) / RADIUS
         pose = positional_encoding(position, self.camera_freqs)[:, None, None, :].expand(k, h, w, -1)
         return self.convs(torch.cat([rgb, pose], -1).permute(0, 3, 1, 2))
 
@@ -226,7 +226,7 @@ class DFRF(AudioConditioned):
         e, a, f = encoded_dim(3, self.config.xyz_freqs), audio.shape[-1], self.config.feature_dim
         # channels first from here on ([K,C,B*N]): the sampled maps come that way from grid_sample
         pe = positional_encoding(self._normalise(points), self.config.xyz_freqs).transpose(1, 2)  # [B,E,N]
-        uv, _ = project_points(points.reshape(1, b * n, 3).expand(k, -1, -1), cameras)  # [K,B*N,2]
+        uv, _ = project_with_depth(points.reshape(1, b * n, 3).expand(k, -1, -1), cameras)  # [K,B*N,2]
         deform = self.net.offsets.mlp
         w = deform[0].weight  # columns: encoded point | audio | feature
         base = torch.matmul(w[:, :e], pe) + (F.linear(audio.detach(), w[:, e:e + a], deform[0].bias)[:, :, None])  # [B,H,N]

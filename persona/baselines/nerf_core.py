@@ -5,8 +5,8 @@ One implementation of each idea, used by all three (see ``docs/CONTRACTS.md``):
 - :func:`positional_encoding` - NeRF's sin/cos features at log-spaced frequencies.
 - :class:`ConditionedNeRF` - the MLP trunk with one skip connection, a density head and a
   view-dependent colour branch, conditioned by a vector concatenated to the encoded point.
-- :func:`camera_rays` - pixel rays from the 25-d EG3D label (OpenCV cam2world, normalised
-  intrinsics; pixel ``(u, v)`` in [0,1] image coordinates, ``u`` right, ``v`` down).
+- pixel rays and projection come from :mod:`persona.cameras` (:func:`~persona.cameras.rays`,
+  :func:`~persona.cameras.project_with_depth`; pixel ``(u, v)`` in [0,1], ``u`` right, ``v`` down).
 - :func:`ray_bounds`, :func:`stratified_depths`, :func:`sample_pdf` - coarse (stratified)
   and fine (inverse-CDF, hierarchical) samples along each ray.
 - :func:`composite` - alpha compositing with a static background composited through the last
@@ -39,7 +39,7 @@ from persona.errors import PersonaFileError, PersonaInputError
 from persona.profiles import check_config
 from persona.runs import RunDir, load_optimizer_tensors, optimizer_tensors, prefixed, restore_rng, rng_tensors, run_record, unprefixed
 
-from persona.cameras import PIVOT, split_label
+from persona.cameras import PIVOT, rays
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,36 +170,6 @@ def pixel_uv(pixels: torch.Tensor, resolution: int) -> torch.Tensor:
     row = torch.div(pixels, resolution, rounding_mode="floor")
     col = pixels - row * resolution
     return (torch.stack([col, row], dim=-1).to(torch.float32) + 0.5) / resolution
-
-
-def camera_rays(camera: torch.Tensor, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rays of EG3D cameras through image points.
-
-    ``camera`` [B,25] (OpenCV cam2world ++ normalised intrinsics), ``uv`` [B,R,2] in [0,1]
-    (u right, v down) -> ``origins`` [B,R,3], ``dirs`` [B,R,3] unit, in world coordinates.
-    """
-    if camera.dim() != 2 or camera.shape[-1] != 25:
-        raise ValueError(f"camera_rays: camera labels [B,25] expected, got {list(camera.shape)}")
-    cam2world, intr = split_label(camera.to(torch.float32))
-    fx, fy = intr[:, 0, 0, None], intr[:, 1, 1, None]
-    cx, cy = intr[:, 0, 2, None], intr[:, 1, 2, None]
-    x = (uv[..., 0] - cx) / fx
-    y = (uv[..., 1] - cy) / fy
-    d_cam = torch.stack([x, y, torch.ones_like(x)], dim=-1)  # [B,R,3], z forward
-    dirs = F.normalize(d_cam @ cam2world[:, :3, :3].transpose(1, 2), dim=-1)
-    origins = cam2world[:, None, :3, 3].expand_as(dirs)
-    return origins, dirs
-
-
-def project_points(points: torch.Tensor, camera: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """World points [K,P,3] into cameras [K,25] -> (uv [K,P,2] in [0,1] image coords, depth [K,P])."""
-    cam2world, intr = split_label(camera.to(torch.float32))
-    rot, trans = cam2world[:, :3, :3], cam2world[:, :3, 3]
-    local = (points - trans[:, None]) @ rot  # R^T (x - t), as row vectors
-    depth = local[..., 2].clamp(min=1e-4)
-    u = intr[:, None, 0, 0] * local[..., 0] / depth + intr[:, None, 0, 2]
-    v = intr[:, None, 1, 1] * local[..., 1] / depth + intr[:, None, 1, 2]
-    return torch.stack([u, v], dim=-1), depth
 
 
 def ray_bounds(origins: torch.Tensor, dirs: torch.Tensor, scene_radius: float, pivot=PIVOT) -> tuple[torch.Tensor, torch.Tensor]:
@@ -597,7 +567,7 @@ class NeRFBaseline:
             pos = torch.randint(0, n, (c.frames_per_step,), generator=generator)
             pixels = sample_ray_pixels(boxes[pos], c.rays_per_step, c.inside_box_fraction, h, generator).to(device)
             pos = pos.to(device)
-            origins, dirs = camera_rays(frames["camera"][pos], pixel_uv(pixels, h))
+            origins, dirs = rays(frames["camera"][pos], pixel_uv(pixels, h))
             target = gather_pixels(targets[pos], pixels)
             bg = gather_pixels(self.net.background.unsqueeze(0).expand(len(pos), -1, -1, -1), pixels)
             ctx = self._context({k: v[pos] for k, v in frames.items()}, pos, step, training=True)
@@ -648,7 +618,7 @@ class NeRFBaseline:
         colours = []
         for lo in range(0, res * res, self.config.render_chunk):
             px = pixels[:, lo:lo + self.config.render_chunk]
-            origins, dirs = camera_rays(camera, pixel_uv(px, res))
+            origins, dirs = rays(camera, pixel_uv(px, res))
             out = render_rays(lambda lvl, p, d, order: self._field(ctx, lvl, p, d, order), origins, dirs,
                               gather_pixels(bg_all, px), self.ray_settings, False)
             colours.append(out["fine"] if out["fine"] is not None else out["coarse"])

@@ -45,7 +45,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from persona.baselines.raster import rasterize, split_camera, vertex_normals
+from persona.baselines.raster import rasterize, vertex_normals
+from persona.cameras import centres
 from persona.data.formats import check_npz
 from persona.errors import PersonaFileError, PersonaInputError
 from persona.profiles import check_config, for_profile
@@ -361,8 +362,7 @@ class NeuralHeadAvatar(nn.Module):
         uv, position, normal, point = surface[:, 0:2], surface[:, 2:5], surface[:, 5:8], surface[:, 8:11]
         features = F.grid_sample(self.texture.expand(batch, -1, -1, -1), (uv * 2 - 1).permute(0, 2, 3, 1),
                                  mode="bilinear", padding_mode="border", align_corners=False)
-        cam2world, _ = split_camera(camera.float())
-        view = F.normalize(point - cam2world[:, :3, 3, None, None], dim=1)
+        view = F.normalize(point - centres(camera.float())[:, :, None, None], dim=1)
         normal = F.normalize(normal, dim=1, eps=1e-8)
         height, width = self.resolution
         per_pixel = torch.cat([features, fourier_features(position.permute(0, 2, 3, 1), self.config.position_frequencies).permute(0, 3, 1, 2),

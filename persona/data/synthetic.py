@@ -332,18 +332,6 @@ def _scene(ident: dict[str, torch.Tensor], ctrl: torch.Tensor) -> dict[str, torc
             "eye_z": eye_z + zeros, "drop": drop, "jaw_x": jaw_x, "chin_y": chin_y + zeros}
 
 
-def _rays(camera: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ray origins [B,3] and unit directions [B,N,3] through image points u, v [B or 1, N] in [0,1]."""
-    c2w, k = cameras.split_label(camera.float())
-    fx, fy, cx, cy = k[:, 0, 0, None], k[:, 1, 1, None], k[:, 0, 2, None], k[:, 1, 2, None]
-    x = (u - cx) / fx
-    y = (v - cy) / fy
-    d_cam = torch.stack([x, y, torch.ones_like(x)], -1)  # [B,N,3]
-    d = d_cam @ c2w[:, :3, :3].transpose(1, 2)
-    d = d / d.norm(dim=-1, keepdim=True)
-    return c2w[:, :3, 3], d
-
-
 def _intersect_ellipsoids(origin: torch.Tensor, dirs: torch.Tensor, scene: dict, ident: dict):
     """Nearest ellipsoid hit per ray: (t [B,N], index [B,N] long, hit [B,N] bool, inside [B,N] bool,
     t of every ellipsoid [B,N,E] (inf = missed)).
@@ -581,7 +569,8 @@ def _trace(ident: dict, scene: dict, ctrl: torch.Tensor, camera: torch.Tensor, u
            aa: float, background: bool):
     """Shade rays through image points u, v [B|1,N]: (colour [B,N,3] in [0,1], alpha [B,N],
     key [B,N] long: which surface was hit, -1 for none; used to find edges)."""
-    origin, dirs = _rays(camera, u, v)
+    origins, dirs = cameras.rays(camera, torch.stack([u, v], -1))
+    origin = origins[:, 0]  # [B,3] camera centres
     origin = origin / HEAD_SCALE  # into model space (directions are unchanged by a uniform scale)
     aa = aa / HEAD_SCALE
     t, index, hit, inside, t_all = _intersect_ellipsoids(origin, dirs, scene, ident)
@@ -741,27 +730,7 @@ def sample_cameras(batch: int, generator: torch.Generator | None = None, yaw_std
     """Random look-at cameras around the pivot [B,25] (FFHQ-like pose spread: mostly frontal)."""
     yaw = (torch.randn(batch, generator=generator) * yaw_std_deg).clamp(-max_yaw_deg, max_yaw_deg)
     pitch = (torch.randn(batch, generator=generator) * pitch_std_deg).clamp(-max_pitch_deg, max_pitch_deg)
-    return cameras_from_angles(yaw, pitch)
-
-
-def cameras_from_angles(yaw_deg: torch.Tensor, pitch_deg: torch.Tensor, radius: float = cameras.RADIUS,
-                        focal: float = cameras.FOCAL) -> torch.Tensor:
-    """Batched :func:`persona.cameras.camera_label` in torch: [B] angles -> [B,25] float32."""
-    yaw, pitch = torch.deg2rad(yaw_deg.double()), torch.deg2rad(pitch_deg.double())
-    pivot = torch.tensor(cameras.PIVOT, dtype=torch.float64)
-    eye = pivot + radius * torch.stack([torch.sin(yaw) * torch.cos(pitch), torch.sin(pitch),
-                                        torch.cos(yaw) * torch.cos(pitch)], -1)
-    forward = pivot - eye
-    forward = forward / forward.norm(dim=-1, keepdim=True)
-    up = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64).expand_as(forward)
-    right = torch.linalg.cross(forward, up)
-    right = right / right.norm(dim=-1, keepdim=True)
-    down = torch.linalg.cross(forward, right)
-    c2w = torch.zeros(yaw.shape[0], 4, 4, dtype=torch.float64)
-    c2w[:, :3, 0], c2w[:, :3, 1], c2w[:, :3, 2], c2w[:, :3, 3] = right, down, forward, eye
-    c2w[:, 3, 3] = 1
-    k = torch.tensor(cameras.intrinsics(focal), dtype=torch.float64).expand(yaw.shape[0], 3, 3)
-    return cameras.label(c2w, k).float()
+    return cameras.labels_from_angles(yaw, pitch)
 
 
 def sample_prior_batch(batch: int, resolution: int, generator: torch.Generator | None = None,
@@ -874,15 +843,6 @@ def ou_process(n: int, std: float, tau_frames: float, rng: np.random.Generator, 
     return x + mean
 
 
-def camera_with_roll(yaw_deg: float, pitch_deg: float, roll_deg: float) -> np.ndarray:
-    """Label [25] of :func:`persona.cameras.look_at` rolled about its optical axis."""
-    c2w = cameras.look_at(yaw_deg, pitch_deg).astype(np.float64)
-    r = math.radians(roll_deg)
-    rz = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])
-    c2w[:3, :3] = c2w[:3, :3] @ rz
-    return cameras.label(c2w, cameras.intrinsics())
-
-
 @dataclass
 class Video:
     """A talking-head video's ground truth: expressions [N,76], cameras [N,25], 16 kHz waveform."""
@@ -925,7 +885,7 @@ def make_video(n_frames: int, fps: float, seed: int, moving_head: bool) -> Video
         yaw = np.clip(ou_process(n_frames, 12.0, fps * 2.0, rng), -30, 30)
         pitch = np.clip(ou_process(n_frames, 5.0, fps * 2.0, rng), -15, 15)
         roll = np.clip(ou_process(n_frames, 3.0, fps * 2.0, rng), -8, 8)
-        cams = np.stack([camera_with_roll(y, p, r) for y, p, r in zip(yaw, pitch, roll)])
+        cams = np.stack([cameras.camera_with_roll(y, p, r) for y, p, r in zip(yaw, pitch, roll)])
     else:
         cams = np.repeat(cameras.camera_label(0.0, 0.0)[None], n_frames, axis=0)
     return Video(e.astype(np.float32), cams.astype(np.float32), wave_, float(fps))

@@ -32,7 +32,7 @@ class ClipTruth:
 
 def sweep_cameras(n: int, yaw_deg: float = 30.0, pitch_deg: float = 20.0, roll_deg: float = 4.0) -> np.ndarray:
     """[n,25] cameras sweeping yaw (one period), pitch (1.6 periods) and roll (0.7 periods)."""
-    from persona.data.synthetic import camera_with_roll
+    from persona.cameras import camera_with_roll
 
     t = np.arange(n) / max(n, 1)
     yaw = yaw_deg * np.sin(2 * np.pi * t)
