@@ -68,7 +68,7 @@ def require_paper_inputs(profile: str, eg3d_pkl: str | None, dirs: Sequence[str]
 
 def ensure_benchmark(profile: str, seed: int = 0, force: bool = False) -> Path:
     """Build the synthetic benchmark of ``profile`` unless it is already complete; return its root."""
-    from persona.data.synthetic import build_benchmark
+    from persona.data.world import build_benchmark
 
     # build_benchmark keeps a complete build made with the same sizes, seed and code
     return build_benchmark(data_root(profile), profile, seed=seed, force=force)
@@ -502,12 +502,12 @@ def prior_figure(G: Any, path: Path, seed: int = 0, n: int = 6) -> list[Path]:
 
 def data_figure(root: Path | None, path: Path, seed: int = 0, identities: int = 5, resolution: int = 128) -> list[Path]:
     """Identities x expressions and the novel-view ground truth of the synthetic world (PNG + PDF)."""
-    from persona.data import synthetic
+    from persona.data import world
     from persona.data.cli import overview_figure
 
     from persona.report import save_figure
 
-    return save_figure(overview_figure(synthetic.benchmark_identity_seeds(identities, seed), resolution), path)
+    return save_figure(overview_figure(world.benchmark_identity_seeds(identities, seed), resolution), path)
 
 
 def frames_note(test_frames: int | None, sync: bool = False) -> str:

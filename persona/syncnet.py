@@ -614,7 +614,7 @@ def main_train(argv: list[str]) -> int:
         data = f"direct: {args.clips} clips x 10 s, identities {config.seed + 1000}.., the benchmark's speech model, 64 px frontal"
     else:
         if not any(data.glob("id*/audio")):
-            from persona.data.synthetic import build_benchmark
+            from persona.data.world import build_benchmark
 
             print(f"building the {config.profile} benchmark in {data}")
             build_benchmark(data, config.profile, seed=0)
@@ -641,17 +641,17 @@ def main_train(argv: list[str]) -> int:
 def render_talking_clip(identity_seed: int, seconds: float, resolution: int = 64,
                         fps: float = 25.0) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """One synced talking clip of the synthetic world, made exactly as the benchmark's audio videos
-    (:func:`persona.data.synthetic.make_video`: fixed frontal camera, speech-driven mouth):
+    (:func:`persona.data.world.make_video`: fixed frontal camera, speech-driven mouth):
     (images [T,3,R,R] in [-1,1], mouth boxes [T,4], waveform [N] at 16 kHz)."""
-    from persona.data import synthetic
+    from persona.data import world
 
-    video = synthetic.make_video(int(round(seconds * fps)), fps, identity_seed, moving_head=False)
-    identity = synthetic.sample_identity(identity_seed)
+    video = world.make_video(int(round(seconds * fps)), fps, identity_seed, moving_head=False)
+    identity = world.sample_identity(identity_seed)
     expr = torch.as_tensor(video.expressions, dtype=torch.float32)
     cams = torch.as_tensor(video.cameras, dtype=torch.float32)
-    images = torch.cat([synthetic.render_batch([identity] * len(e), e, c, resolution)
+    images = torch.cat([world.render_batch([identity] * len(e), e, c, resolution)
                         for e, c in zip(expr.split(64), cams.split(64))])
-    boxes = synthetic.mouth_boxes([identity] * len(expr), expr, cams)
+    boxes = world.mouth_boxes([identity] * len(expr), expr, cams)
     return images, boxes, np.asarray(video.waveform, dtype=np.float64)
 
 

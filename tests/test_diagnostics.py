@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from persona import diagnostics as D
-from persona.data import synthetic as S
+from persona.data import world as S
 from persona.errors import PersonaInputError
 from persona.train import mouth_l2, parameter_groups, train_config
 
@@ -38,7 +38,7 @@ def world_clip():
     from persona import cameras
 
     cam = torch.as_tensor(cameras.camera_label(0.0, 0.0), dtype=torch.float32)[None].repeat(len(jaw), 1)
-    images, _ = S._render_frames(S.sample_identity(seed), e.numpy(), cam.numpy(), 64, 16, "test")
+    images, _ = S.render_frames(S.sample_identity(seed), e.numpy(), cam.numpy(), 64, 16, "test")
     truth = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
     return truth, D.opening_box(seed, cam[:1])[0], D.mouth_open_control(e), cam
 

@@ -80,7 +80,7 @@ def test_nerface_and_adnerf_readers_at_512_and_450(tmp_path):
     from persona.data.dataset import FrameDataset
     from persona.data.formats import is_adnerf, read_adnerf, read_nerface
     from persona.data.real_layouts import write_real_layouts
-    from persona.data.synthetic import benchmark_identity_seeds, make_video
+    from persona.data.world import benchmark_identity_seeds, make_video
 
     nerface, adnerf = write_real_layouts(tmp_path, 1, train_frames=2, test_frames=1)
     (nf,), (ad,) = nerface, adnerf

@@ -215,7 +215,7 @@ def test_thread_count_is_recorded_in_config_key_and_provenance(bench, tmp_path, 
 
 
 def test_data_build_removes_building_folders_of_killed_builds(tmp_path):
-    from persona.data import synthetic as S
+    from persona.data import world as S
     from test_resume_kill import TINY
 
     stale, live = tmp_path / f".tiny.building-{_dead_pid()}", tmp_path / f".tiny.building-{os.getpid()}x"

@@ -4,7 +4,7 @@ Table 2 row "NHA". The core of the original (philgras/neural-head-avatars, ``nha
 
 - **Morphable mesh** driven by the per-frame expression; head pose comes from the camera (our
   datasets express head motion as camera motion). FLAME cannot be downloaded here, so the mesh is
-  the synthetic world's generic morphable head (``persona.data.synthetic.morphable_mesh``), or a
+  the synthetic world's generic morphable head (``persona.data.world.morphable_mesh``), or a
   user-provided FLAME model converted to ``.npz`` (see :class:`FlameNpzMesh`).
 - **Shape**: the morphable model's shape coefficients of the person, optimised (NHA's ``_shape``,
   ``w_shape_reg``).
@@ -156,7 +156,7 @@ class SyntheticHeadMesh:
     """
 
     def __init__(self, latitudes: int | None = None, longitudes: int | None = None) -> None:
-        from persona.data.synthetic import SHAPE_DIM, morphable_mesh
+        from persona.data.world import SHAPE_DIM, morphable_mesh
 
         self._mesh = morphable_mesh
         self._grid = {k: v for k, v in (("n_lat", latitudes), ("n_lon", longitudes)) if v is not None}

@@ -1,7 +1,7 @@
 """A synthetic talking-head mp4 with known cameras, expressions and audio: ground truth for
 ``persona preprocess`` (tests, notebook 06, benchmark).
 
-The synthetic world's talking video (:func:`persona.data.synthetic.make_video`: speech-driven
+The synthetic world's talking video (:func:`persona.data.world.make_video`: speech-driven
 mouth, blinks, smiles, brows, audio in sync) rendered along a head-pose sweep (yaw and pitch
 sinusoids of different periods, small roll) and encoded with its audio by ffmpeg.
 """
@@ -44,7 +44,7 @@ def sweep_cameras(n: int, yaw_deg: float = 30.0, pitch_deg: float = 20.0, roll_d
 def clip_truth(n_frames: int = 50, fps: float = 25.0, seed: int = 0, yaw_deg: float = 30.0,
                pitch_deg: float = 20.0, roll_deg: float = 4.0) -> ClipTruth:
     """The ground truth of :func:`write_clip` with the same arguments, without rendering."""
-    from persona.data import synthetic as S
+    from persona.data import world as S
 
     video = S.make_video(n_frames, fps, seed, moving_head=True)
     cams = sweep_cameras(n_frames, yaw_deg, pitch_deg, roll_deg)
@@ -56,7 +56,7 @@ def write_clip(path: str | Path, n_frames: int = 50, resolution: int = 192, fps:
                identity_seed: int = 1, yaw_deg: float = 30.0, pitch_deg: float = 20.0, roll_deg: float = 4.0,
                audio: bool = True, batch: int = 16) -> ClipTruth:
     """Render a talking clip to ``path`` (mp4, with its audio unless ``audio`` is False)."""
-    from persona.data import synthetic as S
+    from persona.data import world as S
 
     truth = clip_truth(n_frames, fps, seed, yaw_deg, pitch_deg, roll_deg)
     cams = truth.cameras

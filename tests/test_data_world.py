@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from persona import cameras as C
-from persona.data import synthetic as S
+from persona.data import world as S
 
 RES = 48
 
