@@ -270,7 +270,8 @@ def _with(alpha: torch.Tensor, i: int, value: torch.Tensor | float) -> torch.Ten
 def checkpoint_method(run_dir: str | Path, step: int) -> Any:
     """Our method restored from checkpoint ``step`` of a run directory."""
     from persona.runs import RunDir
-    from persona.train import _load_checkpoint, build_method
+    from persona.ours.method import build_method
+    from persona.ours.train import _load_checkpoint
 
     run = RunDir(run_dir)
     config = run.read_config()["config"]
@@ -345,7 +346,8 @@ def main(argv: list[str]) -> int:
     from persona import explore, figures
     from persona.data.dataset import FrameDataset
     from persona.runs import RunDir, atomic_write, atomic_write_json
-    from persona.train import MODALITIES, build_method
+    from persona.ours.method import build_method
+    from persona.ours.model import MODALITIES
 
     from persona import cli
     from persona.errors import flag_int

@@ -212,7 +212,7 @@ def reusable_renders(run: Any, data: Path, split: str, resolution: int | None, i
     cover ``indices``; else None."""
     import cv2
 
-    from persona.train import render_stamp
+    from persona.verbs import render_stamp
 
     stamp_path = run.renders / f"{split}.json"
     if not stamp_path.is_file():

@@ -483,18 +483,16 @@ def benchmark_summary(root: Path) -> pd.DataFrame:
 
 def load_generator(eg3d_pkl: str | None = None) -> tuple[Any, str]:
     """(generator, where it came from): the official EG3D pickle when given, else the shipped tiny prior."""
-    from persona.eg3d import load_official, load_prior
+    from persona.eg3d.checkpoint import load_generator as load
 
-    if eg3d_pkl:
-        return load_official(eg3d_pkl).eval(), generator_name(eg3d_pkl)
-    return load_prior().eval(), generator_name(None)
+    return load(eg3d_pkl)[0], generator_name(eg3d_pkl)
 
 
 def prior_figure(G: Any, path: Path, seed: int = 0, n: int = 6) -> list[Path]:
     """Samples of the generic prior from ``n`` random z, each at five yaw angles (PNG + PDF)."""
     import torch
 
-    from persona.eg3d.train_prior import render_yaw_grid, save_sample_figure
+    from persona.eg3d.train import render_yaw_grid, save_sample_figure
 
     z = torch.randn(n, int(G.z_dim), generator=torch.Generator().manual_seed(seed))
     return save_sample_figure(render_yaw_grid(G, z), Path(path))

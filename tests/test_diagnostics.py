@@ -10,7 +10,7 @@ import torch
 from persona import diagnostics as D
 from persona.data import world as S
 from persona.errors import PersonaInputError
-from persona.train import mouth_l2, parameter_groups, train_config
+from persona.ours.train import mouth_l2, parameter_groups, train_config
 
 
 class Frames:
@@ -131,7 +131,7 @@ def test_default_recipe_moves_the_subspace_where_release_settings_leave_it_rando
     from test_train import RES, StandInFrames, make_model, tiny_cfg
 
     from persona.runs import RunDir
-    from persona.train import fit_prior
+    from persona.ours.train import fit_prior
 
     torch.manual_seed(0)
     frames = StandInFrames(12, seed=1, teacher=StandInGenerator(res=RES))

@@ -1,10 +1,10 @@
 """AD-NeRF (Guo et al., ICCV 2021): an audio-driven head NeRF.
 
 What is kept from the official code (YudongGuo/AD-NeRF, ``NeRFs/HeadNeRF``):
-- the head NeRF is conditioned on a 64-d audio code: :class:`persona.prior.AudioNet` over the
+- the head NeRF is conditioned on a 64-d audio code: :class:`persona.audio_nets.AudioNet` over the
   [16,29] DeepSpeech window of the frame; after ``smooth_warmup`` steps (``nosmo_iters``,
   200k in the original) the codes of the 8 neighbouring frames go through
-  :class:`persona.prior.AudioAttNet` and the attention-weighted code conditions the NeRF (its
+  :class:`persona.audio_nets.AudioAttNet` and the attention-weighted code conditions the NeRF (its
   learning rate is 5x the base rate, and it only trains after the warm-up, as in the original);
 - positional encoding 10 frequencies for points, 4 for directions; 8 x 256 trunk with the input
   concatenated after the 5th layer, a 3 x 128 colour branch, separate coarse and fine networks;
@@ -18,7 +18,7 @@ head NeRF with the static background renders the whole frame).
 Rendering: before the warm-up ends, ``render`` conditions on ``conditions['audio']`` [B,16,29]
 alone (AudioNet). After it, on the attention-smoothed code of the 8 neighbouring windows:
 ``conditions['audio_neighbours']`` [B,8,16,29] when given (frames index-4 .. index+3), else the
-neighbours found within the batch by ``conditions['index']`` (:func:`batch_neighbour_windows`;
+neighbours found within the batch by ``conditions['index']`` (:func:`persona.audio_nets.gather_neighbour_windows` with ``pad="own"``;
 a neighbour missing from the batch takes the frame's own window, so a lone frame renders with
 its plain code). In training, neighbours come from the whole training video (zeros past its
 ends, as AD-NeRF pads).
@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 
 from persona.baselines.nerf_core import ConditionedNeRF, NeRFBaseline, NeRFConfig, config_from, per_image
-from persona.prior import AUDIO_DIM, AUDIO_SMOOTH_FRAMES, AudioAttNet, AudioNet, gather_neighbour_windows
+from persona.audio_nets import AUDIO_DIM, AUDIO_SMOOTH_FRAMES, AudioAttNet, AudioNet, gather_neighbour_windows
 
 
 @dataclass
@@ -58,16 +58,6 @@ PROFILES: dict[str, AdnerfConfig] = {
                           skip=2, dir_width=16, dir_depth=1, xyz_freqs=6, dir_freqs=2, lr=3e-3, lr_decay_steps=1000,
                           inside_box_fraction=0.95, smooth_warmup=10, checkpoint_every=10, log_every=5),
 }
-
-
-def batch_neighbour_windows(index: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-    """Windows of frames index-4 .. index+3 found within a batch: ``index`` [B], ``audio``
-    [B,16,29] -> [B,8,16,29]. A neighbour missing from the batch takes the frame's own window,
-    so a lone frame gets exactly its unsmoothed code (the attention weights sum to 1)."""
-    track = {int(i): a for i, a in zip(index.tolist(), audio)}
-    half = AUDIO_SMOOTH_FRAMES // 2
-    return torch.stack([torch.stack([track.get(i + off, audio[b]) for off in range(-half, AUDIO_SMOOTH_FRAMES - half)])
-                        for b, i in enumerate(index.tolist())])
 
 
 class AudioConditioned(NeRFBaseline):
@@ -101,7 +91,7 @@ class AudioConditioned(NeRFBaseline):
             elif "audio_neighbours" in conditions:
                 windows = torch.as_tensor(conditions["audio_neighbours"]).float()
             else:
-                windows = batch_neighbour_windows(torch.as_tensor(conditions["index"]).view(-1), audio)
+                windows = gather_neighbour_windows(torch.as_tensor(conditions["index"]).view(-1), audio, pad="own")
         if windows is None:
             return self.net.audio_net(audio)
         b = windows.shape[0]

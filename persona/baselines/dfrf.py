@@ -38,7 +38,7 @@ from persona.baselines.nerf_core import (ConditionedNeRF, NeRFConfig, config_fro
                                          positional_encoding)
 from persona.cameras import PIVOT, RADIUS, centres, project_with_depth
 from persona.errors import PersonaInputError
-from persona.prior import AUDIO_DIM
+from persona.audio_nets import AUDIO_DIM
 
 
 @dataclass

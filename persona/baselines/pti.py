@@ -48,7 +48,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from persona.errors import PersonaFileError, PersonaInputError
+from persona.eg3d.checkpoint import load_generator
+from persona.errors import PersonaInputError
 from persona.profiles import check_config, for_profile
 from persona.runs import RunDir, load_tensors, prefixed, run_record, save_tensors, unprefixed
 
@@ -111,28 +112,6 @@ def make_config(cfg: dict | None = None, profile: str = "default") -> PTIConfig:
     if unknown:
         raise PersonaInputError(f"PTI config: unknown field(s) {unknown}; expected some of {sorted(names)}")
     return check_config(replace(base, **cfg), "PTI config")
-
-
-def load_generator(spec: str, seed: int = 0) -> nn.Module:
-    """The generator named by ``PTIConfig.generator`` (see there), in eval mode."""
-    import persona.eg3d as eg3d
-
-    if spec == "prior":
-        G = eg3d.load_prior()
-    elif spec == "random-tiny":
-        torch.manual_seed(seed)
-        G = eg3d.build_generator("tiny")
-    else:
-        path = Path(spec)
-        if not path.is_file():
-            raise PersonaFileError(f"PTI config field 'generator': {spec!r} is neither 'prior', 'random-tiny' nor an existing file")
-        if path.suffix == ".pkl":
-            G = eg3d.load_official(path)
-        elif path.suffix == ".safetensors":
-            G = eg3d.load_prior(path)
-        else:
-            raise PersonaInputError(f"PTI config field 'generator': {spec}: expected a .pkl (official EG3D) or .safetensors file")
-    return G.eval()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -333,7 +312,7 @@ class PTI:
     @property
     def generator(self) -> nn.Module:
         if self._generator is None:
-            self._generator = load_generator(self.config.generator, self.config.seed)
+            self._generator, _ = load_generator(self.config.generator, seed=self.config.seed, field="PTI config field 'generator'")
         return self._generator.to(self.device)
 
     @property

@@ -16,12 +16,8 @@ with STEPS = ``training.steps_done`` of the asset's JSON (the exact command is i
 no schedule depends on the total). ``--export`` writes the EMA generator with
 :func:`persona.eg3d.save_generator` and puts the recipe below into its JSON sidecar. The profile
 asks for 2 torch threads; ``--threads 1`` is ~10x faster when the 2 cores are shared with other
-jobs (OpenMP threads spin on a busy CPU). The shipped asset (4010 steps of 16 heads, 64k images)
-was trained on a lent H200 GPU with ``--device cuda`` in 898 s (two calls, the second
-``--resume``); the data renderer runs on the CPU in a prefetch thread and was the bottleneck there
-(~0.2 s per batch of 16). On this 2-core CPU the same command would take about 4-5 hours
-(batch-4 steps took ~1 s here); a rerun matches the asset up to floating-point summation order
-(GPU vs CPU kernels).
+jobs (OpenMP threads spin on a busy CPU). How and where the shipped asset was trained (device,
+time, images seen, the run log) is recorded in its JSON sidecar, ``training``.
 
 Recipe (EG3D's adversarial core + terms that make it converge on a CPU in ~30 minutes)
 --------------------------------------------------------------------------------------
@@ -577,7 +573,7 @@ def recipe(config: PriorTrainConfig, argv: list[str] | None = None) -> dict[str,
         "recipe": ("EG3D adversarial core (dual camera-conditioned D, non-saturating logistic loss, lazy R1, "
                    "generator pose-conditioning swap, EMA of G, Adam betas (0, 0.99)) + multi-view VAE "
                    "reconstruction through an auxiliary encoder (L2 at view A and view B of the same synthetic "
-                   "head, z = encoder direction on the sphere + fixed noise, batch directions pushed to uniform); see persona/eg3d/train_prior.py docstring"),
+                   "head, z = encoder direction on the sphere + fixed noise, batch directions pushed to uniform); see persona/eg3d/train.py docstring"),
         "data": ("persona.data.world prior pool (PRIOR_POOL_SIZE identities), sample_expressions, "
                  "sample_cameras; two views per head"),
     }
