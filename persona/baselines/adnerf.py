@@ -32,7 +32,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from persona.baselines.nerf_core import ConditionedNeRF, NeRFBaseline, NeRFConfig, config_from, per_image
+from persona.profiles import config_for
+from persona.baselines.nerf_core import ConditionedNeRF, NeRFBaseline, NeRFConfig, nerf_profiles, per_image
 from persona.audio_nets import AUDIO_DIM, AUDIO_SMOOTH_FRAMES, AudioAttNet, AudioNet, gather_neighbour_windows
 
 
@@ -45,19 +46,12 @@ class AdnerfConfig(NeRFConfig):
     attention_lr_scale: float = 5.0
 
 
-PROFILES: dict[str, AdnerfConfig] = {
-    "paper": AdnerfConfig(profile="paper", device="auto", iterations=400_000, rays_per_step=2048, n_coarse=64, n_fine=128, width=256,
-                          depth=8, skip=5, dir_width=128, dir_depth=3, xyz_freqs=10, dir_freqs=4, lr=5e-4,
-                          lr_decay_steps=250_000, inside_box_fraction=0.95, density_noise_std=0.0,
-                          smooth_warmup=200_000, render_chunk=8192, checkpoint_every=10_000, log_every=100),
-    "default": AdnerfConfig(profile="default", density_activation="softplus", iterations=400, rays_per_step=384, n_coarse=24, n_fine=16,
-                            width=64, depth=4, skip=2, dir_width=32, dir_depth=1, xyz_freqs=10, dir_freqs=4, lr=2e-3,
-                            lr_decay_steps=1000, inside_box_fraction=0.95, smooth_warmup=250,
-                            checkpoint_every=100, log_every=25),
-    "smoke": AdnerfConfig(profile="smoke", density_activation="softplus", iterations=20, rays_per_step=128, n_coarse=8, n_fine=8, width=32, depth=3,
-                          skip=2, dir_width=16, dir_depth=1, xyz_freqs=6, dir_freqs=2, lr=3e-3, lr_decay_steps=1000,
-                          inside_box_fraction=0.95, smooth_warmup=10, checkpoint_every=10, log_every=5),
-}
+PROFILES: dict[str, AdnerfConfig] = nerf_profiles(
+    AdnerfConfig,
+    paper=dict(iterations=400_000, density_noise_std=0.0, smooth_warmup=200_000, checkpoint_every=10_000),
+    default=dict(smooth_warmup=250),
+    smoke=dict(smooth_warmup=10),
+)
 
 
 class AudioConditioned(NeRFBaseline):
@@ -131,4 +125,4 @@ class ADNeRF(AudioConditioned):
 
 def build_method(cfg: dict | None = None, **kw: Any) -> ADNeRF:
     """AD-NeRF from ``PROFILES[profile]`` with ``cfg``/``kw`` overrides (``profile`` may be either)."""
-    return ADNeRF(config_from(PROFILES, cfg, kw))
+    return ADNeRF(config_for(PROFILES, "default", {**(cfg or {}), **kw}))

@@ -41,7 +41,7 @@ the driving frame's own view: it does not support novel views.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ from torch import nn
 from tqdm import tqdm
 
 from persona.errors import PersonaFileError, PersonaInputError
-from persona.profiles import check_config, for_profile
+from persona.profiles import config_for
 from persona.runs import RunDir, load_optimizer_tensors, optimizer_tensors, prefixed, restore_rng, rng_tensors, run_record, unprefixed
 
 NAME = "fomm"
@@ -124,17 +124,7 @@ PROFILES: dict[str, FOMMConfig] = {
 def make_config(cfg: dict | None = None, profile: str = "default") -> FOMMConfig:
     """``PROFILES[profile]`` with ``cfg`` entries overriding fields (``cfg['profile']`` picks the
     profile; unknown keys are an error)."""
-    cfg = dict(cfg or {})
-    profile = cfg.pop("profile", None) or profile
-    base = replace(for_profile(PROFILES, profile), profile=profile)
-    names = {f.name for f in fields(FOMMConfig)}
-    unknown = sorted(set(cfg) - names)
-    if unknown:
-        raise PersonaInputError(f"FOMM config: unknown field(s) {unknown}; expected some of {sorted(names)}")
-    for key in ("betas", "lr_milestones", "scales"):
-        if key in cfg:
-            cfg[key] = tuple(cfg[key]) if isinstance(cfg[key], (list, tuple)) else cfg[key]
-    return check_config(replace(base, **cfg), "FOMM config")
+    return config_for(PROFILES, profile, cfg, "FOMM config")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -626,5 +616,4 @@ class FOMM:
 
 def build_method(cfg: dict | None = None, profile: str = "default", **kw: Any) -> FOMM:
     """FOMM from a profile and overrides: ``build_method({'profile': 'smoke', 'iterations': 100})``."""
-    merged = {**(cfg or {}), **{k: v for k, v in kw.items() if v is not None}}
-    return FOMM(make_config(merged, profile))
+    return FOMM(make_config({**(cfg or {}), **kw}, profile))

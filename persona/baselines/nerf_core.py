@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -36,7 +36,6 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from persona.errors import PersonaFileError, PersonaInputError
-from persona.profiles import check_config
 from persona.runs import RunDir, load_optimizer_tensors, optimizer_tensors, prefixed, restore_rng, rng_tensors, run_record, unprefixed
 
 from persona.cameras import PIVOT, rays
@@ -411,19 +410,24 @@ class NeRFConfig:
     seed: int = 0
 
 
-def config_from(table: Mapping[str, Any], cfg: dict | None, kw: Mapping[str, Any]):
-    """A config dataclass: ``table[profile]`` with ``cfg``/``kw`` entries overriding fields.
-    The profile comes from ``cfg['profile']``, else ``kw['profile']``, else ``default``."""
-    overrides = {**(cfg or {}), **kw}
-    profile = overrides.pop("profile", None) or "default"
-    if profile not in table:
-        raise PersonaInputError(f"unknown profile {profile!r}; expected one of {sorted(table)}")
-    base = table[profile]
-    names = {f.name for f in fields(base)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise PersonaInputError(f"{type(base).__name__}: unknown config fields {unknown}; expected some of {sorted(names)}")
-    return check_config(replace(base, profile=profile, **overrides), type(base).__name__)
+# The NeRF sizes shared by NerFACE, AD-NeRF and DFRF per profile; each baseline's PROFILES are
+# these rows plus its own deltas (:func:`nerf_profiles`).
+NERF_BASE: dict[str, dict[str, Any]] = {
+    "paper": dict(device="auto", rays_per_step=2048, n_coarse=64, n_fine=128, width=256, depth=8, skip=5, dir_width=128,
+                  dir_depth=3, xyz_freqs=10, dir_freqs=4, lr=5e-4, lr_decay_steps=250_000, inside_box_fraction=0.95,
+                  render_chunk=8192, checkpoint_every=5000, log_every=100),
+    "default": dict(density_activation="softplus", iterations=400, rays_per_step=384, n_coarse=24, n_fine=16, width=64, depth=4,
+                    skip=2, dir_width=32, dir_depth=1, xyz_freqs=10, dir_freqs=4, lr=2e-3, lr_decay_steps=1000,
+                    inside_box_fraction=0.95, checkpoint_every=100, log_every=25),
+    "smoke": dict(density_activation="softplus", iterations=20, rays_per_step=128, n_coarse=8, n_fine=8, width=32, depth=3, skip=2,
+                  dir_width=16, dir_depth=1, xyz_freqs=6, dir_freqs=2, lr=3e-3, lr_decay_steps=1000, inside_box_fraction=0.95,
+                  checkpoint_every=10, log_every=5),
+}
+
+
+def nerf_profiles(config_class: type, **deltas: dict[str, Any]) -> dict[str, Any]:
+    """``{profile: config_class(profile=..., **NERF_BASE[profile], **deltas[profile])}`` for every profile."""
+    return {name: config_class(profile=name, **{**row, **deltas.get(name, {})}) for name, row in NERF_BASE.items()}
 
 
 class NeRFBaseline:

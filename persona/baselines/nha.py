@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ from persona.baselines.raster import rasterize, vertex_normals
 from persona.cameras import centres
 from persona.data.formats import check_npz
 from persona.errors import PersonaFileError, PersonaInputError
-from persona.profiles import check_config, for_profile
+from persona.profiles import config_for
 from persona.runs import (RunDir, load_optimizer_tensors, load_tensors, optimizer_tensors, prefixed, restore_rng, rng_tensors,
                           run_record, unprefixed)
 
@@ -125,22 +125,10 @@ _ALIASES = {"iterations": "steps"}  # names the CLI passes for every method
 
 def make_config(cfg: dict | None = None, profile: str = "default") -> NHAConfig:
     """``PROFILES[profile]`` with the entries of ``cfg`` applied (``cfg['profile']`` wins)."""
-    values = dict(cfg or {})
-    profile = values.pop("profile", profile)
-    for alias, name in _ALIASES.items():
-        if alias in values:
-            value = values.pop(alias)
-            if value is not None:
-                values[name] = value
-    names = {f.name for f in fields(NHAConfig)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise PersonaInputError(f"NHA config: unknown field(s) {unknown}; expected some of {sorted(names)}")
-    if values.get("device", "cpu") != "cpu":
-        raise PersonaInputError(f"NHA config: device {values['device']!r} is not supported; NHA runs on the CPU only")
-    if "flame_translation" in values:
-        values["flame_translation"] = tuple(values["flame_translation"])
-    return check_config(replace(for_profile(PROFILES, profile), **values), "NHA config")
+    config = config_for(PROFILES, profile, cfg, "NHA config", aliases=_ALIASES)
+    if config.device != "cpu":
+        raise PersonaInputError(f"NHA config: device {config.device!r} is not supported; NHA runs on the CPU only")
+    return config
 
 
 # ----------------------------------------------------------------------------------------------
@@ -533,5 +521,4 @@ def build_method(cfg: dict | None = None, profile: str = "default", mesh_model: 
     (default: the synthetic world's head, or FLAME when ``flame_path`` is set). The CLI's generic
     keys ``iterations`` (= steps), ``seed``, ``device`` are accepted.
     """
-    merged = {**(cfg or {}), **{k: v for k, v in kw.items() if v is not None}}
-    return NHA(make_config(merged, profile), mesh_model=mesh_model)
+    return NHA(make_config({**(cfg or {}), **kw}, profile), mesh_model=mesh_model)

@@ -38,7 +38,7 @@ import inspect
 import json
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from persona.eg3d.checkpoint import load_generator
 from persona.errors import PersonaInputError
-from persona.profiles import check_config, for_profile
+from persona.profiles import config_for
 from persona.runs import RunDir, load_tensors, prefixed, run_record, save_tensors, unprefixed
 
 NAME = "pti"
@@ -101,17 +101,10 @@ PROFILES: dict[str, PTIConfig] = {
 def make_config(cfg: dict | None = None, profile: str = "default") -> PTIConfig:
     """``PROFILES[profile]`` with ``cfg`` entries overriding fields (``cfg['profile']`` picks the
     profile; unknown keys are an error)."""
-    cfg = dict(cfg or {})
-    profile = cfg.pop("profile", None) or profile
-    base = replace(for_profile(PROFILES, profile), profile=profile)
-    if "iterations" in cfg:
+    if cfg and "iterations" in cfg:
         raise PersonaInputError("PTI config: 'iterations' does not apply (PTI does not train on the video); set the "
                                 "per-frame step counts 'w_steps', 'wplus_steps' and 'tune_steps' instead")
-    names = {f.name for f in fields(PTIConfig)}
-    unknown = sorted(set(cfg) - names)
-    if unknown:
-        raise PersonaInputError(f"PTI config: unknown field(s) {unknown}; expected some of {sorted(names)}")
-    return check_config(replace(base, **cfg), "PTI config")
+    return config_for(PROFILES, profile, cfg, "PTI config")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -468,5 +461,4 @@ class PTI:
 
 def build_method(cfg: dict | None = None, profile: str = "default", generator: nn.Module | None = None, **kw: Any) -> PTI:
     """PTI from a profile and overrides; ``generator`` injects a ready generator (tests)."""
-    merged = {**(cfg or {}), **{k: v for k, v in kw.items() if v is not None}}
-    return PTI(make_config(merged, profile), generator=generator)
+    return PTI(make_config({**(cfg or {}), **kw}, profile), generator=generator)

@@ -86,6 +86,4 @@ def build_method(cfg: dict | TrainConfig | None = None, **kw: Any) -> OursMethod
     """Factory for :data:`persona.methods.REGISTRY` ('ours'). ``cfg``/``kw`` override the profile's fields."""
     if isinstance(cfg, TrainConfig):
         return OursMethod(replace(cfg, **kw) if kw else cfg)
-    values = {**(cfg or {}), **kw}
-    profile = values.pop("profile", "default")
-    return OursMethod(train_config(profile, **values))
+    return OursMethod(train_config(**{**(cfg or {}), **kw}))

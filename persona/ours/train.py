@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from persona.errors import PersonaInputError
 from persona.ours.basis import ORTHO_MODES
 from persona.ours.encoders import RGB_ENCODERS
 from persona.ours.model import MODALITIES, PersonalizedPrior
-from persona.profiles import check_config, for_profile
+from persona.profiles import config_for
 from persona.runs import (RunDir, isolated_rng, load_optimizer_tensors, load_tensors, optimizer_tensors, prefixed, restore_rng,
                           rng_tensors, unprefixed)
 
@@ -118,13 +118,7 @@ TRAIN_PROFILES: dict[str, TrainConfig] = {
 
 def train_config(profile: str = "default", **overrides: Any) -> TrainConfig:
     """The profile's :class:`TrainConfig` with ``overrides`` (None values ignored); checks values."""
-    names = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise PersonaInputError(f"TrainConfig: unknown field(s) {unknown}; expected some of {sorted(names)}")
-    if isinstance(overrides.get("betas"), list):
-        overrides["betas"] = tuple(overrides["betas"])
-    cfg = check_config(for_profile(TRAIN_PROFILES, profile, **overrides), "TrainConfig")
+    cfg = config_for(TRAIN_PROFILES, profile, overrides, "TrainConfig")
     if cfg.modality not in MODALITIES:
         raise PersonaInputError(f"TrainConfig.modality={cfg.modality!r}; expected one of {MODALITIES}")
     if cfg.ortho not in ORTHO_MODES:
