@@ -46,8 +46,8 @@ from torch import nn
 
 from persona.errors import PersonaFileError, PersonaInputError, flag_int, flag_number
 from persona.profiles import for_profile
-from persona.runs import (RunDir, load_optimizer_tensors, load_tensors, load_torch_weights, optimizer_tensors,
-                          prefixed, restore_rng, rng_tensors, run_record, save_tensors, unprefixed)
+from persona.runs import (RunDir, load_tensors, load_torch_weights, prefixed, restore_training_state, run_record, save_tensors,
+                          training_state, unprefixed)
 
 ASSET = Path(__file__).parent / "assets" / "syncnet_synthetic.safetensors"
 SYNTHETIC_NAME = "Sync-C (synthetic expert)"
@@ -552,8 +552,7 @@ def train_expert(clips: list[Clip], config: SyncTrainConfig, progress: bool = Tr
         if path is not None:
             tensors, meta = load_tensors(path)
             model.load_state_dict(unprefixed("model", tensors))
-            load_optimizer_tensors(optimizer, unprefixed("optim", tensors), meta["optimizer"])
-            restore_rng(tensors, str(path))
+            restore_training_state(tensors, meta, optimizer, str(path))
             rng.bit_generator.state = meta["numpy_rng"]
             losses, seconds = tensors["losses"].tolist(), float(meta["seconds"])
     start, step = time.time() - seconds, first - 1
@@ -575,10 +574,10 @@ def train_expert(clips: list[Clip], config: SyncTrainConfig, progress: bool = Tr
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         out_of_time = time.time() - start > config.max_minutes * 60
         if run is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == config.steps or out_of_time):
-            opt_tensors, opt_rest = optimizer_tensors(optimizer)
-            run.save_checkpoint(step + 1, {**prefixed("model", model.state_dict()), **prefixed("optim", opt_tensors),
-                                           **rng_tensors(), "losses": torch.tensor(losses, dtype=torch.float64)},
-                                {"optimizer": opt_rest, "numpy_rng": rng.bit_generator.state, "seconds": time.time() - start})
+            state, meta = training_state(optimizer)
+            run.save_checkpoint(step + 1, {**prefixed("model", model.state_dict()), **state,
+                                           "losses": torch.tensor(losses, dtype=torch.float64)},
+                                {**meta, "numpy_rng": rng.bit_generator.state, "seconds": time.time() - start})
         if out_of_time:
             break
     model.eval()

@@ -52,7 +52,7 @@ from tqdm import tqdm
 
 from persona.errors import PersonaFileError, PersonaInputError
 from persona.profiles import config_for
-from persona.runs import RunDir, load_optimizer_tensors, optimizer_tensors, prefixed, restore_rng, rng_tensors, run_record, unprefixed
+from persona.runs import RunDir, prefixed, restore_training_state, run_record, training_state, unprefixed
 
 NAME = "fomm"
 
@@ -535,10 +535,9 @@ class FOMM:
         self.model.eval()
 
     def _save(self, run: RunDir, step: int, optimizer: torch.optim.Optimizer, seconds: float) -> None:
-        opt_tensors, opt_rest = optimizer_tensors(optimizer)
-        tensors = {**prefixed("model", self.model.state_dict()), **prefixed("optimizer", opt_tensors),
-                   "source": self.source, **rng_tensors(pairs=self._rng)}
-        run.save_checkpoint(step, tensors, {"optimizer": opt_rest, "train_seconds": seconds})
+        state, meta = training_state(optimizer, pairs=self._rng)
+        tensors = {**prefixed("model", self.model.state_dict()), **state, "source": self.source}
+        run.save_checkpoint(step, tensors, {**meta, "train_seconds": seconds})
 
     def _restore(self, path: Path, optimizer: torch.optim.Optimizer | None = None) -> int:
         from persona.runs import load_tensors
@@ -547,8 +546,7 @@ class FOMM:
         self.model.load_state_dict(unprefixed("model", tensors))
         self.source = tensors["source"].to(self.device)
         if optimizer is not None:
-            load_optimizer_tensors(optimizer, unprefixed("optimizer", tensors), meta["optimizer"])
-            restore_rng(tensors, str(path), pairs=self._rng)
+            restore_training_state(tensors, meta, optimizer, str(path), pairs=self._rng)
         self._meta = meta
         return int(meta["step"])
 

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from persona.errors import PersonaFileError, PersonaInputError
-from persona.runs import RunDir, load_optimizer_tensors, optimizer_tensors, prefixed, restore_rng, rng_tensors, run_record, unprefixed
+from persona.runs import RunDir, prefixed, restore_training_state, run_record, training_state, unprefixed
 
 from persona.cameras import PIVOT, rays
 
@@ -508,10 +508,9 @@ class NeRFBaseline:
         meta: dict[str, Any] = {"resolution": self.resolution, "num_frames": int(self.net.train_index.numel()),
                                 "train_seconds": self.train_seconds, "learn_background": self.learn_background}
         if optimizer is not None:
-            opt_t, opt_rest = optimizer_tensors(optimizer)
-            tensors.update(prefixed("optim", opt_t))
-            tensors.update(rng_tensors(**self._generators))
-            meta["optim"] = opt_rest
+            state, state_meta = training_state(optimizer, **self._generators)
+            tensors.update(state)
+            meta.update(state_meta)
         return tensors, meta
 
     def _restore(self, path, optimizer: torch.optim.Optimizer | None) -> int:
@@ -523,9 +522,8 @@ class NeRFBaseline:
             self.learn_background = bool(meta.get("learn_background", False))
             self.net = self._build(int(meta["num_frames"]), self.resolution)
         self.net.load_state_dict(unprefixed("net", tensors))
-        if optimizer is not None and "optim" in meta:
-            load_optimizer_tensors(optimizer, unprefixed("optim", tensors), meta["optim"])
-            restore_rng(tensors, str(path), **self._generators)
+        if optimizer is not None and ("optimizer" in meta or "optim" in meta):
+            restore_training_state(tensors, meta, optimizer, str(path), **self._generators)
         self.train_seconds = float(meta.get("train_seconds", 0.0))
         return int(meta["step"])
 

@@ -50,8 +50,7 @@ from persona.cameras import centres
 from persona.data.formats import check_npz
 from persona.errors import PersonaFileError, PersonaInputError
 from persona.profiles import config_for
-from persona.runs import (RunDir, load_optimizer_tensors, load_tensors, optimizer_tensors, prefixed, restore_rng, rng_tensors,
-                          run_record, unprefixed)
+from persona.runs import RunDir, load_tensors, prefixed, restore_training_state, run_record, training_state, unprefixed
 
 NAME = "nha"
 EXPRESSION_DIM = 76
@@ -473,10 +472,10 @@ class NHA:
 
     def _save(self, run: RunDir, step: int, optimizer: torch.optim.Optimizer, seconds: float) -> None:
         assert self.model is not None
-        opt_tensors, opt_rest = optimizer_tensors(optimizer)
-        tensors = {**prefixed("model", self.model.state_dict()), **prefixed("optimizer", opt_tensors), **rng_tensors()}
+        state, meta = training_state(optimizer)
+        tensors = {**prefixed("model", self.model.state_dict()), **state}
         learned = isinstance(self.model.background, nn.Parameter)
-        run.save_checkpoint(step, tensors, {"optimizer": opt_rest, "train_seconds": seconds,
+        run.save_checkpoint(step, tensors, {**meta, "train_seconds": seconds,
                                             "resolution": list(self.model.resolution), "learned_background": learned})
 
     def _restore(self, path: Path, optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
@@ -488,8 +487,7 @@ class NHA:
             self.model = self._build(resolution, background)  # type: ignore[arg-type]
         self.model.load_state_dict(state)
         if optimizer is not None:
-            load_optimizer_tensors(optimizer, unprefixed("optimizer", tensors), meta["optimizer"])
-            restore_rng(tensors, str(path))
+            restore_training_state(tensors, meta, optimizer, str(path))
         return meta
 
     def load(self, run: RunDir) -> None:

@@ -38,8 +38,7 @@ from persona.ours.basis import ORTHO_MODES
 from persona.ours.encoders import RGB_ENCODERS
 from persona.ours.model import MODALITIES, PersonalizedPrior
 from persona.profiles import config_for
-from persona.runs import (RunDir, isolated_rng, load_optimizer_tensors, load_tensors, optimizer_tensors, prefixed, restore_rng,
-                          rng_tensors, unprefixed)
+from persona.runs import RunDir, isolated_rng, load_tensors, prefixed, restore_training_state, training_state, unprefixed
 
 FRAME_CACHE_BYTES = 2 * 1024**3  # preload a training split into memory when it is smaller than this
 
@@ -240,10 +239,9 @@ def _psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
 
 def _save_checkpoint(run: RunDir, step: int, model: PersonalizedPrior, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
                      train_seconds: float) -> None:
-    opt_tensors, opt_rest = optimizer_tensors(optimizer)
-    tensors = {**prefixed("model", {k: v.detach().clone() for k, v in model.state_dict().items()}),
-               **prefixed("optim", opt_tensors), **rng_tensors()}
-    run.save_checkpoint(step, tensors, {"optimizer": opt_rest, "stage": stage_of(step, cfg), "train_seconds": train_seconds},
+    state, meta = training_state(optimizer)
+    tensors = {**prefixed("model", {k: v.detach().clone() for k, v in model.state_dict().items()}), **state}
+    run.save_checkpoint(step, tensors, {**meta, "stage": stage_of(step, cfg), "train_seconds": train_seconds},
                         keep=cfg.keep_checkpoints)
 
 
@@ -251,8 +249,7 @@ def _load_checkpoint(path: Path, model: PersonalizedPrior, optimizer: torch.opti
     tensors, meta = load_tensors(path)
     model.load_state_dict(unprefixed("model", tensors))
     if optimizer is not None:
-        load_optimizer_tensors(optimizer, unprefixed("optim", tensors), meta["optimizer"])
-        restore_rng(tensors, str(path))
+        restore_training_state(tensors, meta, optimizer, str(path))
     return meta
 
 
