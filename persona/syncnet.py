@@ -385,19 +385,6 @@ def load_synthetic_expert(path: str | Path | None = None, device: str = "cpu") -
 # datasets: ground-truth video and its waveform
 
 
-def read_wave(path: str | Path) -> tuple[np.ndarray, int]:
-    """A WAV file -> (mono float waveform in [-1,1], sample rate)."""
-    from scipy.io import wavfile
-
-    rate, data = wavfile.read(str(path))
-    data = np.asarray(data)
-    if data.ndim == 2:
-        data = data.mean(1)
-    if data.dtype.kind == "i":
-        data = data.astype(np.float64) / 32768.0
-    return data.astype(np.float64), int(rate)
-
-
 def dataset_clip(dataset: Any, max_frames: int | None = None) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, int, float]:
     """A FrameDataset split (consecutive frames) -> (images [T,3,H,W], mouth_boxes [T,4], wave, rate, fps).
 
@@ -409,7 +396,9 @@ def dataset_clip(dataset: Any, max_frames: int | None = None) -> tuple[torch.Ten
         raise ValueError(f"{dataset.root}: split {dataset.split!r} frames are not consecutive; lip-sync needs a contiguous clip")
     images = torch.stack([torch.as_tensor(s["image"]) for s in samples])
     boxes = torch.stack([torch.as_tensor(s["mouth_box"], dtype=torch.float32) for s in samples])
-    wave, rate = read_wave(Path(dataset.root) / "aud.wav")
+    from persona.data.audio import read_wav
+
+    wave, rate = read_wav(Path(dataset.root) / "aud.wav")
     fps = float(dataset.fps)
     start = int(round(indices[0] / fps * rate))
     stop = int(round((indices[0] + n) / fps * rate))

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from persona.data.formats import unit_to_uint8
 from persona.errors import PersonaInputError, flag_int, flag_number
 from persona.ours.basis import ORTHO_MODES
 from persona.ours.model import MODALITIES
@@ -84,7 +85,7 @@ def main_train(argv: list[str]) -> int:
 
 def _to_uint8(image: torch.Tensor) -> np.ndarray:
     """[3,H,W] in [-1,1] -> HxWx3 uint8 BGR (for cv2)."""
-    rgb = ((image.clamp(-1, 1).permute(1, 2, 0).cpu().numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+    rgb = unit_to_uint8(image.permute(1, 2, 0))
     return np.ascontiguousarray(rgb[:, :, ::-1])
 
 

@@ -26,10 +26,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from persona.profiles import config_for
 from persona.baselines.nerf_core import ConditionedNeRF, NeRFBaseline, NeRFConfig, nerf_profiles, per_image
+from persona.data.formats import EXPRESSION_DIM
+from persona.profiles import config_for
 
-EXPRESSION_DIM = 76
 
 
 @dataclass

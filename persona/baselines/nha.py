@@ -47,13 +47,12 @@ from tqdm import tqdm
 
 from persona.baselines.raster import rasterize, vertex_normals
 from persona.cameras import centres
-from persona.data.formats import check_npz
+from persona.data.formats import EXPRESSION_DIM, check_npz
 from persona.errors import PersonaFileError, PersonaInputError
 from persona.profiles import config_for
 from persona.runs import RunDir, load_tensors, prefixed, restore_training_state, run_record, training_state, unprefixed
 
 NAME = "nha"
-EXPRESSION_DIM = 76
 
 
 # ----------------------------------------------------------------------------------------------

@@ -474,8 +474,9 @@ def render_yaw_grid(G: nn.Module, z: torch.Tensor, yaws_deg=SAMPLE_YAWS_DEG, pit
 def grid_to_uint8(grid: torch.Tensor) -> np.ndarray:
     """``[N,M,3,H,W] in [-1,1]`` -> ``[N*H, M*W, 3]`` uint8 RGB."""
     n, m, c, h, w = grid.shape
-    img = grid.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
-    return img.permute(0, 3, 1, 4, 2).reshape(n * h, m * w, c).numpy()
+    from persona.data.formats import unit_to_uint8
+
+    return unit_to_uint8(grid.permute(0, 3, 1, 4, 2).reshape(n * h, m * w, c))
 
 
 def save_png(path: Path, rgb: np.ndarray) -> None:

@@ -27,12 +27,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm  # text bars: a notebook saves them as text (a closed widget bar reopens as "model not found")
 
 from persona.audio_nets import audio_track, gather_neighbour_windows
+from persona.data.formats import unit_to_uint8
 from persona.errors import PersonaInputError
 from persona.ours.basis import ORTHO_MODES
 from persona.ours.encoders import RGB_ENCODERS
@@ -263,7 +263,7 @@ def _write_sample(run: RunDir, step: int, model: PersonalizedPrior, frames: dict
         pred = render_conditions(model, frames, frames["camera"], track)
         train_mode(model)
     rows = [torch.cat(list(x.clamp(-1, 1)), dim=2) for x in (frames["image"].float(), pred)]
-    grid = ((torch.cat(rows, dim=1).permute(1, 2, 0).cpu().numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+    grid = unit_to_uint8(torch.cat(rows, dim=1).permute(1, 2, 0))
     cv2.imwrite(str(run.renders / f"sample_{step:08d}.png"), grid[:, :, ::-1])
 
 

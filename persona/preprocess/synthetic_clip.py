@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from persona.data.formats import unit_to_uint8
 from persona.preprocess.decode import write_mp4
 
 
@@ -65,6 +66,6 @@ def write_clip(path: str | Path, n_frames: int = 50, resolution: int = 192, fps:
     for i in range(0, n_frames, batch):
         e = torch.from_numpy(truth.expressions[i:i + batch])
         img = S.render_batch([ident] * len(e), e, torch.from_numpy(cams[i:i + batch]), resolution)
-        frames.append(((img.permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8))
+        frames.append(unit_to_uint8(img.permute(0, 2, 3, 1)))
     write_mp4(path, np.concatenate(frames), fps, truth.waveform if audio else None)
     return truth

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from persona import cameras
+from persona.data.formats import unit_to_uint8
 from persona.data.world.corpus import sample_prior_batch
 from persona.data.world.identity import Identity, _pack_identities, sample_identity
 from persona.data.world.render import mouth_boxes, render_batch
@@ -96,7 +97,7 @@ def render_frames(identity: Identity, expressions: np.ndarray, cams: np.ndarray,
         c = torch.as_tensor(cams[s:s + batch])
         ident = {k: v.expand(e.shape[0], *v.shape[1:]) for k, v in packed.items()}
         img, mask = render_batch(ident, e, c, resolution, return_mask=True)
-        imgs.append(((img.permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8))
+        imgs.append(unit_to_uint8(img.permute(0, 2, 3, 1)))
         masks.append(mask[:, 0].numpy())
     return np.concatenate(imgs), np.concatenate(masks)
 

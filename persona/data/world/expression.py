@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-EXPRESSION_DIM = 76
+from persona.data.formats import EXPRESSION_DIM  # the one definition; re-exported by persona.data.world
 
 # Large-effect expression dimensions (indices into the 76-d vector).
 JAW_OPEN = 0
