@@ -132,6 +132,81 @@ def orbit(n: int, yaw_range_deg: float = 30.0, pitch_deg: float = 0.0, **kw: Any
     return np.stack([camera_label(float(y), pitch_deg, **kw) for y in yaws])
 
 
+def labels_from_angles(yaw_deg: torch.Tensor, pitch_deg: torch.Tensor, radius: float = RADIUS,
+                       focal: float = FOCAL) -> torch.Tensor:
+    """Batched :func:`camera_label` in torch (float64 inside): [B] angles -> [B,25] float32."""
+    yaw, pitch = torch.deg2rad(yaw_deg.double()), torch.deg2rad(pitch_deg.double())
+    pivot = torch.tensor(PIVOT, dtype=torch.float64)
+    eye = pivot + radius * torch.stack([torch.sin(yaw) * torch.cos(pitch), torch.sin(pitch),
+                                        torch.cos(yaw) * torch.cos(pitch)], -1)
+    forward = pivot - eye
+    forward = forward / forward.norm(dim=-1, keepdim=True)
+    up = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64).expand_as(forward)
+    right = torch.linalg.cross(forward, up)
+    right = right / right.norm(dim=-1, keepdim=True)
+    down = torch.linalg.cross(forward, right)
+    c2w = torch.zeros(yaw.shape[0], 4, 4, dtype=torch.float64)
+    c2w[:, :3, 0], c2w[:, :3, 1], c2w[:, :3, 2], c2w[:, :3, 3] = right, down, forward, eye
+    c2w[:, 3, 3] = 1
+    k = torch.tensor(intrinsics(focal), dtype=torch.float64).expand(yaw.shape[0], 3, 3)
+    return label(c2w, k).float()
+
+
+def camera_with_roll(yaw_deg: float, pitch_deg: float, roll_deg: float) -> np.ndarray:
+    """Label [25] (float32) of :func:`look_at` rolled by ``roll_deg`` about its optical axis."""
+    c2w = look_at(yaw_deg, pitch_deg).astype(np.float64)
+    r = math.radians(roll_deg)
+    rz = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])
+    c2w[:3, :3] = c2w[:3, :3] @ rz
+    return label(c2w, intrinsics())
+
+
+# ----------------------------------------------------------------------------- rays and projection (torch)
+def centres(label_: Any) -> Any:
+    """Camera centres [...,3] in world coordinates of labels [...,25] (cam2world's column 3)."""
+    return split_label(label_)[0][..., :3, 3]
+
+
+def world_to_camera(points: torch.Tensor, label_: torch.Tensor) -> torch.Tensor:
+    """World points [B,N,3] -> OpenCV camera coordinates [B,N,3] (z forward) of cameras [B,25]: R^T (p - t)."""
+    cam2world, _ = split_label(label_)
+    rotation, centre = cam2world[:, :3, :3], cam2world[:, :3, 3]
+    return torch.einsum("bnj,bjk->bnk", points - centre[:, None, :], rotation)
+
+
+def rays(label_: torch.Tensor, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rays of cameras [B,25] through image points ``uv`` [B or 1,R,2] in [0,1] (u right, v down)
+    -> (origins [B,R,3] (a broadcast view of the centres), unit directions [B,R,3]), world coordinates.
+
+    The pinhole of :data:`persona.eg3d.rendering.ray_bundle` without its skew term (skew is 0 in
+    every persona label); EG3D's own sampler keeps the release's float order, which the shipped
+    prior was trained with.
+    """
+    if label_.dim() != 2 or label_.shape[-1] != 25:
+        raise ValueError(f"rays: camera labels [B,25] expected, got {list(label_.shape)}")
+    cam2world, intr = split_label(label_.to(torch.float32))
+    fx, fy = intr[:, 0, 0, None], intr[:, 1, 1, None]
+    cx, cy = intr[:, 0, 2, None], intr[:, 1, 2, None]
+    x = (uv[..., 0] - cx) / fx
+    y = (uv[..., 1] - cy) / fy
+    d_cam = torch.stack([x, y, torch.ones_like(x)], dim=-1)  # [B,R,3], z forward
+    dirs = torch.nn.functional.normalize(d_cam @ cam2world[:, :3, :3].transpose(1, 2), dim=-1)
+    return cam2world[:, None, :3, 3].expand_as(dirs), dirs
+
+
+def project_with_depth(points: torch.Tensor, label_: torch.Tensor, min_depth: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
+    """World points [K,P,3] into cameras [K,25] -> (uv [K,P,2] in [0,1] image coords, depth [K,P]
+    clamped at ``min_depth``): the differentiable torch projection of the NeRF baselines (DFRF's
+    reference features). :func:`project` is the numpy/torch one for landmarks and tests."""
+    cam2world, intr = split_label(label_.to(torch.float32))
+    rot, trans = cam2world[:, :3, :3], cam2world[:, :3, 3]
+    local = (points - trans[:, None]) @ rot  # R^T (x - t), as row vectors
+    depth = local[..., 2].clamp(min=min_depth)
+    u = intr[:, None, 0, 0] * local[..., 0] / depth + intr[:, None, 0, 2]
+    v = intr[:, None, 1, 1] * local[..., 1] / depth + intr[:, None, 1, 2]
+    return torch.stack([u, v], dim=-1), depth
+
+
 # ----------------------------------------------------------------------------- rotations
 def _axis_angle(axis: np.ndarray, angle: float) -> np.ndarray:
     """Rodrigues rotation matrix [3,3] (float64)."""

@@ -161,7 +161,7 @@ def identity_seed(video: str | Path) -> int:
 def opening_box(seed: int, cameras: torch.Tensor, margin: float = OPENING_BOX_MARGIN) -> torch.Tensor:
     """The box [B,4] around identity ``seed``'s mouth opened fully (control 1.2), nothing else
     moving, at each camera [B,25]: it depends on the camera only, never on the frame's expression."""
-    from persona.data import synthetic as S
+    from persona.data import world as S
 
     cameras = torch.as_tensor(cameras, dtype=torch.float32).reshape(-1, 25)
     expression = torch.zeros(len(cameras), S.EXPRESSION_DIM)
@@ -171,16 +171,16 @@ def opening_box(seed: int, cameras: torch.Tensor, margin: float = OPENING_BOX_MA
 
 def mouth_open_control(expressions: torch.Tensor) -> torch.Tensor:
     """The world's ground-truth mouth opening [T] (control ``mouth_open``) of expressions [T,76]."""
-    from persona.data import synthetic as S
+    from persona.data.world.expression import _C, expression_controls
 
-    return S.expression_controls(torch.as_tensor(expressions, dtype=torch.float32))[:, S._C["mouth_open"]]
+    return expression_controls(torch.as_tensor(expressions, dtype=torch.float32))[:, _C["mouth_open"]]
 
 
 def frontal_clip(video: str | Path, split: str = "test", yaw_deg: float = 0.0, pitch_deg: float = 0.0) -> FrontalClip:
     """The ``split`` of a synthetic video, re-rendered by the world at one fixed camera (see
     :class:`FrontalClip`). For the audio videos (already frontal) this reproduces their frames."""
     from persona import cameras as cams
-    from persona.data import synthetic as S
+    from persona.data import world as S
     from persona.data.dataset import FrameDataset
 
     ds = FrameDataset(video, split)
@@ -188,7 +188,7 @@ def frontal_clip(video: str | Path, split: str = "test", yaw_deg: float = 0.0, p
     expressions = ds.expressions.float()
     camera = torch.as_tensor(cams.camera_label(yaw_deg, pitch_deg), dtype=torch.float32)
     camera = camera[None].repeat(len(ds), 1)
-    images, _ = S._render_frames(S.sample_identity(seed), expressions.numpy(), camera.numpy(), int(ds.resolution),
+    images, _ = S.render_frames(S.sample_identity(seed), expressions.numpy(), camera.numpy(), int(ds.resolution),
                                  32, "frontal clip")
     truth = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
     conditions = {"expression": expressions, "audio": ds.audio.float(), "index": torch.as_tensor(ds.indices),
@@ -270,7 +270,8 @@ def _with(alpha: torch.Tensor, i: int, value: torch.Tensor | float) -> torch.Ten
 def checkpoint_method(run_dir: str | Path, step: int) -> Any:
     """Our method restored from checkpoint ``step`` of a run directory."""
     from persona.runs import RunDir
-    from persona.train import _load_checkpoint, build_method
+    from persona.ours.method import build_method
+    from persona.ours.train import _load_checkpoint
 
     run = RunDir(run_dir)
     config = run.read_config()["config"]
@@ -345,7 +346,8 @@ def main(argv: list[str]) -> int:
     from persona import explore, figures
     from persona.data.dataset import FrameDataset
     from persona.runs import RunDir, atomic_write, atomic_write_json
-    from persona.train import MODALITIES, build_method
+    from persona.ours.method import build_method
+    from persona.ours.model import MODALITIES
 
     from persona import cli
     from persona.errors import flag_int

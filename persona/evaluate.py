@@ -58,7 +58,7 @@ def with_audio_neighbours(conditions: dict[str, Any], track: dict[int, torch.Ten
     [16,29], the whole test split's audio, see :func:`persona.prior.audio_track`), zeros past the
     track's ends. The one path by which every audio method (ours, AD-NeRF, DFRF) gets its
     neighbouring windows at evaluation. Unchanged when ``track`` is None or there is no audio."""
-    from persona.prior import gather_neighbour_windows
+    from persona.audio_nets import gather_neighbour_windows
 
     if track is None or "audio" not in conditions or "audio_neighbours" in conditions:
         return conditions
@@ -71,7 +71,7 @@ def with_audio_neighbours(conditions: dict[str, Any], track: dict[int, torch.Ten
 
 def split_audio_track(test_ds: Any) -> dict[int, torch.Tensor] | None:
     """The whole split's audio track (frame number -> window) when its samples carry audio, else None."""
-    from persona.prior import audio_track
+    from persona.audio_nets import audio_track
 
     if len(test_ds) == 0 or "audio" not in test_ds[0]:
         return None
@@ -365,7 +365,7 @@ def reusable_renders(run: Any, data: Path, split: str, resolution: int | None, i
     cover ``indices``; else None."""
     import cv2
 
-    from persona.train import render_stamp
+    from persona.verbs import render_stamp
 
     stamp_path = run.renders / f"{split}.json"
     if not stamp_path.is_file():

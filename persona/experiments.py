@@ -48,7 +48,7 @@ def outputs(profile: str, rerun: str | None = None) -> tuple[Path, Path]:
 
 def ensure_benchmark(profile: str, seed: int = 0, force: bool = False) -> Path:
     """Build the synthetic benchmark of ``profile`` unless it is already complete; return its root."""
-    from persona.data.synthetic import build_benchmark
+    from persona.data.world import build_benchmark
 
     # build_benchmark keeps a complete build made with the same sizes, seed and code
     return build_benchmark(data_root(profile), profile, seed=seed, force=force)
@@ -313,10 +313,8 @@ def synced(trained_run: TrainedRun, test_ds: Any, force: bool = False, syncnet_m
 
 def load_generator(eg3d_pkl: str | None = None) -> tuple[Any, str]:
     """(generator, where it came from): the official EG3D pickle when given, else the shipped tiny prior."""
-    from persona.eg3d import load_official, load_prior
+    from persona.eg3d.checkpoint import load_generator as load
 
     from persona.tables import generator_name
 
-    if eg3d_pkl:
-        return load_official(eg3d_pkl).eval(), generator_name(eg3d_pkl)
-    return load_prior().eval(), generator_name(None)
+    return load(eg3d_pkl)[0], generator_name(eg3d_pkl)

@@ -131,9 +131,9 @@ def prior_figure(G: Any, path: Path, seed: int = 0, n: int = 6) -> list[Path]:
 
 def data_figure(path: Path, seed: int = 0, identities: int = 5, resolution: int = 128) -> list[Path]:
     """Identities x expressions and the novel-view ground truth of the benchmark's identities (PNG + PDF)."""
-    from persona.data import synthetic
+    from persona.data import world
 
-    return data_overview_figure(synthetic.benchmark_identity_seeds(identities, seed), path, resolution)
+    return data_overview_figure(world.benchmark_identity_seeds(identities, seed), path, resolution)
 
 
 def data_overview_figure(identity_seeds: Sequence[int], path: Path, resolution: int = 128) -> list[Path]:
@@ -146,7 +146,7 @@ def data_overview_figure(identity_seeds: Sequence[int], path: Path, resolution: 
     import matplotlib.pyplot as plt
 
     from persona import cameras
-    from persona.data import synthetic as S
+    from persona.data import world as S
 
     def expr(**dims):
         e = np.zeros(S.EXPRESSION_DIM, np.float32)

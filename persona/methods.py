@@ -72,7 +72,7 @@ def provides(method: Any, hook: str) -> bool:
 
 # name -> "module:factory"; a factory takes (cfg: dict | None, **kwargs) and returns a Method.
 REGISTRY: dict[str, str] = {
-    "ours": "persona.train:build_method",
+    "ours": "persona.ours.method:build_method",
     "pti": "persona.baselines.pti:build_method",
     "nerface": "persona.baselines.nerface:build_method",
     "adnerf": "persona.baselines.adnerf:build_method",

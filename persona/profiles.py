@@ -5,7 +5,8 @@
 ``paper``  : the paper's hyper-parameters, official EG3D weights, real data, a GPU.
 
 A module with sizes defines a config dataclass and a ``PROFILES``-style mapping
-``{profile: config}``; :func:`for_profile` picks from it with a clear error.
+``{profile: config}``; :func:`config_for` is the one builder of a method's config from it (the
+profile is validated there, unknown profiles and fields are errors, values are checked).
 """
 
 from __future__ import annotations
@@ -49,6 +50,41 @@ def for_profile(table: Mapping[str, T], profile: str, **overrides: Any) -> T:
     config = table[profile]
     changes = {k: v for k, v in overrides.items() if v is not None}
     return replace(config, **changes) if changes else config
+
+
+def config_for(table: Mapping[str, T], profile: str = "default", overrides: Mapping[str, Any] | None = None,
+               where: str | None = None, aliases: Mapping[str, str] | None = None) -> T:
+    """The one builder of a method's config: ``table[profile]`` (a dataclass with a ``profile``
+    field) with ``overrides`` applied and every value checked (:func:`check_config`).
+
+    ``overrides['profile']``, when present, picks the profile instead of ``profile``; an unknown
+    profile is an error (:func:`check_profile`), never a fallback to ``default``. Values that are
+    None mean "the profile's" and are skipped. ``aliases`` renames keys (e.g. the CLI's
+    ``iterations`` -> NHA's ``steps``). A list given for a tuple field becomes a tuple (JSON
+    round trips). Unknown fields raise :class:`persona.errors.PersonaInputError` naming ``where``
+    (default: the dataclass name) and the fields expected.
+    """
+    from dataclasses import fields
+
+    from persona.errors import PersonaInputError
+
+    values = {k: v for k, v in dict(overrides or {}).items() if v is not None}
+    profile = values.pop("profile", profile)
+    base = table[check_profile(profile)]
+    where = where or type(base).__name__
+    for alias, name in (aliases or {}).items():
+        if alias in values:
+            values[name] = values.pop(alias)
+    names = {f.name for f in fields(base)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise PersonaInputError(f"{where}: unknown field(s) {unknown}; expected some of {sorted(names)}")
+    for key, value in values.items():
+        if isinstance(getattr(base, key), tuple) and isinstance(value, list):
+            values[key] = tuple(value)
+    if "profile" in names:
+        values["profile"] = profile
+    return check_config(replace(base, **values), where)
 
 
 def torch_threads(profile: str) -> int:

@@ -15,7 +15,7 @@
   NO activations between them (the release's ``EqualLinear(activation=None)``).
 
 Channels per resolution: 4..32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16 (LIA's table).
-:class:`persona.prior.RGBEncoder` is persona's own encoder (plain convolutions at the data
+:class:`persona.ours.encoders.RGBEncoder` is persona's own encoder (plain convolutions at the data
 resolution, an MLP head with activations); ``TrainConfig.rgb_encoder`` picks one.
 """
 
@@ -115,6 +115,6 @@ class ReleaseRGBEncoder(nn.Module):
         self.head = nn.Sequential(*[EqualLinear(feature_dim, feature_dim) for _ in range(head_layers)], EqualLinear(feature_dim, k))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        from persona.prior import encoder_input
+        from persona.ours.encoders import encoder_input
 
         return self.head(self.trunk(encoder_input(image, self.resolution, "ReleaseRGBEncoder")).flatten(1))

@@ -136,10 +136,12 @@ def write_table(table: pd.DataFrame, numeric: pd.DataFrame, name: str, tables_di
 
 def to_uint8(image: Any) -> np.ndarray:
     """[3,H,W] (or [H,W,3]) in [-1,1], torch or numpy -> [H,W,3] uint8."""
+    from persona.data.formats import unit_to_uint8
+
     arr = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
     if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
         arr = arr.transpose(1, 2, 0)
-    arr = np.clip((arr + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+    arr = unit_to_uint8(arr)
     return np.repeat(arr, 3, axis=-1) if arr.shape[-1] == 1 else arr
 
 

@@ -303,6 +303,31 @@ def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: Mapping[st
     optimizer.load_state_dict({"state": state, "param_groups": rest["param_groups"]})
 
 
+OPTIMIZER_KEY = "optimizer"  # tensor prefix and meta key of a training checkpoint's optimiser state
+_OLD_OPTIMIZER_KEY = "optim"  # what ours, the NeRF baselines and SyncNet wrote before (still read)
+
+
+def training_state(optimizer: torch.optim.Optimizer, **generators: torch.Generator) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The resumable part of every trainer's checkpoint: (tensors ``optimizer.*`` + ``rng.*``, meta
+    ``{'optimizer': ...}``); ``generators`` are the trainer's own torch generators besides the global
+    one (:func:`rng_tensors`). Merge them with the model's tensors and pass both to :meth:`RunDir.save_checkpoint`."""
+    opt_tensors, opt_rest = optimizer_tensors(optimizer)
+    return {**prefixed(OPTIMIZER_KEY, opt_tensors), **rng_tensors(**generators)}, {OPTIMIZER_KEY: opt_rest}
+
+
+def restore_training_state(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any], optimizer: torch.optim.Optimizer,
+                           where: str, **generators: torch.Generator) -> None:
+    """Inverse of :func:`training_state` (optimiser state, then the RNG states); reads checkpoints
+    written with the older key ``optim`` too."""
+    key = OPTIMIZER_KEY if OPTIMIZER_KEY in meta else _OLD_OPTIMIZER_KEY
+    prefix = OPTIMIZER_KEY if any(k.startswith(OPTIMIZER_KEY + ".") for k in tensors) else _OLD_OPTIMIZER_KEY
+    if key not in meta:
+        raise PersonaFileError(f"{where}: field '{OPTIMIZER_KEY}' missing from the checkpoint's JSON (expected the optimiser "
+                               f"state of a training checkpoint)")
+    load_optimizer_tensors(optimizer, unprefixed(prefix, tensors), meta[key])
+    restore_rng(tensors, where, **generators)
+
+
 # fields of a run's config.json that may change between a run and its resume (where it ran, when it stops)
 RESUMABLE_FIELDS = frozenset({"config.device", "config.max_minutes", "torch_threads"})
 

@@ -46,8 +46,8 @@ from torch import nn
 
 from persona.errors import PersonaFileError, PersonaInputError, flag_int, flag_number
 from persona.profiles import for_profile
-from persona.runs import (RunDir, load_optimizer_tensors, load_tensors, load_torch_weights, optimizer_tensors,
-                          prefixed, restore_rng, rng_tensors, run_record, save_tensors, unprefixed)
+from persona.runs import (RunDir, load_tensors, load_torch_weights, prefixed, restore_training_state, run_record, save_tensors,
+                          training_state, unprefixed)
 
 ASSET = Path(__file__).parent / "assets" / "syncnet_synthetic.safetensors"
 SYNTHETIC_NAME = "Sync-C (synthetic expert)"
@@ -410,19 +410,6 @@ def load_synthetic_expert(path: str | Path | None = None, device: str = "cpu") -
 # datasets: ground-truth video and its waveform
 
 
-def read_wave(path: str | Path) -> tuple[np.ndarray, int]:
-    """A WAV file -> (mono float waveform in [-1,1], sample rate)."""
-    from scipy.io import wavfile
-
-    rate, data = wavfile.read(str(path))
-    data = np.asarray(data)
-    if data.ndim == 2:
-        data = data.mean(1)
-    if data.dtype.kind == "i":
-        data = data.astype(np.float64) / 32768.0
-    return data.astype(np.float64), int(rate)
-
-
 def dataset_clip(dataset: Any, max_frames: int | None = None) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, int, float]:
     """A FrameDataset split (consecutive frames) -> (images [T,3,H,W], mouth_boxes [T,4], wave, rate, fps).
 
@@ -434,7 +421,9 @@ def dataset_clip(dataset: Any, max_frames: int | None = None) -> tuple[torch.Ten
         raise ValueError(f"{dataset.root}: split {dataset.split!r} frames are not consecutive; lip-sync needs a contiguous clip")
     images = torch.stack([torch.as_tensor(s["image"]) for s in samples])
     boxes = torch.stack([torch.as_tensor(s["mouth_box"], dtype=torch.float32) for s in samples])
-    wave, rate = read_wave(Path(dataset.root) / "aud.wav")
+    from persona.data.audio import read_wav
+
+    wave, rate = read_wav(Path(dataset.root) / "aud.wav")
     fps = float(dataset.fps)
     start = int(round(indices[0] / fps * rate))
     stop = int(round((indices[0] + n) / fps * rate))
@@ -615,8 +604,7 @@ def train_expert(clips: list[Clip], config: SyncTrainConfig, progress: bool = Tr
         if path is not None:
             tensors, meta = load_tensors(path)
             model.load_state_dict(unprefixed("model", tensors))
-            load_optimizer_tensors(optimizer, unprefixed("optim", tensors), meta["optimizer"])
-            restore_rng(tensors, str(path))
+            restore_training_state(tensors, meta, optimizer, str(path))
             rng.bit_generator.state = meta["numpy_rng"]
             losses, seconds = tensors["losses"].tolist(), float(meta["seconds"])
     start, step = time.time() - seconds, first - 1
@@ -638,10 +626,10 @@ def train_expert(clips: list[Clip], config: SyncTrainConfig, progress: bool = Tr
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         out_of_time = time.time() - start > config.max_minutes * 60
         if run is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == config.steps or out_of_time):
-            opt_tensors, opt_rest = optimizer_tensors(optimizer)
-            run.save_checkpoint(step + 1, {**prefixed("model", model.state_dict()), **prefixed("optim", opt_tensors),
-                                           **rng_tensors(), "losses": torch.tensor(losses, dtype=torch.float64)},
-                                {"optimizer": opt_rest, "numpy_rng": rng.bit_generator.state, "seconds": time.time() - start})
+            state, meta = training_state(optimizer)
+            run.save_checkpoint(step + 1, {**prefixed("model", model.state_dict()), **state,
+                                           "losses": torch.tensor(losses, dtype=torch.float64)},
+                                {**meta, "numpy_rng": rng.bit_generator.state, "seconds": time.time() - start})
         if out_of_time:
             break
     model.eval()
@@ -677,7 +665,7 @@ def main_train(argv: list[str]) -> int:
         data = f"direct: {args.clips} clips x 10 s, identities {config.seed + 1000}.., the benchmark's speech model, 64 px frontal"
     else:
         if not any(data.glob("id*/audio")):
-            from persona.data.synthetic import build_benchmark
+            from persona.data.world import build_benchmark
 
             print(f"building the {config.profile} benchmark in {data}")
             build_benchmark(data, config.profile, seed=0)
@@ -704,17 +692,17 @@ def main_train(argv: list[str]) -> int:
 def render_talking_clip(identity_seed: int, seconds: float, resolution: int = 64,
                         fps: float = 25.0) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """One synced talking clip of the synthetic world, made exactly as the benchmark's audio videos
-    (:func:`persona.data.synthetic.make_video`: fixed frontal camera, speech-driven mouth):
+    (:func:`persona.data.world.make_video`: fixed frontal camera, speech-driven mouth):
     (images [T,3,R,R] in [-1,1], mouth boxes [T,4], waveform [N] at 16 kHz)."""
-    from persona.data import synthetic
+    from persona.data import world
 
-    video = synthetic.make_video(int(round(seconds * fps)), fps, identity_seed, moving_head=False)
-    identity = synthetic.sample_identity(identity_seed)
+    video = world.make_video(int(round(seconds * fps)), fps, identity_seed, moving_head=False)
+    identity = world.sample_identity(identity_seed)
     expr = torch.as_tensor(video.expressions, dtype=torch.float32)
     cams = torch.as_tensor(video.cameras, dtype=torch.float32)
-    images = torch.cat([synthetic.render_batch([identity] * len(e), e, c, resolution)
+    images = torch.cat([world.render_batch([identity] * len(e), e, c, resolution)
                         for e, c in zip(expr.split(64), cams.split(64))])
-    boxes = synthetic.mouth_boxes([identity] * len(expr), expr, cams)
+    boxes = world.mouth_boxes([identity] * len(expr), expr, cams)
     return images, boxes, np.asarray(video.waveform, dtype=np.float64)
 
 

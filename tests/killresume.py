@@ -25,7 +25,7 @@ def train(spec: dict[str, Any]) -> None:
 
     torch.set_num_threads(int(spec["threads"]))
     if spec["method"] == "prior":
-        from persona.eg3d.train_prior import PRIOR_PROFILES, train_prior
+        from persona.eg3d.train import PRIOR_PROFILES, train_prior
         from persona.profiles import for_profile
 
         config = for_profile(PRIOR_PROFILES, "smoke", **spec["config"])

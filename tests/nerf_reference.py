@@ -15,7 +15,8 @@ import torch
 
 from persona import cameras
 from persona.baselines import adnerf, dfrf, nerface
-from persona.baselines.nerf_core import camera_rays, load_frames, pixel_uv, render_rays
+
+from persona.baselines.nerf_core import load_frames, pixel_uv, render_rays
 
 REFERENCE = Path(__file__).parent / "data" / "nerf_reference.npz"
 RES = 12
@@ -75,7 +76,7 @@ def outputs(name: str) -> dict[str, np.ndarray]:
     torch.manual_seed(2)
     positions = torch.tensor([1, 4])
     pixels = torch.randint(0, RES * RES, (2, 20), generator=torch.Generator().manual_seed(3))
-    origins, dirs = camera_rays(frames["camera"][positions], pixel_uv(pixels, RES))
+    origins, dirs = cameras.rays(frames["camera"][positions], pixel_uv(pixels, RES))
     ctx = method._context({k: v[positions] for k, v in frames.items()}, positions, 0, training=True)
     background = torch.full((2, 20, 3), 0.5)
     rays = render_rays(lambda lvl, p, d, order: method._field(ctx, lvl, p, d, order), origins, dirs, background, method.ray_settings, True,

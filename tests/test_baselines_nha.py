@@ -10,8 +10,9 @@ import torch
 
 from persona.baselines import raster
 from persona.baselines.nha import FlameNpzMesh, build_method
+from persona import cameras
 from persona.cameras import camera_label
-from persona.data import synthetic
+from persona.data import world
 from persona.runs import RunDir
 
 RES = 32
@@ -136,13 +137,13 @@ class TinyVideo(torch.utils.data.Dataset):
 
     def __init__(self, n: int, seed: int, yaw_deg: float | None = None):
         g = torch.Generator().manual_seed(seed)
-        identity = synthetic.sample_identity(7)
-        self.expression = synthetic.sample_expressions(n, g)
+        identity = world.sample_identity(7)
+        self.expression = world.sample_expressions(n, g)
         if yaw_deg is None:
-            self.camera = synthetic.sample_cameras(n, g, yaw_std_deg=10.0, pitch_std_deg=4.0)
+            self.camera = world.sample_cameras(n, g, yaw_std_deg=10.0, pitch_std_deg=4.0)
         else:
-            self.camera = synthetic.cameras_from_angles(torch.full((n,), yaw_deg), torch.zeros(n))
-        self.image, self.mask = synthetic.render_batch([identity] * n, self.expression, self.camera, RES, return_mask=True)
+            self.camera = cameras.labels_from_angles(torch.full((n,), yaw_deg), torch.zeros(n))
+        self.image, self.mask = world.render_batch([identity] * n, self.expression, self.camera, RES, return_mask=True)
         self.root, self.resolution, self.background, self.fps = "memory:tiny", RES, None, 25
 
     def __len__(self) -> int:
@@ -186,9 +187,9 @@ def test_nha_learns_and_writes_a_loadable_run(trained):
 
 def test_nha_follows_the_jaw_open_dimension(trained):
     method = trained[0]
-    closed = torch.zeros(1, synthetic.EXPRESSION_DIM)
+    closed = torch.zeros(1, world.EXPRESSION_DIM)
     opened = closed.clone()
-    opened[0, synthetic.JAW_OPEN] = 2.5
+    opened[0, world.JAW_OPEN] = 2.5
     camera = frontal()
     diff = (method.render({"expression": opened}, camera) - method.render({"expression": closed}, camera)).abs().sum(1)[0]
     rows = torch.arange(RES)[:, None].expand(RES, RES)
@@ -237,7 +238,7 @@ def test_flame_npz_is_loaded_and_pickles_are_refused(tmp_path):
     dirs[:, 1, 300] = -0.1  # expression 0 moves everything down
     np.savez(tmp_path / "flame.npz", v_template=vertices.numpy(), f=faces.numpy(), shapedirs=dirs)
     mesh = FlameNpzMesh(tmp_path / "flame.npz", scale=0.2, translation=(0.0, 0.0, 0.2))
-    expression = torch.zeros(2, synthetic.EXPRESSION_DIM)
+    expression = torch.zeros(2, world.EXPRESSION_DIM)
     expression[1, 0] = 1.0
     out = mesh(expression)
     assert out.shape == (2, len(vertices), 3)

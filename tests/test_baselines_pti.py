@@ -9,6 +9,7 @@ import torch
 
 from persona import cameras
 from persona.baselines import pti
+from persona.eg3d import load_generator
 from persona.runs import RunDir
 
 STEPS = {"w_avg_samples": 32, "w_steps": 10, "wplus_steps": 5, "tune_steps": 10, "use_lpips": False}
@@ -133,7 +134,7 @@ def test_config_profiles_and_errors():
     with pytest.raises(ValueError, match="does not train"):
         pti.make_config({"iterations": 3})
     with pytest.raises(FileNotFoundError, match="generator"):
-        pti.load_generator("/nonexistent/G.pkl")
+        load_generator("/nonexistent/G.pkl", field="PTI config field 'generator'")
 
 
 def test_disk_cache_survives_a_new_process(generator, frame, tmp_path):

@@ -122,3 +122,24 @@ def test_check_rigid_rejects_bad_matrices():
         C.check_rigid(nan)
     with pytest.raises(ValueError, match="4x4"):
         C.check_rigid(np.eye(3))
+
+
+def test_centres_rays_and_projection_agree():
+    """centres() is cam2world's column 3; a point along a ray projects back to the ray's pixel."""
+    lab = torch.from_numpy(np.stack([C.camera_label(20, -10), C.camera_label(-35, 5)]))
+    eye = torch.from_numpy(np.stack([C.look_at(20, -10)[:3, 3], C.look_at(-35, 5)[:3, 3]]))
+    assert torch.equal(C.centres(lab), eye)
+    uv = torch.tensor([[[0.3, 0.7], [0.5, 0.5]]]).expand(2, -1, -1)
+    origins, dirs = C.rays(lab, uv)
+    assert torch.equal(origins[:, 0], eye)
+    back, depth = C.project_with_depth(origins + 2.0 * dirs, lab)
+    torch.testing.assert_close(back, uv, atol=1e-5, rtol=0)
+    local = C.world_to_camera(origins + 2.0 * dirs, lab)
+    torch.testing.assert_close(local.norm(dim=-1), torch.full((2, 2), 2.0), atol=1e-5, rtol=0)
+    torch.testing.assert_close(local[..., 2], depth)
+
+
+def test_labels_from_angles_and_roll_match_look_at():
+    batch = C.labels_from_angles(torch.tensor([10.0, -30.0]), torch.tensor([-5.0, 12.0])).numpy()
+    np.testing.assert_allclose(batch, np.stack([C.camera_label(10, -5), C.camera_label(-30, 12)]), atol=1e-6)
+    np.testing.assert_allclose(C.camera_with_roll(10, -5, 0.0), C.camera_label(10, -5), atol=1e-6)

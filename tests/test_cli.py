@@ -96,7 +96,7 @@ def test_verb_groups_list_their_verbs(group, verbs, capsys):
 
 
 def test_train_help_shows_defaults_and_one_name_per_idea(capsys):
-    from persona.train import main_render, main_train
+    from persona.verbs import main_render, main_train
 
     for main, present in ((main_train, ("--steps", "--batch-size", "--device", "--threads", "(default: ours)")),
                           (main_render, ("--batch-size", "--device", "--threads", "(default: 8)"))):
@@ -116,7 +116,7 @@ def test_train_refuses_options_of_other_methods_in_one_line(capsys):
 
 
 def test_render_warns_when_alphas_do_not_apply(tmp_path, monkeypatch, capsys):
-    from persona import train
+    from persona import verbs as train
 
     class NoBasis:
         def render(self, batch, camera):

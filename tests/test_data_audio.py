@@ -59,6 +59,8 @@ def test_determinism_and_wav_round_trip(tmp_path):
     path.write_bytes(A.wav_bytes(a))
     back, rate = A.read_wav(path)
     assert rate == 16000 and np.abs(back - a).max() < 1e-4
+    raw = np.frombuffer(A.wav_bytes(a)[44:], "<i2")
+    np.testing.assert_array_equal(back.astype(np.float64) * 32768, raw)  # PCM convention: x * 32768 = the int16 samples
     with pytest.raises(FileNotFoundError, match="missing.wav"):
         A.read_wav(tmp_path / "missing.wav")
     (tmp_path / "bad.wav").write_bytes(b"not a wav")

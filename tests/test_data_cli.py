@@ -29,7 +29,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 from persona.__main__ import main as persona_main  # noqa: E402
-from persona.data import synthetic as S  # noqa: E402
+from persona.data import world as S  # noqa: E402
 from persona.errors import PersonaInputError  # noqa: E402
 
 TINY = S.BenchmarkConfig(resolution=16, identities=1, mono_train_frames=4, mono_test_frames=2,

@@ -10,7 +10,7 @@ import torch
 
 from persona import cameras as C
 from persona.data import formats as F
-from persona.data import synthetic as S
+from persona.data import world as S
 from persona.data.dataset import FrameDataset, NovelViewDataset
 
 TINY = S.BenchmarkConfig(resolution=16, identities=1, mono_train_frames=6, mono_test_frames=4,
@@ -56,7 +56,7 @@ def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, monkeypa
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(S, "_write_prior", boom)
+    monkeypatch.setattr("persona.data.world.benchmark._write_prior", boom)
     with pytest.raises(KeyboardInterrupt):
         S.build_benchmark(tmp_path / "cut", "smoke", config=TINY)
     assert not (tmp_path / "cut").exists()

@@ -161,3 +161,12 @@ def test_bad_images_and_audio_files(tmp_path):
     assert F.audio_index(9, 9, 10, "x") == 8  # AD-NeRF: N = frames - 1, last window repeated
     with pytest.raises(ValueError, match="8 audio windows for 10 video frames"):
         F.audio_index(0, 8, 10, "aud.npy")
+
+
+def test_unit_to_uint8_known_values():
+    """The one [-1,1] -> uint8 conversion: clipped, round half to even, numpy or torch, shape kept."""
+    import torch
+
+    x = np.array([[-1.5, -1.0, 0.0, 1.0, 2.0, 3 / 127.5 - 1]], np.float32)
+    assert F.unit_to_uint8(x).tolist() == [[0, 0, 128, 255, 255, 3]]
+    assert F.unit_to_uint8(torch.from_numpy(x)).tolist() == F.unit_to_uint8(x).tolist()

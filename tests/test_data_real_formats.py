@@ -110,7 +110,7 @@ def test_wav_at_a_frame_rate_that_does_not_divide_50_names_the_file(tmp_path):
 
 
 def test_audio_driven_training_without_audio_is_refused_naming_the_folder(tmp_path):
-    from persona.train import TrainConfig, fit_prior
+    from persona.ours.train import TrainConfig, fit_prior
 
     _nerface(tmp_path, {"train": 2}, intr=[C.FOCAL * 16, C.FOCAL * 16, 0.5, 0.5])
     ds = FrameDataset(tmp_path, "train")

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from persona import diagnostics as D
-from persona.data import synthetic as S
+from persona.data import world as S
 from persona.errors import PersonaInputError
-from persona.train import mouth_l2, parameter_groups, train_config
+from persona.ours.train import mouth_l2, parameter_groups, train_config
 
 
 class Frames:
@@ -38,7 +38,7 @@ def world_clip():
     from persona import cameras
 
     cam = torch.as_tensor(cameras.camera_label(0.0, 0.0), dtype=torch.float32)[None].repeat(len(jaw), 1)
-    images, _ = S._render_frames(S.sample_identity(seed), e.numpy(), cam.numpy(), 64, 16, "test")
+    images, _ = S.render_frames(S.sample_identity(seed), e.numpy(), cam.numpy(), 64, 16, "test")
     truth = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
     return truth, D.opening_box(seed, cam[:1])[0], D.mouth_open_control(e), cam
 
@@ -131,7 +131,7 @@ def test_default_recipe_moves_the_subspace_where_release_settings_leave_it_rando
     from test_train import RES, StandInFrames, make_model, tiny_cfg
 
     from persona.runs import RunDir
-    from persona.train import fit_prior
+    from persona.ours.train import fit_prior
 
     torch.manual_seed(0)
     frames = StandInFrames(12, seed=1, teacher=StandInGenerator(res=RES))

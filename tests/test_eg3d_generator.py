@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from persona import cameras
-from persona.eg3d import build_generator, load_generator, load_prior, save_generator
+from persona.eg3d import build_generator, read_generator, load_prior, save_generator
 from persona.eg3d.networks import conv2d_up2, fir_filter, modulated_conv2d, upfirdn2d, upsample2d
 from persona.eg3d.rendering import ray_bundle, ray_march, sample_pdf, sample_planes
 
@@ -167,7 +167,7 @@ def test_importance_samples_concentrate_on_the_peak():
 def test_save_load_round_trip(tiny, tmp_path):
     G = tiny
     path = save_generator(G, tmp_path / "g.safetensors", meta={"note": "test"})
-    H = load_generator(path)
+    H = read_generator(path)
     assert H.config == G.config
     z, c = torch.randn(2, G.z_dim), _cams(0.0, 15.0)
     torch.manual_seed(5)

@@ -141,7 +141,7 @@ def test_main_eval_reuses_the_frames_render_wrote_at_the_same_checkpoint(tmp_pat
     import cv2
     import numpy as np
 
-    from persona.train import render_stamp
+    from persona.verbs import render_stamp
     from persona.runs import RunDir, atomic_write_json
 
     class Indexed(TinyFrames):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from persona import evaluate
-from persona.prior import gather_neighbour_windows
+from persona.audio_nets import gather_neighbour_windows
 from test_evaluate import TinyFrames
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from persona.__main__ import main as persona_main
 from persona.data import formats as F
-from persona.data import synthetic as S
+from persona.data import world as S
 
 TINY = S.BenchmarkConfig(resolution=16, identities=1, mono_train_frames=4, mono_test_frames=2, audio_train_frames=4,
                          audio_test_frames=2, val_frames=1, novel_every=2, prior_images=2, render_batch=8)

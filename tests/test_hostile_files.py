@@ -288,7 +288,7 @@ def tiny_generator_file(tmp_path_factory):
     ("noise_mode", "loud", "noise_mode: 'loud'"),
 ])
 def test_hostile_generator_sidecar_is_refused_before_building(tiny_generator_file, tmp_path, field, value, words):
-    from persona.eg3d import load_generator
+    from persona.eg3d import read_generator
 
     path = tmp_path / "g.safetensors"
     path.write_bytes(tiny_generator_file.read_bytes())
@@ -297,14 +297,14 @@ def test_hostile_generator_sidecar_is_refused_before_building(tiny_generator_fil
     path.with_suffix(".json").write_text(json.dumps(meta))
     start = time.perf_counter()
     with pytest.raises(PersonaInputError) as err:
-        load_generator(path)
+        read_generator(path)
     assert time.perf_counter() - start < 5
     assert words in str(err.value) and f"{path.with_suffix('.json')}" in str(err.value)
 
 
 @pytest.mark.parametrize("case", ["garbage", "huge-header", "empty", "sidecar-not-json", "sidecar-a-list"])
 def test_damaged_safetensors_name_the_file(tiny_generator_file, tmp_path, case):
-    from persona.eg3d import load_generator
+    from persona.eg3d import read_generator
 
     path = tmp_path / "g.safetensors"
     path.write_bytes(tiny_generator_file.read_bytes())
@@ -320,7 +320,7 @@ def test_damaged_safetensors_name_the_file(tiny_generator_file, tmp_path, case):
     else:
         path.with_suffix(".json").write_text("[1, 2]")
     with pytest.raises(PersonaError) as err:
-        load_generator(path)
+        read_generator(path)
     assert path.stem in str(err.value) and "\n" not in str(err.value)
 
 

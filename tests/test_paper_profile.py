@@ -44,7 +44,7 @@ def test_ours_at_the_paper_profile_refuses_to_train_without_lpips(no_alexnet, tm
     from persona.data.dataset import FrameDataset
     from persona.data.real_layouts import write_real_layouts
     from persona.runs import RunDir
-    from persona.train import build_method
+    from persona.ours.method import build_method
 
     nerface, _ = write_real_layouts(tmp_path / "data", 1, train_frames=1, test_frames=1, nerface_resolution=16, adnerf_resolution=16)
     train = FrameDataset(nerface[0], "train")

@@ -57,7 +57,7 @@ def test_one_training_step_of_ours_at_the_paper_preset(ffhq512_pickle, tmp_path)
     from persona.data.dataset import FrameDataset
     from persona.data.real_layouts import write_real_layouts
     from persona.runs import RunDir
-    from persona.train import build_method
+    from persona.ours.method import build_method
 
     path, _, marker = ffhq512_pickle
     nerface, _ = write_real_layouts(tmp_path / "data", 1, train_frames=1, test_frames=1, adnerf_resolution=16)
@@ -80,7 +80,7 @@ def test_nerface_and_adnerf_readers_at_512_and_450(tmp_path):
     from persona.data.dataset import FrameDataset
     from persona.data.formats import is_adnerf, read_adnerf, read_nerface
     from persona.data.real_layouts import write_real_layouts
-    from persona.data.synthetic import benchmark_identity_seeds, make_video
+    from persona.data.world import benchmark_identity_seeds, make_video
 
     nerface, adnerf = write_real_layouts(tmp_path, 1, train_frames=2, test_frames=1)
     (nf,), (ad,) = nerface, adnerf
@@ -107,9 +107,11 @@ def test_nerface_and_adnerf_readers_at_512_and_450(tmp_path):
 
 
 def test_the_release_choices_of_the_paper_profile():
-    from persona.prior import AudioAttNet, PersonalizedPrior, RGBEncoder
+    from persona.audio_nets import AudioAttNet
+    from persona.ours.encoders import RGBEncoder
+    from persona.ours.model import PersonalizedPrior
     from persona.release_encoder import ReleaseRGBEncoder
-    from persona.train import loss_images, train_config
+    from persona.ours.train import loss_images, train_config
 
     cfg = train_config("paper")
     assert (cfg.rgb_encoder, cfg.audio_att_dims, cfg.loss_resolution) == ("release", 32, 256)

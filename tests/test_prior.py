@@ -1,4 +1,4 @@
-"""The personalized basis, its orthogonality modes, and the encoders (persona/prior.py)."""
+"""The personalized basis, its orthogonality modes, and the encoders (persona/ours/, persona/audio_nets.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from persona.prior import (AudioAttNet, AudioEncoder, AudioNet, ExpressionEncoder, PersonalizedBasis, PersonalizedPrior,
-                           RGBEncoder, gather_neighbour_windows, generator_w_avg)
+from persona.audio_nets import AudioAttNet, AudioNet, gather_neighbour_windows
+from persona.ours.basis import PersonalizedBasis, generator_w_avg
+from persona.ours.encoders import AudioEncoder, ExpressionEncoder, RGBEncoder
+from persona.ours.model import PersonalizedPrior
 
 
 class StandInGenerator(nn.Module):
@@ -124,6 +126,16 @@ def test_neighbour_windows_are_ordered_and_zero_padded():
     assert win[0, :, 0, 0].tolist() == [0, 0, 0, 0, 0, 1, 2, 3]  # frames -4..-1 are zero windows
     own = gather_neighbour_windows(index, torch.stack([track[0], track[5]]))  # no track: the batch itself
     assert own[1, 4, 0, 0] == 5 and own[1, 0].abs().sum() == 0
+
+
+def test_neighbour_windows_own_padding_repeats_the_frame():
+    """AD-NeRF's rendering without a track: a neighbour missing from the batch is the frame's own window."""
+    audio = torch.stack([torch.full((16, 29), 3.0), torch.full((16, 29), 4.0), torch.full((16, 29), 9.0)])
+    win = gather_neighbour_windows(torch.tensor([3, 4, 9]), audio, pad="own")
+    assert win[0, :, 0, 0].tolist() == [3, 3, 3, 3, 3, 4, 3, 3]  # frame 4 is in the batch, the rest repeat frame 3
+    assert win[2, :, 0, 0].tolist() == [9] * 8  # a lone frame: exactly its own window
+    with pytest.raises(ValueError, match="pad"):
+        gather_neighbour_windows(torch.tensor([3]), audio[:1], pad="edge")
 
 
 def test_prior_renders_and_condition_changes_output():

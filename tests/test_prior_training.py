@@ -1,4 +1,4 @@
-"""Training the tiny EG3D prior (persona/eg3d/train_prior.py) and its discriminator."""
+"""Training the tiny EG3D prior (persona/eg3d/train.py) and its discriminator."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from persona import cameras
 from persona.eg3d.discriminator import DiscriminatorConfig, DualDiscriminator, d_logistic_loss, r1_penalty
-from persona.eg3d.train_prior import (DEFAULT_ASSET, PRIOR_PROFILES, PriorTrainer, render_yaw_grid, train_prior)
+from persona.eg3d.train import (DEFAULT_ASSET, PRIOR_PROFILES, PriorTrainer, render_yaw_grid, train_prior)
 from persona.runs import RunDir
 
 # a generator much smaller than 'tiny' (32^2 output from 16^2 rendering) so a step takes ~0.1 s
@@ -119,7 +119,7 @@ def test_prefetched_batches_match_the_unprefetched_stream_and_resume_point(tmp_p
 
 
 def test_regenerate_command_is_device_neutral():
-    from persona.eg3d.train_prior import regenerate_command
+    from persona.eg3d.train import regenerate_command
 
     argv = ["--profile", "default", "--batch", "16", "--device", "cuda", "--prefetch", "4", "--max-minutes", "8",
             "--export", "x.safetensors"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from persona.data import synthetic as S
+from persona.data import world as S
 from persona.runs import RunDir, load_tensors
 
 HERE = Path(__file__).resolve().parent

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -215,7 +216,7 @@ def test_thread_count_is_recorded_in_config_key_and_provenance(bench, tmp_path, 
 
 
 def test_data_build_removes_building_folders_of_killed_builds(tmp_path):
-    from persona.data import synthetic as S
+    from persona.data import world as S
     from test_resume_kill import TINY
 
     stale, live = tmp_path / f".tiny.building-{_dead_pid()}", tmp_path / f".tiny.building-{os.getpid()}x"
@@ -224,3 +225,22 @@ def test_data_build_removes_building_folders_of_killed_builds(tmp_path):
         (folder / "half.png").write_bytes(b"x")
     S.build_benchmark(tmp_path / "tiny", "smoke", seed=0, config=TINY)
     assert not stale.exists() and live.exists()  # the second does not match our pattern: kept
+
+
+def test_config_for_is_the_one_builder():
+    """profiles.config_for: the profile's row, overrides checked, unknown profile/field an error."""
+    from persona.baselines import fomm, nerface
+    from persona.errors import PersonaInputError
+    from persona.profiles import config_for
+
+    assert config_for(nerface.PROFILES, "smoke", {"iterations": 3, "lr": None}) == replace(nerface.PROFILES["smoke"], iterations=3)
+    assert config_for(nerface.PROFILES, "default", {"profile": "smoke"}).profile == "smoke"  # overrides pick the profile
+    assert config_for(fomm.PROFILES, "smoke", {"scales": [1.0, 0.5]}).scales == (1.0, 0.5)  # JSON lists -> tuples
+    with pytest.raises(PersonaInputError, match="unknown profile"):
+        config_for(nerface.PROFILES, "tiny")
+    with pytest.raises(PersonaInputError, match="unknown profile"):
+        nerface.build_method({"profile": "fast"})  # no silent fallback to "default"
+    with pytest.raises(PersonaInputError, match=r"NerfaceConfig: unknown field\(s\) \['stepz'\]"):
+        config_for(nerface.PROFILES, "smoke", {"stepz": 3})
+    with pytest.raises(PersonaInputError, match="iterations"):
+        config_for(nerface.PROFILES, "smoke", {"iterations": -1})

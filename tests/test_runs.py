@@ -93,3 +93,33 @@ def test_staged_dir_replaces_on_success_and_leaves_nothing_on_error(tmp_path):
     with staged_dir(dest) as tmp:
         (tmp / "b.txt").write_text("second")
     assert sorted(p.name for p in dest.iterdir()) == ["b.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_training_state_round_trip_and_old_optim_key():
+    """training_state/restore_training_state: optimiser + RNG come back; checkpoints written with the
+    old key 'optim' (ours, the NeRF baselines, SyncNet before #14) still resume."""
+    from persona.errors import PersonaFileError
+    from persona.runs import optimizer_tensors, prefixed, restore_training_state, rng_tensors, training_state
+
+    def stepped():
+        torch.manual_seed(0)
+        p = torch.nn.Parameter(torch.ones(3))
+        opt = torch.optim.Adam([p], lr=0.1)
+        p.sum().backward()
+        opt.step()
+        return p, opt
+
+    _, opt = stepped()
+    tensors, meta = training_state(opt)
+    assert set(meta) == {"optimizer"} and any(k.startswith("optimizer.") for k in tensors) and "rng.torch" in tensors
+    old_t, old_rest = optimizer_tensors(opt)
+    old = ({**prefixed("optim", old_t), **rng_tensors()}, {"optimizer": old_rest})  # ours' old layout
+    for saved, saved_meta in ((tensors, meta), old):
+        p2 = torch.nn.Parameter(torch.ones(3))
+        fresh = torch.optim.Adam([p2], lr=0.1)
+        restore_training_state(saved, saved_meta, fresh, "ckpt")
+        assert torch.equal(fresh.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    nerf_old = ({**prefixed("optim", old_t), **rng_tensors()}, {"optim": old_rest})  # the NeRF baselines' old layout
+    restore_training_state(*nerf_old, torch.optim.Adam([torch.nn.Parameter(torch.ones(3))], lr=0.1), "ckpt")
+    with pytest.raises(PersonaFileError, match="optimizer"):
+        restore_training_state(tensors, {}, torch.optim.Adam([torch.nn.Parameter(torch.ones(3))]), "ckpt.json")

@@ -1,10 +1,10 @@
 """AD-NeRF (Guo et al., ICCV 2021): an audio-driven head NeRF.
 
 What is kept from the official code (YudongGuo/AD-NeRF, ``NeRFs/HeadNeRF``):
-- the head NeRF is conditioned on a 64-d audio code: :class:`persona.prior.AudioNet` over the
+- the head NeRF is conditioned on a 64-d audio code: :class:`persona.audio_nets.AudioNet` over the
   [16,29] DeepSpeech window of the frame; after ``smooth_warmup`` steps (``nosmo_iters``,
   200k in the original) the codes of the 8 neighbouring frames go through
-  :class:`persona.prior.AudioAttNet` and the attention-weighted code conditions the NeRF (its
+  :class:`persona.audio_nets.AudioAttNet` and the attention-weighted code conditions the NeRF (its
   learning rate is 5x the base rate, and it only trains after the warm-up, as in the original);
 - positional encoding 10 frequencies for points, 4 for directions; 8 x 256 trunk with the input
   concatenated after the 5th layer, a 3 x 128 colour branch, separate coarse and fine networks;
@@ -18,7 +18,7 @@ head NeRF with the static background renders the whole frame).
 Rendering: before the warm-up ends, ``render`` conditions on ``conditions['audio']`` [B,16,29]
 alone (AudioNet). After it, on the attention-smoothed code of the 8 neighbouring windows:
 ``conditions['audio_neighbours']`` [B,8,16,29] when given (frames index-4 .. index+3), else the
-neighbours found within the batch by ``conditions['index']`` (:func:`batch_neighbour_windows`;
+neighbours found within the batch by ``conditions['index']`` (:func:`persona.audio_nets.gather_neighbour_windows` with ``pad="own"``;
 a neighbour missing from the batch takes the frame's own window, so a lone frame renders with
 its plain code). In training, neighbours come from the whole training video (zeros past its
 ends, as AD-NeRF pads).
@@ -32,8 +32,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from persona.baselines.nerf_core import ConditionedNeRF, NeRFBaseline, NeRFConfig, config_from, per_image
-from persona.prior import AUDIO_DIM, AUDIO_SMOOTH_FRAMES, AudioAttNet, AudioNet, gather_neighbour_windows
+from persona.profiles import config_for
+from persona.baselines.nerf_core import ConditionedNeRF, NeRFBaseline, NeRFConfig, nerf_profiles, per_image
+from persona.audio_nets import AUDIO_DIM, AUDIO_SMOOTH_FRAMES, AudioAttNet, AudioNet, gather_neighbour_windows
 
 
 @dataclass
@@ -45,29 +46,12 @@ class AdnerfConfig(NeRFConfig):
     attention_lr_scale: float = 5.0
 
 
-PROFILES: dict[str, AdnerfConfig] = {
-    "paper": AdnerfConfig(profile="paper", device="auto", iterations=400_000, rays_per_step=2048, n_coarse=64, n_fine=128, width=256,
-                          depth=8, skip=5, dir_width=128, dir_depth=3, xyz_freqs=10, dir_freqs=4, lr=5e-4,
-                          lr_decay_steps=250_000, inside_box_fraction=0.95, density_noise_std=0.0,
-                          smooth_warmup=200_000, render_chunk=8192, checkpoint_every=10_000, log_every=100),
-    "default": AdnerfConfig(profile="default", density_activation="softplus", iterations=400, rays_per_step=384, n_coarse=24, n_fine=16,
-                            width=64, depth=4, skip=2, dir_width=32, dir_depth=1, xyz_freqs=10, dir_freqs=4, lr=2e-3,
-                            lr_decay_steps=1000, inside_box_fraction=0.95, smooth_warmup=250,
-                            checkpoint_every=100, log_every=25),
-    "smoke": AdnerfConfig(profile="smoke", density_activation="softplus", iterations=20, rays_per_step=128, n_coarse=8, n_fine=8, width=32, depth=3,
-                          skip=2, dir_width=16, dir_depth=1, xyz_freqs=6, dir_freqs=2, lr=3e-3, lr_decay_steps=1000,
-                          inside_box_fraction=0.95, smooth_warmup=10, checkpoint_every=10, log_every=5),
-}
-
-
-def batch_neighbour_windows(index: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-    """Windows of frames index-4 .. index+3 found within a batch: ``index`` [B], ``audio``
-    [B,16,29] -> [B,8,16,29]. A neighbour missing from the batch takes the frame's own window,
-    so a lone frame gets exactly its unsmoothed code (the attention weights sum to 1)."""
-    track = {int(i): a for i, a in zip(index.tolist(), audio)}
-    half = AUDIO_SMOOTH_FRAMES // 2
-    return torch.stack([torch.stack([track.get(i + off, audio[b]) for off in range(-half, AUDIO_SMOOTH_FRAMES - half)])
-                        for b, i in enumerate(index.tolist())])
+PROFILES: dict[str, AdnerfConfig] = nerf_profiles(
+    AdnerfConfig,
+    paper=dict(iterations=400_000, density_noise_std=0.0, smooth_warmup=200_000, checkpoint_every=10_000),
+    default=dict(smooth_warmup=250),
+    smoke=dict(smooth_warmup=10),
+)
 
 
 class AudioConditioned(NeRFBaseline):
@@ -101,7 +85,7 @@ class AudioConditioned(NeRFBaseline):
             elif "audio_neighbours" in conditions:
                 windows = torch.as_tensor(conditions["audio_neighbours"]).float()
             else:
-                windows = batch_neighbour_windows(torch.as_tensor(conditions["index"]).view(-1), audio)
+                windows = gather_neighbour_windows(torch.as_tensor(conditions["index"]).view(-1), audio, pad="own")
         if windows is None:
             return self.net.audio_net(audio)
         b = windows.shape[0]
@@ -141,4 +125,4 @@ class ADNeRF(AudioConditioned):
 
 def build_method(cfg: dict | None = None, **kw: Any) -> ADNeRF:
     """AD-NeRF from ``PROFILES[profile]`` with ``cfg``/``kw`` overrides (``profile`` may be either)."""
-    return ADNeRF(config_from(PROFILES, cfg, kw))
+    return ADNeRF(config_for(PROFILES, "default", {**(cfg or {}), **kw}))

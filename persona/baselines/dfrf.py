@@ -34,11 +34,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from persona.baselines.adnerf import AudioConditioned
-from persona.baselines.nerf_core import (ConditionedNeRF, NeRFConfig, config_from, encoded_dim, merge_samples, new_samples,
-                                         positional_encoding, project_points)
-from persona.cameras import PIVOT, RADIUS
+from persona.baselines.nerf_core import (ConditionedNeRF, NeRFConfig, encoded_dim, nerf_profiles, merge_samples, new_samples,
+                                         positional_encoding)
+from persona.cameras import PIVOT, RADIUS, centres, project_with_depth
+from persona.profiles import config_for
 from persona.errors import PersonaInputError
-from persona.prior import AUDIO_DIM
+from persona.audio_nets import AUDIO_DIM
 
 
 @dataclass
@@ -59,20 +60,14 @@ class DfrfConfig(NeRFConfig):
     offset_l2_weight: float = 5e-9
 
 
-PROFILES: dict[str, DfrfConfig] = {
-    "paper": DfrfConfig(profile="paper", device="auto", iterations=600_000, rays_per_step=850, n_coarse=64, n_fine=128, width=256,
-                        depth=8, skip=5, dir_width=128, dir_depth=3, xyz_freqs=10, dir_freqs=4, lr=5e-4,
-                        lr_decay_steps=750_000, inside_box_fraction=0.95, smooth_warmup=100_000,
-                        render_chunk=4096, checkpoint_every=5000, log_every=100),
-    "default": DfrfConfig(profile="default", density_activation="softplus", iterations=300, rays_per_step=256, n_coarse=24, n_fine=16,
-                          width=64, depth=4, skip=2, dir_width=32, dir_depth=1, xyz_freqs=10, dir_freqs=4, lr=2e-3,
-                          lr_decay_steps=1000, inside_box_fraction=0.95, smooth_warmup=150, feature_dim=32,
-                          cnn_width=32, fusion_dim=32, deform_hidden=(64, 16), checkpoint_every=100, log_every=25),
-    "smoke": DfrfConfig(profile="smoke", density_activation="softplus", iterations=20, rays_per_step=128, n_coarse=8, n_fine=8, width=32, depth=3,
-                        skip=2, dir_width=16, dir_depth=1, xyz_freqs=6, dir_freqs=2, lr=3e-3, lr_decay_steps=1000,
-                        inside_box_fraction=0.95, smooth_warmup=10, feature_dim=16, cnn_width=16, ref_rgb_freqs=2,
-                        ref_camera_freqs=2, fusion_dim=16, deform_hidden=(32, 16), checkpoint_every=10, log_every=5),
-}
+PROFILES: dict[str, DfrfConfig] = nerf_profiles(
+    DfrfConfig,
+    paper=dict(iterations=600_000, rays_per_step=850, lr_decay_steps=750_000, smooth_warmup=100_000, render_chunk=4096),
+    default=dict(iterations=300, rays_per_step=256, smooth_warmup=150, feature_dim=32, cnn_width=32, fusion_dim=32,
+                 deform_hidden=(64, 16)),
+    smoke=dict(smooth_warmup=10, feature_dim=16, cnn_width=16, ref_rgb_freqs=2, ref_camera_freqs=2, fusion_dim=16,
+               deform_hidden=(32, 16)),
+)
 
 
 class ReferenceEncoder(nn.Module):
@@ -88,7 +83,7 @@ class ReferenceEncoder(nn.Module):
     def forward(self, images: torch.Tensor, cameras: torch.Tensor) -> torch.Tensor:
         k, _, h, w = images.shape
         rgb = positional_encoding(images.permute(0, 2, 3, 1), self.rgb_freqs)  # [K,H,W,C]
-        position = (cameras[:, [3, 7, 11]] - torch.tensor(PIVOT, device=cameras.device)) / RADIUS  # camera centres
+        position = (centres(cameras) - torch.tensor(PIVOT, device=cameras.device)) / RADIUS
         pose = positional_encoding(position, self.camera_freqs)[:, None, None, :].expand(k, h, w, -1)
         return self.convs(torch.cat([rgb, pose], -1).permute(0, 3, 1, 2))
 
@@ -226,7 +221,7 @@ class DFRF(AudioConditioned):
         e, a, f = encoded_dim(3, self.config.xyz_freqs), audio.shape[-1], self.config.feature_dim
         # channels first from here on ([K,C,B*N]): the sampled maps come that way from grid_sample
         pe = positional_encoding(self._normalise(points), self.config.xyz_freqs).transpose(1, 2)  # [B,E,N]
-        uv, _ = project_points(points.reshape(1, b * n, 3).expand(k, -1, -1), cameras)  # [K,B*N,2]
+        uv, _ = project_with_depth(points.reshape(1, b * n, 3).expand(k, -1, -1), cameras)  # [K,B*N,2]
         deform = self.net.offsets.mlp
         w = deform[0].weight  # columns: encoded point | audio | feature
         base = torch.matmul(w[:, :e], pe) + (F.linear(audio.detach(), w[:, e:e + a], deform[0].bias)[:, :, None])  # [B,H,N]
@@ -265,6 +260,4 @@ class DFRF(AudioConditioned):
 
 def build_method(cfg: dict | None = None, **kw: Any) -> DFRF:
     """DFRF from ``PROFILES[profile]`` with ``cfg``/``kw`` overrides (``profile`` may be either)."""
-    if cfg and isinstance(cfg.get("deform_hidden"), list):
-        cfg = {**cfg, "deform_hidden": tuple(cfg["deform_hidden"])}
-    return DFRF(config_from(PROFILES, cfg, kw))
+    return DFRF(config_for(PROFILES, "default", {**(cfg or {}), **kw}))

@@ -41,7 +41,7 @@ the driving frame's own view: it does not support novel views.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +52,8 @@ from tqdm import tqdm
 
 from persona.errors import PersonaFileError, PersonaInputError
 from persona.methods import Method
-from persona.profiles import check_config, for_profile
-from persona.runs import RunDir, load_optimizer_tensors, optimizer_tensors, prefixed, restore_rng, rng_tensors, run_record, unprefixed
+from persona.profiles import config_for
+from persona.runs import RunDir, prefixed, restore_training_state, run_record, training_state, unprefixed
 
 NAME = "fomm"
 
@@ -125,17 +125,7 @@ PROFILES: dict[str, FOMMConfig] = {
 def make_config(cfg: dict | None = None, profile: str = "default") -> FOMMConfig:
     """``PROFILES[profile]`` with ``cfg`` entries overriding fields (``cfg['profile']`` picks the
     profile; unknown keys are an error)."""
-    cfg = dict(cfg or {})
-    profile = cfg.pop("profile", None) or profile
-    base = replace(for_profile(PROFILES, profile), profile=profile)
-    names = {f.name for f in fields(FOMMConfig)}
-    unknown = sorted(set(cfg) - names)
-    if unknown:
-        raise PersonaInputError(f"FOMM config: unknown field(s) {unknown}; expected some of {sorted(names)}")
-    for key in ("betas", "lr_milestones", "scales"):
-        if key in cfg:
-            cfg[key] = tuple(cfg[key]) if isinstance(cfg[key], (list, tuple)) else cfg[key]
-    return check_config(replace(base, **cfg), "FOMM config")
+    return config_for(PROFILES, profile, cfg, "FOMM config")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -546,10 +536,9 @@ class FOMM(Method):
         self.model.eval()
 
     def _save(self, run: RunDir, step: int, optimizer: torch.optim.Optimizer, seconds: float) -> None:
-        opt_tensors, opt_rest = optimizer_tensors(optimizer)
-        tensors = {**prefixed("model", self.model.state_dict()), **prefixed("optimizer", opt_tensors),
-                   "source": self.source, **rng_tensors(pairs=self._rng)}
-        run.save_checkpoint(step, tensors, {"optimizer": opt_rest, "train_seconds": seconds})
+        state, meta = training_state(optimizer, pairs=self._rng)
+        tensors = {**prefixed("model", self.model.state_dict()), **state, "source": self.source}
+        run.save_checkpoint(step, tensors, {**meta, "train_seconds": seconds})
 
     def _restore(self, path: Path, optimizer: torch.optim.Optimizer | None = None) -> int:
         from persona.runs import load_tensors
@@ -558,8 +547,7 @@ class FOMM(Method):
         self.model.load_state_dict(unprefixed("model", tensors))
         self.source = tensors["source"].to(self.device)
         if optimizer is not None:
-            load_optimizer_tensors(optimizer, unprefixed("optimizer", tensors), meta["optimizer"])
-            restore_rng(tensors, str(path), pairs=self._rng)
+            restore_training_state(tensors, meta, optimizer, str(path), pairs=self._rng)
         self._meta = meta
         return int(meta["step"])
 
@@ -627,5 +615,4 @@ class FOMM(Method):
 
 def build_method(cfg: dict | None = None, profile: str = "default", **kw: Any) -> FOMM:
     """FOMM from a profile and overrides: ``build_method({'profile': 'smoke', 'iterations': 100})``."""
-    merged = {**(cfg or {}), **{k: v for k, v in kw.items() if v is not None}}
-    return FOMM(make_config(merged, profile))
+    return FOMM(make_config({**(cfg or {}), **kw}, profile))

@@ -5,8 +5,8 @@ One implementation of each idea, used by all three (see ``docs/CONTRACTS.md``):
 - :func:`positional_encoding` - NeRF's sin/cos features at log-spaced frequencies.
 - :class:`ConditionedNeRF` - the MLP trunk with one skip connection, a density head and a
   view-dependent colour branch, conditioned by a vector concatenated to the encoded point.
-- :func:`camera_rays` - pixel rays from the 25-d EG3D label (OpenCV cam2world, normalised
-  intrinsics; pixel ``(u, v)`` in [0,1] image coordinates, ``u`` right, ``v`` down).
+- pixel rays and projection come from :mod:`persona.cameras` (:func:`~persona.cameras.rays`,
+  :func:`~persona.cameras.project_with_depth`; pixel ``(u, v)`` in [0,1], ``u`` right, ``v`` down).
 - :func:`ray_bounds`, :func:`stratified_depths`, :func:`sample_pdf` - coarse (stratified)
   and fine (inverse-CDF, hierarchical) samples along each ray.
 - :func:`composite` - alpha compositing with a static background composited through the last
@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -37,10 +37,9 @@ from tqdm import tqdm
 
 from persona.errors import PersonaFileError, PersonaInputError
 from persona.methods import Method
-from persona.profiles import check_config
-from persona.runs import RunDir, load_optimizer_tensors, optimizer_tensors, prefixed, restore_rng, rng_tensors, run_record, unprefixed
+from persona.runs import RunDir, prefixed, restore_training_state, run_record, training_state, unprefixed
 
-from persona.cameras import PIVOT, split_label
+from persona.cameras import PIVOT, rays
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,36 +170,6 @@ def pixel_uv(pixels: torch.Tensor, resolution: int) -> torch.Tensor:
     row = torch.div(pixels, resolution, rounding_mode="floor")
     col = pixels - row * resolution
     return (torch.stack([col, row], dim=-1).to(torch.float32) + 0.5) / resolution
-
-
-def camera_rays(camera: torch.Tensor, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rays of EG3D cameras through image points.
-
-    ``camera`` [B,25] (OpenCV cam2world ++ normalised intrinsics), ``uv`` [B,R,2] in [0,1]
-    (u right, v down) -> ``origins`` [B,R,3], ``dirs`` [B,R,3] unit, in world coordinates.
-    """
-    if camera.dim() != 2 or camera.shape[-1] != 25:
-        raise ValueError(f"camera_rays: camera labels [B,25] expected, got {list(camera.shape)}")
-    cam2world, intr = split_label(camera.to(torch.float32))
-    fx, fy = intr[:, 0, 0, None], intr[:, 1, 1, None]
-    cx, cy = intr[:, 0, 2, None], intr[:, 1, 2, None]
-    x = (uv[..., 0] - cx) / fx
-    y = (uv[..., 1] - cy) / fy
-    d_cam = torch.stack([x, y, torch.ones_like(x)], dim=-1)  # [B,R,3], z forward
-    dirs = F.normalize(d_cam @ cam2world[:, :3, :3].transpose(1, 2), dim=-1)
-    origins = cam2world[:, None, :3, 3].expand_as(dirs)
-    return origins, dirs
-
-
-def project_points(points: torch.Tensor, camera: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """World points [K,P,3] into cameras [K,25] -> (uv [K,P,2] in [0,1] image coords, depth [K,P])."""
-    cam2world, intr = split_label(camera.to(torch.float32))
-    rot, trans = cam2world[:, :3, :3], cam2world[:, :3, 3]
-    local = (points - trans[:, None]) @ rot  # R^T (x - t), as row vectors
-    depth = local[..., 2].clamp(min=1e-4)
-    u = intr[:, None, 0, 0] * local[..., 0] / depth + intr[:, None, 0, 2]
-    v = intr[:, None, 1, 1] * local[..., 1] / depth + intr[:, None, 1, 2]
-    return torch.stack([u, v], dim=-1), depth
 
 
 def ray_bounds(origins: torch.Tensor, dirs: torch.Tensor, scene_radius: float, pivot=PIVOT) -> tuple[torch.Tensor, torch.Tensor]:
@@ -442,19 +411,24 @@ class NeRFConfig:
     seed: int = 0
 
 
-def config_from(table: Mapping[str, Any], cfg: dict | None, kw: Mapping[str, Any]):
-    """A config dataclass: ``table[profile]`` with ``cfg``/``kw`` entries overriding fields.
-    The profile comes from ``cfg['profile']``, else ``kw['profile']``, else ``default``."""
-    overrides = {**(cfg or {}), **kw}
-    profile = overrides.pop("profile", None) or "default"
-    if profile not in table:
-        raise PersonaInputError(f"unknown profile {profile!r}; expected one of {sorted(table)}")
-    base = table[profile]
-    names = {f.name for f in fields(base)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise PersonaInputError(f"{type(base).__name__}: unknown config fields {unknown}; expected some of {sorted(names)}")
-    return check_config(replace(base, profile=profile, **overrides), type(base).__name__)
+# The NeRF sizes shared by NerFACE, AD-NeRF and DFRF per profile; each baseline's PROFILES are
+# these rows plus its own deltas (:func:`nerf_profiles`).
+NERF_BASE: dict[str, dict[str, Any]] = {
+    "paper": dict(device="auto", rays_per_step=2048, n_coarse=64, n_fine=128, width=256, depth=8, skip=5, dir_width=128,
+                  dir_depth=3, xyz_freqs=10, dir_freqs=4, lr=5e-4, lr_decay_steps=250_000, inside_box_fraction=0.95,
+                  render_chunk=8192, checkpoint_every=5000, log_every=100),
+    "default": dict(density_activation="softplus", iterations=400, rays_per_step=384, n_coarse=24, n_fine=16, width=64, depth=4,
+                    skip=2, dir_width=32, dir_depth=1, xyz_freqs=10, dir_freqs=4, lr=2e-3, lr_decay_steps=1000,
+                    inside_box_fraction=0.95, checkpoint_every=100, log_every=25),
+    "smoke": dict(density_activation="softplus", iterations=20, rays_per_step=128, n_coarse=8, n_fine=8, width=32, depth=3, skip=2,
+                  dir_width=16, dir_depth=1, xyz_freqs=6, dir_freqs=2, lr=3e-3, lr_decay_steps=1000, inside_box_fraction=0.95,
+                  checkpoint_every=10, log_every=5),
+}
+
+
+def nerf_profiles(config_class: type, **deltas: dict[str, Any]) -> dict[str, Any]:
+    """``{profile: config_class(profile=..., **NERF_BASE[profile], **deltas[profile])}`` for every profile."""
+    return {name: config_class(profile=name, **{**row, **deltas.get(name, {})}) for name, row in NERF_BASE.items()}
 
 
 class NeRFBaseline(Method):
@@ -535,10 +509,9 @@ class NeRFBaseline(Method):
         meta: dict[str, Any] = {"resolution": self.resolution, "num_frames": int(self.net.train_index.numel()),
                                 "train_seconds": self.train_seconds, "learn_background": self.learn_background}
         if optimizer is not None:
-            opt_t, opt_rest = optimizer_tensors(optimizer)
-            tensors.update(prefixed("optim", opt_t))
-            tensors.update(rng_tensors(**self._generators))
-            meta["optim"] = opt_rest
+            state, state_meta = training_state(optimizer, **self._generators)
+            tensors.update(state)
+            meta.update(state_meta)
         return tensors, meta
 
     def _restore(self, path, optimizer: torch.optim.Optimizer | None) -> int:
@@ -550,9 +523,8 @@ class NeRFBaseline(Method):
             self.learn_background = bool(meta.get("learn_background", False))
             self.net = self._build(int(meta["num_frames"]), self.resolution)
         self.net.load_state_dict(unprefixed("net", tensors))
-        if optimizer is not None and "optim" in meta:
-            load_optimizer_tensors(optimizer, unprefixed("optim", tensors), meta["optim"])
-            restore_rng(tensors, str(path), **self._generators)
+        if optimizer is not None and ("optimizer" in meta or "optim" in meta):
+            restore_training_state(tensors, meta, optimizer, str(path), **self._generators)
         self.train_seconds = float(meta.get("train_seconds", 0.0))
         return int(meta["step"])
 
@@ -598,7 +570,7 @@ class NeRFBaseline(Method):
             pos = torch.randint(0, n, (c.frames_per_step,), generator=generator)
             pixels = sample_ray_pixels(boxes[pos], c.rays_per_step, c.inside_box_fraction, h, generator).to(device)
             pos = pos.to(device)
-            origins, dirs = camera_rays(frames["camera"][pos], pixel_uv(pixels, h))
+            origins, dirs = rays(frames["camera"][pos], pixel_uv(pixels, h))
             target = gather_pixels(targets[pos], pixels)
             bg = gather_pixels(self.net.background.unsqueeze(0).expand(len(pos), -1, -1, -1), pixels)
             ctx = self._context({k: v[pos] for k, v in frames.items()}, pos, step, training=True)
@@ -649,7 +621,7 @@ class NeRFBaseline(Method):
         colours = []
         for lo in range(0, res * res, self.config.render_chunk):
             px = pixels[:, lo:lo + self.config.render_chunk]
-            origins, dirs = camera_rays(camera, pixel_uv(px, res))
+            origins, dirs = rays(camera, pixel_uv(px, res))
             out = render_rays(lambda lvl, p, d, order: self._field(ctx, lvl, p, d, order), origins, dirs,
                               gather_pixels(bg_all, px), self.ray_settings, False)
             colours.append(out["fine"] if out["fine"] is not None else out["coarse"])

@@ -26,9 +26,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from persona.baselines.nerf_core import ConditionedNeRF, NeRFBaseline, NeRFConfig, config_from, per_image
+from persona.baselines.nerf_core import ConditionedNeRF, NeRFBaseline, NeRFConfig, nerf_profiles, per_image
+from persona.data.formats import EXPRESSION_DIM
+from persona.profiles import config_for
 
-EXPRESSION_DIM = 76
 
 
 @dataclass
@@ -40,19 +41,12 @@ class NerfaceConfig(NeRFConfig):
     expression_scale: float = 1.0 / 3.0
 
 
-PROFILES: dict[str, NerfaceConfig] = {
-    "paper": NerfaceConfig(profile="paper", device="auto", iterations=1_000_000, rays_per_step=2048, n_coarse=64, n_fine=64, width=256,
-                           depth=6, skip=3, dir_width=128, dir_depth=3, xyz_freqs=10, dir_freqs=4, lr=5e-4,
-                           lr_decay_steps=250_000, inside_box_fraction=0.9, density_noise_std=0.1,
-                           render_chunk=8192, checkpoint_every=5000, log_every=100),
-    "default": NerfaceConfig(profile="default", density_activation="softplus", iterations=400, rays_per_step=384, n_coarse=24, n_fine=16,
-                             width=64, depth=4, skip=2, dir_width=32, dir_depth=1, xyz_freqs=10, dir_freqs=4, lr=2e-3,
-                             lr_decay_steps=1000, inside_box_fraction=0.9, density_noise_std=0.1,
-                             checkpoint_every=100, log_every=25),
-    "smoke": NerfaceConfig(profile="smoke", density_activation="softplus", iterations=20, rays_per_step=128, n_coarse=8, n_fine=8, width=32, depth=3,
-                           skip=2, dir_width=16, dir_depth=1, xyz_freqs=6, dir_freqs=2, lr=3e-3, lr_decay_steps=1000,
-                           inside_box_fraction=0.9, density_noise_std=0.0, checkpoint_every=10, log_every=5),
-}
+PROFILES: dict[str, NerfaceConfig] = nerf_profiles(
+    NerfaceConfig,
+    paper=dict(iterations=1_000_000, n_fine=64, depth=6, skip=3, inside_box_fraction=0.9, density_noise_std=0.1),
+    default=dict(inside_box_fraction=0.9, density_noise_std=0.1),
+    smoke=dict(inside_box_fraction=0.9, density_noise_std=0.0),
+)
 
 
 class NerFACE(NeRFBaseline):
@@ -102,4 +96,4 @@ class NerFACE(NeRFBaseline):
 
 def build_method(cfg: dict | None = None, **kw: Any) -> NerFACE:
     """NerFACE from ``PROFILES[profile]`` with ``cfg``/``kw`` overrides (``profile`` may be either)."""
-    return NerFACE(config_from(PROFILES, cfg, kw))
+    return NerFACE(config_for(PROFILES, "default", {**(cfg or {}), **kw}))

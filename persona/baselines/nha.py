@@ -4,7 +4,7 @@ Table 2 row "NHA". The core of the original (philgras/neural-head-avatars, ``nha
 
 - **Morphable mesh** driven by the per-frame expression; head pose comes from the camera (our
   datasets express head motion as camera motion). FLAME cannot be downloaded here, so the mesh is
-  the synthetic world's generic morphable head (``persona.data.synthetic.morphable_mesh``), or a
+  the synthetic world's generic morphable head (``persona.data.world.morphable_mesh``), or a
   user-provided FLAME model converted to ``.npz`` (see :class:`FlameNpzMesh`).
 - **Shape**: the morphable model's shape coefficients of the person, optimised (NHA's ``_shape``,
   ``w_shape_reg``).
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,16 +45,15 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from persona.baselines.raster import rasterize, split_camera, vertex_normals
-from persona.data.formats import check_npz
+from persona.baselines.raster import rasterize, vertex_normals
+from persona.cameras import centres
+from persona.data.formats import EXPRESSION_DIM, check_npz
 from persona.errors import PersonaFileError, PersonaInputError
 from persona.methods import Method
-from persona.profiles import check_config, for_profile
-from persona.runs import (RunDir, load_optimizer_tensors, load_tensors, optimizer_tensors, prefixed, restore_rng, rng_tensors,
-                          run_record, unprefixed)
+from persona.profiles import config_for
+from persona.runs import RunDir, load_tensors, prefixed, restore_training_state, run_record, training_state, unprefixed
 
 NAME = "nha"
-EXPRESSION_DIM = 76
 
 
 # ----------------------------------------------------------------------------------------------
@@ -125,22 +124,10 @@ _ALIASES = {"iterations": "steps"}  # names the CLI passes for every method
 
 def make_config(cfg: dict | None = None, profile: str = "default") -> NHAConfig:
     """``PROFILES[profile]`` with the entries of ``cfg`` applied (``cfg['profile']`` wins)."""
-    values = dict(cfg or {})
-    profile = values.pop("profile", profile)
-    for alias, name in _ALIASES.items():
-        if alias in values:
-            value = values.pop(alias)
-            if value is not None:
-                values[name] = value
-    names = {f.name for f in fields(NHAConfig)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise PersonaInputError(f"NHA config: unknown field(s) {unknown}; expected some of {sorted(names)}")
-    if values.get("device", "cpu") != "cpu":
-        raise PersonaInputError(f"NHA config: device {values['device']!r} is not supported; NHA runs on the CPU only")
-    if "flame_translation" in values:
-        values["flame_translation"] = tuple(values["flame_translation"])
-    return check_config(replace(for_profile(PROFILES, profile), **values), "NHA config")
+    config = config_for(PROFILES, profile, cfg, "NHA config", aliases=_ALIASES)
+    if config.device != "cpu":
+        raise PersonaInputError(f"NHA config: device {config.device!r} is not supported; NHA runs on the CPU only")
+    return config
 
 
 # ----------------------------------------------------------------------------------------------
@@ -156,7 +143,7 @@ class SyntheticHeadMesh:
     """
 
     def __init__(self, latitudes: int | None = None, longitudes: int | None = None) -> None:
-        from persona.data.synthetic import SHAPE_DIM, morphable_mesh
+        from persona.data.world import SHAPE_DIM, morphable_mesh
 
         self._mesh = morphable_mesh
         self._grid = {k: v for k, v in (("n_lat", latitudes), ("n_lon", longitudes)) if v is not None}
@@ -362,8 +349,7 @@ class NeuralHeadAvatar(nn.Module):
         uv, position, normal, point = surface[:, 0:2], surface[:, 2:5], surface[:, 5:8], surface[:, 8:11]
         features = F.grid_sample(self.texture.expand(batch, -1, -1, -1), (uv * 2 - 1).permute(0, 2, 3, 1),
                                  mode="bilinear", padding_mode="border", align_corners=False)
-        cam2world, _ = split_camera(camera.float())
-        view = F.normalize(point - cam2world[:, :3, 3, None, None], dim=1)
+        view = F.normalize(point - centres(camera.float())[:, :, None, None], dim=1)
         normal = F.normalize(normal, dim=1, eps=1e-8)
         height, width = self.resolution
         per_pixel = torch.cat([features, fourier_features(position.permute(0, 2, 3, 1), self.config.position_frequencies).permute(0, 3, 1, 2),
@@ -486,10 +472,10 @@ class NHA(Method):
 
     def _save(self, run: RunDir, step: int, optimizer: torch.optim.Optimizer, seconds: float) -> None:
         assert self.model is not None
-        opt_tensors, opt_rest = optimizer_tensors(optimizer)
-        tensors = {**prefixed("model", self.model.state_dict()), **prefixed("optimizer", opt_tensors), **rng_tensors()}
+        state, meta = training_state(optimizer)
+        tensors = {**prefixed("model", self.model.state_dict()), **state}
         learned = isinstance(self.model.background, nn.Parameter)
-        run.save_checkpoint(step, tensors, {"optimizer": opt_rest, "train_seconds": seconds,
+        run.save_checkpoint(step, tensors, {**meta, "train_seconds": seconds,
                                             "resolution": list(self.model.resolution), "learned_background": learned})
 
     def _restore(self, path: Path, optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
@@ -501,8 +487,7 @@ class NHA(Method):
             self.model = self._build(resolution, background)  # type: ignore[arg-type]
         self.model.load_state_dict(state)
         if optimizer is not None:
-            load_optimizer_tensors(optimizer, unprefixed("optimizer", tensors), meta["optimizer"])
-            restore_rng(tensors, str(path))
+            restore_training_state(tensors, meta, optimizer, str(path))
         return meta
 
     def load(self, run: RunDir) -> None:
@@ -534,5 +519,4 @@ def build_method(cfg: dict | None = None, profile: str = "default", mesh_model: 
     (default: the synthetic world's head, or FLAME when ``flame_path`` is set). The CLI's generic
     keys ``iterations`` (= steps), ``seed``, ``device`` are accepted.
     """
-    merged = {**(cfg or {}), **{k: v for k, v in kw.items() if v is not None}}
-    return NHA(make_config(merged, profile), mesh_model=mesh_model)
+    return NHA(make_config({**(cfg or {}), **kw}, profile), mesh_model=mesh_model)

@@ -38,7 +38,7 @@ import inspect
 import json
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +48,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from persona.errors import PersonaFileError, PersonaInputError
+from persona.eg3d.checkpoint import load_generator
+from persona.errors import PersonaInputError
 from persona.methods import Method
-from persona.profiles import check_config, for_profile
+from persona.profiles import config_for
 from persona.runs import RunDir, load_tensors, prefixed, run_record, save_tensors, unprefixed
 
 NAME = "pti"
@@ -101,39 +102,10 @@ PROFILES: dict[str, PTIConfig] = {
 def make_config(cfg: dict | None = None, profile: str = "default") -> PTIConfig:
     """``PROFILES[profile]`` with ``cfg`` entries overriding fields (``cfg['profile']`` picks the
     profile; unknown keys are an error)."""
-    cfg = dict(cfg or {})
-    profile = cfg.pop("profile", None) or profile
-    base = replace(for_profile(PROFILES, profile), profile=profile)
-    if "iterations" in cfg:
+    if cfg and "iterations" in cfg:
         raise PersonaInputError("PTI config: 'iterations' does not apply (PTI does not train on the video); set the "
                                 "per-frame step counts 'w_steps', 'wplus_steps' and 'tune_steps' instead")
-    names = {f.name for f in fields(PTIConfig)}
-    unknown = sorted(set(cfg) - names)
-    if unknown:
-        raise PersonaInputError(f"PTI config: unknown field(s) {unknown}; expected some of {sorted(names)}")
-    return check_config(replace(base, **cfg), "PTI config")
-
-
-def load_generator(spec: str, seed: int = 0) -> nn.Module:
-    """The generator named by ``PTIConfig.generator`` (see there), in eval mode."""
-    import persona.eg3d as eg3d
-
-    if spec == "prior":
-        G = eg3d.load_prior()
-    elif spec == "random-tiny":
-        torch.manual_seed(seed)
-        G = eg3d.build_generator("tiny")
-    else:
-        path = Path(spec)
-        if not path.is_file():
-            raise PersonaFileError(f"PTI config field 'generator': {spec!r} is neither 'prior', 'random-tiny' nor an existing file")
-        if path.suffix == ".pkl":
-            G = eg3d.load_official(path)
-        elif path.suffix == ".safetensors":
-            G = eg3d.load_prior(path)
-        else:
-            raise PersonaInputError(f"PTI config field 'generator': {spec}: expected a .pkl (official EG3D) or .safetensors file")
-    return G.eval()
+    return config_for(PROFILES, profile, cfg, "PTI config")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -334,7 +306,7 @@ class PTI(Method):
     @property
     def generator(self) -> nn.Module:
         if self._generator is None:
-            self._generator = load_generator(self.config.generator, self.config.seed)
+            self._generator, _ = load_generator(self.config.generator, seed=self.config.seed, field="PTI config field 'generator'")
         return self._generator.to(self.device)
 
     @property
@@ -490,5 +462,4 @@ class PTI(Method):
 
 def build_method(cfg: dict | None = None, profile: str = "default", generator: nn.Module | None = None, **kw: Any) -> PTI:
     """PTI from a profile and overrides; ``generator`` injects a ready generator (tests)."""
-    merged = {**(cfg or {}), **{k: v for k, v in kw.items() if v is not None}}
-    return PTI(make_config(merged, profile), generator=generator)
+    return PTI(make_config({**(cfg or {}), **kw}, profile), generator=generator)

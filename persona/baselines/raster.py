@@ -28,18 +28,9 @@ from dataclasses import dataclass
 
 import torch
 
+from persona.cameras import split_label, world_to_camera
+
 NEAR = 1e-3  # faces with a vertex closer than this (camera z) are culled, not clipped
-
-
-def split_camera(camera: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """camera [B,25] -> (cam2world [B,4,4], normalised intrinsics [B,3,3]).
-
-    The same reshaping as ``persona.cameras.split_label``; kept local so the rasteriser depends on
-    nothing but torch.
-    """
-    if camera.shape[-1] != 25:
-        raise ValueError(f"camera: expected a [...,25] EG3D label, got shape {tuple(camera.shape)}")
-    return camera[..., :16].reshape(*camera.shape[:-1], 4, 4), camera[..., 16:].reshape(*camera.shape[:-1], 3, 3)
 
 
 def _size(resolution: int | tuple[int, int]) -> tuple[int, int]:
@@ -47,13 +38,6 @@ def _size(resolution: int | tuple[int, int]) -> tuple[int, int]:
         return resolution, resolution
     height, width = resolution
     return int(height), int(width)
-
-
-def world_to_camera(points: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
-    """points [B,N,3] world -> [B,N,3] OpenCV camera coordinates (z forward)."""
-    cam2world, _ = split_camera(camera)
-    rotation, centre = cam2world[:, :3, :3], cam2world[:, :3, 3]
-    return torch.einsum("bnj,bjk->bnk", points - centre[:, None, :], rotation)  # R^T (p - t)
 
 
 def project(vertices: torch.Tensor, camera: torch.Tensor, resolution: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,7 +50,7 @@ def project(vertices: torch.Tensor, camera: torch.Tensor, resolution: int | tupl
     if camera.shape[0] != vertices.shape[0]:
         raise ValueError(f"camera batch {camera.shape[0]} != vertices batch {vertices.shape[0]}")
     height, width = _size(resolution)
-    _, intrinsics = split_camera(camera)
+    _, intrinsics = split_label(camera)
     local = world_to_camera(vertices, camera)
     depth = local[..., 2]
     safe = torch.where(depth.abs() < 1e-8, torch.full_like(depth, 1e-8), depth)

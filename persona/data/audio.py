@@ -240,7 +240,12 @@ def wav_bytes(waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
 
 
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
-    """(float32 mono waveform in [-1,1], sample rate) of a PCM WAV file (channels averaged)."""
+    """(float32 mono waveform in [-1,1], sample rate) of a PCM WAV file (channels averaged).
+
+    Integer samples are divided by 2^(bits-1) (int16: 32768), the PCM convention: -32768 -> -1 and
+    ``x * 32768`` gives back the raw samples exactly, as SyncNet's MFCC (raw int16 input) and
+    ffmpeg's s16le decoding (:mod:`persona.preprocess.decode`) expect. :func:`wav_bytes` writes
+    ``round(x * 32767)``, so a round trip scales by 32767/32768 (1 - 3e-5)."""
     from persona.errors import PersonaFileError, PersonaInputError
 
     path = Path(path)
@@ -261,7 +266,7 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
         raise PersonaInputError(f"{path}: samples contain NaN or Inf; expected finite float PCM")
     if data.dtype.kind == "i":
-        data = data / float(np.iinfo(data.dtype).max)
+        data = data / -float(np.iinfo(data.dtype).min)
     elif data.dtype.kind == "u":
         data = (data.astype(np.float64) - 128) / 128
     if data.ndim == 2:

@@ -12,7 +12,7 @@ from persona.errors import flag_int, flag_number
 def measure(resolution: int, batch: int, seconds: float = 2.0, prior: bool = True) -> dict[str, float]:
     """Frames/s of :func:`sample_prior_batch` (random identities, expressions, cameras) at one
     resolution: wall clock and process CPU time (the latter is robust to other processes)."""
-    from persona.data import synthetic as S
+    from persona.data import world as S
 
     g = torch.Generator().manual_seed(0)
     S.sample_prior_batch(min(batch, 4), resolution, g)  # warm-up (identity cache, allocator)

@@ -10,7 +10,7 @@ from persona.errors import flag_int
 
 def main_build(argv: list[str]) -> int:
     """Build the synthetic benchmark of a profile (skipped when a complete build exists)."""
-    from persona.data import synthetic
+    from persona.data import world
     from persona.profiles import PROFILE_NAMES
 
     from persona import cli
@@ -22,16 +22,16 @@ def main_build(argv: list[str]) -> int:
     p.add_argument("--seed", type=flag_int(0), default=0, help="seed of the identities, speech and motion")
     p.add_argument("--force", action="store_true", help="rebuild even when a complete build exists")
     args = p.parse_args(argv)
-    out = Path(args.out) if args.out else synthetic.benchmark_dir(args.profile, REPO_ROOT / "data" / "synthetic")
+    out = Path(args.out) if args.out else world.benchmark_dir(args.profile, REPO_ROOT / "data" / "synthetic")
     start = time.perf_counter()
-    synthetic.build_benchmark(out, args.profile, seed=args.seed, force=args.force)
+    world.build_benchmark(out, args.profile, seed=args.seed, force=args.force)
     print(f"benchmark {args.profile} (seed {args.seed}) at {out} in {time.perf_counter() - start:.1f} s")
     return 0
 
 
 def main_figure(argv: list[str]) -> int:
     """Figure of identities x expressions plus novel-view ground truth (PNG + PDF)."""
-    from persona.data import synthetic
+    from persona.data import world
 
     from persona import cli
 
@@ -43,6 +43,6 @@ def main_figure(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from persona.figures import data_overview_figure
 
-    png, pdf = data_overview_figure(synthetic.benchmark_identity_seeds(args.identities, args.seed), Path(args.out), args.resolution)
+    png, pdf = data_overview_figure(world.benchmark_identity_seeds(args.identities, args.seed), Path(args.out), args.resolution)
     print(f"wrote {png} and {pdf}")
     return 0

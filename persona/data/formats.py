@@ -46,7 +46,7 @@ from persona import cameras
 from persona.errors import PersonaFileError, PersonaInputError, check_int, check_number
 from persona.runs import atomic_write_bytes
 
-EXPRESSION_DIM = 76
+EXPRESSION_DIM = 76  # the 3DMM expression vector (NerFACE's 76 coefficients): the one definition in persona
 
 
 # ----------------------------------------------------------------------------- json + checks
@@ -142,12 +142,19 @@ def image_header_size(path: str | Path) -> tuple[int, int] | None:
     return None
 
 
+def unit_to_uint8(image: Any) -> np.ndarray:
+    """Pixels in [-1,1] (numpy or torch, any shape) -> uint8 numpy of the same shape:
+    ``round((clip(x, -1, 1) + 1) * 127.5)`` (round half to even). The one such conversion in persona."""
+    arr = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+    return ((np.clip(arr, -1, 1) + 1) * 127.5).round().astype(np.uint8)
+
+
 def png_bytes(image: np.ndarray, compression: int = 6) -> bytes:
     """PNG file contents of an RGB image: uint8 [H,W,3], or float [3,H,W] in [-1,1]
     (``compression`` 0-9: 1 is several times faster than the default 6, files ~30 % larger)."""
     img = np.asarray(image)
     if img.dtype != np.uint8:
-        img = ((np.clip(img, -1, 1) + 1) * 127.5).round().astype(np.uint8)
+        img = unit_to_uint8(img)
         if img.shape[0] == 3 and img.ndim == 3:
             img = img.transpose(1, 2, 0)
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(img[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, int(compression)])
@@ -524,17 +531,6 @@ def write_eg3d_dataset(root: str | Path, entries: Sequence[tuple[str, Any]]) -> 
 
 
 # ----------------------------------------------------------------------------- conversions
-def nerface_to_eg3d(root: str | Path, split: str, out_root: str | Path, scale: float = 1.0,
-                    offset: Sequence[float] = (0, 0, 0)) -> Path:
-    """Write an EG3D ``dataset.json`` (labels only; file names point into the NerFACE folder)."""
-    s = read_nerface(root, split)
-    first = read_image(s.image_path(0))
-    h, w = first.shape[:2]
-    labels = s.labels(w, h, scale, offset)
-    names = [str(s.image_path(i).relative_to(Path(root))) for i in range(len(s.frames))]
-    return write_eg3d_dataset(out_root, list(zip(names, labels)))
-
-
 def adnerf_to_eg3d(root: str | Path, split: str, out_root: str | Path, width: int = 450, height: int = 450,
                    scale: float = 1.0, offset: Sequence[float] = (0, 0, 0)) -> Path:
     s = read_adnerf(root, split)

@@ -1,6 +1,6 @@
 """Synthetic videos written in the REAL datasets' layouts, at their real sizes (paper-size dry runs).
 
-The benchmark (:mod:`persona.data.synthetic`) writes NerFACE folders with our extras (exact EG3D
+The benchmark (:mod:`persona.data.world`) writes NerFACE folders with our extras (exact EG3D
 ``camera_label`` per frame, ``mouth_box``, novel views). Real data has none of those. The writers
 here leave them out, so a folder they write goes through the same code paths as a real video:
 
@@ -27,8 +27,8 @@ import numpy as np
 
 from persona import cameras
 from persona.data import audio, formats
-from persona.data.synthetic import (Video, _bbox, _render_frames, benchmark_identity_seeds, make_video,
-                                    sample_identity)
+from persona.data.world import Video, benchmark_identity_seeds, make_video, render_frames, sample_identity
+from persona.data.world.benchmark import _bbox
 from persona.runs import atomic_write_bytes
 
 TRACKER_SCALE = 0.37  # real trackers' units are not EG3D's: readers rescale (formats.normalising_scale)
@@ -53,7 +53,7 @@ def write_nerface_video(folder: str | Path, identity, video: Video, n_train: int
                         val_frames: int = 2, batch: int = 4) -> Path:
     """One video in NerFACE's layout (see the module doc); frames ``[:n_train]`` train, the rest test."""
     folder = Path(folder)
-    images, masks = _render_frames(identity, video.expressions, video.cameras, resolution, batch, f"{folder.name} nerface")
+    images, masks = render_frames(identity, video.expressions, video.cameras, resolution, batch, f"{folder.name} nerface")
     frames = []
     for i, img in enumerate(images):
         split = "train" if i < n_train else "test"
@@ -76,7 +76,7 @@ def write_nerface_video(folder: str | Path, identity, video: Video, n_train: int
 def write_adnerf_video(folder: str | Path, identity, video: Video, n_train: int, resolution: int = 450, batch: int = 4) -> Path:
     """One video in AD-NeRF's layout (see the module doc); frames ``[:n_train]`` train, the rest val."""
     folder = Path(folder)
-    images, masks = _render_frames(identity, video.expressions, video.cameras, resolution, batch, f"{folder.name} adnerf")
+    images, masks = render_frames(identity, video.expressions, video.cameras, resolution, batch, f"{folder.name} adnerf")
     frames = []
     focal = cx = cy = 0.0
     for i, img in enumerate(images):

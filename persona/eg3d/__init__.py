@@ -4,11 +4,11 @@
 ``save_generator(G, path)``, ``load_official(pkl_path)`` (safe: never executes pickled code).
 """
 
-from .checkpoint import load_generator, load_official, load_prior, save_generator
+from .checkpoint import load_generator, load_official, load_prior, read_generator, save_generator
 from .presets import PRESETS, GeneratorConfig, get_config
 from .triplane import OSGDecoder, TriPlaneGenerator, build_generator
 
 __all__ = [
     "GeneratorConfig", "PRESETS", "OSGDecoder", "TriPlaneGenerator", "build_generator", "get_config",
-    "load_generator", "load_official", "load_prior", "save_generator",
+    "load_generator", "load_official", "load_prior", "read_generator", "save_generator",
 ]

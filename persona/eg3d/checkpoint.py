@@ -41,7 +41,7 @@ def save_generator(G: TriPlaneGenerator, path: str | os.PathLike, meta: Mapping[
     return path
 
 
-def load_generator(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> TriPlaneGenerator:
+def read_generator(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> TriPlaneGenerator:
     """Inverse of :func:`save_generator`: rebuild from the JSON config, load the tensors strictly."""
     path = Path(path)
     tensors, meta = load_tensors(path)
@@ -60,7 +60,51 @@ def load_prior(path: str | os.PathLike | None = None, map_location: str | torch.
     if not path.is_file():
         raise PersonaFileError(f"{path}: no generator prior there. Create it with `{PRIOR_COMMAND}` "
                                f"(trains the tiny EG3D prior on the synthetic corpus), or pass the path of one.")
-    return load_generator(path, map_location=map_location)
+    return read_generator(path, map_location=map_location)
+
+
+RANDOM_GENERATOR = "random-init tiny generator (WARNING: prior asset missing; results are NOT those of a generative prior)"
+SHIPPED_PRIOR = "shipped tiny prior (persona/assets/prior_tiny.safetensors)"
+
+
+def load_generator(spec: "str | os.PathLike | None" = None, seed: int | None = None, field: str = "generator",
+                   missing_prior: str = "raise") -> tuple[TriPlaneGenerator, str]:
+    """(generator in eval mode, where it came from): the one loader every method and notebook uses.
+
+    ``spec``: None, '' or 'prior' = the shipped tiny prior (:data:`PRIOR_PATH`); 'random-tiny' = a
+    randomly initialised tiny generator (after ``torch.manual_seed(seed)`` when ``seed`` is given);
+    a ``.pkl`` = an official EG3D pickle (:func:`load_official`, safe); a ``.safetensors`` = a
+    generator written by :func:`save_generator`. ``field`` names the config field in errors.
+    ``missing_prior='random'``: without the shipped prior asset, warn loudly and return a random
+    tiny generator (ours: a run still trains, its config records :data:`RANDOM_GENERATOR`);
+    'raise' (default): :class:`persona.errors.PersonaFileError`.
+    """
+    from .triplane import build_generator
+
+    if spec in (None, "", "prior"):
+        try:
+            return load_prior().eval(), SHIPPED_PRIOR
+        except FileNotFoundError as err:
+            if missing_prior != "random":
+                raise
+            import sys
+
+            warnings.warn(f"{err}\n*** {RANDOM_GENERATOR} ***", stacklevel=2)
+            print(f"WARNING: {RANDOM_GENERATOR}", file=sys.stderr)
+            return build_generator("tiny").eval(), RANDOM_GENERATOR
+    if spec == "random-tiny":
+        if seed is not None:
+            torch.manual_seed(seed)
+        return build_generator("tiny").eval(), RANDOM_GENERATOR
+    path = Path(spec)
+    if not path.is_file():
+        raise PersonaFileError(f"{field}: {spec}: no such file (expected 'prior', 'random-tiny', an official EG3D .pkl "
+                               f"or a .safetensors written by persona)")
+    if path.suffix == ".pkl":
+        return load_official(path).eval(), f"official EG3D pickle {path}"
+    if path.suffix == ".safetensors":
+        return load_prior(path).eval(), f"generator {path}"
+    raise PersonaInputError(f"{field}: {spec}: expected a .pkl (official EG3D) or .safetensors file")
 
 
 def state_diff(expected: Mapping[str, torch.Tensor], got: Mapping[str, Any], limit: int = 20) -> list[str]:

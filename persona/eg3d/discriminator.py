@@ -202,17 +202,6 @@ class DualDiscriminator(nn.Module):
         return (x * cmap).sum(dim=1, keepdim=True) / math.sqrt(self.cmap_dim)
 
 
-def build_discriminator(preset: str | DiscriminatorConfig = "tiny", img_resolution: int | None = None) -> DualDiscriminator:
-    """A :class:`DualDiscriminator` for a generator preset (optionally at another resolution)."""
-    config = DISCRIMINATOR_PRESETS[preset] if isinstance(preset, str) and preset in DISCRIMINATOR_PRESETS else preset
-    if isinstance(config, str):
-        raise ValueError(f"unknown discriminator preset {preset!r}; expected one of {sorted(DISCRIMINATOR_PRESETS)}")
-    if img_resolution is not None and img_resolution != config.img_resolution:
-        from dataclasses import replace
-        config = replace(config, img_resolution=img_resolution)
-    return DualDiscriminator(config)
-
-
 # ---------------------------------------------------------------------------- losses
 
 def d_logistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from persona import cameras
+from persona.cameras import split_label
 
 
 def ray_bundle(camera: torch.Tensor, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,8 +27,7 @@ def ray_bundle(camera: torch.Tensor, resolution: int) -> tuple[torch.Tensor, tor
     if camera.ndim != 2 or camera.shape[1] != 25:
         raise ValueError(f"ray_bundle: camera has shape {tuple(camera.shape)}; expected [B,25] (cam2world 16 ++ intrinsics 9)")
     batch = camera.shape[0]
-    cam2world = camera[:, :16].reshape(batch, 4, 4).float()
-    intr = camera[:, 16:25].reshape(batch, 3, 3).float()
+    cam2world, intr = (m.float() for m in split_label(camera))
     fx, fy, cx, cy, sk = intr[:, 0, 0, None], intr[:, 1, 1, None], intr[:, 0, 2, None], intr[:, 1, 2, None], intr[:, 0, 1, None]
     coords = (torch.arange(resolution, dtype=torch.float32, device=camera.device) + 0.5) / resolution
     v, u = torch.meshgrid(coords, coords, indexing="ij")  # v: row (y), u: column (x)

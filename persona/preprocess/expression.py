@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-CODE_DIM = 76
+from persona.data.formats import EXPRESSION_DIM
+
+CODE_DIM = EXPRESSION_DIM
 NAMED = ("lip_gap", "mouth_width", "corner_lift", "outer_lip_height", "eye_open_left", "eye_open_right",
          "brow_left", "brow_right", "brow_inner", "jaw_drop", "jaw_side", "lip_protrusion")
 # 20 lip + 12 eyelid points -> 64 dims

@@ -16,12 +16,8 @@ with STEPS = ``training.steps_done`` of the asset's JSON (the exact command is i
 no schedule depends on the total). ``--export`` writes the EMA generator with
 :func:`persona.eg3d.save_generator` and puts the recipe below into its JSON sidecar. The profile
 asks for 2 torch threads; ``--threads 1`` is ~10x faster when the 2 cores are shared with other
-jobs (OpenMP threads spin on a busy CPU). The shipped asset (4010 steps of 16 heads, 64k images)
-was trained on a lent H200 GPU with ``--device cuda`` in 898 s (two calls, the second
-``--resume``); the data renderer runs on the CPU in a prefetch thread and was the bottleneck there
-(~0.2 s per batch of 16). On this 2-core CPU the same command would take about 4-5 hours
-(batch-4 steps took ~1 s here); a rerun matches the asset up to floating-point summation order
-(GPU vs CPU kernels).
+jobs (OpenMP threads spin on a busy CPU). How and where the shipped asset was trained (device,
+time, images seen, the run log) is recorded in its JSON sidecar, ``training``.
 
 Recipe (EG3D's adversarial core + terms that make it converge on a CPU in ~30 minutes)
 --------------------------------------------------------------------------------------
@@ -51,7 +47,7 @@ Convergence aid (what makes a latent space appear within a few hundred CPU steps
     render with the preset's sampling.
   * optional density regularisation (EG3D's, L1 between densities at random points and slightly
     perturbed ones) when the generator exposes ``sample_mixed``; off in the shipped profile.
-Data: the synthetic world (:mod:`persona.data.synthetic`): each step draws heads of its prior pool
+Data: the synthetic world (:mod:`persona.data.world`): each step draws heads of its prior pool
 (``PRIOR_POOL_SIZE`` identities, disjoint from the benchmark's), random expressions
 (``sample_expressions``) and two random cameras per head (``sample_cameras``, FFHQ-like spread),
 rendered at the generator's output resolution (infinite data, nothing on disk).
@@ -198,9 +194,9 @@ def direction_uniformity(mu: torch.Tensor) -> torch.Tensor:
 
 @lru_cache(maxsize=8192)
 def _pool_identity(seed: int):
-    from persona.data import synthetic
+    from persona.data import world
 
-    return synthetic.sample_identity(seed)
+    return world.sample_identity(seed)
 
 
 def multiview_batch(batch: int, resolution: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -212,13 +208,13 @@ def multiview_batch(batch: int, resolution: int, generator: torch.Generator) -> 
     ``sample_prior_batch``, with a second view of each head.
     Returns ``image_a, image_b [B,3,R,R] in [-1,1]``, ``camera_a, camera_b [B,25]``.
     """
-    from persona.data import synthetic
+    from persona.data import world
 
-    idx = torch.randint(0, synthetic.PRIOR_POOL_SIZE, (batch,), generator=generator).tolist()
-    identities = [_pool_identity(synthetic.PRIOR_POOL_OFFSET + i) for i in idx]
-    expressions = synthetic.sample_expressions(batch, generator)
-    cams = synthetic.sample_cameras(2 * batch, generator)
-    images = synthetic.render_batch(identities + identities, torch.cat([expressions, expressions]), cams, resolution)
+    idx = torch.randint(0, world.PRIOR_POOL_SIZE, (batch,), generator=generator).tolist()
+    identities = [_pool_identity(world.PRIOR_POOL_OFFSET + i) for i in idx]
+    expressions = world.sample_expressions(batch, generator)
+    cams = world.sample_cameras(2 * batch, generator)
+    images = world.render_batch(identities + identities, torch.cat([expressions, expressions]), cams, resolution)
     images = torch.as_tensor(images, dtype=torch.float32)
     return {"image_a": images[:batch], "image_b": images[batch:], "camera_a": cams[:batch].float(),
             "camera_b": cams[batch:].float()}
@@ -458,8 +454,9 @@ class PriorTrainer:
 def grid_to_uint8(grid: torch.Tensor) -> np.ndarray:
     """``[N,M,3,H,W] in [-1,1]`` -> ``[N*H, M*W, 3]`` uint8 RGB."""
     n, m, c, h, w = grid.shape
-    img = grid.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
-    return img.permute(0, 3, 1, 4, 2).reshape(n * h, m * w, c).numpy()
+    from persona.data.formats import unit_to_uint8
+
+    return unit_to_uint8(grid.permute(0, 3, 1, 4, 2).reshape(n * h, m * w, c))
 
 
 def save_png(path: Path, rgb: np.ndarray) -> None:
@@ -492,7 +489,7 @@ def train_prior(config: PriorTrainConfig, out: str | Path, resume: bool = False,
             trainer.load_state(tensors, meta)
     elif run.latest_checkpoint() is not None:
         raise FileExistsError(f"{run.root}: already holds checkpoints; pass --resume to continue or choose another --out")
-    run.write_config({"method": "prior_tiny", "config": asdict(config), "data": "persona.data.synthetic (on the fly)"})
+    run.write_config({"method": "prior_tiny", "config": asdict(config), "data": "persona.data.world (on the fly)"})
     fixed_z = torch.randn(6, int(trainer.G.z_dim), generator=torch.Generator().manual_seed(1234))
 
     if prefetch is None:
@@ -557,8 +554,8 @@ def recipe(config: PriorTrainConfig, argv: list[str] | None = None) -> dict[str,
         "recipe": ("EG3D adversarial core (dual camera-conditioned D, non-saturating logistic loss, lazy R1, "
                    "generator pose-conditioning swap, EMA of G, Adam betas (0, 0.99)) + multi-view VAE "
                    "reconstruction through an auxiliary encoder (L2 at view A and view B of the same synthetic "
-                   "head, z = encoder direction on the sphere + fixed noise, batch directions pushed to uniform); see persona/eg3d/train_prior.py docstring"),
-        "data": ("persona.data.synthetic prior pool (PRIOR_POOL_SIZE identities), sample_expressions, "
+                   "head, z = encoder direction on the sphere + fixed noise, batch directions pushed to uniform); see persona/eg3d/train.py docstring"),
+        "data": ("persona.data.world prior pool (PRIOR_POOL_SIZE identities), sample_expressions, "
                  "sample_cameras; two views per head"),
     }
 
@@ -632,11 +629,11 @@ def main(argv: list[str] | None = None) -> int:
 def heldout_heads(n: int, seed: int = 0) -> list[dict[str, Any]]:
     """``n`` synthetic heads outside the training pool (identity seeds from ``HELDOUT_SEED_BASE``),
     random expressions of the world's distribution."""
-    from persona.data import synthetic
+    from persona.data import world
 
     gen = torch.Generator().manual_seed(seed)
-    expressions = synthetic.sample_expressions(n, gen)
-    return [{"identity": synthetic.sample_identity(HELDOUT_SEED_BASE + seed * 1000 + i), "expression": expressions[i]}
+    expressions = world.sample_expressions(n, gen)
+    return [{"identity": world.sample_identity(HELDOUT_SEED_BASE + seed * 1000 + i), "expression": expressions[i]}
             for i in range(n)]
 
 
@@ -669,10 +666,10 @@ def invert_frontal(G: nn.Module, target: torch.Tensor, steps: int = 150, lr: flo
 
 def _heldout_ground_truth(heads: list[dict[str, Any]], camera: torch.Tensor, resolution: int):
     """Synthetic ground truth of ``heads`` at one camera [25]: (images [N,3,R,R], head masks [N,1,R,R])."""
-    from persona.data import synthetic
+    from persona.data import world
 
     n = len(heads)
-    imgs, mask = synthetic.render_batch([h["identity"] for h in heads], torch.stack([h["expression"] for h in heads]),
+    imgs, mask = world.render_batch([h["identity"] for h in heads], torch.stack([h["expression"] for h in heads]),
                                         camera.expand(n, 25), resolution, return_mask=True)
     return torch.as_tensor(imgs, dtype=torch.float32), torch.as_tensor(mask, dtype=torch.float32)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from persona import cameras as C
-from persona.data import synthetic as S
+from persona.data import world as S
 
 RES = 48
 
@@ -102,7 +102,7 @@ def test_prior_batches_follow_the_generator():
     assert torch.equal(a["image"], b["image"]) and torch.equal(a["camera"], b["camera"])
     c = S.sample_prior_batch(4, 32, g1)
     assert not torch.equal(a["image"], c["image"])
-    np.testing.assert_allclose(S.cameras_from_angles(torch.tensor([10.0]), torch.tensor([-5.0]))[0].numpy(),
+    np.testing.assert_allclose(C.labels_from_angles(torch.tensor([10.0]), torch.tensor([-5.0]))[0].numpy(),
                                C.camera_label(10, -5), atol=1e-5)
 
 

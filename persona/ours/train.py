@@ -1,4 +1,4 @@
-"""The two-stage trainer of our method, its :class:`Method` wrapper and the ``train``/``render`` CLI.
+"""The two-stage trainer of our method (its Method wrapper: :mod:`persona.ours.method`).
 
 Training (paper Sec. 3.2; the official release):
 - stage 1 (``frozen_iterations``): encoder + basis + offset, generator frozen;
@@ -21,28 +21,25 @@ interrupted-and-resumed run ends with the same weights, bit for bit, as an unint
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-import warnings
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm  # text bars: a notebook saves them as text (a closed widget bar reopens as "model not found")
 
-from persona.errors import PersonaFileError, PersonaInputError, flag_int, flag_number
-from persona.methods import Method, provides
-from persona.profiles import check_config, for_profile
-from persona.prior import BASIS_ROWS, MODALITIES, ORTHO_MODES, RGB_ENCODERS, PersonalizedPrior, audio_track, gather_neighbour_windows
-from persona.runs import (RunDir, isolated_rng, run_record, load_optimizer_tensors, load_tensors, optimizer_tensors, prefixed, restore_rng,
-                          rng_tensors, unprefixed)
+from persona.audio_nets import audio_track, gather_neighbour_windows
+from persona.data.formats import unit_to_uint8
+from persona.errors import PersonaInputError
+from persona.ours.basis import BASIS_ROWS, ORTHO_MODES
+from persona.ours.encoders import RGB_ENCODERS
+from persona.ours.model import MODALITIES, PersonalizedPrior
+from persona.profiles import config_for
+from persona.runs import RunDir, isolated_rng, load_tensors, prefixed, restore_training_state, training_state, unprefixed
 
-METHOD_NAME = "ours"
-RANDOM_GENERATOR = "random-init tiny generator (WARNING: prior asset missing; results are NOT those of a generative prior)"
 FRAME_CACHE_BYTES = 2 * 1024**3  # preload a training split into memory when it is smaller than this
 
 
@@ -121,13 +118,7 @@ TRAIN_PROFILES: dict[str, TrainConfig] = {
 
 def train_config(profile: str = "default", **overrides: Any) -> TrainConfig:
     """The profile's :class:`TrainConfig` with ``overrides`` (None values ignored); checks values."""
-    names = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise PersonaInputError(f"TrainConfig: unknown field(s) {unknown}; expected some of {sorted(names)}")
-    if isinstance(overrides.get("betas"), list):
-        overrides["betas"] = tuple(overrides["betas"])
-    cfg = check_config(for_profile(TRAIN_PROFILES, profile, **overrides), "TrainConfig")
+    cfg = config_for(TRAIN_PROFILES, profile, overrides, "TrainConfig")
     if cfg.modality not in MODALITIES:
         raise PersonaInputError(f"TrainConfig.modality={cfg.modality!r}; expected one of {MODALITIES}")
     if cfg.ortho not in ORTHO_MODES:
@@ -149,32 +140,6 @@ def train_config(profile: str = "default", **overrides: Any) -> TrainConfig:
 # of Ours RGB at k = 50 (qr) diverged in stage 2 on id00 and id02 (L2 -> 6.5e4, PSNR 5-6 dB) while
 # k = 5/10/20 and the other orthogonality modes trained; until that is understood, RGB runs use this.
 RGB_RECIPE = {"basis_lr": None, "encoder_lr": None, "mouth_weight": 0.0}
-
-
-# --------------------------------------------------------------------------------------------
-# generator and model
-# --------------------------------------------------------------------------------------------
-
-
-def load_generator(cfg: TrainConfig) -> tuple[torch.nn.Module, str]:
-    """(G, description of where it came from). Falls back to a random tiny generator, loudly."""
-    from persona import eg3d
-
-    if cfg.generator:
-        path = Path(cfg.generator)
-        if not path.is_file():
-            raise PersonaFileError(f"--generator {path}: no such file (expected an EG3D .pkl or our .safetensors)")
-        if path.suffix == ".pkl":
-            return eg3d.load_official(path), f"official EG3D pickle {path}"
-        return eg3d.load_prior(path), f"generator {path}"
-    if cfg.generator_source == RANDOM_GENERATOR:  # reloading a run that was trained without the prior
-        return eg3d.build_generator("tiny"), RANDOM_GENERATOR
-    try:
-        return eg3d.load_prior(), "shipped tiny prior (persona/assets/prior_tiny.safetensors)"
-    except FileNotFoundError as err:
-        warnings.warn(f"{err}\n*** {RANDOM_GENERATOR} ***", stacklevel=2)
-        print(f"WARNING: {RANDOM_GENERATOR}", file=sys.stderr)
-        return eg3d.build_generator("tiny"), RANDOM_GENERATOR
 
 
 def build_model(cfg: TrainConfig, G: torch.nn.Module) -> PersonalizedPrior:
@@ -277,10 +242,9 @@ def _psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
 
 def _save_checkpoint(run: RunDir, step: int, model: PersonalizedPrior, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
                      train_seconds: float) -> None:
-    opt_tensors, opt_rest = optimizer_tensors(optimizer)
-    tensors = {**prefixed("model", {k: v.detach().clone() for k, v in model.state_dict().items()}),
-               **prefixed("optim", opt_tensors), **rng_tensors()}
-    run.save_checkpoint(step, tensors, {"optimizer": opt_rest, "stage": stage_of(step, cfg), "train_seconds": train_seconds},
+    state, meta = training_state(optimizer)
+    tensors = {**prefixed("model", {k: v.detach().clone() for k, v in model.state_dict().items()}), **state}
+    run.save_checkpoint(step, tensors, {**meta, "stage": stage_of(step, cfg), "train_seconds": train_seconds},
                         keep=cfg.keep_checkpoints)
 
 
@@ -288,8 +252,7 @@ def _load_checkpoint(path: Path, model: PersonalizedPrior, optimizer: torch.opti
     tensors, meta = load_tensors(path)
     model.load_state_dict(unprefixed("model", tensors))
     if optimizer is not None:
-        load_optimizer_tensors(optimizer, unprefixed("optim", tensors), meta["optimizer"])
-        restore_rng(tensors, str(path))
+        restore_training_state(tensors, meta, optimizer, str(path))
     return meta
 
 
@@ -303,18 +266,25 @@ def _write_sample(run: RunDir, step: int, model: PersonalizedPrior, frames: dict
         pred = render_conditions(model, frames, frames["camera"], track)
         train_mode(model)
     rows = [torch.cat(list(x.clamp(-1, 1)), dim=2) for x in (frames["image"].float(), pred)]
-    grid = ((torch.cat(rows, dim=1).permute(1, 2, 0).cpu().numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+    grid = unit_to_uint8(torch.cat(rows, dim=1).permute(1, 2, 0))
     cv2.imwrite(str(run.renders / f"sample_{step:08d}.png"), grid[:, :, ::-1])
 
 
 def render_conditions(model: PersonalizedPrior, conditions: dict[str, torch.Tensor], camera: torch.Tensor,
                       track: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
     """Render a batch with ``model``; audio neighbours come from ``track`` (else from the batch)."""
+    return model(with_audio_neighbours(model, conditions, track), camera)["image"].clamp(-1, 1)
+
+
+def with_audio_neighbours(model: PersonalizedPrior, conditions: dict[str, torch.Tensor],
+                          track: dict[int, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """A copy of ``conditions`` with ``audio_neighbours`` [B,8,16,29] added when the audio encoder
+    smooths and they are missing: from ``track`` (else from the batch), by ``source_index`` or ``index``."""
     conditions = dict(conditions)
     if model.modality == "audio" and bool(model.encoder.smoothing) and "audio_neighbours" not in conditions:
         index = conditions.get("source_index", conditions.get("index"))
         conditions["audio_neighbours"] = gather_neighbour_windows(torch.as_tensor(index), torch.as_tensor(conditions["audio"]).float(), track)
-    return model(conditions, camera)["image"].clamp(-1, 1)
+    return conditions
 
 
 def parameter_groups(model: PersonalizedPrior, cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -426,11 +396,6 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
     return model
 
 
-# --------------------------------------------------------------------------------------------
-# the Method
-# --------------------------------------------------------------------------------------------
-
-
 def _describe_loss(cfg: TrainConfig) -> str:
     from persona.metrics import lpips_available, lpips_unavailable_reason
 
@@ -438,268 +403,3 @@ def _describe_loss(cfg: TrainConfig) -> str:
         return f"L2 + {cfg.lambda_lpips:g} * LPIPS(alex)" + (" + ortho penalty" if cfg.ortho == "loss" else "")
     reason = "lambda_lpips = 0" if cfg.lambda_lpips <= 0 else f"LPIPS unavailable: {lpips_unavailable_reason()}"
     return "L2 only (" + reason + ")" + (" + ortho penalty" if cfg.ortho == "loss" else "")
-
-
-class OursMethod(Method):
-    """Our method behind the :class:`persona.methods.Method` protocol."""
-
-    name = METHOD_NAME
-    supports_novel_views = True
-
-    def __init__(self, cfg: TrainConfig):
-        self.config = cfg
-        self.model: PersonalizedPrior | None = None
-        self.audio_track: dict[int, torch.Tensor] | None = None
-
-    def _build(self) -> PersonalizedPrior:
-        torch.manual_seed(self.config.seed)
-        G, source = load_generator(self.config)
-        self.config = replace(self.config, generator_source=source)
-        return build_model(self.config, G)
-
-    def fit(self, train: Any, run: RunDir, stop_after: int | None = None) -> None:
-        """Train on ``train`` (FrameDataset); writes/resumes ``run``. See :func:`fit_prior`."""
-        if self.config.resolution is None:
-            self.config = replace(self.config, resolution=int(train.resolution))
-        self.model = self._build()
-        self.config = replace(self.config, loss_used=_describe_loss(self.config))
-        run.begin(run_record(self.name, asdict(self.config), train))
-        fit_prior(self.model, train, run, self.config, stop_after=stop_after)
-
-    def load(self, run: RunDir) -> None:
-        latest = run.latest_checkpoint()
-        if latest is None:
-            raise PersonaFileError(f"{run.checkpoints}: no checkpoint to load (train the run first)")
-        if self.config.resolution is None:  # the resolution the run was trained at (fit sets it from the data)
-            trained_at = run.read_config().get("config", {}).get("resolution") if (run.root / "config.json").is_file() else None
-            if trained_at:
-                self.config = replace(self.config, resolution=int(trained_at))
-        self.model = self._build()
-        _load_checkpoint(latest[1], self.model, None)
-        self.model.to(self.config.device).eval()
-
-    def attach_audio(self, dataset: Any) -> None:
-        """Use ``dataset``'s audio track for AudioAttNet's neighbours when rendering (audio only)."""
-        self.audio_track = audio_track(dataset)
-
-    def _need_model(self) -> PersonalizedPrior:
-        if self.model is None:
-            raise RuntimeError("ours: call fit(...) or load(run) before rendering")
-        return self.model
-
-    @torch.no_grad()
-    def render(self, conditions: dict[str, torch.Tensor], camera: torch.Tensor) -> torch.Tensor:
-        """conditions: batch dict as the dataset yields; camera [B,25] -> image [B,3,R,R] in [-1,1]."""
-        model = self._need_model()
-        device = torch.device(self.config.device)
-        conditions = to_device({k: torch.as_tensor(v) for k, v in conditions.items() if k in CONDITION_KEYS + ("source_image", "source_index", "audio_neighbours")}, device)
-        return render_conditions(model, conditions, torch.as_tensor(camera).float().to(device), self.audio_track).cpu()
-
-    @torch.no_grad()
-    def alphas(self, conditions: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The basis coefficients alpha [B,k] of a batch of conditions."""
-        model = self._need_model()
-        conditions = dict(conditions)
-        if model.modality == "audio" and bool(model.encoder.smoothing) and "audio_neighbours" not in conditions:
-            index = conditions.get("source_index", conditions.get("index"))
-            conditions["audio_neighbours"] = gather_neighbour_windows(torch.as_tensor(index), torch.as_tensor(conditions["audio"]).float(), self.audio_track)
-        return model.encode(to_device(conditions, torch.device(self.config.device))).cpu()
-
-
-def build_method(cfg: dict | TrainConfig | None = None, **kw: Any) -> OursMethod:
-    """Factory for :data:`persona.methods.REGISTRY` ('ours'). ``cfg``/``kw`` override the profile's fields."""
-    if isinstance(cfg, TrainConfig):
-        return OursMethod(replace(cfg, **kw) if kw else cfg)
-    values = {**(cfg or {}), **kw}
-    profile = values.pop("profile", "default")
-    return OursMethod(train_config(profile, **values))
-
-
-# --------------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------------
-
-
-def main_train(argv: list[str]) -> int:
-    """``python -m persona train --method ours --modality rgb --data DIR --out RUN [...]``."""
-    from persona.methods import REGISTRY
-    from persona.methods import build_method as build_registered
-
-    from persona import cli
-    from persona.errors import PersonaInputError
-
-    p = cli.parser("train", "fit a method (ours or a baseline) on one video; unset options take the profile's values")
-    p.add_argument("--method", default=METHOD_NAME, choices=sorted(REGISTRY), help="ours or a baseline")
-    p.add_argument("--modality", choices=MODALITIES, help="driving signal (ours only; None: rgb)")
-    p.add_argument("--data", required=True, help="video folder (NerFACE layout: transforms_train.json, images/...)")
-    p.add_argument("--out", required=True, help="run directory (resumed when it holds checkpoints)")
-    p.add_argument("--profile", default="default", choices=("smoke", "default", "paper"), help="sizes and steps")
-    p.add_argument("--k", type=flag_int(1, 4096), help="number of basis vectors (ours only; None: the profile's, 50)")
-    p.add_argument("--ortho", choices=ORTHO_MODES, help="orthogonality mode of the basis (ours only; None: qr)")
-    p.add_argument("--generator", help="official EG3D .pkl or our .safetensors generator (None: the shipped prior)")
-    cli.add_steps(p, "training steps (None: the profile's)", old="--iterations")
-    cli.add_batch_size(p, "frames per step (ours only; None: the profile's)", old=None)
-    p.add_argument("--lambda-lpips", type=flag_number(0), help="LPIPS weight of ours' loss (ours only; 0: L2 only, explicitly; None: the profile's)")
-    p.add_argument("--seed", type=flag_int(0), help="seed of initialisation and batch order (None: the profile's, 0)")
-    cli.add_runtime(p, device_help="torch device: cpu, cuda, cuda:1 ... (None: the profile's)")
-    p.add_argument("--force", action="store_true",
-                   help="start over in --out: delete what persona wrote there (config, metrics, checkpoints, renders)")
-    args = p.parse_args(argv)
-    cli.apply_runtime(args)
-    from persona.data.dataset import FrameDataset
-
-    flags = {"modality": "--modality", "k": "--k", "ortho": "--ortho", "generator": "--generator", "iterations": "--steps",
-             "batch_size": "--batch-size", "seed": "--seed", "device": "--device", "lambda_lpips": "--lambda-lpips"}
-    overrides = {"modality": args.modality, "k": args.k, "ortho": args.ortho, "generator": args.generator,
-                 "iterations": args.steps, "batch_size": args.batch_size, "seed": args.seed, "device": args.device,
-                 "lambda_lpips": args.lambda_lpips}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    settings = {f.name for f in fields(getattr(build_registered(args.method, {"profile": args.profile}), "config"))}
-    foreign = [flags[k] for k in overrides if k not in settings]
-    if foreign:
-        raise PersonaInputError(f"{', '.join(foreign)}: not a setting of --method {args.method} "
-                                f"({'they apply' if len(foreign) > 1 else 'it applies'} to other methods, e.g. ours)")
-    cfg = {"profile": args.profile, **overrides}
-    method = build_registered(args.method, cfg)
-    train = FrameDataset(args.data, split="train", resolution=getattr(getattr(method, "config", None), "resolution", None))
-    run = RunDir(args.out)
-    if args.force:
-        run.clear()
-    method.fit(train, run)
-    if not (run.root / "config.json").is_file():
-        run.write_config({"method": args.method, "config": getattr(method, "config", cfg), "data": args.data})
-    from persona.runlist import plot_metrics
-
-    if run.finished_before():
-        print(f"already complete: {run.root} ({run.latest_checkpoint()[0]} steps); use --force to retrain")
-        return 0
-    plot = plot_metrics(run.root)
-    print(f"trained {args.method} -> {run.root}" + (f" (training curve: {plot})" if plot else ""))
-    return 0
-
-
-def _to_uint8(image: torch.Tensor) -> np.ndarray:
-    """[3,H,W] in [-1,1] -> HxWx3 uint8 BGR (for cv2)."""
-    rgb = ((image.clamp(-1, 1).permute(1, 2, 0).cpu().numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
-    return np.ascontiguousarray(rgb[:, :, ::-1])
-
-
-def load_run(run_dir: str | Path, device: str | None = None) -> tuple[Any, dict[str, Any]]:
-    """(method restored from a run directory, its config.json); ``device`` overrides the run's."""
-    from persona.methods import build_method as build_registered
-
-    run = RunDir(run_dir)
-    cfg = run.read_config()
-    for key, kind in (("method", str), ("config", dict)):
-        if not isinstance(cfg.get(key), kind):
-            raise PersonaInputError(f"{run.root / 'config.json'}: {key}: expected a {kind.__name__}, got {cfg.get(key)!r:.60}")
-    if device:
-        cfg["config"] = {**cfg["config"], "device": device}
-    method = build_registered(cfg["method"], cfg["config"])
-    method.load(run)
-    return method, cfg
-
-
-AUDIO_METHODS = ("adnerf", "dfrf")  # baselines driven by audio (ours: modality 'audio')
-
-
-def render_stamp(run: RunDir, data: str | Path, split: str, resolution: int | None) -> dict[str, Any]:
-    """What decides a run's renders of a split: its newest checkpoint (name and digest), the data
-    folder, the split and resolution. ``render`` writes it beside the frames; ``eval`` reuses the
-    frames when its own stamp is the same."""
-    from persona.experiments import file_digest
-
-    latest = run.latest_checkpoint()
-    checkpoint = f"{latest[1].name}:{file_digest(latest[1])}" if latest else None
-    return {"checkpoint": checkpoint, "data": str(Path(data).resolve()), "split": split, "resolution": resolution}
-
-
-def main_render(argv: list[str]) -> int:
-    """``python -m persona render RUN [--data DIR] [--split test] [--novel] [--orbit N] [--alphas]``."""
-    from persona import cli
-
-    p = cli.parser("render", "render a trained run into RUN/renders/<split>/ (and videos: see --video, --orbit)")
-    p.add_argument("run", help="run directory written by `python -m persona train`")
-    p.add_argument("--data", help="video folder (None: the one the run was trained on)")
-    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="frames to render")
-    p.add_argument("--novel", action="store_true", help="also render the novel-view cameras of the test frames")
-    p.add_argument("--orbit", type=flag_int(0, 100000), default=0, help="frames of an orbit video around the first frame (0: none)")
-    p.add_argument("--orbit-yaw", type=flag_number(0, 180), default=30.0, help="orbit yaw range in degrees")
-    p.add_argument("--video", action=argparse.BooleanOptionalAction, default=True,
-                   help="write RUN/renders/<split>.mp4 (H.264): ground truth | render, with the audio track for audio runs")
-    p.add_argument("--alphas", action="store_true", help="write the basis coefficients per frame (ours only)")
-    cli.add_batch_size(p, "frames per forward pass", default=8)
-    cli.add_runtime(p, device_help="torch device: cpu, cuda, cuda:1 ... (None: the run's)")
-    args = p.parse_args(argv)
-    cli.apply_runtime(args)
-    import cv2
-    from torch.utils.data import DataLoader
-
-    from persona import video
-    from persona.cameras import orbit
-    from persona.report import to_uint8
-    from persona.runs import atomic_write_json
-    from persona.data.dataset import FrameDataset, NovelViewDataset
-
-    method, cfg = load_run(args.run, device=args.device)
-    with_alphas = args.alphas and provides(method, "alphas")
-    if args.alphas and not with_alphas:
-        print(f"persona render: warning: --alphas ignored: method {cfg['method']!r} has no basis coefficients", file=sys.stderr)
-    data = args.data or cfg.get("data")
-    if not data:
-        raise PersonaInputError(f"{args.run}/config.json: no 'data' path; pass --data DIR")
-    resolution = cfg["config"].get("resolution")
-    ds = FrameDataset(data, split=args.split, resolution=resolution)
-    method.attach_audio(ds)
-    run = RunDir(args.run)
-    out = run.renders / args.split
-    out.mkdir(parents=True, exist_ok=True)
-    alphas, indices, side_by_side = [], [], []
-    t0 = time.perf_counter()
-    for batch in tqdm(DataLoader(ds, batch_size=args.batch_size), desc=f"render {args.split}"):
-        images = method.render(batch, batch["camera"])
-        for idx, img, truth in zip(batch["index"].tolist(), images, batch["image"]):
-            cv2.imwrite(str(out / f"{idx:05d}.png"), _to_uint8(img))
-            if args.video:
-                side_by_side.append(video.side_by_side(to_uint8(truth), to_uint8(img)))
-        indices.append(batch["index"].numpy())
-        if with_alphas:
-            alphas.append(method.alphas(batch).numpy())
-    print(f"rendered {len(ds)} frames in {time.perf_counter() - t0:.1f} s -> {out}")
-    # what eval needs to reuse these frames instead of rendering again (same checkpoint, data, split)
-    atomic_write_json(run.renders / f"{args.split}.json", render_stamp(run, data, args.split, resolution)
-                      | {"indices": np.concatenate(indices).tolist()})
-    if side_by_side:
-        audio_driven = cfg["config"].get("modality") == "audio" or cfg["method"] in AUDIO_METHODS
-        wav = Path(data) / "aud.wav"
-        track = wav if audio_driven and wav.is_file() else None
-        fps = float(getattr(ds, "fps", 25) or 25)
-        start = int(indices[0][0]) / fps
-        if track is not None and (video.probe(track)["duration"] or 0.0) <= start:
-            print(f"persona render: warning: {track} ends before frame {int(indices[0][0])} ({start:.2f} s): video without sound",
-                  file=sys.stderr)
-            track = None
-        path = video.write_video(run.renders / f"{args.split}.mp4", side_by_side, fps, audio=track, audio_start=start)
-        print(f"video (ground truth | render{', with audio' if track else ''}, H.264) -> {path}")
-    if alphas:
-        np.save(out.parent / f"alphas_{args.split}.npy", np.concatenate(alphas))
-        np.save(out.parent / f"alphas_{args.split}_index.npy", np.concatenate(indices))
-    if args.novel:
-        novel = NovelViewDataset(data, resolution=resolution)
-        for batch in tqdm(DataLoader(novel, batch_size=args.batch_size), desc="render novel views"):
-            images = method.render(batch, batch["camera"])
-            for view, src, img in zip(batch["view"], batch["source_index"].tolist(), images):
-                folder = out.parent / "novel" / str(view)
-                folder.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(folder / f"{src:05d}.png"), _to_uint8(img))
-    if args.orbit > 0:
-        first = next(iter(DataLoader(ds, batch_size=1)))
-        cams = torch.as_tensor(orbit(args.orbit, args.orbit_yaw), dtype=torch.float32)
-        path = video.write_video(out.parent / "orbit.mp4", [to_uint8(method.render(first, cam[None])[0]) for cam in cams],
-                                 float(getattr(ds, "fps", 25) or 25))
-        print(f"orbit video ({args.orbit} frames) -> {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main_train(sys.argv[1:]))

@@ -1,0 +1,126 @@
+"""The encoders of our method: a driving signal (RGB frame, 3DMM expression, audio window) -> alpha [B,k]."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from persona.audio_nets import AUDIO_DIM, AudioAttNet, AudioNet
+from persona.data.formats import EXPRESSION_DIM
+
+RGB_ENCODERS = ("persona", "release")  # persona.ours.encoders.RGBEncoder | persona.release_encoder.ReleaseRGBEncoder
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int, layers: int) -> nn.Sequential:
+    """``layers`` hidden linear layers of width ``hidden`` (LeakyReLU 0.2), then a linear head."""
+    mods: list[nn.Module] = []
+    dim = in_dim
+    for _ in range(layers):
+        mods += [nn.Linear(dim, hidden), nn.LeakyReLU(0.2, inplace=True)]
+        dim = hidden
+    mods.append(nn.Linear(dim, out_dim))
+    return nn.Sequential(*mods)
+
+
+class ResDown(nn.Module):
+    """Residual block that halves the resolution: conv3x3 -> conv3x3 + avg-pool, 1x1 skip."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cin, 3, padding=1)
+        self.conv2 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.skip = nn.Conv2d(cin, cout, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.leaky_relu(self.conv1(x), 0.2)
+        h = F.avg_pool2d(F.leaky_relu(self.conv2(h), 0.2), 2)
+        return (h + F.avg_pool2d(self.skip(x), 2)) / 2**0.5
+
+
+class RGBEncoder(nn.Module):
+    """Frame -> alpha: persona's own encoder (``TrainConfig.rgb_encoder = 'persona'``), NOT the release's.
+
+    The same outline as the release's LIA-style encoder (1x1 conv from RGB, one residual
+    down-block per octave down to 4x4, a 4x4 conv to ``feature_dim``, a head) but: plain
+    ``nn.Conv2d`` with LeakyReLU(0.2) and average pooling (no equalised learning rate, no blur),
+    at the data/training resolution ``resolution`` (the release: 256 px), channels
+    ``min(max_channels, base_channels * resolution / res)`` (narrow on the CPU profiles), and an
+    MLP head WITH activations (:func:`mlp`; the release's linear layers have none). The release's
+    encoder is :class:`persona.release_encoder.ReleaseRGBEncoder` (``rgb_encoder = 'release'``).
+    ``x`` [B,3,H,W] in [-1,1] (resized to R x R) -> [B,k].
+    """
+
+    def __init__(self, k: int, resolution: int, base_channels: int = 32, max_channels: int = 512, feature_dim: int = 512, head_layers: int = 4):
+        super().__init__()
+        if resolution < 4 or resolution & (resolution - 1):
+            raise ValueError(f"RGBEncoder: resolution={resolution}; expected a power of two >= 4")
+        self.resolution = resolution
+
+        def channels(res: int) -> int:
+            return min(max_channels, base_channels * resolution // res)
+
+        blocks: list[nn.Module] = [nn.Conv2d(3, channels(resolution), 1), nn.LeakyReLU(0.2, inplace=True)]
+        res = resolution
+        while res > 4:
+            blocks.append(ResDown(channels(res), channels(res // 2)))
+            res //= 2
+        blocks.append(nn.Conv2d(channels(4), feature_dim, 4))
+        self.trunk = nn.Sequential(*blocks)
+        self.head = mlp(feature_dim, feature_dim, k, head_layers)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(encoder_input(image, self.resolution, "RGBEncoder")).flatten(1))
+
+
+def encoder_input(image: torch.Tensor, resolution: int, who: str) -> torch.Tensor:
+    """image [B,3,H,W] checked and resized (bilinear, antialiased) to [B,3,resolution,resolution]."""
+    if image.dim() != 4 or image.shape[1] != 3:
+        raise ValueError(f"{who}: images [B,3,H,W] expected, got {list(image.shape)}")
+    if image.shape[-1] != resolution or image.shape[-2] != resolution:
+        image = F.interpolate(image, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True)
+    return image
+
+
+class ExpressionEncoder(nn.Module):
+    """3DMM expression [B,76] -> alpha [B,k]: MLP 76 -> 512 -> ... -> k (release: 6 x 512).
+
+    The release stacks its linear layers without activations; we put LeakyReLU between them
+    (an MLP as the paper describes the encoder).
+    """
+
+    def __init__(self, k: int, in_dim: int = EXPRESSION_DIM, hidden: int = 512, layers: int = 6):
+        super().__init__()
+        self.in_dim = in_dim
+        self.net = mlp(in_dim, hidden, k, layers)
+
+    def forward(self, expression: torch.Tensor) -> torch.Tensor:
+        if expression.dim() != 2 or expression.shape[1] != self.in_dim:
+            raise ValueError(f"ExpressionEncoder: expressions [B,{self.in_dim}] expected, got {list(expression.shape)}")
+        return self.net(expression)
+
+
+class AudioEncoder(nn.Module):
+    """Audio window(s) -> alpha [B,k]: AudioNet (-> 64) then the MLP (-> k).
+
+    Without smoothing: ``audio`` [B,16,29] -> AudioNet -> MLP. With smoothing (switched on by
+    the trainer after ``audio_smooth_after`` iterations, then kept): the 8 neighbouring windows
+    ``neighbours`` [B,8,16,29] -> AudioNet each -> AudioAttNet -> MLP (AD-NeRF / the release).
+    ``att_score_dims``: features the attention scores read (None: all 64, persona; 32: the release).
+    """
+
+    def __init__(self, k: int, hidden: int = 512, layers: int = 6, audio_dim: int = AUDIO_DIM, att_score_dims: int | None = None):
+        super().__init__()
+        self.audio_net = AudioNet(audio_dim)
+        self.att_net = AudioAttNet(audio_dim, score_dims=att_score_dims)
+        self.net = mlp(audio_dim, hidden, k, layers)
+        self.register_buffer("smoothing", torch.zeros((), dtype=torch.bool))
+
+    def forward(self, audio: torch.Tensor, neighbours: torch.Tensor | None = None) -> torch.Tensor:
+        if bool(self.smoothing):
+            if neighbours is None:
+                raise ValueError("AudioEncoder: smoothing is on; neighbours [B,8,16,29] are needed")
+            b, s = neighbours.shape[:2]
+            feats = self.audio_net(neighbours.reshape(b * s, *neighbours.shape[2:])).view(b, s, -1)
+            return self.net(self.att_net(feats))
+        return self.net(self.audio_net(audio))
