@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -10,6 +12,8 @@ from persona.audio_nets import AUDIO_DIM, AudioAttNet, AudioNet
 from persona.data.formats import EXPRESSION_DIM
 
 RGB_ENCODERS = ("persona", "release")  # persona.ours.encoders.RGBEncoder | persona.release_encoder.ReleaseRGBEncoder
+AUDIO_INITS = ("he", "torch")  # ours' AudioNet init: variance-preserving (persona) | PyTorch's default (AD-NeRF, the release)
+AUDIO_ATT_INITS = ("centre", "torch")  # ours' AudioAttNet init: on the frame's own window (persona) | PyTorch's default
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int, layers: int) -> nn.Sequential:
@@ -100,6 +104,42 @@ class ExpressionEncoder(nn.Module):
         return self.net(expression)
 
 
+def he_init_(module: nn.Module, slope: float = 0.02) -> nn.Module:
+    """Variance-preserving (He / Kaiming-normal) init of every Conv1d/Linear in ``module`` for
+    LeakyReLU(``slope``), zero biases; returns ``module``.
+
+    Why ours' AudioNet needs it (issue #20): under PyTorch's default init each layer shrinks the
+    signal's variance about 3x, and AudioNet is 6 layers deep before the MLP; DeepSpeech's logits
+    (tens of units) survive that, our 29-d stand-in features (std 0.24-0.62 around a common level
+    0.4-1.0) do not: measured on id00 audio at init, the coefficients' spread over frames is 0.1 %
+    of their size (the 3DMM encoder's: 27 %), so training starts from an encoder that ignores the audio.
+    """
+    for m in module.modules():
+        if isinstance(m, (nn.Conv1d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, a=slope, nonlinearity="leaky_relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return module
+
+
+def centre_attention_(att: AudioAttNet, centre_weight: float = 0.9) -> AudioAttNet:
+    """Start AudioAttNet on the frame's own window: the linear layer over the scores gets zero
+    weights and biases whose softmax puts ``centre_weight`` on window ``seq_len // 2`` (the frame
+    itself, see :func:`persona.audio_nets.gather_neighbour_windows`) and the rest evenly on its
+    neighbours. Switching smoothing on then leaves the encoder's output almost unchanged, and the
+    attention learns from there how far to spread; PyTorch's default init averages the 8 windows
+    (320 ms) almost evenly. Returns ``att``."""
+    n = att.seq_len
+    if not 0 < centre_weight < 1 or n < 2:
+        raise ValueError(f"centre_attention_: centre_weight={centre_weight} must lie in (0,1) with seq_len >= 2")
+    with torch.no_grad():
+        att.weights.weight.zero_()
+        bias = torch.full((n,), math.log((1 - centre_weight) / (n - 1)))
+        bias[n // 2] = math.log(centre_weight)
+        att.weights.bias.copy_(bias)
+    return att
+
+
 class AudioEncoder(nn.Module):
     """Audio window(s) -> alpha [B,k]: AudioNet (-> 64) then the MLP (-> k).
 
@@ -107,12 +147,23 @@ class AudioEncoder(nn.Module):
     the trainer after ``audio_smooth_after`` iterations, then kept): the 8 neighbouring windows
     ``neighbours`` [B,8,16,29] -> AudioNet each -> AudioAttNet -> MLP (AD-NeRF / the release).
     ``att_score_dims``: features the attention scores read (None: all 64, persona; 32: the release).
+    ``audio_init``: ``he`` (:func:`he_init_` on AudioNet) or ``torch`` (PyTorch's default, as
+    AD-NeRF and the release); ``att_init``: ``centre`` (:func:`centre_attention_`) or ``torch``.
     """
 
-    def __init__(self, k: int, hidden: int = 512, layers: int = 6, audio_dim: int = AUDIO_DIM, att_score_dims: int | None = None):
+    def __init__(self, k: int, hidden: int = 512, layers: int = 6, audio_dim: int = AUDIO_DIM, att_score_dims: int | None = None,
+                 audio_init: str = "he", att_init: str = "centre"):
         super().__init__()
+        if audio_init not in AUDIO_INITS:
+            raise ValueError(f"AudioEncoder: audio_init={audio_init!r}; expected one of {AUDIO_INITS}")
+        if att_init not in AUDIO_ATT_INITS:
+            raise ValueError(f"AudioEncoder: att_init={att_init!r}; expected one of {AUDIO_ATT_INITS}")
         self.audio_net = AudioNet(audio_dim)
+        if audio_init == "he":
+            he_init_(self.audio_net)
         self.att_net = AudioAttNet(audio_dim, score_dims=att_score_dims)
+        if att_init == "centre":
+            centre_attention_(self.att_net)
         self.net = mlp(audio_dim, hidden, k, layers)
         self.register_buffer("smoothing", torch.zeros((), dtype=torch.bool))
 

@@ -40,13 +40,14 @@ class PersonalizedPrior(nn.Module):
 
     ``rgb_encoder``: ``persona`` (:class:`RGBEncoder`, at ``resolution``) or ``release``
     (:class:`persona.release_encoder.ReleaseRGBEncoder` at ``rgb_encoder_resolution``, 256 in
-    the release). ``audio_att_dims``: see :class:`AudioEncoder`.
+    the release). ``audio_att_dims``, ``audio_init``, ``audio_att_init``: see :class:`AudioEncoder`.
     """
 
     def __init__(self, G: nn.Module, modality: str, k: int = 50, ortho: str = "qr", offset_init: str = "w_avg", resolution: int = 64,
                  rgb_base_channels: int = 32, rgb_max_channels: int = 512, rgb_feature_dim: int = 512, rgb_head_layers: int = 4,
                  mlp_hidden: int = 512, mlp_layers: int = 6, rgb_encoder: str = "persona", rgb_encoder_resolution: int = 256,
-                 audio_att_dims: int | None = None, basis_rows: str = "unit"):
+                 audio_att_dims: int | None = None, basis_rows: str = "unit", audio_init: str = "he",
+                 audio_att_init: str = "centre"):
         super().__init__()
         if modality not in MODALITIES:
             raise ValueError(f"PersonalizedPrior: modality={modality!r}; expected one of {MODALITIES}")
@@ -68,7 +69,8 @@ class PersonalizedPrior(nn.Module):
         elif modality == "3dmm":
             self.encoder = ExpressionEncoder(k, EXPRESSION_DIM, mlp_hidden, mlp_layers)
         else:
-            self.encoder = AudioEncoder(k, mlp_hidden, mlp_layers, att_score_dims=audio_att_dims)
+            self.encoder = AudioEncoder(k, mlp_hidden, mlp_layers, att_score_dims=audio_att_dims, audio_init=audio_init,
+                                        att_init=audio_att_init)
 
     def personal_parameters(self) -> list[nn.Parameter]:
         """Encoder + basis + offset (stage 1's trainable set)."""

@@ -35,7 +35,7 @@ from persona.audio_nets import audio_track, gather_neighbour_windows
 from persona.data.formats import unit_to_uint8
 from persona.errors import PersonaInputError
 from persona.ours.basis import BASIS_ROWS, ORTHO_MODES
-from persona.ours.encoders import RGB_ENCODERS
+from persona.ours.encoders import AUDIO_ATT_INITS, AUDIO_INITS, RGB_ENCODERS
 from persona.ours.model import MODALITIES, PersonalizedPrior
 from persona.profiles import config_for
 from persona.runs import RunDir, isolated_rng, load_tensors, prefixed, restore_training_state, training_state, unprefixed
@@ -75,6 +75,20 @@ class TrainConfig:
     0.68 / 0.61 / 0.64 (id00/01/02) against +1.3 / +1.5 / +0.8 dB and 0.76 / 0.66 / 0.67 with
     the defaults: no clear gain, so they are not the default, and RGB runs keep the paper's
     optimiser (:data:`RGB_RECIPE`) until a recipe is shown stable on every identity.
+
+    Note on ``audio_init`` and ``audio_att_init`` (issue #20, audio). Our stand-in audio features
+    (:mod:`persona.data.audio`: log mel energies, std 0.24-0.62 around levels 0.4-1.0) are far
+    smaller than DeepSpeech's logits, and under PyTorch's default init (AD-NeRF, the release) each
+    of AudioNet's layers shrinks their variance ~3x: measured on default id00 audio, the trained
+    encoder's coefficients varied over the test clip by 1e-4 (3DMM's encoder: ~0.3), the rendered
+    mouth not at all (following -0.07), although a ridge regression from the same 16x29 windows
+    predicts the world's mouth opening at r = 0.90 on test frames. ``audio_init = 'he'``
+    (:func:`persona.ours.encoders.he_init_` on AudioNet) makes the coefficients follow the audio
+    (following 0.54 / 0.71 / 0.63 on id00/01/02, from -0.07 / 0.55 / 0.05); ``audio_att_init =
+    'centre'`` starts AudioAttNet on the frame's own window (:func:`persona.ours.encoders.centre_attention_`),
+    so switching smoothing on does not blur what stage 1 learned (same final scores on id00 as the
+    default init). The ``paper`` profile keeps ``torch`` for both; ``--set audio_init=torch --set
+    audio_att_init=torch`` restores them.
     """
 
     profile: str = "default"
@@ -97,6 +111,8 @@ class TrainConfig:
     mouth_weight: float = 1.0  # weight of an extra L2 over the mouth box; 0 = off (paper, release). See the note above.
     audio_smooth_after: int = 300  # iterations before AudioAttNet smoothing starts (audio only)
     audio_att_dims: int | None = None  # features AudioAttNet scores from: None = all 64 (persona) | 32 (the release)
+    audio_init: str = "he"  # AudioNet init: he (variance-preserving, persona) | torch (PyTorch's default: AD-NeRF, the release). See the note above.
+    audio_att_init: str = "centre"  # AudioAttNet init: centre (on the frame's own window, persona) | torch (AD-NeRF, the release)
     resolution: int | None = None  # training/render resolution; None = the dataset's
     loss_resolution: int | None = None  # None: loss at the training resolution (persona) | 256: area-pooled to 256 (the release)
     rgb_encoder: str = "persona"  # persona (prior.RGBEncoder, at `resolution`) | release (LIA EncoderApp at 256 px)
@@ -128,7 +144,8 @@ TRAIN_PROFILES: dict[str, TrainConfig] = {
                          mlp_layers=6, log_every=100, checkpoint_every=5000, sample_every=5000, device="cuda",
                          basis_lr=None, encoder_lr=None, generator_lr=None, grad_clip=0.0, mouth_weight=0.0,  # the paper's optimiser and loss
                          # the release's choices where the paper's text is silent (persona.release_encoder, prior.AudioAttNet)
-                         rgb_encoder="release", audio_att_dims=32, loss_resolution=256),
+                         rgb_encoder="release", audio_att_dims=32, loss_resolution=256,
+                         audio_init="torch", audio_att_init="torch"),  # AD-NeRF's / the release's init of the audio nets
 }
 
 
@@ -143,6 +160,10 @@ def train_config(profile: str = "default", **overrides: Any) -> TrainConfig:
         raise PersonaInputError(f"TrainConfig.basis_rows={cfg.basis_rows!r}; expected one of {BASIS_ROWS}")
     if cfg.rgb_encoder not in RGB_ENCODERS:
         raise PersonaInputError(f"TrainConfig.rgb_encoder={cfg.rgb_encoder!r}; expected one of {RGB_ENCODERS}")
+    if cfg.audio_init not in AUDIO_INITS:
+        raise PersonaInputError(f"TrainConfig.audio_init={cfg.audio_init!r}; expected one of {AUDIO_INITS}")
+    if cfg.audio_att_init not in AUDIO_ATT_INITS:
+        raise PersonaInputError(f"TrainConfig.audio_att_init={cfg.audio_att_init!r}; expected one of {AUDIO_ATT_INITS}")
     if not 0 <= cfg.frozen_iterations <= cfg.iterations:
         raise PersonaInputError(f"TrainConfig: frozen_iterations={cfg.frozen_iterations} must lie in [0, iterations={cfg.iterations}]")
     recipe = {k for k, v in overrides.items() if v is not None} & set(RGB_RECIPE)
@@ -164,7 +185,8 @@ def build_model(cfg: TrainConfig, G: torch.nn.Module) -> PersonalizedPrior:
                              rgb_base_channels=cfg.rgb_base_channels, rgb_max_channels=cfg.rgb_max_channels,
                              rgb_feature_dim=cfg.rgb_feature_dim, rgb_head_layers=cfg.rgb_head_layers,
                              mlp_hidden=cfg.mlp_hidden, mlp_layers=cfg.mlp_layers, rgb_encoder=cfg.rgb_encoder,
-                             audio_att_dims=cfg.audio_att_dims, basis_rows=cfg.basis_rows)
+                             audio_att_dims=cfg.audio_att_dims, basis_rows=cfg.basis_rows, audio_init=cfg.audio_init,
+                             audio_att_init=cfg.audio_att_init)
 
 
 def loss_images(pred: torch.Tensor, target: torch.Tensor, loss_resolution: int | None) -> tuple[torch.Tensor, torch.Tensor]:
