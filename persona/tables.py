@@ -182,8 +182,10 @@ def sync_notes(per_frame: pd.DataFrame) -> list[str]:
     """Why lip-sync reads n/a: the ``sync_note`` of every clip that was too short to score."""
     if "sync_note" not in per_frame.columns:
         return []
-    reasons = sorted({n for n in per_frame["sync_note"] if isinstance(n, str) and n})
-    return [f"Lip-sync columns n/a (reference rows too): {reason}." for reason in reasons]
+    from persona.notebooks import REPO_ROOT
+
+    reasons = sorted({n.replace(f"{REPO_ROOT}/", "") for n in per_frame["sync_note"] if isinstance(n, str) and n})
+    return [f"Lip-sync columns n/a (reference rows too): {reason}." for reason in reasons]  # paths relative to the repository
 
 
 def table_notes(*extra: str, l2_only: bool = False) -> list[str]:

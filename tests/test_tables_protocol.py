@@ -53,6 +53,9 @@ def test_a_short_clip_says_why_lip_sync_reads_na():
     assert tables.sync_notes(per_frame) == ["Lip-sync columns n/a (reference rows too): clip: lip-sync clip of 15 frames; "
                                             "expected >= 36."]
     assert tables.sync_notes(per_frame.drop(columns="sync_note")) == []
+    inside = pd.DataFrame([{"sync_note": f"{nbr.REPO_ROOT}/data/synthetic/smoke/id00/audio/aud.wav (test split): too short"}])
+    assert tables.sync_notes(inside) == ["Lip-sync columns n/a (reference rows too): data/synthetic/smoke/id00/audio/aud.wav "
+                                         "(test split): too short."]  # no absolute path in a committed table
 
 
 class Still(evaluate.StaticFrame):
