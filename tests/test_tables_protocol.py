@@ -126,3 +126,20 @@ def test_compare_appends_the_sync_reference_rows_once_for_all_identities(monkeyp
     tables.compare(rows, [tmp_path / "id00" / "audio", tmp_path / "id01" / "audio"], "smoke", novel=False, sync_references=True)
     assert len(seen) == 1  # cached under the profile's runs
 
+
+
+def test_the_lip_sync_floor_goes_in_the_official_syncnet_columns(monkeypatch, tmp_path):
+    monkeypatch.setattr(ex, "runs_root", lambda profile: tmp_path / "runs")
+    monkeypatch.setattr(ex, "sync_scorer", lambda model: ("official scorer", "digest"))
+    asked = []
+
+    def reference_rows(test_sets, scorer=None, lse_c_column="sync"):
+        asked.append((scorer, lse_c_column))
+        return pd.DataFrame([{"method": "black video (reference)", "identity": "id00", "view": "gt", lse_c_column: 0.3,
+                              "sync_lse_d": 12.5, "sync_offset_accuracy": 0.03}])
+
+    monkeypatch.setattr(evaluate, "sync_reference_rows", reference_rows)
+    test = VoicedFrames(root=tmp_path / "id00" / "audio", split="test", frames=40)
+    rows = ex.sync_references({"id00": test}, "smoke", syncnet_model="syncnet_v2.model")
+    assert asked == [("official scorer", "syncnet_c")]
+    assert rows.iloc[0][["syncnet_c", "syncnet_d", "sync_offset_accuracy"]].tolist() == [0.3, 12.5, 0.03]
