@@ -259,16 +259,91 @@ def trained(name: str, cfg: dict[str, Any], train_ds: Any, profile: str, label: 
 
 
 def evaluated(trained_run: TrainedRun, test_ds: Any, novel_ds: Any | None = None, force: bool = False,
-              max_frames: int | None = None) -> pd.DataFrame:
-    """Per-frame metrics of a trained run (cached in the run dir as ``eval-<hash>.csv``)."""
+              max_frames: int | None = None, following: bool = False) -> pd.DataFrame:
+    """Per-frame metrics of a trained run (cached in the run dir as ``eval-<hash>.csv``).
+    ``following``: also the expression-following score on the same frames
+    (:func:`persona.evaluate.expression_following` on the synthetic video ``test_ds.root``),
+    as columns ``following``, ``opening_std_ratio`` of the ``gt`` rows (part of the cache key)."""
     from persona.evaluate import evaluate_method
 
-    path = trained_run.run.root / f"eval-{config_hash([str(test_ds.root), test_ds.split, novel_ds is not None, max_frames])}.csv"
+    key = [str(test_ds.root), test_ds.split, novel_ds is not None, max_frames] + (["following"] if following else [])
+    path = trained_run.run.root / f"eval-{config_hash(key)}.csv"
     if path.is_file() and not force:
         return pd.read_csv(path)
     with using_threads(trained_run.threads):
         df = evaluate_method(trained_run.method, test_ds, novel_ds, max_frames=max_frames)
+        if following:
+            df = with_following(df, trained_run.method, test_ds, max_frames)
     df["method"] = trained_run.name
+    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+    return df
+
+
+@lru_cache(maxsize=4)
+def frontal_clip(video: str, split: str = "test") -> Any:
+    """:func:`persona.diagnostics.frontal_clip`, kept for the rows of one table (one world render per video)."""
+    from persona.diagnostics import frontal_clip as render
+
+    return render(video, split)
+
+
+def with_following(df: pd.DataFrame, method: Any, test_ds: Any, max_frames: int | None) -> pd.DataFrame:
+    """``df`` (per-frame rows of :func:`persona.evaluate.evaluate_method`) with ``following`` and
+    ``opening_std_ratio`` of ``method`` on the frontal clip of ``test_ds``'s synthetic video, on
+    the same ``max_frames`` frames, set on its ``gt`` rows (NaN elsewhere)."""
+    from persona.evaluate import FOLLOWING_COLUMNS, expression_following
+
+    scores = expression_following(method, max_frames=max_frames, clip=frontal_clip(str(test_ds.root), test_ds.split))
+    df = df.copy()
+    for column in FOLLOWING_COLUMNS:
+        df[column] = float("nan")
+        df.loc[df["view"] == "gt", column] = scores[column]
+    return df
+
+
+def static_evaluated(train_ds: Any, test_ds: Any, profile: str, max_frames: int | None = None, following: bool = False,
+                     force: bool = False) -> pd.DataFrame:
+    """The static floor (:func:`persona.evaluate.static_floor`: the mean training frame scored on
+    the same ``max_frames`` test frames, method ``STATIC_LABEL``), with the following score when
+    ``following`` (0 by construction: a still image does not move), cached under the profile's
+    runs as ``static-<identity>-<hash>.csv``."""
+    from persona.diagnostics import mean_frame
+    from persona.evaluate import StaticFrame, static_floor
+
+    key = [str(Path(train_ds.root).resolve()), getattr(train_ds, "max_seconds", None), str(test_ds.root), test_ds.split,
+           max_frames, following]
+    path = runs_root(profile) / f"static-{Path(test_ds.root).parent.name}-{config_hash(key)}.csv"
+    if path.is_file() and not force:
+        return pd.read_csv(path)
+    with using_threads(torch_threads(profile)):
+        df = static_floor(train_ds, test_ds, max_frames)
+        if following:
+            df = with_following(df, StaticFrame(mean_frame(train_ds)), test_ds, max_frames)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+    return df
+
+
+def sync_references(test_sets: dict[str, Any], profile: str, syncnet_model: str | None = None,
+                    force: bool = False) -> pd.DataFrame:
+    """Table 3's lip-sync floor rows (:func:`persona.evaluate.sync_reference_rows`) of the given
+    test clips (identity -> test FrameDataset), with columns ``sync`` or ``syncnet_c``/``syncnet_d``
+    (official SyncNet), ``sync_lse_d``, ``sync_offset_accuracy``; cached under the profile's runs
+    as ``sync-reference-<hash>.csv`` (key: the clips and the scorer's weights)."""
+    from persona import syncnet
+    from persona.evaluate import sync_reference_rows
+
+    digest = sync_scorer(syncnet_model)[1] if syncnet_model else (file_digest(syncnet.ASSET) if syncnet.ASSET.is_file() else None)
+    key = [[name, str(ds.root), ds.split, len(ds)] for name, ds in test_sets.items()] + [bool(syncnet_model), digest]
+    path = runs_root(profile) / f"sync-reference-{config_hash(key)}.csv"
+    if path.is_file() and not force:
+        return pd.read_csv(path)
+    scorer = sync_scorer(syncnet_model)[0] if syncnet_model else None
+    with using_threads(torch_threads(profile)):
+        df = sync_reference_rows(test_sets, scorer, lse_c_column="syncnet_c" if syncnet_model else "sync")
+    if syncnet_model:
+        df["syncnet_d"] = df["sync_lse_d"]
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
     return df
 

@@ -22,10 +22,11 @@ from persona.paper import PAPER_RESULTS
 
 METRIC_LABELS = {"psnr": "PSNR ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓", "sync": "Sync-C ↑", "psnr_mouth": "mouth PSNR ↑",
                  "ssim_mouth": "mouth SSIM ↑", "syncnet_c": "Sync-C (SyncNet) ↑", "syncnet_d": "LSE-D (SyncNet) ↓",
-                 "sync_lse_d": "LSE-D ↓", "sync_offset_accuracy": "offset acc. ↑"}
-VIDEO_METRICS = ("sync", "syncnet_c", "syncnet_d", "sync_lse_d", "sync_offset_accuracy")  # scored on the video at the ground-truth camera only
+                 "sync_lse_d": "LSE-D ↓", "sync_offset_accuracy": "offset acc. ↑", "following": "following ↑"}
+# scored on a video at one camera only (lip-sync: the ground-truth camera; following: the frontal clip): no novel-view column
+VIDEO_METRICS = ("sync", "syncnet_c", "syncnet_d", "sync_lse_d", "sync_offset_accuracy", "following")
 METRIC_DIGITS = {"psnr": 2, "ssim": 3, "lpips": 3, "sync": 3, "psnr_mouth": 2, "ssim_mouth": 3, "syncnet_c": 3, "syncnet_d": 3,
-                 "sync_lse_d": 2, "sync_offset_accuracy": 3}
+                 "sync_lse_d": 2, "sync_offset_accuracy": 3, "following": 2}
 LOWER_IS_BETTER = ("lpips", "syncnet_d", "sync_lse_d")
 PAPER_METRIC = {"syncnet_c": "sync"}  # the paper's "SyncNet" column is the official SyncNet's LSE-C
 

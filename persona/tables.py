@@ -26,13 +26,17 @@ import numpy as np
 import pandas as pd
 
 from persona import experiments as ex
-from persona.evaluate import shared_frame_count
-from persona import report
+from persona import report, verdicts
+from persona.evaluate import STATIC_LABEL, SYNC_REFERENCE_SUFFIX, shared_frame_count
 from persona.errors import PersonaInputError
 from persona.profiles import uses_real_data
+from persona.syncnet import REFERENCE_ROWS
 
 Claim = tuple[str, str, str]  # (better, metric, worse): "better beats worse on metric"
 IMAGE_METRICS = ("psnr", "ssim", "lpips")
+MOUTH_METRICS = ("psnr_mouth", "ssim_mouth")  # in the dataset's mouth box: where expression fidelity shows
+FOLLOWING_METRIC = "following"  # expression-following score (Tables 2, 3: driven by expression or audio)
+SYNC_REFERENCE_ROWS = tuple(f"{name}{SYNC_REFERENCE_SUFFIX}" for name in REFERENCE_ROWS)  # Table 3's lip-sync floor
 
 
 # ----------------------------------------------------------------------------------------- rows and inputs
@@ -150,6 +154,40 @@ def frames_note(test_frames: int | None, sync: bool = False) -> str:
     return text
 
 
+STATIC_NOTE = (f"{STATIC_LABEL}: the identity's mean training frame shown for every test frame, scored on the same frames "
+               "as the methods: the floor a method that reenacts must beat, above all in the mouth columns; it renders no "
+               "novel view (n/a).")
+MOUTH_NOTE = ("mouth PSNR / mouth SSIM: in each frame's mouth box (the dataset's `mouth_box`; novel views: the box at that "
+              "camera), where a closed mouth against an open one shows; whole-image metrics on a 64-px head mostly "
+              "measure identity and background.")
+
+
+def following_note(real_data: bool = False) -> str:
+    """Footnote of the ``following`` column (n/a on real videos: it needs the synthetic world)."""
+    if real_data:
+        return "following: n/a on real videos (the score needs the synthetic world's re-rendered ground truth)."
+    return ("following: Pearson correlation, over the scored test frames, of the method's mouth opening with the ground "
+            "truth's (dark pixels in a camera-only box around the mouth), on the test clip re-rendered by the synthetic "
+            "world at a frontal camera; image-driven methods get that frontal ground truth as input. 1 = follows every "
+            "opening and closing, 0 = does not move (the static row).")
+
+
+SYNC_REFERENCE_NOTE = ("Reference rows: the floor of the expert on the same clips (the ground truth, its first frame frozen, "
+                       "the clip with another identity's test audio, an all-black video, each with the clip's audio "
+                       "unless said); offset accuracy chance = 1/31 (±15-frame search). A method's lip-sync means "
+                       "something only well above the last three.")
+
+
+def sync_notes(per_frame: pd.DataFrame) -> list[str]:
+    """Why lip-sync reads n/a: the ``sync_note`` of every clip that was too short to score."""
+    if "sync_note" not in per_frame.columns:
+        return []
+    from persona.notebooks import REPO_ROOT
+
+    reasons = sorted({n.replace(f"{REPO_ROOT}/", "") for n in per_frame["sync_note"] if isinstance(n, str) and n})
+    return [f"Lip-sync columns n/a (reference rows too): {reason}." for reason in reasons]  # paths relative to the repository
+
+
 def table_notes(*extra: str, l2_only: bool = False) -> list[str]:
     """Footnotes every results table carries: LPIPS availability (and how to enable it), the
     reading of novel-view columns, that the run was L2-only when ``l2_only`` took effect, plus ``extra``."""
@@ -170,7 +208,8 @@ def table_notes(*extra: str, l2_only: bool = False) -> list[str]:
 def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force: bool = False, novel: bool = True,
             train_max_seconds: float | None = None, sync: bool = False,
             ground_truth_label: str = "Ground Truth", max_test_frames: int | None = None,
-            syncnet_model: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, str], ex.TrainedRun]]:
+            syncnet_model: str | None = None, static: bool = False, following: bool = False,
+            sync_references: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, str], ex.TrainedRun]]:
     """Train and evaluate every row on every video (cached: :func:`persona.experiments.trained`).
 
     Returns (per-frame metrics with columns method, identity, view, ...; timings with one row per
@@ -182,21 +221,33 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
     novel views); None = every frame. Every row is scored on the same frames: the smallest of
     ``max_test_frames`` and the rows' own ``max_test_frames`` (:func:`persona.evaluate.shared_frame_count`).
     ``syncnet_model``: score lip-sync with the official SyncNet (columns ``syncnet_c``, ``syncnet_d``
-    instead of ``sync``; see :func:`sync_metrics`). In planning mode (``$PERSONA_PLAN_DIR``) every
-    run not yet trained is listed, then :class:`persona.experiments.RunsDeferred` is raised.
+    instead of ``sync``; see :func:`sync_metrics`). A clip too short for the lip-sync search
+    leaves those columns NaN and its reason in the column ``sync_note``.
+    ``static``: add the row :data:`persona.evaluate.STATIC_LABEL` (the mean training frame, on
+    the same frames; :func:`persona.experiments.static_evaluated`). ``following``: add the
+    expression-following score (columns ``following``, ``opening_std_ratio``) to every row (the
+    synthetic world only: ignored on real videos). ``sync_references``: add Table 3's lip-sync
+    floor rows (:func:`persona.experiments.sync_references`). In planning mode
+    (``$PERSONA_PLAN_DIR``) every run not yet trained is listed, then
+    :class:`persona.experiments.RunsDeferred` is raised.
     """
     from persona.data.dataset import FrameDataset, NovelViewDataset
-    from persona.evaluate import SYNC_DETAIL_COLUMNS, shared_frame_count
+    from persona.evaluate import SYNC_DETAIL_COLUMNS
 
     if sync and syncnet_model:
         ex.sync_scorer(syncnet_model)  # a wrong path fails now, not after hours of training
 
-    frames, timings, runs, deferred = [], [], {}, []
+    following = following and not uses_real_data(profile)  # the following score needs the synthetic world's frontal clip
+    shared = shared_frame_count(max_test_frames, *(r.max_test_frames for r in rows))
+    frames, timings, runs, deferred, test_sets = [], [], {}, [], {}
     for video in video_dirs:
         identity = Path(video).parent.name if Path(video).name in ("mono", "audio") else Path(video).name
         train = FrameDataset(video, "train", max_seconds=train_max_seconds)
-        test = FrameDataset(video, "test")
+        test = test_sets[identity] = FrameDataset(video, "test")
         novel_ds = NovelViewDataset(video) if novel and (Path(video) / "novel").is_dir() else None
+        if static:
+            floor = ex.static_evaluated(train, test, profile, max_frames=shared, following=following, force=force)
+            frames.append(floor.assign(method=STATIC_LABEL, identity=identity))
         for row in rows:
             print(f"{identity}: {row.label} ...", flush=True)
             try:
@@ -208,7 +259,7 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
             tr.name = row.label
             start = time.perf_counter()
             df = ex.evaluated(tr, test, novel_ds if tr.method.supports_novel_views else None, force=force,
-                              max_frames=shared_frame_count(max_test_frames, *(r.max_test_frames for r in rows)))
+                              max_frames=shared, following=following)
             eval_seconds = time.perf_counter() - start
             df["method"] = row.label  # a cached evaluation may come from a row that spelled the same run differently
             df["identity"] = identity
@@ -217,6 +268,9 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
                 columns = {**dict(zip(sync_metrics(syncnet_model), ("lse_c", "lse_d"))), **SYNC_DETAIL_COLUMNS}
                 for column, name in columns.items():
                     df.loc[df["view"] == "gt", column] = float(sync_rows.iloc[0].get(name, np.nan))
+                note = sync_rows.iloc[0].get("note")
+                if isinstance(note, str) and note:  # a clip too short for the offset search: say why it reads n/a
+                    df.loc[df["view"] == "gt", "sync_note"] = note
                 if not any(f["method"].iloc[0] == ground_truth_label and f["identity"].iloc[0] == identity for f in frames):
                     frames.append(pd.DataFrame([{"method": ground_truth_label, "identity": identity, "view": "gt",
                                                  **{c: float(sync_rows.iloc[1].get(n, np.nan)) for c, n in columns.items()}}]))
@@ -226,6 +280,8 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
             runs[(row.label, identity)] = tr
     if deferred:
         raise ex.RunsDeferred(deferred)
+    if sync_references:
+        frames.append(ex.sync_references(test_sets, profile, syncnet_model=syncnet_model, force=force))
     return pd.concat(frames, ignore_index=True), pd.DataFrame(timings), runs
 
 
@@ -248,12 +304,20 @@ class TableSpec:
     notes: Callable[[Params], list[str]]  # footnotes of this table (after the common ones)
     metrics: Callable[[Params], list[str]] = lambda p: list(IMAGE_METRICS)
     leading_rows: tuple[str, ...] = ()  # rows with no method (Table 3's "Ground Truth")
+    static_row: bool = False  # the "Static (mean training frame)" reference row (evaluate.STATIC_LABEL)
+    following: bool = False  # the expression-following column (methods driven by expression or audio)
+    reference_rows: tuple[str, ...] = ()  # reference rows after the methods (Table 3's lip-sync floor)
     gaps: Callable[[Params], list[str]] = lambda p: []  # claims/figure panels these parameters cannot measure
     compare_kwargs: Callable[[Params], dict[str, Any]] = lambda p: {"max_test_frames": p["test_frames"]}
     figures: tuple[Callable[["TableResult"], list[Path]], ...] = ()
 
     def labels(self, p: Params) -> list[str]:
-        return [*self.leading_rows, *(row.label for row in self.rows(p))]
+        """The table's rows in order: leading rows, the methods, the static row, the reference rows."""
+        return [*self.leading_rows, *self.method_labels(p), *((STATIC_LABEL,) if self.static_row else ()),
+                *self.reference_rows]
+
+    def method_labels(self, p: Params) -> list[str]:
+        return [row.label for row in self.rows(p)]
 
 
 @dataclass
@@ -294,6 +358,14 @@ class TableResult:
         return {label: run.method for (label, identity), run in self.runs.items() if identity == first}
 
 
+def protocol_notes(spec: TableSpec, profile: str) -> list[str]:
+    """Footnotes of the evaluation protocol's rows and columns that ``spec`` has: the static row,
+    the mouth columns, the following score, the lip-sync reference rows."""
+    return ([STATIC_NOTE] if spec.static_row else []) + [MOUTH_NOTE] \
+        + ([following_note(uses_real_data(profile))] if spec.following else []) \
+        + ([SYNC_REFERENCE_NOTE] if spec.reference_rows else [])
+
+
 def unsupported_novel(runs: Mapping[tuple[str, str], ex.TrainedRun]) -> list[str]:
     """Row labels whose method renders no novel views (from each method's ``supports_novel_views``)."""
     return sorted({label for (label, _), run in runs.items() if not run.method.supports_novel_views})
@@ -321,15 +393,16 @@ def run_table(spec: TableSpec, params: Any) -> TableResult:
         print("NOTE:", gap)
 
     rows, metrics, claims = spec.rows(p), spec.metrics(p), spec.claims(p)
-    per_frame, timings, runs = compare(rows, video_dirs, profile, force=p["force"], **spec.compare_kwargs(p))
+    per_frame, timings, runs = compare(rows, video_dirs, profile, force=p["force"], static=spec.static_row,
+                                       following=spec.following, **spec.compare_kwargs(p))
     table = report.results_table(per_frame, metrics, spec.labels(p), paper_key=spec.name,
                                  unsupported_novel=unsupported_novel(runs))
     prov = report.provenance(profile, [p["seed"]], generator_name(p["eg3d_pkl"]), lpips_available(),
                              identities=len(video_dirs), parameters=params.summary())
-    notes = table_notes(*spec.notes(p), *gaps, l2_only=p["l2_only"])
+    notes = table_notes(*spec.notes(p), *protocol_notes(spec, profile), *sync_notes(per_frame), *gaps, l2_only=p["l2_only"])
     report.write_table(table, report.summary(per_frame, metrics), spec.name, tables_dir, spec.caption, prov, notes)
-    checked = [report.claims_table(per_frame, claims, view=view) for view in ("gt", "novel")]
-    report.write_claims(checked, spec.name, tables_dir, notes=gaps)
+    checked = [verdicts.claims_table(per_frame, claims, view=view) for view in ("gt", "novel")]
+    report.write_claims(checked, spec.name, tables_dir, notes=[verdicts.claims_note(), *gaps])
     if params.updates_readme:
         report.update_readme()  # only the default profile with its own parameters writes the README
     result = TableResult(spec, p, video_dirs, per_frame, timings, runs, table, checked[0], checked[1], notes, gaps,
@@ -389,6 +462,8 @@ T1 = TableSpec(
     rows=lambda p: [Row("PTI", "pti", generator_cfg(p["eg3d_pkl"]), max_test_frames=p["pti_test_frames"]),
                     Row("Ours RGB", "ours", ours_cfg(p, modality="rgb"))],
     claims=lambda p: [("Ours RGB", "psnr", "PTI"), ("Ours RGB", "ssim", "PTI"), ("Ours RGB", "lpips", "PTI")],
+    metrics=lambda p: [*IMAGE_METRICS, *MOUTH_METRICS],
+    static_row=True,
     notes=lambda p: [frames_note(shared_frame_count(p["test_frames"], p["pti_test_frames"])) +
                      " PTI optimises every test frame (inversion, then pivotal tuning), so every row is scored on PTI's "
                      "frames (pti_test_frames). Evaluation seconds per method are printed below the claims."],
@@ -402,6 +477,8 @@ T2 = TableSpec(
                     Row("Ours 3DMM", "ours", ours_cfg(p, modality="3dmm"))],
     claims=lambda p: [("Ours 3DMM", "psnr", "NHA"), ("Ours 3DMM", "psnr", "NerFACE"), ("Ours 3DMM", "psnr", "FOMM"),
                       ("NHA", "psnr", "NerFACE"), ("NerFACE", "psnr", "FOMM")],
+    metrics=lambda p: [*IMAGE_METRICS, *MOUTH_METRICS, FOLLOWING_METRIC],
+    static_row=True, following=True,
     notes=lambda p: [frames_note(p["test_frames"])],
     figures=(_fig4_fig1,),
 )
@@ -417,14 +494,20 @@ T3 = TableSpec(
     rows=lambda p: [Row("AD-NeRF", "adnerf", {}), Row("DFRF", "dfrf", {}),
                     Row("Ours Audio", "ours", ours_cfg(p, modality="audio"))],
     leading_rows=("Ground Truth",),
-    metrics=lambda p: [*IMAGE_METRICS, *sync_metrics(p["syncnet_model"]), "psnr_mouth"],
+    static_row=True, following=True, reference_rows=SYNC_REFERENCE_ROWS,
+    metrics=lambda p: [*IMAGE_METRICS, *sync_metrics(p["syncnet_model"]), *([] if p["syncnet_model"] else ["sync_lse_d"]),
+                       "sync_offset_accuracy", *MOUTH_METRICS, FOLLOWING_METRIC],
     claims=lambda p: [("Ours Audio", "psnr", "DFRF"), ("Ours Audio", "psnr", "AD-NeRF"), ("DFRF", "psnr", "AD-NeRF"),
                       ("Ours Audio", _sync(p), "DFRF"), ("Ours Audio", _sync(p), "AD-NeRF")],
     notes=lambda p: [frames_note(p["test_frames"], sync=True), sync_note(p["syncnet_model"])],
     compare_kwargs=lambda p: {"train_max_seconds": p["train_seconds"], "sync": True, "max_test_frames": p["test_frames"],
-                              "syncnet_model": p["syncnet_model"]},
+                              "syncnet_model": p["syncnet_model"], "sync_references": True},
     figures=(_fig5,),
 )
+
+
+ORTHO_SCALE_NOTE = ("w/o ortho: basis rows normalised to unit length (basis_rows=unit), the scale QR gives; only "
+                    "orthogonality differs.")
 
 
 def _ablation_rows(p: Params) -> list[Row]:
@@ -437,10 +520,10 @@ T4 = TableSpec(
     name="table4_ablation", notebook="04_ablations", caption="Table 4: ablation on k and orthogonality",
     video_kind="mono", real_dirs="nerface_dirs",
     rows=_ablation_rows,
-    metrics=lambda p: [*IMAGE_METRICS, "psnr_mouth"],
+    metrics=lambda p: [*IMAGE_METRICS, *MOUTH_METRICS],
     claims=lambda p: [("k = 50 (w ortho)", "psnr", "k = 50 (w/o ortho)")]
     + [(f"k = {b} (w ortho)", "psnr", f"k = {a} (w ortho)") for a, b in zip(p["ks"][:-1], p["ks"][1:])],
-    notes=lambda p: [frames_note(p["test_frames"])],
+    notes=lambda p: [frames_note(p["test_frames"]), ORTHO_SCALE_NOTE],
     # the orthogonality ablation is at k = 50: without 50 in ks its claim and Figure 6's 'with ortho' panel are missing
     gaps=lambda p: [] if 50 in p["ks"] else [f"ks = {p['ks']} has no 50, so the claim 'k = 50 (w ortho) > k = 50 (w/o ortho)' "
                                             "and the 'with ortho' panel of Figure 6 are not measured in this run."],
