@@ -57,21 +57,32 @@ class DfrfConfig(NeRFConfig):
     deform_hidden: tuple[int, int] = (128, 32)
     max_offset_px: float = 10.0
     offset_l2_weight: float = 5e-9
+    # DFRF's base model (persona.baselines.dfrf_base): pre-trained for pretrain_steps (0: train from
+    # scratch on the clip) on pretrain_identities other identities' talking clips of pretrain_frames
+    # frames each, cached under base_dir (None: runs/dfrf-base of this checkout), then fine-tuned
+    # on the clip for ``iterations`` steps
+    pretrain_steps: int = 0
+    pretrain_identities: int = 4
+    pretrain_frames: int = 100
+    base_dir: str | None = None
 
 
 PROFILES: dict[str, DfrfConfig] = {
     "paper": DfrfConfig(profile="paper", device="auto", iterations=600_000, rays_per_step=850, n_coarse=64, n_fine=128, width=256,
                         depth=8, skip=5, dir_width=128, dir_depth=3, xyz_freqs=10, dir_freqs=4, lr=5e-4,
                         lr_decay_steps=750_000, inside_box_fraction=0.95, smooth_warmup=100_000,
-                        render_chunk=4096, checkpoint_every=5000, log_every=100),
+                        render_chunk=4096, checkpoint_every=5000, log_every=100, pretrain_steps=300_000,
+                        pretrain_identities=8, pretrain_frames=1500),
     "default": DfrfConfig(profile="default", density_activation="softplus", iterations=300, rays_per_step=256, n_coarse=24, n_fine=16,
                           width=64, depth=4, skip=2, dir_width=32, dir_depth=1, xyz_freqs=10, dir_freqs=4, lr=2e-3,
                           lr_decay_steps=1000, inside_box_fraction=0.95, smooth_warmup=150, feature_dim=32,
-                          cnn_width=32, fusion_dim=32, deform_hidden=(64, 16), checkpoint_every=100, log_every=25),
+                          cnn_width=32, fusion_dim=32, deform_hidden=(64, 16), checkpoint_every=100, log_every=25,
+                          pretrain_steps=1000, pretrain_identities=4, pretrain_frames=100),
     "smoke": DfrfConfig(profile="smoke", density_activation="softplus", iterations=20, rays_per_step=128, n_coarse=8, n_fine=8, width=32, depth=3,
                         skip=2, dir_width=16, dir_depth=1, xyz_freqs=6, dir_freqs=2, lr=3e-3, lr_decay_steps=1000,
                         inside_box_fraction=0.95, smooth_warmup=10, feature_dim=16, cnn_width=16, ref_rgb_freqs=2,
-                        ref_camera_freqs=2, fusion_dim=16, deform_hidden=(32, 16), checkpoint_every=10, log_every=5),
+                        ref_camera_freqs=2, fusion_dim=16, deform_hidden=(32, 16), checkpoint_every=10, log_every=5,
+                        pretrain_steps=10, pretrain_identities=2, pretrain_frames=8),
 }
 
 
@@ -194,11 +205,19 @@ class DFRF(AudioConditioned):
         self.net.ref_cameras.copy_(self._train_cameras[fixed])
         self._ref_generator = torch.Generator().manual_seed(self.config.seed + 17)
         self._generators["references"] = self._ref_generator
+        if self.config.pretrain_steps > 0:  # DFRF as designed: start from the multi-identity base model
+            from persona.baselines.dfrf_base import load_base_into, pretrained_base
+
+            state, self.base_path = pretrained_base(self.config, self.resolution)
+            load_base_into(self.net, state, str(self.base_path))
+
+    def _pick_references(self, positions: torch.Tensor | None) -> torch.Tensor:
+        """Indices of this step's K reference frames among the training frames (random)."""
+        return torch.randperm(len(self._train_images), generator=self._ref_generator)[: self.config.num_references]
 
     def _context(self, conditions: dict[str, torch.Tensor], positions: torch.Tensor | None, step: int, training: bool) -> Any:
         if training:
-            pick = torch.randperm(len(self._train_images), generator=self._ref_generator)[: self.config.num_references]
-            pick = pick.to(self._train_images.device)
+            pick = self._pick_references(positions).to(self._train_images.device)
             images, cameras = self._train_images[pick], self._train_cameras[pick]
         else:
             images, cameras = self.net.ref_images, self.net.ref_cameras
