@@ -18,6 +18,12 @@ What is kept from the official code (sstzal/DFRF, ``NeRFs/run_nerf_deform.py`` a
 - 64 coarse + 128 fine samples, 850 rays per step, 95% in the face box, Adam lr 5e-4 decaying
   10x over 750k steps (``lrate_decay`` 500 x 1500), 600k steps.
 
+- the base model: pre-trained on other identities' talking clips, then fine-tuned few-shot on the
+  target clip (config ``pretrain_steps`` > 0, every profile; ``pretrain_steps = 0`` trains from
+  scratch). The corpus is rendered by the synthetic world for identities outside the benchmark,
+  and the base is cached as a run directory (:mod:`persona.baselines.dfrf_base`). ``iterations``
+  is the fine-tune's budget.
+
 Simplification: the original fuses with slot attention (2 slots of 128, 2 GRU iterations, fed
 the feature, its pixel position and the encoded point); here one learned attention query over
 the K references on the same inputs, which keeps "features fused across references by
