@@ -56,7 +56,7 @@ CASES: tuple[Case, ...] = (
     Case("PTI", "pti"),
     Case("NerFACE", "nerface"),
     Case("AD-NeRF", "adnerf", video="audio"),
-    Case("DFRF", "dfrf", video="audio"),
+    Case("DFRF", "dfrf", {"pretrain_steps": 0}, video="audio"),  # a fine-tune step costs a step from scratch
     Case("FOMM", "fomm"),
     Case("NHA", "nha"),
 )

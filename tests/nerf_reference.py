@@ -20,7 +20,9 @@ from persona.baselines.nerf_core import load_frames, pixel_uv, render_rays
 
 REFERENCE = Path(__file__).parent / "data" / "nerf_reference.npz"
 RES = 12
-BUILDERS = {"nerface": nerface.build_method, "adnerf": adnerf.build_method, "dfrf": dfrf.build_method}
+# DFRF from its own random weights (pretrain_steps 0: no base model loaded)
+BUILDERS = {"nerface": nerface.build_method, "adnerf": adnerf.build_method,
+            "dfrf": lambda cfg: dfrf.build_method({**cfg, "pretrain_steps": 0})}
 
 
 class Frames(torch.utils.data.Dataset):

@@ -162,9 +162,10 @@ def head_error(method, data: TinyVideo) -> float:
 def trained(tmp_path_factory):
     torch.manual_seed(0)
     train, test = TinyVideo(24, seed=1), TinyVideo(6, seed=2)
-    method = build_method({"profile": "smoke", "steps": 80, "batch_size": 4, "checkpoint_every": 40})
+    # the avatar's mechanics on the world's own head (mesh: oracle); the tracked mesh: test_nha_tracking.py
+    method = build_method({"profile": "smoke", "steps": 80, "batch_size": 4, "checkpoint_every": 40, "mesh": "oracle"})
     run = RunDir(tmp_path_factory.mktemp("nha"))
-    untrained = build_method({"profile": "smoke"})
+    untrained = build_method({"profile": "smoke", "mesh": "oracle"})
     untrained.model = untrained._build((RES, RES), None)
     before = head_error(untrained, test)
     method.fit(train, run)
@@ -208,7 +209,7 @@ def test_nha_renders_novel_views(trained):
     assert image.shape == (4, 3, RES, RES) and image.min() >= -1 and image.max() <= 1
     frontal_view = method.render({"expression": novel.expression}, frontal(4))
     assert (image - frontal_view).abs().mean() > 0.02  # the view changes the image
-    untrained = build_method({"profile": "smoke"})
+    untrained = build_method({"profile": "smoke", "mesh": "oracle"})
     untrained.model = untrained._build((RES, RES), None)
     assert head_error(method, novel) < 0.7 * head_error(untrained, novel)
     assert method.supports_novel_views and method.name == "nha"
@@ -216,7 +217,7 @@ def test_nha_renders_novel_views(trained):
 
 def test_nha_resume_continues_from_the_checkpoint(tmp_path):
     train = TinyVideo(8, seed=4)
-    cfg = {"profile": "smoke", "steps": 6, "checkpoint_every": 3, "log_every": 3, "texture_only_fraction": 0.0}
+    cfg = {"profile": "smoke", "steps": 6, "checkpoint_every": 3, "log_every": 3, "texture_only_fraction": 0.0, "mesh": "oracle"}
     straight = build_method(cfg)
     straight.fit(train, RunDir(tmp_path / "straight"))
     first = build_method(cfg)

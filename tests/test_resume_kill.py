@@ -33,7 +33,7 @@ TRAINERS = {
                       "resolution": 32, "lambda_lpips": 0.0}),
     "nerface": ("mono", {"iterations": STEPS, "checkpoint_every": 2, "log_every": 1}),
     "adnerf": ("audio", {"iterations": STEPS, "checkpoint_every": 2, "log_every": 1, "smooth_warmup": 2}),
-    "dfrf": ("audio", {"iterations": STEPS, "checkpoint_every": 2, "log_every": 1, "smooth_warmup": 2}),
+    "dfrf": ("audio", {"iterations": STEPS, "checkpoint_every": 2, "log_every": 1, "smooth_warmup": 2, "pretrain_steps": 0}),
     "fomm": ("mono", {"iterations": STEPS, "checkpoint_every": 2, "log_every": 1, "batch_size": 2}),
     "nha": ("mono", {"steps": STEPS, "checkpoint_every": 2, "log_every": 1}),
     # the prior's sample grid comes before its checkpoint (and costs seconds): none here

@@ -6,6 +6,7 @@ import math
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import torch
 
 from persona.data.world.expression import expression_controls
@@ -45,6 +46,13 @@ def _sphere_grid(n_lat: int, n_lon: int) -> tuple[torch.Tensor, torch.Tensor]:
     for j in range(n_lon):
         faces.append([last, ring(rings - 1, j), ring(rings - 1, j + 1)])
     return dirs, torch.tensor(faces, dtype=torch.long)[:, [0, 2, 1]]  # counter-clockwise from outside
+
+
+def shape_coefficients(identity: Any) -> np.ndarray:
+    """Standardised shape parameters [SHAPE_DIM] of an identity (the input ``shape`` of
+    :func:`morphable_mesh`): the ground truth the tests check NHA's tracked mesh against."""
+    values = torch.tensor([getattr(identity, f) for f in _SHAPE_FIELDS])
+    return ((values - _SHAPE_MEAN) / _SHAPE_STD).numpy().astype(np.float32)
 
 
 def morphable_mesh(expression: Any, shape: Any = None, n_lat: int = 40, n_lon: int = 56):
