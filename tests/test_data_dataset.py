@@ -193,3 +193,45 @@ def test_evaluation_inputs_and_frame_subset(bench):
     assert len(sub_test) == 2
     assert {int(sub_novel[i]["source_index"]) for i in range(len(sub_novel))} <= chosen
     assert frame_subset(test, nv, None) == (test, nv)
+
+
+def test_every_trainer_stacks_its_frames_through_the_one_stacker():
+    """stack_samples is the one dataset -> tensors path (issue #14): ours' FrameSource, the NeRFs'
+    load_frames, NHA and FOMM give what stacking the samples by hand gives."""
+    import torch
+
+    from persona.baselines import fomm, nerf_core, nha
+    from persona.data.dataset import stack_samples
+    from persona.errors import PersonaInputError
+    from persona.ours.train import FrameSource
+
+    class Frames:
+        root = "memory:frames"
+
+        def __init__(self, n):
+            g = torch.Generator().manual_seed(0)
+            self.samples = [{"image": torch.rand(3, 8, 8, generator=g) * 2 - 1, "camera": torch.rand(25, generator=g),
+                             "expression": torch.rand(76, generator=g), "audio": torch.rand(16, 29, generator=g),
+                             "index": torch.tensor(n - 1 - i), "mouth_box": torch.rand(4, generator=g)} for i in range(n)]
+
+        def __len__(self):
+            return len(self.samples)
+
+        def __getitem__(self, i):
+            return self.samples[i]
+
+    ds = Frames(5)
+    by_hand = {k: torch.stack([s[k] for s in ds.samples]) for k in ds.samples[0]}
+    assert all(torch.equal(stack_samples(ds, by_hand)[k], v) for k, v in by_hand.items())
+    order = torch.argsort(by_hand["index"])
+    loaded = nerf_core.load_frames(ds)
+    assert torch.equal(loaded["image"], by_hand["image"][order]) and loaded["index"].dtype == torch.long
+    assert torch.equal(nha._stack_dataset(ds)["expression"], by_hand["expression"])
+    assert torch.equal(fomm._stack_frames(ds, 8), by_hand["image"])
+    source = FrameSource(ds, preload=False)
+    assert torch.equal(source.batch(torch.tensor([3, 1]))["camera"], by_hand["camera"][[3, 1]])
+    assert torch.equal(FrameSource(ds, preload=True).batch(torch.tensor([3, 1]))["camera"], by_hand["camera"][[3, 1]])
+    with pytest.raises(PersonaInputError, match="memory:frames.*lack"):
+        stack_samples(ds, ("image", "nothing"))
+    with pytest.raises(PersonaInputError, match="no frames"):
+        stack_samples(Frames(0), ("image",))

@@ -463,17 +463,13 @@ def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
 
 def _stack_frames(dataset: Any, resolution: int) -> torch.Tensor:
     """All frames of a dataset as [N,3,R,R] in [-1,1]."""
-    frames = []
-    for i in range(len(dataset)):
-        image = dataset[i]["image"]
-        image = torch.as_tensor(image, dtype=torch.float32)
-        if image.ndim != 3 or image.shape[0] != 3:
-            raise ValueError(f"FOMM: sample {i} of {getattr(dataset, 'root', 'dataset')}: 'image' has shape "
-                             f"{tuple(image.shape)}; expected [3,H,W]")
-        frames.append(_resize(image[None], resolution)[0])
-    if not frames:
-        raise PersonaInputError(f"FOMM: training dataset {getattr(dataset, 'root', '')} is empty")
-    return torch.stack(frames)
+    from persona.data.dataset import stack_samples
+
+    images = stack_samples(dataset, ("image",), desc="").get("image").to(torch.float32)
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise PersonaInputError(f"FOMM: {getattr(dataset, 'root', 'dataset')}: 'image' has shape "
+                                f"{tuple(images.shape[1:])}; expected [3,H,W]")
+    return torch.cat([_resize(image[None], resolution) for image in images])
 
 
 class FOMM(Method):

@@ -360,14 +360,9 @@ FRAME_KEYS = ("image", "camera", "expression", "audio", "index", "mouth_box")
 def load_frames(dataset) -> dict[str, torch.Tensor]:
     """All samples of a frame dataset stacked and sorted by frame index:
     {image [N,3,H,W] in [-1,1], camera [N,25], expression [N,76], audio [N,16,29], index [N], mouth_box [N,4]}."""
-    if len(dataset) == 0:
-        raise PersonaInputError(f"{getattr(dataset, 'root', dataset)}: the training split holds no frames")
-    samples = [dataset[i] for i in tqdm(range(len(dataset)), desc="load frames", leave=False)]
-    frames = {}
-    for key in FRAME_KEYS:
-        if key not in samples[0]:
-            raise KeyError(f"{getattr(dataset, 'root', dataset)}: dataset samples lack {key!r}; expected keys {FRAME_KEYS}")
-        frames[key] = torch.stack([torch.as_tensor(s[key]) for s in samples]).float()
+    from persona.data.dataset import stack_samples
+
+    frames = {k: v.float() for k, v in stack_samples(dataset, FRAME_KEYS).items()}
     frames["index"] = frames["index"].long()
     order = torch.argsort(frames["index"])
     return {k: v[order] for k, v in frames.items()}

@@ -399,15 +399,9 @@ class NeuralHeadAvatar(nn.Module):
 
 def _stack_dataset(dataset: Any) -> dict[str, torch.Tensor]:
     """Every sample of a FrameDataset-like dataset, stacked: image [N,3,H,W], camera [N,25], expression [N,76]."""
-    if len(dataset) == 0:
-        raise PersonaInputError(f"{getattr(dataset, 'root', 'dataset')}: no frames to train on")
-    samples = [dataset[i] for i in tqdm(range(len(dataset)), desc="nha load frames", leave=False)]
-    out = {}
-    for key in ("image", "camera", "expression"):
-        if key not in samples[0]:
-            raise KeyError(f"{getattr(dataset, 'root', 'dataset')}: samples lack {key!r} (expected keys image, camera, expression)")
-        out[key] = torch.stack([torch.as_tensor(s[key]).float() for s in samples])
-    return out
+    from persona.data.dataset import stack_samples
+
+    return {k: v.float() for k, v in stack_samples(dataset, ("image", "camera", "expression"), desc="nha load frames").items()}
 
 
 class NHA(Method):

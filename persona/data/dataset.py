@@ -41,6 +41,27 @@ from persona.errors import PersonaFileError, PersonaInputError
 _DEFAULT_MOUTH_BOX = np.array([0.3, 0.6, 0.7, 0.9], np.float32)
 
 
+def stack_samples(dataset: Any, keys: Any, desc: str = "load frames", positions: Any = None,
+                  optional: bool = False) -> dict[str, torch.Tensor]:
+    """Samples of a frame dataset stacked per key: ``{key: [N,...]}`` in the samples' own dtypes
+    (callers cast), in dataset order (or that of ``positions``). The one place a trainer turns a
+    dataset into tensors (ours, the NeRFs, FOMM, NHA); :class:`FrameDataset` caches the decoded
+    images itself. ``optional``: keys the samples lack are left out instead of refused. Raises
+    :class:`persona.errors.PersonaInputError` naming the dataset for an empty one or a missing key."""
+    from tqdm import tqdm
+
+    where = getattr(dataset, "root", type(dataset).__name__)
+    picks = range(len(dataset)) if positions is None else [int(i) for i in positions]
+    if len(picks) == 0:
+        raise PersonaInputError(f"{where}: the training split holds no frames")
+    samples = [dataset[i] for i in (tqdm(picks, desc=desc, leave=False) if desc else picks)]
+    keys = tuple(keys)
+    missing = [k for k in keys if k not in samples[0]]
+    if missing and not optional:
+        raise PersonaInputError(f"{where}: dataset samples lack {missing}; expected keys {list(keys)}")
+    return {k: torch.stack([torch.as_tensor(s[k]) for s in samples]) for k in keys if k in samples[0]}
+
+
 def _to_tensor_image(rgb: np.ndarray, resolution: int | None) -> torch.Tensor:
     if resolution is not None and rgb.shape[:2] != (resolution, resolution):
         rgb = cv2.resize(rgb, (resolution, resolution), interpolation=cv2.INTER_AREA)

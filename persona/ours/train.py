@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from tqdm import tqdm  # text bars: a notebook saves them as text (a closed widget bar reopens as "model not found")
 
 from persona.audio_nets import audio_track, gather_neighbour_windows
+from persona.data.dataset import stack_samples
 from persona.data.formats import unit_to_uint8
 from persona.errors import PersonaInputError
 from persona.ours.basis import BASIS_ROWS, ORTHO_MODES
@@ -245,8 +246,7 @@ class FrameSource:
         first = dataset[0]
         size = len(dataset) * sum(torch.as_tensor(first[k]).numel() * 4 for k in CONDITION_KEYS if k in first)
         if preload if preload is not None else size < FRAME_CACHE_BYTES:
-            samples = [dataset[i] for i in tqdm(range(len(dataset)), desc="loading frames", leave=False)]
-            self.cache = {k: torch.stack([torch.as_tensor(s[k]) for s in samples]) for k in CONDITION_KEYS if k in first}
+            self.cache = stack_samples(dataset, CONDITION_KEYS, desc="loading frames", optional=True)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -254,8 +254,7 @@ class FrameSource:
     def batch(self, positions: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.cache is not None:
             return {k: v[positions] for k, v in self.cache.items()}
-        samples = [self.dataset[int(i)] for i in positions]
-        return {k: torch.stack([torch.as_tensor(s[k]) for s in samples]) for k in samples[0] if k in CONDITION_KEYS}
+        return stack_samples(self.dataset, CONDITION_KEYS, desc="", positions=positions, optional=True)
 
     def audio_track(self) -> dict[int, torch.Tensor]:
         if self.cache is not None and "audio" in self.cache:
