@@ -55,7 +55,7 @@ def method_inputs(batch: dict[str, Any]) -> dict[str, Any]:
 def with_audio_neighbours(conditions: dict[str, Any], track: dict[int, torch.Tensor] | None) -> dict[str, Any]:
     """``conditions`` plus ``audio_neighbours`` [B,8,16,29]: the windows of frames index-4 ..
     index+3 (``source_index`` for novel-view samples) from ``track`` (frame number -> window
-    [16,29], the whole test split's audio, see :func:`persona.prior.audio_track`), zeros past the
+    [16,29], the whole test split's audio, see :func:`persona.audio_nets.audio_track`), zeros past the
     track's ends. The one path by which every audio method (ours, AD-NeRF, DFRF) gets its
     neighbouring windows at evaluation. Unchanged when ``track`` is None or there is no audio."""
     from persona.audio_nets import gather_neighbour_windows
