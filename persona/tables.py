@@ -371,6 +371,13 @@ def unsupported_novel(runs: Mapping[tuple[str, str], ex.TrainedRun]) -> list[str
     return sorted({label for (label, _), run in runs.items() if not run.method.supports_novel_views})
 
 
+def in_row_order(numeric: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
+    """The numeric summary (rows method, view_group) in the table's row order (``labels``; unknown
+    methods last), so the CSV lists its rows as the Markdown and LaTeX tables do."""
+    rank = {label: i for i, label in enumerate(labels)}
+    return numeric.sort_values("method", key=lambda m: m.map(rank).fillna(len(rank)), kind="stable").reset_index(drop=True)
+
+
 def run_table(spec: TableSpec, params: Any) -> TableResult:
     """Train and evaluate ``spec``'s rows (cached), write its table, claims and figures, and the
     README's results section when ``params`` are the default profile's own.
@@ -400,7 +407,8 @@ def run_table(spec: TableSpec, params: Any) -> TableResult:
     prov = report.provenance(profile, [p["seed"]], generator_name(p["eg3d_pkl"]), lpips_available(),
                              identities=len(video_dirs), parameters=params.summary())
     notes = table_notes(*spec.notes(p), *protocol_notes(spec, profile), *sync_notes(per_frame), *gaps, l2_only=p["l2_only"])
-    report.write_table(table, report.summary(per_frame, metrics), spec.name, tables_dir, spec.caption, prov, notes)
+    numeric = in_row_order(report.summary(per_frame, metrics), spec.labels(p))
+    report.write_table(table, numeric, spec.name, tables_dir, spec.caption, prov, notes)
     checked = [verdicts.claims_table(per_frame, claims, view=view) for view in ("gt", "novel")]
     report.write_claims(checked, spec.name, tables_dir, notes=[verdicts.claims_note(), *gaps])
     if params.updates_readme:
