@@ -306,7 +306,9 @@ def expression_following(method: Any, video: str | Path | None = None, max_frame
     animates or inverts; FOMM and PTI render that input camera, which is the clip's camera.
     Returns ``following`` (Pearson correlation of the method's and the ground truth's mouth
     opening in the camera-only box, :func:`persona.diagnostics.following_score`; 0 for a static
-    image), ``opening_std_ratio`` (< 1: a muted mouth) and ``following_frames``."""
+    image), ``opening_std_ratio`` (< 1: a muted mouth), ``following_frames``, ``following_control`` (the
+    method's opening against the world's mouth-opening control) and ``validity`` (the ground truth's
+    image opening against that control: how well the image measure reads the world)."""
     from persona import diagnostics as D
 
     if clip is None:
@@ -325,8 +327,10 @@ def expression_following(method: Any, video: str | Path | None = None, max_frame
         batch = {k: v[s:s + batch_size] for k, v in picked.items()}
         out.append(torch.as_tensor(method.render(with_audio_neighbours(batch, track), batch["camera"])).float().cpu())
     mine, truth = D.mouth_opening(torch.cat(out), clip.box), D.mouth_opening(picked["image"], clip.box)
+    control = clip.mouth_open[positions]
     return {"following": D.following_score(mine, truth), "opening_std_ratio": float(mine.std() / truth.std().clamp_min(1e-12)),
-            "following_frames": len(positions)}
+            "following_frames": len(positions), "following_control": D.following_score(mine, control),
+            "validity": D.following_score(truth, control)}
 
 
 # lip-sync columns of a results table beyond LSE-C: per-frame column -> field of the sync rows
