@@ -1,4 +1,5 @@
-"""The paper's Tables 1-4 as specs, and the one function that makes a table from a spec.
+"""The paper's Tables 1-4 (and Table 5, beyond the paper: cross-identity reenactment) as specs,
+and the one function that makes a table from a spec.
 
 A :class:`TableSpec` says what a table is: its rows (a display label, a registered method and its
 config), the metrics it reports, the paper's ordering claims it checks (each typed once, checked
