@@ -9,7 +9,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 ORTHO_MODES = ("qr", "loss", "none")
-BASIS_ROWS = ("unit", "raw")  # scale of the basis rows in the 'loss'/'none' modes (see PersonalizedBasis)
+BASIS_ROWS = ("unit", "raw")
+BASIS_INITS = ("randn", "w_pca")  # randn: the release; w_pca: the generator's principal W directions (see w_principal_directions)  # scale of the basis rows in the 'loss'/'none' modes (see PersonalizedBasis)
 OFFSET_INITS = ("basis_mean", "w_avg")
 
 
@@ -36,11 +37,16 @@ class PersonalizedBasis(nn.Module):
       network expects it; starting at ``w_avg`` renders the generator's average face at step 0,
       which matters under the short CPU budgets of the smoke/default profiles.
     - ``basis_mean`` (the release): the mean of the random initial basis rows (entries ~N(0,1/k)).
-    B is initialised with ``randn`` in both cases, as in the release.
+    B is initialised with ``randn`` in both cases, as in the release, unless ``init_directions``
+    [k, num_ws*w_dim] are given (their rows, at the length randn rows have:
+    :func:`w_principal_directions`).
+
+    ``scale``: the length of the effective rows (1: unit rows, the release's QR); ``w = alpha .
+    (scale * B_eff) + offset``.
     """
 
     def __init__(self, k: int, num_ws: int, w_dim: int, ortho: str = "qr", offset_init: str = "w_avg", w_avg: torch.Tensor | None = None,
-                 rows: str = "unit", scale: float = 1.0):
+                 rows: str = "unit", scale: float = 1.0, init_directions: torch.Tensor | None = None):
         super().__init__()
         if not scale > 0:
             raise ValueError(f"PersonalizedBasis: scale={scale}; expected > 0")
@@ -57,6 +63,11 @@ class PersonalizedBasis(nn.Module):
             raise ValueError(f"PersonalizedBasis: k={k}; expected 1 <= k <= num_ws*w_dim = {dim}")
         self.k, self.num_ws, self.w_dim, self.ortho, self.offset_init = k, num_ws, w_dim, ortho, offset_init
         basis = torch.randn(k, dim)
+        if init_directions is not None:  # rows of the given directions, at the length randn rows have
+            init_directions = torch.as_tensor(init_directions, dtype=torch.float32)
+            if init_directions.shape != (k, dim):
+                raise ValueError(f"PersonalizedBasis: init_directions of shape [{k}, {dim}] expected, got {list(init_directions.shape)}")
+            basis = F.normalize(init_directions, dim=1) * basis.norm(dim=1, keepdim=True)
         self.basis = nn.Parameter(basis)
         if offset_init == "w_avg":
             if w_avg is None:
@@ -105,3 +116,31 @@ def generator_w_avg(G: nn.Module) -> torch.Tensor | None:
         if isinstance(obj, torch.Tensor):
             return obj.detach().float().reshape(-1).cpu()
     return None
+
+
+@torch.no_grad()
+def w_principal_directions(G: nn.Module, k: int, samples: int = 4096, seed: int = 0) -> torch.Tensor:
+    """The top-``k`` principal directions of the generator's own latent distribution, as W+ rows:
+    [k, num_ws*w_dim].
+
+    ``samples`` latents ``w = mapping(z, c)`` (z ~ N(0, I) from a generator seeded ``seed``, so the
+    global RNG is untouched; c the frontal camera) are centred and decomposed (SVD); direction i is
+    the i-th principal axis of W copied to every one of the num_ws layers and normalised. These are
+    the directions along which the prior's faces vary most (GANSpace's observation: identity, pose,
+    expression), all inside the subspace the synthesis network was trained on. When k > w_dim the
+    remaining rows are random (seeded) directions.
+    """
+    from persona.cameras import camera_label
+
+    mapping = G.backbone.mapping
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(samples, int(G.z_dim), generator=gen)
+    c = torch.as_tensor(camera_label(0.0, 0.0), dtype=torch.float32).reshape(1, -1).expand(samples, -1)
+    w = mapping(z, c[:, : int(getattr(mapping, "c_dim", c.shape[1]))] if getattr(mapping, "c_dim", 25) else c)
+    w = (w[:, 0] if w.dim() == 3 else w).float()
+    _, _, v = torch.linalg.svd(w - w.mean(0), full_matrices=False)  # v [w_dim, w_dim], rows = axes
+    num_ws, w_dim = int(G.num_ws), int(G.w_dim)
+    rows = v[: min(k, w_dim)].repeat(1, num_ws)  # [m, num_ws*w_dim]: the axis in every layer
+    if k > w_dim:
+        rows = torch.cat([rows, torch.randn(k - w_dim, num_ws * w_dim, generator=gen)])
+    return F.normalize(rows, dim=1)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from persona.audio_nets import gather_neighbour_windows
 
 from persona.data.formats import EXPRESSION_DIM
-from persona.ours.basis import PersonalizedBasis, generator_w_avg
+from persona.ours.basis import BASIS_INITS, PersonalizedBasis, generator_w_avg, w_principal_directions
 from persona.ours.encoders import RGB_ENCODERS, AudioEncoder, ExpressionEncoder, RGBEncoder
 
 MODALITIES = ("rgb", "3dmm", "audio")
@@ -47,7 +47,7 @@ class PersonalizedPrior(nn.Module):
                  rgb_base_channels: int = 32, rgb_max_channels: int = 512, rgb_feature_dim: int = 512, rgb_head_layers: int = 4,
                  mlp_hidden: int = 512, mlp_layers: int = 6, rgb_encoder: str = "persona", rgb_encoder_resolution: int = 256,
                  audio_att_dims: int | None = None, basis_rows: str = "unit", audio_init: str = "he",
-                 audio_att_init: str = "centre", basis_scale: float = 1.0):
+                 audio_att_init: str = "centre", basis_scale: float = 1.0, basis_init: str = "randn"):
         super().__init__()
         if modality not in MODALITIES:
             raise ValueError(f"PersonalizedPrior: modality={modality!r}; expected one of {MODALITIES}")
@@ -56,8 +56,11 @@ class PersonalizedPrior(nn.Module):
         w_avg = generator_w_avg(G)
         if offset_init == "w_avg" and w_avg is None:
             raise ValueError("PersonalizedPrior: offset_init='w_avg' but the generator has no w_avg buffer; use 'basis_mean'")
+        if basis_init not in BASIS_INITS:
+            raise ValueError(f"PersonalizedPrior: basis_init={basis_init!r}; expected one of {BASIS_INITS}")
+        directions = w_principal_directions(G, k) if basis_init == "w_pca" else None
         self.basis = PersonalizedBasis(k, int(G.num_ws), int(G.w_dim), ortho=ortho, offset_init=offset_init, w_avg=w_avg,
-                                        rows=basis_rows, scale=basis_scale)
+                                        rows=basis_rows, scale=basis_scale, init_directions=directions)
         if rgb_encoder not in RGB_ENCODERS:
             raise ValueError(f"PersonalizedPrior: rgb_encoder={rgb_encoder!r}; expected one of {RGB_ENCODERS}")
         if modality == "rgb" and rgb_encoder == "release":

@@ -35,7 +35,7 @@ from persona.audio_nets import audio_track, gather_neighbour_windows
 from persona.data.dataset import stack_samples
 from persona.data.formats import unit_to_uint8
 from persona.errors import PersonaInputError
-from persona.ours.basis import BASIS_ROWS, OFFSET_INITS, ORTHO_MODES
+from persona.ours.basis import BASIS_INITS, BASIS_ROWS, OFFSET_INITS, ORTHO_MODES
 from persona.ours.encoders import AUDIO_ATT_INITS, AUDIO_INITS, RGB_ENCODERS
 from persona.ours.model import MODALITIES, PersonalizedPrior
 from persona.profiles import choices, config_for
@@ -97,6 +97,7 @@ class TrainConfig:
     k: int = 50  # number of basis vectors
     ortho: str = field(default="qr", metadata=choices(*ORTHO_MODES))  # qr (release) | loss (paper text) | none (ablation)
     ortho_weight: float = 1.0  # weight of the penalty in ortho='loss' mode (not given by the paper)
+    basis_init: str = field(default="randn", metadata=choices(*BASIS_INITS))  # randn (release) | w_pca (the generator's principal W directions)
     basis_scale: float = 1.0  # length of the effective basis rows (1: unit rows, the release's QR). See the note above.
     basis_rows: str = field(default="unit", metadata=choices(*BASIS_ROWS))  # unit: basis rows at unit length in every ortho mode (equal-scale ablation) | raw: randn rows in loss/none
     offset_init: str = field(default="w_avg", metadata=choices(*OFFSET_INITS))  # w_avg (ours, see PersonalizedBasis) | basis_mean (release)
@@ -176,7 +177,8 @@ def build_model(cfg: TrainConfig, G: torch.nn.Module) -> PersonalizedPrior:
                              rgb_feature_dim=cfg.rgb_feature_dim, rgb_head_layers=cfg.rgb_head_layers,
                              mlp_hidden=cfg.mlp_hidden, mlp_layers=cfg.mlp_layers, rgb_encoder=cfg.rgb_encoder,
                              audio_att_dims=cfg.audio_att_dims, basis_rows=cfg.basis_rows, audio_init=cfg.audio_init,
-                             audio_att_init=cfg.audio_att_init, basis_scale=cfg.basis_scale)
+                             audio_att_init=cfg.audio_att_init, basis_scale=cfg.basis_scale,
+                             basis_init=cfg.basis_init)
 
 
 def loss_images(pred: torch.Tensor, target: torch.Tensor, loss_resolution: int | None) -> tuple[torch.Tensor, torch.Tensor]:
