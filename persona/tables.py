@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from persona import experiments as ex
-from persona import report, verdicts
+from persona import budget, report, verdicts
 from persona.evaluate import STATIC_LABEL, SYNC_REFERENCE_SUFFIX, shared_frame_count
 from persona.errors import PersonaInputError
 from persona.profiles import uses_real_data
@@ -209,11 +209,15 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
             train_max_seconds: float | None = None, sync: bool = False,
             ground_truth_label: str = "Ground Truth", max_test_frames: int | None = None,
             syncnet_model: str | None = None, static: bool = False, following: bool = False,
-            sync_references: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, str], ex.TrainedRun]]:
+            sync_references: bool = False, budget_seconds: float | None = None,
+            ) -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, str], ex.TrainedRun]]:
     """Train and evaluate every row on every video (cached: :func:`persona.experiments.trained`).
 
     Returns (per-frame metrics with columns method, identity, view, ...; timings with one row per
-    (method, identity): train_seconds, eval_seconds; the trained runs by (label, identity)).
+    (method, identity): train_seconds, eval_seconds and the recorded budget (:func:`persona.budget.row_record`:
+    steps, train_s, mpx, budget_per, DFRF's base_*); the trained runs by (label, identity)).
+    ``budget_seconds``: train every row with the equal budget (:func:`persona.budget.equal_budget_cfg`);
+    None: each method's own steps (the row configs as given, so the cached runs stay valid).
     With ``sync`` the gt-view rows get the lip-sync confidence ``sync`` of the rendered test clip,
     and rows labelled ``ground_truth_label`` carry that of the real clip (always scored on the
     whole test clip: the sync search needs consecutive frames).
@@ -251,7 +255,8 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
         for row in rows:
             print(f"{identity}: {row.label} ...", flush=True)
             try:
-                tr = ex.trained(row.method, {**row.cfg, "profile": profile}, train, profile,
+                cfg = budget.equal_budget_cfg(row.method, {**row.cfg, "profile": profile}, budget_seconds)
+                tr = ex.trained(row.method, cfg, train, profile,
                                 label=f"{slug(row.label)}-{identity}", force=force)
             except ex.RunDeferred as run_name:  # planning mode: list every missing run, then stop
                 deferred.append(str(run_name))
@@ -276,7 +281,7 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
                                                  **{c: float(sync_rows.iloc[1].get(n, np.nan)) for c, n in columns.items()}}]))
             frames.append(df)
             timings.append({"method": row.label, "identity": identity, "train_seconds": tr.train_seconds,
-                            "eval_seconds": eval_seconds})
+                            "eval_seconds": eval_seconds, **budget.row_record(tr, train)})
             runs[(row.label, identity)] = tr
     if deferred:
         raise ex.RunsDeferred(deferred)
@@ -401,13 +406,16 @@ def run_table(spec: TableSpec, params: Any) -> TableResult:
 
     rows, metrics, claims = spec.rows(p), spec.metrics(p), spec.claims(p)
     per_frame, timings, runs = compare(rows, video_dirs, profile, force=p["force"], static=spec.static_row,
-                                       following=spec.following, **spec.compare_kwargs(p))
+                                       following=spec.following, budget_seconds=p.get("budget_seconds"),
+                                       **spec.compare_kwargs(p))
     table = report.results_table(per_frame, metrics, spec.labels(p), paper_key=spec.name,
                                  unsupported_novel=unsupported_novel(runs))
     prov = report.provenance(profile, [p["seed"]], generator_name(p["eg3d_pkl"]), lpips_available(),
                              identities=len(video_dirs), parameters=params.summary())
-    notes = table_notes(*spec.notes(p), *protocol_notes(spec, profile), *sync_notes(per_frame), *gaps, l2_only=p["l2_only"])
+    notes = table_notes(*spec.notes(p), *protocol_notes(spec, profile), *sync_notes(per_frame),
+                        *budget.budget_notes(p.get("budget_seconds"), budget.base_budgets(timings)), *gaps, l2_only=p["l2_only"])
     numeric = in_row_order(report.summary(per_frame, metrics), spec.labels(p))
+    table, numeric = report.with_budget(table, numeric, timings)  # steps, train s, Mpx of every method row
     report.write_table(table, numeric, spec.name, tables_dir, spec.caption, prov, notes)
     checked = [verdicts.claims_table(per_frame, claims, view=view) for view in ("gt", "novel")]
     report.write_claims(checked, spec.name, tables_dir, notes=[verdicts.claims_note(), *gaps])
