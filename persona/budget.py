@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import pandas as pd
+
 from persona.errors import PersonaFileError, PersonaInputError
 
 CALIBRATION = Path(__file__).resolve().parent / "assets" / "budget_calibration.json"
@@ -119,6 +121,17 @@ def equal_budget_cfg(method: str, cfg: Mapping[str, Any], budget_seconds: float 
     config = resolved_config(method, cfg)
     profile = str(cfg.get("profile") or getattr(config, "profile", "default"))  # NHA's config has no profile field
     steps = budget_steps(budget_seconds, seconds_per_step(calibration_key(method, config), profile, calibration))
+    return with_steps(method, cfg, config, steps)
+
+
+def own_steps(method: str, config: Any) -> int:
+    """The steps ``config`` trains (PTI: per test frame, W + W+ + tuning)."""
+    return sum(int(getattr(config, name)) for name in SCHEDULE[method][0])
+
+
+def with_steps(method: str, cfg: Mapping[str, Any], config: Any, steps: int) -> dict[str, Any]:
+    """``cfg`` set to train ``steps`` steps: :data:`SCHEDULE`'s count fields (split in ``config``'s
+    proportion) and its stage fields scaled by steps / ``config``'s own steps."""
     counts, stages = SCHEDULE[method]
     own = [int(getattr(config, name)) for name in counts]
     out = dict(cfg)
@@ -127,6 +140,18 @@ def equal_budget_cfg(method: str, cfg: Mapping[str, Any], budget_seconds: float 
     for name in stages:
         out[name] = min(steps, round(int(getattr(config, name)) * scale))
     return out
+
+
+def curve_cfg(method: str, cfg: Mapping[str, Any], fraction: float, budget_seconds: float | None,
+              calibration: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``cfg`` at ``fraction`` of its budget: of ``budget_seconds`` when set (:func:`equal_budget_cfg`),
+    else of the method's own steps (``fraction`` 1: ``cfg`` itself, the table's cached run)."""
+    if budget_seconds is not None:
+        return equal_budget_cfg(method, cfg, budget_seconds * fraction, calibration)
+    if fraction == 1:
+        return dict(cfg)
+    config = resolved_config(method, cfg)
+    return with_steps(method, cfg, config, max(1, round(own_steps(method, config) * fraction)))
 
 
 # ----------------------------------------------------------------------------------------- recorded budgets
@@ -178,8 +203,7 @@ def run_budget(method: str, config: Any, run: Any, resolution: int, done_seconds
                                  for row in frames) if frames else float(planned)
         seconds = statistics.fmean(row["seconds"] for row in frames) if frames else None
         return Budget(steps, seconds, steps * side * side, per_test_frame=True)
-    counts, _ = SCHEDULE[method]
-    steps = sum(int(getattr(config, name)) for name in counts)
+    steps = own_steps(method, config)
     seconds = _logged_seconds(rows)
     return Budget(steps, seconds if seconds is not None else done_seconds, steps * pixels_per_step(method, config, resolution))
 
@@ -256,6 +280,81 @@ def budget_notes(budget_seconds: float | None, bases: Mapping[str, Budget] | Non
         notes.append(f"{label}'s base model (pre-trained once on other identities' clips, cached, shared by every "
                      f"identity; not in its row): {base.steps:g} steps, {seconds}, {base.pixels / 1e6:.2f} Mpx.")
     return notes
+
+
+# ----------------------------------------------------------------------------------------- PSNR against seconds
+CURVE_FRACTIONS = (0.25, 0.5, 1.0)
+
+
+def budget_curve(result: Any, fractions: Sequence[float] = CURVE_FRACTIONS) -> list[Path]:
+    """Does the budget decide the ordering? Every method row of a table's result
+    (:class:`persona.tables.TableResult`) trained on its first video at ``fractions`` of its budget
+    (:func:`curve_cfg`; the full budget is the table's own run), scored on the table's frames at the
+    video camera; writes ``<table>_budget_curve.csv`` (method, fraction, steps, train_s, psnr) and the
+    figure ``<table>_budget_curve`` (test PSNR against the training seconds each run logged; PTI:
+    seconds per test frame). The notebooks' ``budget_curve`` parameter turns it on."""
+    from persona import experiments as ex
+    from persona import tables
+    from persona.data.dataset import FrameDataset
+    from persona.evaluate import shared_frame_count
+
+    spec, p = result.spec, result.params
+    profile, video = p["profile"], Path(result.videos[0])
+    kwargs = spec.compare_kwargs(p)
+    identity = video.parent.name if video.name in ("mono", "audio") else video.name
+    train = FrameDataset(video, "train", max_seconds=kwargs.get("train_max_seconds"))
+    test = FrameDataset(video, "test")
+    rows = spec.rows(p)
+    shared = shared_frame_count(kwargs.get("max_test_frames"), *(r.max_test_frames for r in rows))
+    points, deferred = [], []
+    for row in rows:
+        for fraction in fractions:
+            cfg = curve_cfg(row.method, {**row.cfg, "profile": profile}, fraction, p.get("budget_seconds"))
+            try:
+                tr = ex.trained(row.method, cfg, train, profile, label=f"{tables.slug(row.label)}-{identity}-{fraction:g}",
+                                force=p["force"])
+            except ex.RunDeferred as run_name:
+                deferred.append(str(run_name))
+                continue
+            scores = ex.evaluated(tr, test, None, force=p["force"], max_frames=shared)
+            record = row_record(tr, train)
+            points.append({"method": row.label, "identity": identity, "fraction": fraction, "steps": record.get("steps"),
+                           "train_s": record.get("train_s"), "budget_per": record.get("budget_per"),
+                           "psnr": float(scores.loc[scores["view"] == "gt", "psnr"].mean())})
+    if deferred:
+        raise ex.RunsDeferred(deferred)
+    curve = pd.DataFrame(points)
+    result.tables_dir.mkdir(parents=True, exist_ok=True)
+    curve.to_csv(result.tables_dir / f"{spec.name}_budget_curve.csv", index=False)
+    return curve_figure(curve, result.figures_dir / f"{spec.name}_budget_curve",
+                        f"{spec.caption.split(':')[0]}: test PSNR against training seconds ({identity})")
+
+
+def curve_figure(curve: Any, path: Path, title: str) -> list[Path]:
+    """One line per method: PSNR (y) against training seconds (x, log scale), points labelled by
+    their fraction of the budget; a per-test-frame budget (PTI) is marked in the legend."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from persona.report import save_figure
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for method, points in curve.groupby("method", sort=False):
+        points = points.sort_values("fraction")
+        per_frame = (points["budget_per"] == "test frame").any()
+        ax.plot(points["train_s"], points["psnr"], marker="o", label=method + (" (s per test frame)" if per_frame else ""))
+        for _, point in points.iterrows():
+            ax.annotate(f"{point['fraction']:g}", (point["train_s"], point["psnr"]), fontsize=6,
+                        textcoords="offset points", xytext=(3, 3))
+    if (curve["train_s"] > 0).all():
+        ax.set_xscale("log")
+    ax.set_xlabel("training seconds (logged)")
+    ax.set_ylabel("test PSNR (dB)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------- bench budget

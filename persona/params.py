@@ -73,6 +73,8 @@ SCHEMA: dict[str, Param] = {
                             "round(budget_seconds / its seconds per step in persona/assets/budget_calibration.json) steps "
                             "(PTI per test frame); null: each method's own steps", optional=True, minimum=0.001,
                             notebooks=TABLE_NOTEBOOKS),
+    "budget_curve": Param("bool", "true: also train every method on the first identity at 1/4 and 1/2 of its budget "
+                          "and plot test PSNR against training seconds (<table>_budget_curve)", notebooks=TABLE_NOTEBOOKS),
     "l2_only": Param("bool", "paper profile: true runs without the AlexNet weights (L2 only; the tables say so)"),
     "syncnet_model": Param("str", "official syncnet_v2.model: Table 3's lip-sync scored by SyncNet (null: the synthetic expert)",
                            optional=True, notebooks=("03_audio_reenactment",)),

@@ -425,6 +425,8 @@ def run_table(spec: TableSpec, params: Any) -> TableResult:
                          tables_dir, figures_dir)
     for make in spec.figures:
         result.figures += make(result)
+    if p.get("budget_curve"):  # opt-in: PSNR against training seconds at fractions of the budget
+        result.figures += budget.budget_curve(result)
     return result
 
 

@@ -146,3 +146,34 @@ def test_compare_trains_with_the_equal_budget_and_records_it(monkeypatch, tmp_pa
     assert timings.set_index("method").loc["NerFACE", ["steps", "train_s"]].tolist() == [200, 7.0]
     _, timings, _ = tables.compare(rows, [tmp_path / "id00" / "mono"], "smoke", novel=False)
     assert "iterations" not in asked["nerface"]  # null: the row's own config
+
+
+def test_budget_curve_trains_fractions_of_the_budget_and_plots_psnr_against_seconds(monkeypatch, tmp_path):
+    from persona.data import dataset
+
+    monkeypatch.setattr(dataset, "FrameDataset", lambda video, split, **kw: types.SimpleNamespace(root=video, split=split, resolution=64))
+    asked = []
+
+    def fake_trained(name, cfg, train_ds, profile, label=None, force=False):
+        asked.append((label, cfg))
+        method = build_method(name, cfg)
+        run = RunDir(tmp_path / "runs" / label)
+        run.log(1, train_seconds=0.1 * budget.own_steps(name, method.config))
+        return ex.TrainedRun(label, method, run, 1.0, 1)
+
+    monkeypatch.setattr(ex, "trained", fake_trained)
+    monkeypatch.setattr(ex, "evaluated", lambda run, *a, **k: pd.DataFrame(
+        [{"view": "gt", "psnr": 10.0 + budget.own_steps(run.method.name, run.method.config) / 10}]))
+    spec = tables.TableSpec(name="tableX", notebook="02_3dmm_reenactment", caption="Table X: test", video_kind="mono",
+                            real_dirs="nerface_dirs", rows=lambda p: [tables.Row("NerFACE", "nerface", {}), tables.Row("FOMM", "fomm", {})],
+                            claims=lambda p: [], notes=lambda p: [])
+    result = types.SimpleNamespace(spec=spec, params={"profile": "smoke", "force": False, "test_frames": None, "budget_seconds": None},
+                                   videos=[tmp_path / "id00" / "mono"], tables_dir=tmp_path / "tables", figures_dir=tmp_path / "figures")
+    paths = budget.budget_curve(result)
+    assert {path.name for path in paths} == {"tableX_budget_curve.png", "tableX_budget_curve.pdf"}
+    curve = pd.read_csv(tmp_path / "tables" / "tableX_budget_curve.csv")
+    own = budget.own_steps("nerface", build_method("nerface", {"profile": "smoke"}).config)
+    nerface = curve[curve["method"] == "NerFACE"].sort_values("fraction")
+    assert nerface["steps"].tolist() == [round(own / 4), round(own / 2), own] and nerface["train_s"].is_monotonic_increasing
+    assert asked[2][1] == {"profile": "smoke"}  # the full budget is the table's own run (same config, same cache)
+    assert len(curve) == 6 and curve["psnr"].notna().all()
