@@ -116,8 +116,8 @@ def results_table(per_frame: pd.DataFrame, metrics: Sequence[str], rows: Sequenc
     return table
 
 
-# the recorded budget of every method row (persona.budget): numeric column -> (display column, digits)
-BUDGET_COLUMNS = {"steps": ("steps", 0), "train_s": ("train s", 1), "mpx": ("Mpx", 2)}
+# the recorded budget of every method row (persona.budget): numeric column -> (display column, format)
+BUDGET_COLUMNS = {"steps": ("steps", ",.0f"), "train_s": ("train s", ",.1f"), "mpx": ("Mpx", ".3g")}
 
 
 def with_budget(table: pd.DataFrame, numeric: pd.DataFrame, timings: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -130,12 +130,12 @@ def with_budget(table: pd.DataFrame, numeric: pd.DataFrame, timings: pd.DataFram
     means = timings.groupby("method", sort=False)[list(BUDGET_COLUMNS)].mean()
     per = timings.groupby("method", sort=False)["budget_per"].first()
     table, numeric = table.copy(), numeric.copy()
-    for column, (label, digits) in BUDGET_COLUMNS.items():
+    for column, (label, spec) in BUDGET_COLUMNS.items():
         cells = []
         for row in table.index:
             value = means[column].get(row, np.nan) if row in means.index else None
             suffix = "/frame" if per.get(row) == "test frame" else ""
-            cells.append("" if value is None else "n/a" if pd.isna(value) else f"{value:,.{digits}f}{suffix}")
+            cells.append("" if value is None else "n/a" if pd.isna(value) else f"{value:{spec}}{suffix}")
         table[label] = cells
         numeric[column] = numeric["method"].map(means[column])
     numeric["budget_per"] = numeric["method"].map(per)

@@ -115,7 +115,8 @@ def test_table_columns_hold_the_mean_budget_and_leave_reference_rows_empty():
         {"method": "Ours RGB", "identity": "id00", "steps": 400, "train_s": 100.0, "mpx": 3.0, "budget_per": "identity"},
         {"method": "Ours RGB", "identity": "id01", "steps": 400, "train_s": 120.0, "mpx": 3.0, "budget_per": "identity"}])
     shown, csv = report.with_budget(table, numeric, timings)
-    assert shown.loc["Ours RGB", ["steps", "train s", "Mpx"]].tolist() == ["400", "110.0", "3.00"]
+    assert shown.loc["Ours RGB", ["steps", "train s", "Mpx"]].tolist() == ["400", "110.0", "3"]
+    assert shown.loc["PTI", "Mpx"] == "0.8/frame"  # 3 significant digits: the NeRFs' 0.00256 Mpx stays visible
     assert shown.loc["PTI", "steps"] == "200/frame" and shown.loc[tables.STATIC_LABEL, "steps"] == ""
     assert csv.set_index("method").loc["Ours RGB", "train_s"] == 110.0 and pd.isna(csv.set_index("method").loc[tables.STATIC_LABEL, "steps"])
     notes = budget.budget_notes(None, {"DFRF": budget.Budget(300, 40.0, 76800)})
