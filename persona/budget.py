@@ -262,16 +262,18 @@ PIXELS_NOTE = ("steps / train s / Mpx: each method's training steps, the trainin
 
 
 def budget_notes(budget_seconds: float | None, bases: Mapping[str, Budget] | None = None,
-                 calibration: Mapping[str, Any] | None = None) -> list[str]:
-    """Footnotes of a table's budget columns: the rule the steps follow, and DFRF's base model."""
+                 calibration: Mapping[str, Any] | None = None, profile: str = "default") -> list[str]:
+    """Footnotes of a table's budget columns: the rule the steps follow (with the date and command
+    of ``profile``'s calibration), and DFRF's base model."""
     if budget_seconds is None:
         rule = ("Budgets: each method trains its profile's own steps (budget_seconds = null), so budgets differ; "
                 "the columns record them.")
     else:
         data = calibration if calibration is not None else load_calibration()
+        measured = {**data, **data.get("measured", {}).get(profile, {})}
         rule = (f"Equal budgets: every method trains round(budget_seconds / its calibrated CPU seconds per step) steps, "
                 f"budget_seconds = {budget_seconds:g} (calibration {CALIBRATION.relative_to(CALIBRATION.parents[2])}, "
-                f"{data.get('date', '?')}: `{data.get('command', 'python -m persona bench budget')}`); ours' generator-frozen "
+                f"{measured.get('date', '?')}: `{measured.get('command', 'python -m persona bench budget')}`); ours' generator-frozen "
                 "stage and the audio smoothing warm-ups scaled in proportion; PTI gets the budget per test frame; "
                 "DFRF's cached base pre-training is outside it.")
     notes = [PIXELS_NOTE, rule]
@@ -348,7 +350,13 @@ def curve_figure(curve: Any, path: Path, title: str) -> list[Path]:
             ax.annotate(f"{point['fraction']:g}", (point["train_s"], point["psnr"]), fontsize=6,
                         textcoords="offset points", xytext=(3, 3))
     if (curve["train_s"] > 0).all():
+        from matplotlib.ticker import FuncFormatter
+
         ax.set_xscale("log")
+        for axis in (ax.xaxis,):
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.tick_params(axis="x", which="minor", labelsize=6)
     ax.set_xlabel("training seconds (logged)")
     ax.set_ylabel("test PSNR (dB)")
     ax.set_title(title, fontsize=9)

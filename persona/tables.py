@@ -413,7 +413,7 @@ def run_table(spec: TableSpec, params: Any) -> TableResult:
     prov = report.provenance(profile, [p["seed"]], generator_name(p["eg3d_pkl"]), lpips_available(),
                              identities=len(video_dirs), parameters=params.summary())
     notes = table_notes(*spec.notes(p), *protocol_notes(spec, profile), *sync_notes(per_frame),
-                        *budget.budget_notes(p.get("budget_seconds"), budget.base_budgets(timings)), *gaps, l2_only=p["l2_only"])
+                        *budget.budget_notes(p.get("budget_seconds"), budget.base_budgets(timings), profile=profile), *gaps, l2_only=p["l2_only"])
     numeric = in_row_order(report.summary(per_frame, metrics), spec.labels(p))
     table, numeric = report.with_budget(table, numeric, timings)  # steps, train s, Mpx of every method row
     report.write_table(table, numeric, spec.name, tables_dir, spec.caption, prov, notes)

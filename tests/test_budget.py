@@ -122,6 +122,9 @@ def test_table_columns_hold_the_mean_budget_and_leave_reference_rows_empty():
     notes = budget.budget_notes(None, {"DFRF": budget.Budget(300, 40.0, 76800)})
     assert any("budget_seconds = null" in n for n in notes) and any("DFRF's base model" in n and "300 steps" in n for n in notes)
     assert any("budget_seconds = 30" in n for n in budget.budget_notes(30.0, calibration=CALIBRATION))
+    measured = {**CALIBRATION, "measured": {"smoke": {"date": "2026-01-01", "command": "python -m persona bench budget --profile smoke"}}}
+    assert any("2026-01-01: `python -m persona bench budget --profile smoke`" in n
+               for n in budget.budget_notes(30.0, calibration=measured, profile="smoke"))
 
 
 def test_compare_trains_with_the_equal_budget_and_records_it(monkeypatch, tmp_path):
