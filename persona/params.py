@@ -26,8 +26,8 @@ import yaml
 from persona.errors import PersonaInputError
 from persona.profiles import PROFILE_NAMES
 
-FROM_PROFILE = "from profile"
-TABLE_NOTEBOOKS = ("01_reconstruction_vs_pti", "02_3dmm_reenactment", "03_audio_reenactment", "04_ablations")  # Tables 1-4  # a parameters-cell value meaning "take the profile's value"
+FROM_PROFILE = "from profile"  # a parameters-cell value meaning "take the profile's value"
+TABLE_NOTEBOOKS = ("01_reconstruction_vs_pti", "02_3dmm_reenactment", "03_audio_reenactment", "04_ablations")  # Tables 1-4
 
 
 @dataclass(frozen=True)
