@@ -280,7 +280,7 @@ def budget_notes(budget_seconds: float | None, bases: Mapping[str, Budget] | Non
     for label, base in (bases or {}).items():
         seconds = "n/a" if base.seconds is None else f"{base.seconds:.0f} s"
         notes.append(f"{label}'s base model (pre-trained once on other identities' clips, cached, shared by every "
-                     f"identity; not in its row): {base.steps:g} steps, {seconds}, {base.pixels / 1e6:.2f} Mpx.")
+                     f"identity; not in its row): {base.steps:g} steps, {seconds}, {base.pixels / 1e6:.3g} Mpx.")
     return notes
 
 
