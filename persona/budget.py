@@ -403,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from persona import bench, cli
     from persona.errors import flag_int
+    from persona.profiles import using_threads
     from persona.runs import atomic_write_json
 
     parser = cli.parser("bench budget", "CPU ms per training step of every method at a profile's sizes, one thread, "
@@ -418,7 +419,6 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(names) - set(bench.case_names()))
     if unknown:
         raise PersonaInputError(f"bench budget: --methods {','.join(unknown)} unknown; expected some of {','.join(bench.case_names())}")
-    torch.set_num_threads(1)
     bench.CLOCK[0] = time.process_time
     if args.data is None:
         from persona.experiments import ensure_benchmark
@@ -429,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     record = load_calibration(out) if out.is_file() else {"profiles": {}}
     print(f"bench budget: profile {args.profile}, one thread, CPU time, median of {args.repeats}; data {data}", flush=True)
-    measured = calibrate(args.profile, names, data, args.steps, args.repeats)
+    with using_threads(1):  # one torch thread, as the tables' runs (profiles.TORCH_THREADS)
+        measured = calibrate(args.profile, names, data, args.steps, args.repeats)
     record["profiles"][args.profile] = {**record["profiles"].get(args.profile, {}), **measured}
     record.setdefault("measured", {})[args.profile] = {
         "date": datetime.date.today().isoformat(), "command": "python -m persona bench budget " + " ".join(argv or []),

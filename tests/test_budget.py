@@ -6,6 +6,7 @@ import types
 
 import pandas as pd
 import pytest
+import torch
 
 from persona import bench, budget, params, report, tables
 from persona import experiments as ex
@@ -181,3 +182,24 @@ def test_budget_curve_trains_fractions_of_the_budget_and_plots_psnr_against_seco
     assert nerface["steps"].tolist() == [round(own / 4), round(own / 2), own] and nerface["train_s"].is_monotonic_increasing
     assert asked[2][1] == {"profile": "smoke"}  # the full budget is the table's own run (same config, same cache)
     assert len(curve) == 6 and curve["psnr"].notna().all()
+
+
+def test_bench_budget_merges_a_profile_into_the_calibration_with_date_and_command(monkeypatch, tmp_path):
+    out = tmp_path / "calibration.json"
+    out.write_text('{"profiles": {"default": {"nha": 100.0}}, "measured": {}}')
+    asked = []
+
+    def fake_calibrate(profile, names, data, steps, repeats):
+        asked.append((profile, list(names), steps, repeats))
+        return {name: 10.0 for name in names}
+
+    monkeypatch.setattr(budget, "calibrate", fake_calibrate)
+    threads = torch.get_num_threads()
+    assert budget.main(["--profile", "smoke", "--methods", "nerface,fomm", "--data", str(tmp_path), "--out", str(out)]) == 0
+    data = budget.load_calibration(out)
+    assert asked == [("smoke", ["nerface", "fomm"], 10, 3)] and torch.get_num_threads() == threads  # restored
+    assert data["profiles"] == {"default": {"nha": 100.0}, "smoke": {"nerface": 10.0, "fomm": 10.0}}  # the other profile kept
+    assert data["measured"]["smoke"]["command"].startswith("python -m persona bench budget --profile smoke")
+    assert "median of 3" in data["measured"]["smoke"]["timing"] and data["date"] == data["measured"]["smoke"]["date"]
+    with pytest.raises(PersonaInputError, match="--methods bogus unknown"):
+        budget.main(["--methods", "bogus", "--out", str(out)])
