@@ -284,6 +284,14 @@ def budget_notes(budget_seconds: float | None, bases: Mapping[str, Budget] | Non
     return notes
 
 
+def table_notes(budget_seconds: float | None, timings: Any, profile: str) -> list[str]:
+    """:func:`budget_notes` of a table whose timings (:func:`persona.tables.compare`) hold the budget
+    columns; none for a table that trains nothing itself (Table 5 reuses other tables' runs)."""
+    if timings is None or "steps" not in getattr(timings, "columns", ()):
+        return []
+    return budget_notes(budget_seconds, base_budgets(timings), profile=profile)
+
+
 # ----------------------------------------------------------------------------------------- PSNR against seconds
 CURVE_FRACTIONS = (0.25, 0.5, 1.0)
 

@@ -101,21 +101,11 @@ def mean_frame(dataset: Any, max_frames: int | None = None) -> torch.Tensor:
 
 
 def static_floor(train_ds: Any, test_ds: Any, max_frames: int | None = None) -> pd.DataFrame:
-    """The mean training frame scored on the test frames: one row per frame with ``index``,
-    ``psnr`` (full image) and ``psnr_mouth`` (the dataset's mouth box). ``max_frames``: that many
-    evenly spaced test frames (as :func:`persona.evaluate.frame_subset`)."""
-    from persona.evaluate import frame_subset
+    """The mean training frame scored on the test frames (:func:`persona.evaluate.static_floor`):
+    one row per frame with ``index``, ``psnr`` (full image) and ``psnr_mouth`` (the dataset's mouth box)."""
+    from persona.evaluate import static_floor as floor
 
-    still = mean_frame(train_ds)
-    test, _ = frame_subset(test_ds, None, max_frames)
-    rows = []
-    for i in range(len(test)):
-        sample = test[i]
-        target = torch.as_tensor(sample["image"])[None]
-        pred = still[None]
-        rows.append({"index": int(sample["index"]), "psnr": float(metrics.psnr(pred, target)[0]),
-                     "psnr_mouth": float(metrics.psnr(pred, target, torch.as_tensor(sample["mouth_box"])[None])[0])})
-    return pd.DataFrame(rows)
+    return floor(train_ds, test_ds, max_frames)[["index", "psnr", "psnr_mouth"]].reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,29 +186,17 @@ def frontal_clip(video: str | Path, split: str = "test", yaw_deg: float = 0.0, p
     return FrontalClip(conditions, opening_box(seed, camera[:1])[0], mouth_open_control(expressions))
 
 
-@torch.no_grad()
-def render_clip(method: Any, clip: FrontalClip, batch_size: int = 16) -> torch.Tensor:
-    """The method's frames of a clip at the clip's camera -> [T,3,H,W] in [-1,1]."""
-    c = clip.conditions
-    out = []
-    for s in range(0, len(clip), batch_size):
-        batch = {k: v[s:s + batch_size] for k, v in c.items()}
-        out.append(torch.as_tensor(method.render(batch, batch["camera"])).float().cpu())
-    return torch.cat(out)
-
-
 def expression_following(method: Any, clip: FrontalClip, audio_track_dataset: Any | None = None) -> dict[str, float]:
-    """Following scores of a method on a clip: ``following`` (correlation with the ground truth's
-    image opening), ``following_control`` (with the world's control), ``validity`` (the ground
-    truth's image opening against the control: how well the image measure reads the world),
-    ``opening_std_ratio`` (std of the method's opening / the truth's: < 1 = muted mouth)."""
+    """Following scores of a method on a whole clip (:func:`persona.evaluate.expression_following`):
+    ``following`` (correlation with the ground truth's image opening), ``following_control`` (with
+    the world's control), ``validity`` (the ground truth's image opening against the control: how
+    well the image measure reads the world), ``opening_std_ratio`` (< 1 = muted mouth)."""
+    from persona.evaluate import expression_following as follow
+
     if audio_track_dataset is not None:
         method.attach_audio(audio_track_dataset)
-    rendered = render_clip(method, clip)
-    mine, truth = mouth_opening(rendered, clip.box), mouth_opening(clip.truth, clip.box)
-    return {"following": following_score(mine, truth), "following_control": following_score(mine, clip.mouth_open),
-            "validity": following_score(truth, clip.mouth_open),
-            "opening_std_ratio": float(mine.std() / truth.std().clamp_min(1e-12))}
+    scores = follow(method, clip=clip)
+    return {k: scores[k] for k in ("following", "following_control", "validity", "opening_std_ratio")}
 
 
 # --------------------------------------------------------------------------------------------

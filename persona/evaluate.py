@@ -294,7 +294,7 @@ def static_floor(train_ds: Any, test_ds: Any, max_frames: int | None = None, lpi
 
 @seeded_evaluation
 def expression_following(method: Any, video: str | Path | None = None, max_frames: int | None = None, split: str = "test",
-                         clip: Any | None = None, batch_size: int = 8) -> dict[str, float]:
+                         clip: Any | None = None, batch_size: int = 8, truth: torch.Tensor | None = None) -> dict[str, float]:
     """How well a method's mouth follows the ground truth's over a clip.
 
     The clip is the split re-rendered by the synthetic world at one fixed frontal camera
@@ -306,7 +306,12 @@ def expression_following(method: Any, video: str | Path | None = None, max_frame
     animates or inverts; FOMM and PTI render that input camera, which is the clip's camera.
     Returns ``following`` (Pearson correlation of the method's and the ground truth's mouth
     opening in the camera-only box, :func:`persona.diagnostics.following_score`; 0 for a static
-    image), ``opening_std_ratio`` (< 1: a muted mouth) and ``following_frames``."""
+    image), ``opening_std_ratio`` (< 1: a muted mouth), ``following_frames``, ``following_control`` (the
+    method's opening against the world's mouth-opening control) and ``validity`` (the ground truth's
+    image opening against that control: how well the image measure reads the world). ``truth``
+    [T,3,H,W]: the ground truth when the clip's input ``image`` is not it (cross-identity:
+    identity B's frames drive, A's re-rendered frames are the truth, :mod:`persona.cross_identity`);
+    None: the clip's ``image``."""
     from persona import diagnostics as D
 
     if clip is None:
@@ -324,9 +329,12 @@ def expression_following(method: Any, video: str | Path | None = None, max_frame
     for s in range(0, len(positions), batch_size):
         batch = {k: v[s:s + batch_size] for k, v in picked.items()}
         out.append(torch.as_tensor(method.render(with_audio_neighbours(batch, track), batch["camera"])).float().cpu())
-    mine, truth = D.mouth_opening(torch.cat(out), clip.box), D.mouth_opening(picked["image"], clip.box)
+    target = picked["image"] if truth is None else torch.as_tensor(truth)[positions]
+    mine, truth = D.mouth_opening(torch.cat(out), clip.box), D.mouth_opening(target, clip.box)
+    control = clip.mouth_open[positions]
     return {"following": D.following_score(mine, truth), "opening_std_ratio": float(mine.std() / truth.std().clamp_min(1e-12)),
-            "following_frames": len(positions)}
+            "following_frames": len(positions), "following_control": D.following_score(mine, control),
+            "validity": D.following_score(truth, control)}
 
 
 # lip-sync columns of a results table beyond LSE-C: per-frame column -> field of the sync rows

@@ -98,6 +98,29 @@ def basis_directions_figure(panels: Mapping[str, Any], camera: torch.Tensor, pat
     return image_grid(rows, path, row_labels=labels, col_labels=[f"-{strength}σ", "mean", f"+{strength}σ"], title=title)
 
 
+@torch.no_grad()
+def cross_identity_figure(methods: Mapping[str, Any], clips: Sequence[Any], audio_labels: set[str], path: Path, n: int = 4,
+                          title: str | None = None) -> list[Path]:
+    """Cross-identity reenactment of one pair (A driven by B): for each clip
+    (:class:`persona.cross_identity.DrivingClip`; the 3DMM pair, then the audio pair) a row of B's
+    driving frames, a row of A's re-rendered ground truth, then a row per method driven by that
+    clip (methods labelled in ``audio_labels`` by the audio clip, the others by the first one).
+    Columns: ``n`` evenly spaced frames of the clip."""
+    from persona.cross_identity import render_clip
+
+    rows, labels = [], []
+    for c, clip in enumerate(clips):
+        picks = np.linspace(0, len(clip) - 1, n).round().astype(int).tolist()
+        kind = "audio" if c else "3DMM"
+        rows += [list(clip.conditions["image"][picks]), list(clip.truth[picks])]
+        labels += [f"B drives ({kind})", "A truth"]
+        for label, method in methods.items():
+            if (label in audio_labels) == bool(c):
+                rows.append(list(render_clip(method, clip, picks)))
+                labels.append(label)
+    return image_grid(rows, path, row_labels=labels, col_labels=[f"frame {j + 1} of {n}" for j in range(n)], title=title)
+
+
 def figure_samples(video: Path, n: int, novel_views: Sequence[str] = ("yaw-25", "yaw+25")) -> tuple[list[dict], list[list[Any]]]:
     """``n`` evenly spaced test frames of ``video`` and, for each, the cameras of ``novel_views``
     (names of :data:`persona.cameras.NOVEL_VIEWS`)."""

@@ -58,7 +58,7 @@ SCHEMA: dict[str, Param] = {
     "pti_test_frames": Param("int", "PTI scores this many evenly spaced test frames (null: all)", optional=True,
                              minimum=1, notebooks=("01_reconstruction_vs_pti",)),
     "train_seconds": Param("float", "seconds of each audio video to train on (null: all)", optional=True,
-                           minimum=0.1, notebooks=("03_audio_reenactment",)),
+                           minimum=0.1, notebooks=("03_audio_reenactment", "07_cross_identity")),
     "ks": Param("list[int]", "basis sizes of the k ablation", minimum=1, maximum=4096, notebooks=("04_ablations",)),
     "video": Param("str", "your talking-head video (null: a synthetic talking clip with known cameras)",
                    optional=True, notebooks=("06_your_video",)),

@@ -116,8 +116,15 @@ _AT_LEAST_ONE = frozenset({"k", "batch_size", "resolution", "log_every", "checkp
                            "w_avg_samples", "num_kp", "num_references"})
 
 
+def choices(*allowed: Any) -> dict[str, Any]:
+    """Field metadata naming a field's allowed values, checked by :func:`check_config`:
+    ``modality: str = field(default="rgb", metadata=choices(*MODALITIES))``."""
+    return {"choices": tuple(allowed)}
+
+
 def check_config(config: T, where: str) -> T:
-    """``config`` (a dataclass) with every numeric value checked against its field's type: ints are
+    """``config`` (a dataclass) with every field that names its allowed values (:func:`choices`)
+    checked against them, and every numeric value checked against its field's type: ints are
     integers >= 0 (>= 1 for sizes such as ``k``, ``batch_size``, ``checkpoint_every``; ``iterations=0``
     is an untrained model), floats finite and
     >= 0, tuples of numbers finite, bools real bools (the string "false" is refused). Raises
@@ -130,6 +137,9 @@ def check_config(config: T, where: str) -> T:
     clean: dict[str, Any] = {}
     for f in fields(config):
         default, value, name = f.default, getattr(config, f.name), f"{where}: {f.name}"
+        allowed = f.metadata.get("choices")
+        if allowed is not None and value not in allowed:
+            raise PersonaInputError(f"{where}.{f.name}={value!r}; expected one of {allowed}")
         if default is MISSING or default is None or value is None:
             continue
         if isinstance(default, bool):

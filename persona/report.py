@@ -238,7 +238,8 @@ README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 README_FIGURES = (("fig3_reconstruction", "Figure 3: reconstruction, input camera and two novel views"),
                   ("fig1_novel_views", "Figure 1: novel views, 3DMM-driven"),
                   ("fig5_audio", "Figure 5: audio-driven, zoomed mouths"),
-                  ("fig6_basis", "Figure 6: basis vectors with and without orthogonality"))
+                  ("fig6_basis", "Figure 6: basis vectors with and without orthogonality"),
+                  ("fig_cross_identity", "Table 5's figure: one pair, A's avatar driven by B"))
 
 
 def update_readme(readme: Path = REPO_ROOT / "README.md", tables_dir: Path = REPO_ROOT / "tables",

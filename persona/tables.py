@@ -1,4 +1,5 @@
-"""The paper's Tables 1-4 as specs, and the one function that makes a table from a spec.
+"""The paper's Tables 1-4 (and Table 5, beyond the paper: cross-identity reenactment) as specs,
+and the one function that makes a table from a spec.
 
 A :class:`TableSpec` says what a table is: its rows (a display label, a registered method and its
 config), the metrics it reports, the paper's ordering claims it checks (each typed once, checked
@@ -28,6 +29,7 @@ import pandas as pd
 from persona import experiments as ex
 from persona import budget, report, verdicts
 from persona.evaluate import STATIC_LABEL, SYNC_REFERENCE_SUFFIX, shared_frame_count
+from persona.paper import PAPER_RESULTS
 from persona.errors import PersonaInputError
 from persona.profiles import uses_real_data
 from persona.syncnet import REFERENCE_ROWS
@@ -315,6 +317,10 @@ class TableSpec:
     gaps: Callable[[Params], list[str]] = lambda p: []  # claims/figure panels these parameters cannot measure
     compare_kwargs: Callable[[Params], dict[str, Any]] = lambda p: {"max_test_frames": p["test_frames"]}
     figures: tuple[Callable[["TableResult"], list[Path]], ...] = ()
+    # how the per-frame scores are made: compare's signature and returns (None: compare, each row on its own videos)
+    evaluate: Callable[..., tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, str], ex.TrainedRun]]] | None = None
+    novel_views: bool = True  # the table has novel-view columns
+    synthetic_only: bool = False  # needs the synthetic world's ground truth: skipped on real data (skip_reason)
 
     def labels(self, p: Params) -> list[str]:
         """The table's rows in order: leading rows, the methods, the static row, the reference rows."""
@@ -395,6 +401,8 @@ def run_table(spec: TableSpec, params: Any) -> TableResult:
                                     else "the profile's own parameters"))
     from persona.metrics import lpips_available
 
+    if skip_reason(spec, p):
+        raise PersonaInputError(skip_reason(spec, p))
     tables_dir, figures_dir = ex.outputs(profile, params.rerun)
     real_dirs = p[spec.real_dirs]
     require_paper_inputs(profile, p["eg3d_pkl"], real_dirs, spec.real_dirs, l2_only=p["l2_only"])
@@ -405,15 +413,15 @@ def run_table(spec: TableSpec, params: Any) -> TableResult:
         print("NOTE:", gap)
 
     rows, metrics, claims = spec.rows(p), spec.metrics(p), spec.claims(p)
-    per_frame, timings, runs = compare(rows, video_dirs, profile, force=p["force"], static=spec.static_row,
-                                       following=spec.following, budget_seconds=p.get("budget_seconds"),
-                                       **spec.compare_kwargs(p))
-    table = report.results_table(per_frame, metrics, spec.labels(p), paper_key=spec.name,
-                                 unsupported_novel=unsupported_novel(runs))
+    trains = {} if spec.evaluate else {"budget_seconds": p.get("budget_seconds")}  # a spec's own evaluate trains nothing
+    per_frame, timings, runs = (spec.evaluate or compare)(rows, video_dirs, profile, force=p["force"], static=spec.static_row,
+                                                          following=spec.following, **trains, **spec.compare_kwargs(p))
+    table = report.results_table(per_frame, metrics, spec.labels(p), paper_key=spec.name if spec.name in PAPER_RESULTS else None,
+                                 unsupported_novel=unsupported_novel(runs), novel=spec.novel_views)
     prov = report.provenance(profile, [p["seed"]], generator_name(p["eg3d_pkl"]), lpips_available(),
                              identities=len(video_dirs), parameters=params.summary())
     notes = table_notes(*spec.notes(p), *protocol_notes(spec, profile), *sync_notes(per_frame),
-                        *budget.budget_notes(p.get("budget_seconds"), budget.base_budgets(timings), profile=profile), *gaps, l2_only=p["l2_only"])
+                        *budget.table_notes(p.get("budget_seconds"), timings, profile), *gaps, l2_only=p["l2_only"])
     numeric = in_row_order(report.summary(per_frame, metrics), spec.labels(p))
     table, numeric = report.with_budget(table, numeric, timings)  # steps, train s, Mpx of every method row
     report.write_table(table, numeric, spec.name, tables_dir, spec.caption, prov, notes)
@@ -548,4 +556,74 @@ T4 = TableSpec(
     figures=(_fig6_fig7,),
 )
 
-TABLES = {spec.name: spec for spec in (T1, T2, T3, T4)}
+TABLES = {spec.name: spec for spec in (T1, T2, T3, T4)}  # the paper's tables; T5 (beyond the paper) below
+
+
+# ----------------------------------------------------------------------------------------- Table 5
+def skip_reason(spec: TableSpec, p: Params) -> str | None:
+    """Why ``spec`` is not made with parameters ``p`` (a synthetic-only table on a real-data
+    profile), else None; :func:`run_table` refuses such a table with this reason."""
+    if spec.synthetic_only and uses_real_data(p["profile"]):
+        return (f"{spec.caption}: skipped on the {p['profile']} profile: its real videos have no ground truth of one "
+                "person driven by another (the synthetic world renders it); run the default or smoke profile.")
+    return None
+
+
+def cross_identity_rows(p: Params) -> list[Row]:
+    """Table 5's rows: Table 2's (3DMM-driven and FOMM) then Table 3's (audio-driven), the same
+    rows and configs, so their trained runs come from the run cache."""
+    return [*T2.rows(p), *T3.rows(p)]
+
+
+CROSS_IDENTITY_NOTES = (
+    "Cross-identity reenactment (the paper's future work): for each identity A and B = the next identity of the "
+    "benchmark (cyclic), A's avatar (Tables 2 and 3's trained runs, nothing retrained) is driven by B's test split: "
+    "B's expressions (NerFACE, NHA, Ours 3DMM), B's audio windows (AD-NeRF, DFRF, Ours Audio), or B's video as FOMM's "
+    "driving video with A's first training frame as the source; every method renders at A's test cameras. Columns: "
+    "mean ± std over the pairs (A, B) (the 'identity' of the other tables is the pair here).",
+    "Ground truth: A rendered by the synthetic world with B's expressions at A's test cameras (for the audio rows: "
+    "the expressions B's audio timeline produced; the world's speech drives the mouth). FOMM's driving video is B "
+    "rendered by the world with its expressions at A's cameras, so driving pose and target pose agree.",
+    "following: as in Tables 2 and 3 (mouth opening of the render vs the ground truth's, Pearson correlation over "
+    "the scored frames), on the pair re-rendered at a frontal camera: A's truth, B's frames as FOMM's driving video.",
+    "Sync-C: the audio rows' whole rendered clip against B's audio, by the synthetic lip-sync expert (see Table 3).",
+    "Not drivable this way: PTI (Table 1) inverts the frame it is given, so B's frame would give B, not A "
+    "reenacted; Ours RGB (Table 1) likewise encodes the frame it is given (trained on A's frames only).",
+)
+
+
+def _cross_identity_figure(r: TableResult) -> list[Path]:
+    from persona import cross_identity as X
+    from persona import figures
+
+    return figures.cross_identity_figure(r.first_identity_methods(), [X.driving_clip(r.videos[0], X.driver_of(r.videos[0])),
+                                                                      X.driving_clip(r.videos[0].parent / "audio",
+                                                                                     X.driver_of(r.videos[0].parent / "audio"))],
+                                         set(T3.method_labels(r.params)), r.figures_dir / "fig_cross_identity",
+                                         title="Cross-identity reenactment: A's avatar driven by B")
+
+
+def _cross_compare(*args: Any, **kwargs: Any) -> Any:
+    from persona.cross_identity import cross_compare
+
+    return cross_compare(*args, **kwargs)
+
+
+T5 = TableSpec(
+    name="table5_cross_identity", notebook="07_cross_identity", caption="Table 5 (beyond the paper): cross-identity reenactment",
+    video_kind="mono", real_dirs="nerface_dirs",
+    rows=cross_identity_rows,
+    metrics=lambda p: [*IMAGE_METRICS, *MOUTH_METRICS, FOLLOWING_METRIC, "sync"],
+    static_row=True,
+    # the orderings Tables 2 and 3 check, asked again when another person drives
+    claims=lambda p: [c for c in T2.claims(p)] + [("Ours Audio", "psnr", "DFRF"), ("Ours Audio", "psnr", "AD-NeRF"),
+                                                  ("DFRF", "psnr", "AD-NeRF"), ("Ours Audio", "sync", "DFRF"),
+                                                  ("Ours Audio", "sync", "AD-NeRF")],
+    notes=lambda p: [f"Image metrics are computed on {p['test_frames'] or 'every'} {'evenly spaced frames' if p['test_frames'] else 'frame'} "
+                     "of each pair's clip; Sync-C on the whole clip; the static row (A's mean mono training frame) on "
+                     "the 3DMM pairs' frames.", *CROSS_IDENTITY_NOTES],
+    compare_kwargs=lambda p: {"max_test_frames": p["test_frames"], "train_max_seconds": p["train_seconds"],
+                              "audio_rows": T3.method_labels(p)},
+    evaluate=_cross_compare, novel_views=False, synthetic_only=True,
+    figures=(_cross_identity_figure,),
+)

@@ -123,6 +123,8 @@ def test_table_columns_hold_the_mean_budget_and_leave_reference_rows_empty():
     notes = budget.budget_notes(None, {"DFRF": budget.Budget(300, 40.0, 76800)})
     assert any("budget_seconds = null" in n for n in notes) and any("DFRF's base model" in n and "300 steps, 40 s, 0.0768 Mpx" in n for n in notes)
     assert any("budget_seconds = 30" in n for n in budget.budget_notes(30.0, calibration=CALIBRATION))
+    assert budget.table_notes(None, pd.DataFrame({"method": ["NHA"], "eval_seconds": [1.0]}), "smoke") == []  # trains nothing (Table 5)
+    assert budget.table_notes(None, timings, "smoke")[0] == budget.PIXELS_NOTE
     measured = {**CALIBRATION, "measured": {"smoke": {"date": "2026-01-01", "command": "python -m persona bench budget --profile smoke"}}}
     assert any("2026-01-01: `python -m persona bench budget --profile smoke`" in n
                for n in budget.budget_notes(30.0, calibration=measured, profile="smoke"))

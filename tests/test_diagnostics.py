@@ -14,7 +14,7 @@ from persona.ours.train import mouth_l2, parameter_groups, train_config
 
 
 class Frames:
-    """A minimal FrameDataset stand-in: images, a fixed mouth box, indices."""
+    """A minimal FrameDataset stand-in: images, a fixed mouth box, indices, a camera."""
 
     def __init__(self, images: torch.Tensor, box=(0.25, 0.5, 0.75, 0.75)):
         self.images, self.box = images, torch.tensor(box)
@@ -24,7 +24,7 @@ class Frames:
         return len(self.images)
 
     def __getitem__(self, i: int) -> dict:
-        return {"image": self.images[i], "index": self.indices[i], "mouth_box": self.box}
+        return {"image": self.images[i], "index": self.indices[i], "mouth_box": self.box, "camera": torch.zeros(25)}
 
 
 @pytest.fixture(scope="module")
@@ -76,14 +76,14 @@ def test_opening_measure_reads_the_worlds_mouth_and_a_frozen_frame_scores_zero(w
 
 
 def test_static_floor_scores_the_mean_training_frame():
-    train = Frames(torch.stack([torch.full((3, 8, 8), -0.2), torch.full((3, 8, 8), 0.2)]))  # mean frame 0
-    test = Frames(torch.full((3, 3, 8, 8), 0.1))  # error 0.1 in [-1,1] = 0.05 in [0,1]
+    train = Frames(torch.stack([torch.full((3, 16, 16), -0.2), torch.full((3, 16, 16), 0.2)]))  # mean frame 0
+    test = Frames(torch.full((3, 3, 16, 16), 0.1))  # error 0.1 in [-1,1] = 0.05 in [0,1]
     floor = D.static_floor(train, test)
     expected = 10 * math.log10(1 / 0.05**2)
     assert list(floor["index"]) == [0, 1, 2]
     assert floor["psnr"].tolist() == pytest.approx([expected] * 3)
     assert floor["psnr_mouth"].tolist() == pytest.approx([expected] * 3)
-    assert torch.allclose(D.mean_frame(train), torch.zeros(3, 8, 8))
+    assert torch.allclose(D.mean_frame(train), torch.zeros(3, 16, 16))
 
 
 def test_mouth_l2_is_the_mse_inside_the_box():

@@ -269,3 +269,13 @@ def test_cli_train_then_render(tmp_path, monkeypatch):
     tone(tmp_path / "video" / "aud.wav", seconds=81.0)  # the stand-in's test frames start at 80 s
     assert main_render([str(run), "--batch", "2"]) == 0  # the old spelling still works
     assert video.probe(renders / "test.mp4")["audio"] == "aac"
+
+
+@pytest.mark.parametrize("field,value", [("modality", "video"), ("ortho", "gram"), ("basis_rows", "big"), ("offset_init", "zero"),
+                                         ("rgb_encoder", "resnet"), ("audio_init", "xavier"), ("audio_att_init", "flat")])
+def test_train_config_refuses_values_outside_a_fields_choices(field, value):
+    from persona.errors import PersonaInputError
+    from persona.ours.train import train_config
+
+    with pytest.raises(PersonaInputError, match=rf"TrainConfig\.{field}={value!r}; expected one of"):
+        train_config("smoke", **{field: value})

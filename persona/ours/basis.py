@@ -40,8 +40,11 @@ class PersonalizedBasis(nn.Module):
     """
 
     def __init__(self, k: int, num_ws: int, w_dim: int, ortho: str = "qr", offset_init: str = "w_avg", w_avg: torch.Tensor | None = None,
-                 rows: str = "unit"):
+                 rows: str = "unit", scale: float = 1.0):
         super().__init__()
+        if not scale > 0:
+            raise ValueError(f"PersonalizedBasis: scale={scale}; expected > 0")
+        self.scale = float(scale)
         if ortho not in ORTHO_MODES:
             raise ValueError(f"PersonalizedBasis: ortho={ortho!r}; expected one of {ORTHO_MODES}")
         if rows not in BASIS_ROWS:
@@ -67,11 +70,13 @@ class PersonalizedBasis(nn.Module):
         self.offset = nn.Parameter(offset.clone())
 
     def effective_basis(self) -> torch.Tensor:
-        """The basis actually used: [k, num_ws*w_dim] (orthonormal rows in ``qr`` mode)."""
+        """The basis actually used: [k, num_ws*w_dim] (orthonormal rows in ``qr`` mode), times ``scale``."""
         if self.ortho == "qr":
             q, _ = torch.linalg.qr(self.basis.t(), mode="reduced")  # [d,k], orthonormal columns
-            return q.t()
-        return F.normalize(self.basis, dim=1) if self.rows == "unit" else self.basis
+            rows = q.t()
+        else:
+            rows = F.normalize(self.basis, dim=1) if self.rows == "unit" else self.basis
+        return rows * self.scale if self.scale != 1.0 else rows
 
     def ortho_penalty(self) -> torch.Tensor:
         """``||B^ B^^T - I||_F^2`` of the row-normalised basis (0 for orthogonal rows). Scalar."""

@@ -47,7 +47,7 @@ class PersonalizedPrior(nn.Module):
                  rgb_base_channels: int = 32, rgb_max_channels: int = 512, rgb_feature_dim: int = 512, rgb_head_layers: int = 4,
                  mlp_hidden: int = 512, mlp_layers: int = 6, rgb_encoder: str = "persona", rgb_encoder_resolution: int = 256,
                  audio_att_dims: int | None = None, basis_rows: str = "unit", audio_init: str = "he",
-                 audio_att_init: str = "centre"):
+                 audio_att_init: str = "centre", basis_scale: float = 1.0):
         super().__init__()
         if modality not in MODALITIES:
             raise ValueError(f"PersonalizedPrior: modality={modality!r}; expected one of {MODALITIES}")
@@ -57,7 +57,7 @@ class PersonalizedPrior(nn.Module):
         if offset_init == "w_avg" and w_avg is None:
             raise ValueError("PersonalizedPrior: offset_init='w_avg' but the generator has no w_avg buffer; use 'basis_mean'")
         self.basis = PersonalizedBasis(k, int(G.num_ws), int(G.w_dim), ortho=ortho, offset_init=offset_init, w_avg=w_avg,
-                                        rows=basis_rows)
+                                        rows=basis_rows, scale=basis_scale)
         if rgb_encoder not in RGB_ENCODERS:
             raise ValueError(f"PersonalizedPrior: rgb_encoder={rgb_encoder!r}; expected one of {RGB_ENCODERS}")
         if modality == "rgb" and rgb_encoder == "release":

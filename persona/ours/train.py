@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +35,10 @@ from persona.audio_nets import audio_track, gather_neighbour_windows
 from persona.data.dataset import stack_samples
 from persona.data.formats import unit_to_uint8
 from persona.errors import PersonaInputError
-from persona.ours.basis import BASIS_ROWS, ORTHO_MODES
+from persona.ours.basis import BASIS_ROWS, OFFSET_INITS, ORTHO_MODES
 from persona.ours.encoders import AUDIO_ATT_INITS, AUDIO_INITS, RGB_ENCODERS
 from persona.ours.model import MODALITIES, PersonalizedPrior
-from persona.profiles import config_for
+from persona.profiles import choices, config_for
 from persona.runs import RunDir, isolated_rng, load_tensors, prefixed, restore_training_state, training_state, unprefixed
 
 FRAME_CACHE_BYTES = 2 * 1024**3  # preload a training split into memory when it is smaller than this
@@ -93,12 +93,13 @@ class TrainConfig:
     """
 
     profile: str = "default"
-    modality: str = "rgb"  # rgb | 3dmm | audio
+    modality: str = field(default="rgb", metadata=choices(*MODALITIES))  # rgb | 3dmm | audio
     k: int = 50  # number of basis vectors
-    ortho: str = "qr"  # qr (release) | loss (paper text) | none (ablation)
+    ortho: str = field(default="qr", metadata=choices(*ORTHO_MODES))  # qr (release) | loss (paper text) | none (ablation)
     ortho_weight: float = 1.0  # weight of the penalty in ortho='loss' mode (not given by the paper)
-    basis_rows: str = "unit"  # unit: basis rows at unit length in every ortho mode (equal-scale ablation) | raw: randn rows in loss/none
-    offset_init: str = "w_avg"  # w_avg (ours, see PersonalizedBasis) | basis_mean (release)
+    basis_scale: float = 1.0  # length of the effective basis rows (1: unit rows, the release's QR). See the note above.
+    basis_rows: str = field(default="unit", metadata=choices(*BASIS_ROWS))  # unit: basis rows at unit length in every ortho mode (equal-scale ablation) | raw: randn rows in loss/none
+    offset_init: str = field(default="w_avg", metadata=choices(*OFFSET_INITS))  # w_avg (ours, see PersonalizedBasis) | basis_mean (release)
     iterations: int = 400  # total iterations
     frozen_iterations: int = 100  # stage 1 length (generator frozen)
     lr: float = 3e-4
@@ -112,11 +113,11 @@ class TrainConfig:
     mouth_weight: float = 1.0  # weight of an extra L2 over the mouth box; 0 = off (paper, release). See the note above.
     audio_smooth_after: int = 300  # iterations before AudioAttNet smoothing starts (audio only)
     audio_att_dims: int | None = None  # features AudioAttNet scores from: None = all 64 (persona) | 32 (the release)
-    audio_init: str = "he"  # AudioNet init: he (variance-preserving, persona) | torch (PyTorch's default: AD-NeRF, the release). See the note above.
-    audio_att_init: str = "centre"  # AudioAttNet init: centre (on the frame's own window, persona) | torch (AD-NeRF, the release)
+    audio_init: str = field(default="he", metadata=choices(*AUDIO_INITS))  # AudioNet init: he (variance-preserving, persona) | torch (PyTorch's default: AD-NeRF, the release). See the note above.
+    audio_att_init: str = field(default="centre", metadata=choices(*AUDIO_ATT_INITS))  # AudioAttNet init: centre (on the frame's own window, persona) | torch (AD-NeRF, the release)
     resolution: int | None = None  # training/render resolution; None = the dataset's
     loss_resolution: int | None = None  # None: loss at the training resolution (persona) | 256: area-pooled to 256 (the release)
-    rgb_encoder: str = "persona"  # persona (prior.RGBEncoder, at `resolution`) | release (LIA EncoderApp at 256 px)
+    rgb_encoder: str = field(default="persona", metadata=choices(*RGB_ENCODERS))  # persona (prior.RGBEncoder, at `resolution`) | release (LIA EncoderApp at 256 px)
     rgb_base_channels: int = 16
     rgb_max_channels: int = 128
     rgb_feature_dim: int = 128
@@ -153,18 +154,6 @@ TRAIN_PROFILES: dict[str, TrainConfig] = {
 def train_config(profile: str = "default", **overrides: Any) -> TrainConfig:
     """The profile's :class:`TrainConfig` with ``overrides`` (None values ignored); checks values."""
     cfg = config_for(TRAIN_PROFILES, profile, overrides, "TrainConfig")
-    if cfg.modality not in MODALITIES:
-        raise PersonaInputError(f"TrainConfig.modality={cfg.modality!r}; expected one of {MODALITIES}")
-    if cfg.ortho not in ORTHO_MODES:
-        raise PersonaInputError(f"TrainConfig.ortho={cfg.ortho!r}; expected one of {ORTHO_MODES}")
-    if cfg.basis_rows not in BASIS_ROWS:
-        raise PersonaInputError(f"TrainConfig.basis_rows={cfg.basis_rows!r}; expected one of {BASIS_ROWS}")
-    if cfg.rgb_encoder not in RGB_ENCODERS:
-        raise PersonaInputError(f"TrainConfig.rgb_encoder={cfg.rgb_encoder!r}; expected one of {RGB_ENCODERS}")
-    if cfg.audio_init not in AUDIO_INITS:
-        raise PersonaInputError(f"TrainConfig.audio_init={cfg.audio_init!r}; expected one of {AUDIO_INITS}")
-    if cfg.audio_att_init not in AUDIO_ATT_INITS:
-        raise PersonaInputError(f"TrainConfig.audio_att_init={cfg.audio_att_init!r}; expected one of {AUDIO_ATT_INITS}")
     if not 0 <= cfg.frozen_iterations <= cfg.iterations:
         raise PersonaInputError(f"TrainConfig: frozen_iterations={cfg.frozen_iterations} must lie in [0, iterations={cfg.iterations}]")
     recipe = {k for k, v in overrides.items() if v is not None} & set(RGB_RECIPE)
@@ -187,7 +176,7 @@ def build_model(cfg: TrainConfig, G: torch.nn.Module) -> PersonalizedPrior:
                              rgb_feature_dim=cfg.rgb_feature_dim, rgb_head_layers=cfg.rgb_head_layers,
                              mlp_hidden=cfg.mlp_hidden, mlp_layers=cfg.mlp_layers, rgb_encoder=cfg.rgb_encoder,
                              audio_att_dims=cfg.audio_att_dims, basis_rows=cfg.basis_rows, audio_init=cfg.audio_init,
-                             audio_att_init=cfg.audio_att_init)
+                             audio_att_init=cfg.audio_att_init, basis_scale=cfg.basis_scale)
 
 
 def loss_images(pred: torch.Tensor, target: torch.Tensor, loss_resolution: int | None) -> tuple[torch.Tensor, torch.Tensor]:
