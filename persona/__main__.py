@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "diagnose": ("persona.diagnostics", "main", "ours: mouth PSNR vs the static floor and expression following against steps"),
     "bench generator": ("persona.eg3d.bench", "main", "generator speed (ms/image, GFLOP/s)"),
     "bench methods": ("persona.bench", "main", "every method's ms per training step and per rendered frame, % of matmul peak"),
+    "bench budget": ("persona.budget", "main", "calibrate equal budgets: CPU ms per training step of every method -> assets/budget_calibration.json"),
     "bench renderer": ("persona.data.bench", "main", "synthetic renderer frames per second"),
     "bench preprocess": ("persona.preprocess.bench", "main", "persona preprocess frames per second on one core"),
     "bench paper": ("persona.paper_bench", "main", "paper-size dry run: ms/step per method, projected paper-profile hours"),

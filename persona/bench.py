@@ -152,6 +152,39 @@ def bench_pti(case: Case, profile: str, train: Any, test: Any, repeats: int, wor
     return {"train_s": step_s, "train_flops": (two - one) / 3, "render_s": frame_s, "render_flops": render_flops}
 
 
+def timed_train_step(case: Case, profile: str, train: Any, steps: int, work: Path) -> tuple[float, Any]:
+    """(seconds of one training step of ``case``, the method fitted for ``steps`` steps): the time
+    of a ``steps``-iteration fit minus that of a 2-iteration fit, over ``steps - 2`` (after a
+    warm-up fit), so setup and the first two steps cancel. Not PTI (see :func:`pti_step_seconds`)."""
+    _fit(case, _fit_cfg(case, profile, 2), train, work / "warm")  # imports, caches
+    short = _timed(lambda: _fit(case, _fit_cfg(case, profile, 2), train, work / "short"))
+    trained: list[Any] = []
+    full = _timed(lambda: trained.append(_fit(case, _fit_cfg(case, profile, steps), train, work / "timed")))
+    return max(0.0, full - short) / (steps - 2), trained[0][0]
+
+
+def pti_step_seconds(case: Case, profile: str, train: Any, test: Any, work: Path, fraction: float = 0.25) -> float:
+    """Seconds of one PTI optimisation step at ``profile``: the inversion of one test frame with
+    ``fraction`` of the profile's three step counts (W, W+, tuning; their mix kept) minus one with
+    1 step each, over the difference in steps (after a warm-up inversion), so the per-frame setup
+    (w_avg sampling, copies of the generator) cancels."""
+    from persona.baselines.pti import make_config
+
+    cfg = {**case.cfg, "profile": profile, "disk_cache": False}
+    own = make_config(cfg)
+    counts = [max(1, round(fraction * n)) for n in (own.w_steps, own.wplus_steps, own.tune_steps)]
+    batch = _one_frame(test)
+
+    def inversion(n: list[int], tag: str) -> float:
+        method, _ = _fit(case, {**cfg, "w_steps": n[0], "wplus_steps": n[1], "tune_steps": n[2]}, train, work / tag)
+        _prepare_render(method, test)
+        return _timed(lambda: _render_once(method, batch))
+
+    inversion([1, 1, 1], "pti-warm")
+    small, large = inversion([1, 1, 1], "pti-small"), inversion(counts, "pti-large")
+    return max(0.0, large - small) / max(1, sum(counts) - 3)
+
+
 def bench_case(case: Case, profile: str, train: Any, test: Any, steps: int = 8, repeats: int = 3,
                work: Path | None = None) -> dict[str, float]:
     """Seconds and FLOPs of one training step and one rendered test frame of ``case``:
@@ -162,12 +195,7 @@ def bench_case(case: Case, profile: str, train: Any, test: Any, steps: int = 8, 
         work = Path(work or tmp)
         if case.method == "pti":
             return bench_pti(case, profile, train, test, repeats, work)
-        _fit(case, _fit_cfg(case, profile, 2), train, work / "warm")  # imports, caches
-        short = _timed(lambda: _fit(case, _fit_cfg(case, profile, 2), train, work / "short"))
-        trained: list[Any] = []
-        full = _timed(lambda: trained.append(_fit(case, _fit_cfg(case, profile, steps), train, work / "timed")))
-        train_s = max(0.0, full - short) / (steps - 2)
-        method = trained[0][0]
+        train_s, method = timed_train_step(case, profile, train, steps, work)
         flops_1 = _flops(lambda: _fit(case, _fit_cfg(case, profile, 1), train, work / "count-1"))
         flops_2 = _flops(lambda: _fit(case, _fit_cfg(case, profile, 2), train, work / "count-2"))
         batch = _one_frame(test)

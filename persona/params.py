@@ -27,6 +27,7 @@ from persona.errors import PersonaInputError
 from persona.profiles import PROFILE_NAMES
 
 FROM_PROFILE = "from profile"  # a parameters-cell value meaning "take the profile's value"
+TABLE_NOTEBOOKS = ("01_reconstruction_vs_pti", "02_3dmm_reenactment", "03_audio_reenactment", "04_ablations")  # Tables 1-4
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,12 @@ SCHEMA: dict[str, Param] = {
     "iterations": Param("int", "training steps of ours on the video (null: the profile's)", optional=True, minimum=1,
                         notebooks=("06_your_video",)),
     "orbit_frames": Param("int", "frames of the orbit render", minimum=2, maximum=120, notebooks=("06_your_video",)),
+    "budget_seconds": Param("float", "equal training budget in calibrated CPU seconds: every method trains "
+                            "round(budget_seconds / its seconds per step in persona/assets/budget_calibration.json) steps "
+                            "(PTI per test frame); null: each method's own steps", optional=True, minimum=0.001,
+                            notebooks=TABLE_NOTEBOOKS),
+    "budget_curve": Param("bool", "true: also train every method on the first identity at 1/4 and 1/2 of its budget "
+                          "and plot test PSNR against training seconds (<table>_budget_curve)", notebooks=TABLE_NOTEBOOKS),
     "l2_only": Param("bool", "paper profile: true runs without the AlexNet weights (L2 only; the tables say so)"),
     "syncnet_model": Param("str", "official syncnet_v2.model: Table 3's lip-sync scored by SyncNet (null: the synthetic expert)",
                            optional=True, notebooks=("03_audio_reenactment",)),

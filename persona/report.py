@@ -116,6 +116,32 @@ def results_table(per_frame: pd.DataFrame, metrics: Sequence[str], rows: Sequenc
     return table
 
 
+# the recorded budget of every method row (persona.budget): numeric column -> (display column, format)
+BUDGET_COLUMNS = {"steps": ("steps", ",.0f"), "train_s": ("train s", ",.1f"), "mpx": ("Mpx", ".3g")}
+
+
+def with_budget(table: pd.DataFrame, numeric: pd.DataFrame, timings: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(display table, numeric summary) with the budget columns :data:`BUDGET_COLUMNS`, means over
+    identities of ``timings`` (one row per method and identity, columns ``steps``, ``train_s``,
+    ``mpx``, ``budget_per``); rows without a trained method (static, reference, ground truth) stay
+    empty. A per-test-frame budget (PTI) reads ``/frame`` in the display table."""
+    if timings is None or timings.empty or "steps" not in timings.columns:
+        return table, numeric
+    means = timings.groupby("method", sort=False)[list(BUDGET_COLUMNS)].mean()
+    per = timings.groupby("method", sort=False)["budget_per"].first()
+    table, numeric = table.copy(), numeric.copy()
+    for column, (label, spec) in BUDGET_COLUMNS.items():
+        cells = []
+        for row in table.index:
+            value = means[column].get(row, np.nan) if row in means.index else None
+            suffix = "/frame" if per.get(row) == "test frame" else ""
+            cells.append("" if value is None else "n/a" if pd.isna(value) else f"{value:{spec}}{suffix}")
+        table[label] = cells
+        numeric[column] = numeric["method"].map(means[column])
+    numeric["budget_per"] = numeric["method"].map(per)
+    return table, numeric
+
+
 def write_table(table: pd.DataFrame, numeric: pd.DataFrame, name: str, tables_dir: Path, caption: str,
                 prov: Mapping[str, Any], notes: Sequence[str] = ()) -> dict[str, Path]:
     """Write ``name``.csv (numeric summary + provenance columns), .md and .tex (display table)."""

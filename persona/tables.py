@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from persona import experiments as ex
-from persona import report, verdicts
+from persona import budget, report, verdicts
 from persona.evaluate import STATIC_LABEL, SYNC_REFERENCE_SUFFIX, shared_frame_count
 from persona.paper import PAPER_RESULTS
 from persona.errors import PersonaInputError
@@ -211,11 +211,15 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
             train_max_seconds: float | None = None, sync: bool = False,
             ground_truth_label: str = "Ground Truth", max_test_frames: int | None = None,
             syncnet_model: str | None = None, static: bool = False, following: bool = False,
-            sync_references: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, str], ex.TrainedRun]]:
+            sync_references: bool = False, budget_seconds: float | None = None,
+            ) -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, str], ex.TrainedRun]]:
     """Train and evaluate every row on every video (cached: :func:`persona.experiments.trained`).
 
     Returns (per-frame metrics with columns method, identity, view, ...; timings with one row per
-    (method, identity): train_seconds, eval_seconds; the trained runs by (label, identity)).
+    (method, identity): train_seconds, eval_seconds and the recorded budget (:func:`persona.budget.row_record`:
+    steps, train_s, mpx, budget_per, DFRF's base_*); the trained runs by (label, identity)).
+    ``budget_seconds``: train every row with the equal budget (:func:`persona.budget.equal_budget_cfg`);
+    None: each method's own steps (the row configs as given, so the cached runs stay valid).
     With ``sync`` the gt-view rows get the lip-sync confidence ``sync`` of the rendered test clip,
     and rows labelled ``ground_truth_label`` carry that of the real clip (always scored on the
     whole test clip: the sync search needs consecutive frames).
@@ -253,7 +257,8 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
         for row in rows:
             print(f"{identity}: {row.label} ...", flush=True)
             try:
-                tr = ex.trained(row.method, {**row.cfg, "profile": profile}, train, profile,
+                cfg = budget.equal_budget_cfg(row.method, {**row.cfg, "profile": profile}, budget_seconds)
+                tr = ex.trained(row.method, cfg, train, profile,
                                 label=f"{slug(row.label)}-{identity}", force=force)
             except ex.RunDeferred as run_name:  # planning mode: list every missing run, then stop
                 deferred.append(str(run_name))
@@ -278,7 +283,7 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
                                                  **{c: float(sync_rows.iloc[1].get(n, np.nan)) for c, n in columns.items()}}]))
             frames.append(df)
             timings.append({"method": row.label, "identity": identity, "train_seconds": tr.train_seconds,
-                            "eval_seconds": eval_seconds})
+                            "eval_seconds": eval_seconds, **budget.row_record(tr, train)})
             runs[(row.label, identity)] = tr
     if deferred:
         raise ex.RunsDeferred(deferred)
@@ -411,14 +416,17 @@ def run_table(spec: TableSpec, params: Any) -> TableResult:
         print("NOTE:", gap)
 
     rows, metrics, claims = spec.rows(p), spec.metrics(p), spec.claims(p)
+    trains = {} if spec.evaluate else {"budget_seconds": p.get("budget_seconds")}  # a spec's own evaluate trains nothing
     per_frame, timings, runs = (spec.evaluate or compare)(rows, video_dirs, profile, force=p["force"], static=spec.static_row,
-                                                          following=spec.following, **spec.compare_kwargs(p))
+                                                          following=spec.following, **trains, **spec.compare_kwargs(p))
     table = report.results_table(per_frame, metrics, spec.labels(p), paper_key=spec.name if spec.name in PAPER_RESULTS else None,
                                  unsupported_novel=unsupported_novel(runs), novel=spec.novel_views)
     prov = report.provenance(profile, [p["seed"]], generator_name(p["eg3d_pkl"]), lpips_available(),
                              identities=len(video_dirs), parameters=params.summary())
-    notes = table_notes(*spec.notes(p), *protocol_notes(spec, profile), *sync_notes(per_frame), *gaps, l2_only=p["l2_only"])
+    notes = table_notes(*spec.notes(p), *protocol_notes(spec, profile), *sync_notes(per_frame),
+                        *budget.table_notes(p.get("budget_seconds"), timings, profile), *gaps, l2_only=p["l2_only"])
     numeric = in_row_order(report.summary(per_frame, metrics), spec.labels(p))
+    table, numeric = report.with_budget(table, numeric, timings)  # steps, train s, Mpx of every method row
     report.write_table(table, numeric, spec.name, tables_dir, spec.caption, prov, notes)
     checked = [verdicts.claims_table(per_frame, claims, view=view) for view in ("gt", "novel")]
     report.write_claims(checked, spec.name, tables_dir, notes=[verdicts.claims_note(), *gaps])
@@ -428,6 +436,8 @@ def run_table(spec: TableSpec, params: Any) -> TableResult:
                          tables_dir, figures_dir)
     for make in spec.figures:
         result.figures += make(result)
+    if p.get("budget_curve"):  # opt-in: PSNR against training seconds at fractions of the budget
+        result.figures += budget.budget_curve(result)
     return result
 
 
