@@ -12,7 +12,9 @@ shape is estimated per video, from the video:
    image cannot.
 3. The head frame is anatomical and the same for every video: x from the face's left-right
    mirror pairs (eyes, brows, mouth corners, cheeks), y down from the eyes to the mouth corners,
-   z = x × y, tilted by :data:`PITCH_OFFSET_DEG` (the eyes-mouth plane is not the frontal plane).
+   z = x × y, then pitched by :data:`PITCH_OFFSET_DEG` (the eyes-mouth line leans forward at
+   the mouth; the angle is mediapipe's canonical face's). Without it every camera sat 4-7 deg
+   low in pitch on the synthetic sweep.
 4. Camera = EG3D's convention (persona.cameras): looking at ``PIVOT`` from ``RADIUS``, fx = fy =
    4.2647, cx = cy = 0.5 (the crop provides the framing). Rotations are smoothed over time.
 
@@ -34,8 +36,11 @@ from persona import cameras
 MIRROR_PAIRS = ((33, 263), (133, 362), (61, 291), (234, 454), (70, 300), (105, 334), (159, 386), (145, 374),
                 (468, 473), (127, 356), (93, 323), (98, 327))
 EYE_OUTER = (33, 263)
-# Angle between the eyes-mouth plane and the frontal plane of EG3D's head frame (see calibrate_pitch)
-PITCH_OFFSET_DEG = 0.0
+# Angle between the eyes-to-mouth-corners line and the vertical of a frontal face: the mouth
+# corners sit in front of the outer eye corners. 9.0 deg in mediapipe's canonical face model
+# (canonical_face_model.obj: landmarks 33/263 at y 2.66, z 3.17; 61/291 at y -4.34, z 4.28;
+# atan(1.11 / 7.01)); a fact of that public model, not fitted to any data here.
+PITCH_OFFSET_DEG = 9.0
 # OpenCV camera axes <-> EG3D world axes for the frontal camera (cam2world rotation diag(1,-1,-1))
 _G = np.diag([1.0, -1.0, -1.0])
 
@@ -106,13 +111,28 @@ def _poses(y: np.ndarray, shape: np.ndarray, steps: int = 3) -> tuple[np.ndarray
 def _shape(y: np.ndarray, rots: np.ndarray, scales: np.ndarray, prior: np.ndarray, reg: float) -> np.ndarray:
     """Least-squares shape [K,3] from centred 2D points y [N,K,2] and poses, pulled to ``prior``."""
     lam = reg * float((scales**2).sum())
-    m = lam * np.eye(3)
-    rhs = lam * prior.T
-    for f in range(len(y)):
-        r2 = rots[f, :2]
-        m += scales[f] ** 2 * r2.T @ r2
-        rhs += scales[f] * r2.T @ y[f].T
+    r2 = rots[:, :2]
+    m = lam * np.eye(3) + np.einsum("n,nci,ncj->ij", scales**2, r2, r2)
+    rhs = lam * prior.T + np.einsum("n,nci,nkc->ik", scales, r2, y)
     return np.linalg.solve(m, rhs).T
+
+
+def structure_from_motion(y: np.ndarray, prior: np.ndarray, iterations: int = 8,
+                          reg: float = 1e-3) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rigid shape and scaled-orthographic poses from centred 2D tracks ``y`` [N,K,2], starting
+    from (and weakly pulled to, ``reg``) the centred ``prior`` [K,3]: poses given the shape, then
+    the shape given the poses, ``iterations`` times; the shape keeps the prior's gauge (rotation
+    and scale). Returns (shape [K,3], rotations [N,3,3], scales [N], rms [N] 2D residual)."""
+    shape = prior.copy()
+    for _ in range(iterations):
+        rots, scales = _poses(y, shape)
+        new = _shape(y, rots, scales, prior, reg)
+        new -= new.mean(0)
+        r, s = _similarity(new, prior)
+        shape = s * new @ r.T
+    rots, scales = _poses(y, shape)
+    rms = np.sqrt(((y - scales[:, None, None] * np.einsum("kj,nij->nki", shape, rots[:, :2])) ** 2).sum(-1).mean(1))
+    return shape, rots, scales, rms
 
 
 def head_frame(shape: np.ndarray, pitch_offset_deg: float = PITCH_OFFSET_DEG) -> np.ndarray:
@@ -151,7 +171,7 @@ def labels_from_rotations(head_to_camera: np.ndarray) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
-def fit(points: np.ndarray, iterations: int = 8, reg: float = 0.05, rigid_fraction: float = 0.4,
+def fit(points: np.ndarray, iterations: int = 15, reg: float = 1e-3, rigid_fraction: float = 0.4,
         smooth_sigma: float = 1.0, pitch_offset_deg: float = PITCH_OFFSET_DEG) -> CameraFit:
     """Cameras of every frame from crop-coordinate landmarks [N,478,3] (see the module doc)."""
     pts = np.asarray(points, np.float64)
@@ -164,15 +184,7 @@ def fit(points: np.ndarray, iterations: int = 8, reg: float = 0.05, rigid_fracti
     sub = pts[:, rigid] - pts[:, rigid].mean(1, keepdims=True)
     prior_rigid, _ = _generalised_procrustes(sub)
     y = pts[:, rigid, :2] - pts[:, rigid, :2].mean(1, keepdims=True)
-    shape = prior_rigid.copy()
-    for _ in range(iterations if n >= 3 else 0):
-        rots, scales = _poses(y, shape)
-        new = _shape(y, rots, scales, prior_rigid, reg)
-        new -= new.mean(0)
-        r, s = _similarity(new, prior_rigid)  # keep the gauge (rotation, scale) of the prior
-        shape = s * new @ r.T
-    rots, scales = _poses(y, shape)
-    rms = np.sqrt(((y - scales[:, None, None] * np.einsum("kj,nij->nki", shape, rots[:, :2])) ** 2).sum(-1).mean(1))
+    shape, rots, scales, rms = structure_from_motion(y, prior_rigid, iterations if n >= 3 else 0, reg)
     # every point in the same frame: 2D least squares with the final poses, prior = mediapipe's
     r_all, s_all = _similarity(mean3d[rigid] - mean3d[rigid].mean(0), shape)
     prior_all = s_all * (mean3d - mean3d[rigid].mean(0)) @ r_all.T
