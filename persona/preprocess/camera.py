@@ -93,14 +93,14 @@ def _generalised_procrustes(x: np.ndarray, iterations: int = 4) -> tuple[np.ndar
 def _poses(y: np.ndarray, shape: np.ndarray, steps: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """Scaled-orthographic poses of centred 2D points y [N,K,2] given the centred shape [K,3]:
     (rotations [N,3,3], scales [N]). Affine fit projected to a scaled rotation, then a few
-    Gauss-Newton steps on (rotation, scale), all frames at once."""
-    a = np.einsum("jk,nkc->ncj", np.linalg.pinv(shape), y)  # [N,2,3] affine cameras
+    Gauss-Newton steps on (rotation, scale), all frames at once (batched matmuls)."""
+    a = (np.linalg.pinv(shape) @ y).transpose(0, 2, 1)  # [N,2,3] affine cameras
     u, sig, vt = np.linalg.svd(a, full_matrices=False)
     r2 = u @ vt
     rots = np.concatenate([r2, np.cross(r2[:, 0], r2[:, 1])[:, None]], 1)
     scales = sig.mean(1)
     for _ in range(steps):
-        q = np.einsum("nij,kj->nki", rots, shape)  # [N,K,3] rotated shape
+        q = shape[None] @ rots.transpose(0, 2, 1)  # [N,K,3] rotated shape
         s = scales[:, None]
         res = y - s[..., None] * q[..., :2]
         # d(s * (w x q)_xy)/dw and d/ds, rows x then y: [N,K,2,4]
@@ -108,8 +108,8 @@ def _poses(y: np.ndarray, shape: np.ndarray, steps: int = 3) -> tuple[np.ndarray
         jac[:, :, 0, 1], jac[:, :, 0, 2], jac[:, :, 0, 3] = s * q[..., 2], -s * q[..., 1], q[..., 0]
         jac[:, :, 1, 0], jac[:, :, 1, 2], jac[:, :, 1, 3] = -s * q[..., 2], s * q[..., 0], q[..., 1]
         jac = jac.reshape(len(y), -1, 4)
-        step = np.linalg.solve(np.einsum("nri,nrj->nij", jac, jac) + 1e-9 * np.eye(4),
-                               np.einsum("nri,nr->ni", jac, res.reshape(len(y), -1))[..., None])[..., 0]
+        jt = jac.transpose(0, 2, 1)
+        step = np.linalg.solve(jt @ jac + 1e-9 * np.eye(4), jt @ res.reshape(len(y), -1, 1))[..., 0]
         rots = Rotation.from_rotvec(step[:, :3]).as_matrix() @ rots
         scales = scales + step[:, 3]
     return rots, scales
@@ -138,7 +138,7 @@ def structure_from_motion(y: np.ndarray, prior: np.ndarray, iterations: int = 8,
         r, s = _similarity(new, prior)
         shape = s * new @ r.T
     rots, scales = _poses(y, shape)
-    rms = np.sqrt(((y - scales[:, None, None] * np.einsum("kj,nij->nki", shape, rots[:, :2])) ** 2).sum(-1).mean(1))
+    rms = np.sqrt(((y - scales[:, None, None] * (shape[None] @ rots[:, :2].transpose(0, 2, 1))) ** 2).sum(-1).mean(1))
     return shape, rots, scales, rms
 
 
