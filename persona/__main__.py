@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "bench budget": ("persona.budget", "main", "calibrate equal budgets: CPU ms per training step of every method -> assets/budget_calibration.json"),
     "bench renderer": ("persona.data.bench", "main", "synthetic renderer frames per second"),
     "bench preprocess": ("persona.preprocess.bench", "main", "persona preprocess frames per second on one core"),
+    "bench cameras": ("persona.preprocess.accuracy", "main", "persona preprocess camera error on synthetic sweeps with known cameras"),
     "bench paper": ("persona.paper_bench", "main", "paper-size dry run: ms/step per method, projected paper-profile hours"),
     "notebooks": ("persona.notebooks", "main", "run the notebooks in order (what reproduce.sh calls)"),
     "cluster": ("persona.cluster", "main", "train the notebooks' runs as SLURM (or local) jobs, then run the notebooks"),

@@ -50,19 +50,24 @@ def test_writes_a_folder_that_training_reads(clip):
 
 
 def test_cameras_follow_the_yaw_pitch_sweep(clip):
-    """+-30 deg yaw, +-20 deg pitch, small roll. Measured: mean ~9 deg, max ~17 deg (mediapipe's
-    landmarks on the synthetic heads: yaw read ~1.15x, pitch ~0.65x); the bound guards that."""
+    """+-30 deg yaw, +-20 deg pitch, small roll. Measured on this clip: mean 7.3 deg, max 12.4 deg
+    (was 11.3 / 17.8 before the head frame's eye-mouth lean); mediapipe's landmarks on the
+    synthetic heads read yaw ~1.2x and pitch ~0.6x. The bounds guard that, and that the pitch
+    carries no constant offset (it was -8.4 deg on average)."""
     _, truth, out = clip
     est = np.stack([lab for _, lab in F.read_eg3d_dataset(out)])
     err = K.rotation_error_deg(est, truth.cameras)
-    assert err.mean() < 12 and err.max() < 20
+    assert err.mean() < 9 and err.max() < 15
     yaw_est, yaw_true = K.yaw_pitch_deg(est)[:, 0], K.yaw_pitch_deg(truth.cameras)[:, 0]
     assert np.corrcoef(yaw_est, yaw_true)[0, 1] > 0.98
     pitch_est, pitch_true = K.yaw_pitch_deg(est)[:, 1], K.yaw_pitch_deg(truth.cameras)[:, 1]
-    assert np.corrcoef(pitch_est, pitch_true)[0, 1] > 0.9
+    assert np.corrcoef(pitch_est, pitch_true)[0, 1] > 0.95
+    assert abs((pitch_est - pitch_true).mean()) < 3
 
 
-@pytest.mark.xfail(strict=True, reason="issue #15 target (mean <= 3 deg, max <= 8 deg) not reached yet")
+@pytest.mark.xfail(strict=True, reason="issue #15 target (mean <= 3 deg, max <= 8 deg) not reached: mediapipe's "
+                   "2D landmarks on the synthetic heads are biased (a pose fit to the shape triangulated with the "
+                   "TRUE cameras still errs 5-6 deg mean; `python -m persona bench cameras`)")
 def test_cameras_meet_the_issue_target(clip):
     _, truth, out = clip
     err = K.rotation_error_deg(np.stack([lab for _, lab in F.read_eg3d_dataset(out)]), truth.cameras)
