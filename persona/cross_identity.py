@@ -268,7 +268,8 @@ def cache_key(clip: DrivingClip, max_frames: int | None, sync: bool) -> list[Any
 
 def cross_compare(rows: Sequence[Any], video_dirs: Sequence[Path], profile: str, force: bool = False, static: bool = False,
                   following: bool = True, max_test_frames: int | None = None, train_max_seconds: float | None = None,
-                  audio_rows: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, str], Any]]:
+                  audio_rows: Sequence[str] = (), budget_seconds: float | None = None
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, str], Any]]:
     """Table 5's per-frame scores: every row on every pair (A = each of ``video_dirs``, the
     ``mono`` videos; B = :func:`driver_of` A). Rows whose label is in ``audio_rows`` are the
     audio-driven ones: trained on A's ``audio`` video (``train_max_seconds`` of it, as Table 3)
@@ -276,7 +277,10 @@ def cross_compare(rows: Sequence[Any], video_dirs: Sequence[Path], profile: str,
     run cache (:func:`persona.experiments.trained`: Tables 2 and 3's, nothing new when those
     notebooks ran first). ``static``: the row :data:`persona.evaluate.STATIC_LABEL` (A's mean
     mono training frame) on the mono pair. Returns what :func:`persona.tables.compare` returns,
-    with ``identity`` = the pair label (:func:`pair_label`). ``following`` is always scored."""
+    with ``identity`` = the pair label (:func:`pair_label`). ``following`` is always scored.
+    ``budget_seconds``: the equal training budget Tables 2 and 3 were run with (the same runs are
+    looked up: :func:`persona.budget.equal_budget_cfg`)."""
+    from persona import budget
     from persona import experiments as ex
     from persona.data.dataset import FrameDataset
     from persona.diagnostics import mean_frame
@@ -294,7 +298,8 @@ def cross_compare(rows: Sequence[Any], video_dirs: Sequence[Path], profile: str,
             driver = driver_of(target)
             train = FrameDataset(target, "train", max_seconds=train_max_seconds if kind == "audio" else None)
             try:
-                tr = ex.trained(row.method, {**row.cfg, "profile": profile}, train, profile,
+                cfg = budget.equal_budget_cfg(row.method, {**row.cfg, "profile": profile}, budget_seconds)
+                tr = ex.trained(row.method, cfg, train, profile,
                                 label=f"{slug(row.label)}-{identity}", force=False)  # never retrains a finished run
             except ex.RunDeferred as run_name:
                 deferred.append(str(run_name))

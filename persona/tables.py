@@ -416,7 +416,7 @@ def run_table(spec: TableSpec, params: Any) -> TableResult:
         print("NOTE:", gap)
 
     rows, metrics, claims = spec.rows(p), spec.metrics(p), spec.claims(p)
-    trains = {} if spec.evaluate else {"budget_seconds": p.get("budget_seconds")}  # a spec's own evaluate trains nothing
+    trains = {"budget_seconds": p.get("budget_seconds")}  # Table 5's evaluate trains nothing: it looks up Tables 2-3's runs
     per_frame, timings, runs = (spec.evaluate or compare)(rows, video_dirs, profile, force=p["force"], static=spec.static_row,
                                                           following=spec.following, **trains, **spec.compare_kwargs(p))
     table = report.results_table(per_frame, metrics, spec.labels(p), paper_key=spec.name if spec.name in PAPER_RESULTS else None,
