@@ -238,3 +238,18 @@ def test_crop_boxes_are_smoothed_over_time():
     smooth = crop.smooth_boxes(boxes)
     assert np.diff(smooth, axis=0).std(0).max() < 0.5 * np.diff(boxes, axis=0).std(0).min()
     np.testing.assert_allclose(smooth.mean(0), boxes.mean(0), atol=2.0)
+
+
+def test_mediapipe_native_logs_stay_out_of_stderr(tmp_path):
+    """mediapipe's C++ logs (W0000 ..., 'Created TensorFlow Lite XNNPACK delegate') never reach a
+    terminal or an executed notebook: the tracker's calls run with fd 2 silenced."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("mediapipe")
+    code = ("import numpy as np\nfrom persona.preprocess.landmarks import FaceMesh\nm = FaceMesh()\n"
+            "[m(np.zeros((160, 160, 3), np.uint8)) for _ in range(2)]\nm.close()\nimport sys\nprint('python stderr', file=sys.stderr)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "W0000" not in out.stderr and "XNNPACK" not in out.stderr, out.stderr
+    assert "python stderr" in out.stderr  # Python's own stderr is restored after the calls

