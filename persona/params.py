@@ -72,7 +72,7 @@ SCHEMA: dict[str, Param] = {
     "budget_seconds": Param("float", "equal training budget in calibrated CPU seconds: every method trains "
                             "round(budget_seconds / its seconds per step in persona/assets/budget_calibration.json) steps "
                             "(PTI per test frame); null: each method's own steps (Table 5: the budget Tables 2-3 ran with)",
-                            optional=True, minimum=0.001, notebooks=(*TABLE_NOTEBOOKS, "07_cross_identity")),
+                            optional=True, minimum=0.001, notebooks=(*TABLE_NOTEBOOKS, "05_explore_basis", "07_cross_identity")),
     "budget_curve": Param("bool", "true: also train every method on the first identity at 1/4 and 1/2 of its budget "
                           "and plot test PSNR against training seconds (<table>_budget_curve)", notebooks=TABLE_NOTEBOOKS),
     "l2_only": Param("bool", "paper profile: true runs without the AlexNet weights (L2 only; the tables say so)"),

@@ -39,7 +39,16 @@ def test_null_budget_changes_no_config_and_no_run_cache_key(tmp_path):
         same = budget.equal_budget_cfg(row.method, cfg, None)
         assert same == cfg
         assert ex.run_identity(row.method, same, video, "default")[1:] == ex.run_identity(row.method, cfg, video, "default")[1:]
-    assert params.resolve("02_3dmm_reenactment", {"profile": "default"}).values["budget_seconds"] is None
+    assert params.resolve("01_reconstruction_vs_pti", {"profile": "smoke"}).values["budget_seconds"] is None
+
+
+@pytest.mark.parametrize("profile", ["smoke", "default", "paper"])
+def test_notebooks_that_share_runs_share_the_budget(profile):
+    """Table 5 (07) and the explorer (05) load Tables 2 and 3's runs: their budgets must agree, or
+    they would train other runs."""
+    budgets = {nb: params.resolve(nb, {"profile": profile}).values["budget_seconds"]
+               for nb in ("02_3dmm_reenactment", "03_audio_reenactment", "05_explore_basis", "07_cross_identity")}
+    assert len(set(budgets.values())) == 1, budgets
 
 
 @pytest.mark.parametrize("profile", ["default", "smoke"])
