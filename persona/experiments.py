@@ -50,8 +50,12 @@ def ensure_benchmark(profile: str, seed: int = 0, force: bool = False) -> Path:
     """Build the synthetic benchmark of ``profile`` unless it is already complete; return its root."""
     from persona.data.world import build_benchmark
 
-    # build_benchmark keeps a complete build made with the same sizes, seed and code
-    return build_benchmark(data_root(profile), profile, seed=seed, force=force)
+    # build_benchmark keeps a complete build made with the same sizes, seed and code; the lock keeps
+    # notebooks started side by side from building it twice (the second would swap its copy in under
+    # the first one's readers)
+    root = data_root(profile)
+    with run_lock(root):
+        return build_benchmark(root, profile, seed=seed, force=force)
 
 
 def config_hash(obj: Any) -> str:

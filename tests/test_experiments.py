@@ -130,3 +130,33 @@ def test_compare_scores_every_row_on_the_smallest_subset(monkeypatch):
     rows = [tables.Row("A", "fake", {}), tables.Row("B", "fake", {}, max_test_frames=3)]
     tables.compare(rows, [Path("/nowhere/id00/mono")], "smoke", novel=False, max_test_frames=7)
     assert calls == {"A": 3, "B": 3}  # the same frames for every row (issue #19), not 7 for A and 3 for B
+
+
+def test_notebooks_side_by_side_build_the_benchmark_one_at_a_time(monkeypatch, tmp_path):
+    """Two notebooks started together must not both build (and swap in) the benchmark: the build
+    runs under a lock, so the second caller waits and then finds the first one's build."""
+    import threading
+    import time
+
+    import persona.data.world as world
+
+    monkeypatch.setattr(ex, "data_root", lambda profile: tmp_path / "synthetic" / profile)
+    state = {"inside": 0, "most": 0, "builds": 0}
+    guard = threading.Lock()
+
+    def build(root, profile, seed=0, force=False):
+        with guard:
+            state["inside"] += 1
+            state["most"] = max(state["most"], state["inside"])
+        time.sleep(0.3)
+        with guard:
+            state["inside"] -= 1
+            state["builds"] += 1
+        return root
+
+    monkeypatch.setattr(world, "build_benchmark", build)
+    threads = [threading.Thread(target=ex.ensure_benchmark, args=("smoke",)) for _ in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert state == {"inside": 0, "most": 1, "builds": 2}
+    assert not list((tmp_path / "synthetic").glob("*.excl-lock"))  # released

@@ -77,6 +77,26 @@ class TrainConfig:
     the defaults: no clear gain, so they are not the default, and RGB runs keep the paper's
     optimiser (:data:`RGB_RECIPE`) until a recipe is shown stable on every identity.
 
+    Note on the budget, ``basis_scale`` and ``basis_init`` (issue #20, third round; id00/id01 3DMM,
+    ``python -m persona diagnose``, 25 test frames). The muted mouth at 400 steps is a budget
+    effect: the rendered mouth opening varies 0.12-0.29x as much as the truth's (train and test
+    frames alike: under-fitting, not over-fitting) while a frozen-generator W+ inversion of the
+    same test frames reaches mouth PSNR 31.1 dB (static floor 23.3): the prior can express the
+    mouths. Trained longer with the same recipe, ours follows: id00 mouth PSNR / following 24.3 /
+    0.71 at step 400, 25.7 / 0.87 at 600, 26.0 / 0.95 at 800 (floor 23.0); id01 24.1 / 0.69 ->
+    24.5 / 0.74 (floor 22.5). The coefficients' spread grows with it (the top directions' std
+    0.15-0.25 at 400, ~1 at 800, moving up to 16 % of the mouth box's pixels by up to 31/255 at
+    ±2σ). Levers that did not help at 400 steps (id00, mouth PSNR / following): ``basis_scale`` 4
+    and 10 (24.0 / 0.35, 24.9 / 0.69: a W+ inversion moves ~13 per unit of mouth opening, unit
+    rows need large coefficients, but the scale only renames them), ``basis_init = 'w_pca'`` (the
+    generator's own principal W directions, :func:`persona.ours.basis.w_principal_directions`;
+    24.5 / 0.58, with scale 8 24.9 / 0.63) and, at 800 steps on id01, ``mouth_weight`` 3 (24.1 /
+    0.85 vs 24.5 / 0.74). They stay options at their neutral defaults (1.0, ``randn``: the
+    release's computation exactly); the default profile gives ours the steps instead, through the
+    equal training budget of Tables 2, 3 and 5 (``budget_seconds``: 240 CPU-s, ~820 steps).
+    Ours RGB does not follow at 800 steps either (following -0.1, coefficients almost constant
+    with ``grad_clip`` 0.2 and the recipe above): its encoder collapses, a separate problem.
+
     Note on ``audio_init`` and ``audio_att_init`` (issue #20, audio). Our stand-in audio features
     (:mod:`persona.data.audio`: log mel energies, std 0.24-0.62 around levels 0.4-1.0) are far
     smaller than DeepSpeech's logits, and under PyTorch's default init (AD-NeRF, the release) each
