@@ -81,6 +81,12 @@ def test_frame_dataset_samples_match_the_ground_truth(bench):
     assert [test[i]["index"] for i in range(len(test))] == [6, 7, 8, 9]  # after train, no overlap
     assert len(FrameDataset(bench / "id00/mono", "val")) == 2
     assert len(FrameDataset(bench / "id00/mono", "train", max_seconds=0.1)) == 3  # 0.1 s at 25 fps
+    # the cut is part of a run's cache key: a run on the first 0.1 s is not the run on the whole clip
+    from persona import experiments as ex
+
+    cut, whole = FrameDataset(bench / "id00/mono", "train", max_seconds=0.1), FrameDataset(bench / "id00/mono", "train")
+    assert (cut.max_seconds, whole.max_seconds) == (0.1, None)
+    assert ex.run_identity("ours", {"profile": "smoke"}, cut, "smoke")[2] != ex.run_identity("ours", {"profile": "smoke"}, whole, "smoke")[2]
     assert FrameDataset(bench / "id00/mono", "train", resolution=8)[0]["image"].shape == (3, 8, 8)
     assert ds.indices == list(range(6)) and ds.audio.shape == (6, 16, 29) and ds.cameras.shape == (6, 25)
     assert torch.equal(ds.expressions[3], s["expression"]) and torch.equal(ds.mouth_boxes[3], s["mouth_box"])

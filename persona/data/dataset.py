@@ -193,6 +193,7 @@ class FrameDataset(_FramesBase):
         if not root.is_dir():
             raise PersonaFileError(f"{root}: dataset folder not found")
         self.split = split
+        self.max_seconds = None if max_seconds is None else float(max_seconds)  # part of a run's cache key
         if formats.detect_format(root, split) == "adnerf":
             self._init_adnerf(root, split, resolution, max_seconds)
         else:
