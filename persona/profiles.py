@@ -1,7 +1,7 @@
 """Profiles decide sizes, never code paths.
 
 ``smoke``  : CI, seconds per notebook, tiny data and few steps.
-``default``: the embedded default, every table on 2 CPU cores within the hour.
+``default``: the embedded default, every table on 2 CPU cores (aimed at an hour; about 2 h since the equal budgets).
 ``paper``  : the paper's hyper-parameters, official EG3D weights, real data, a GPU.
 
 A module with sizes defines a config dataclass and a ``PROFILES``-style mapping
