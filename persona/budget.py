@@ -250,7 +250,7 @@ def base_budgets(timings: Any) -> dict[str, Budget]:
     if timings is None or "base_steps" not in getattr(timings, "columns", ()):
         return {}
     rows = timings.dropna(subset=["base_steps"]).drop_duplicates("method")
-    return {r["method"]: Budget(r["base_steps"], None if r["base_train_s"] != r["base_train_s"] else r["base_train_s"],
+    return {r["method"]: Budget(r["base_steps"], None if pd.isna(r["base_train_s"]) else r["base_train_s"],
                                 r["base_mpx"] * 1e6) for _, r in rows.iterrows()}
 
 
@@ -305,13 +305,14 @@ def budget_curve(result: Any, fractions: Sequence[float] = CURVE_FRACTIONS) -> l
     seconds per test frame). The notebooks' ``budget_curve`` parameter turns it on."""
     from persona import experiments as ex
     from persona import tables
+    from persona.cross_identity import identity_name
     from persona.data.dataset import FrameDataset
     from persona.evaluate import shared_frame_count
 
     spec, p = result.spec, result.params
     profile, video = p["profile"], Path(result.videos[0])
     kwargs = spec.compare_kwargs(p)
-    identity = video.parent.name if video.name in ("mono", "audio") else video.name
+    identity = identity_name(video)
     train = FrameDataset(video, "train", max_seconds=kwargs.get("train_max_seconds"))
     test = FrameDataset(video, "test")
     rows = spec.rows(p)
@@ -361,9 +362,8 @@ def curve_figure(curve: Any, path: Path, title: str) -> list[Path]:
         from matplotlib.ticker import FuncFormatter
 
         ax.set_xscale("log")
-        for axis in (ax.xaxis,):
-            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.tick_params(axis="x", which="minor", labelsize=6)
     ax.set_xlabel("training seconds (logged)")
     ax.set_ylabel("test PSNR (dB)")

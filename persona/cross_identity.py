@@ -31,10 +31,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 
+from persona.diagnostics import world_render  # noqa: F401 (part of this module's API: the pair's renders)
 from persona.errors import PersonaInputError
 
 SPLIT = "test"
@@ -95,16 +95,6 @@ def driver_of(video: str | Path) -> Path:
     return found[(found.index(video) + 1) % len(found)]
 
 
-def world_render(seed: int, expressions: torch.Tensor, cameras: torch.Tensor, resolution: int) -> torch.Tensor:
-    """Identity ``seed`` rendered by the world with expressions [T,76] at cameras [T,25], through
-    the same 8-bit images the benchmark writes -> [T,3,R,R] in [-1,1]."""
-    from persona.data import world as S
-
-    images, _ = S.render_frames(S.sample_identity(int(seed)), np.asarray(expressions, np.float32),
-                                np.asarray(cameras, np.float32), int(resolution), 32, "cross-identity ground truth")
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
 def _clip(target: Path, driver: Path, cameras: torch.Tensor | None) -> DrivingClip:
     from persona.audio_nets import audio_track
     from persona.data import world as S
@@ -118,8 +108,8 @@ def _clip(target: Path, driver: Path, cameras: torch.Tensor | None) -> DrivingCl
     seed_a, seed_b = identity_seed(target), identity_seed(driver)
     expressions = b.expressions[:n].float()
     cams = a.cameras[:n].float() if cameras is None else torch.as_tensor(cameras, dtype=torch.float32).reshape(1, 25).repeat(n, 1)
-    truth = world_render(seed_a, expressions, cams, a.resolution)
-    driving = world_render(seed_b, expressions, cams, a.resolution)
+    truth = world_render(seed_a, expressions, cams, a.resolution, "cross-identity ground truth")
+    driving = world_render(seed_b, expressions, cams, a.resolution, "cross-identity driver")
     boxes = S.mouth_boxes([S.sample_identity(seed_a)] * n, expressions, cams).float()
     conditions = {"expression": expressions, "audio": b.audio[:n].float(), "index": torch.as_tensor(b.indices[:n]),
                   "camera": cams, "image": driving}
@@ -244,17 +234,6 @@ def score_method(method: Any, clip: DrivingClip, frontal: DrivingClip, max_frame
 # --------------------------------------------------------------------------------------------
 
 
-def _cached(path: Path, make: Any, force: bool) -> pd.DataFrame:
-    from persona.runs import atomic_write
-
-    if path.is_file() and not force:
-        return pd.read_csv(path, keep_default_na=True).fillna({"sync_note": "", "note": ""})
-    df = make()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
-    return df
-
-
 def cache_key(clip: DrivingClip, max_frames: int | None, sync: bool) -> list[Any]:
     """What decides one method's scores on a pair besides the run: the two videos, the scored
     frames, whether lip-sync is scored (and by which expert's weights)."""
@@ -310,7 +289,7 @@ def cross_compare(rows: Sequence[Any], video_dirs: Sequence[Path], profile: str,
             start = time.perf_counter()
             key = cache_key(clip, max_test_frames, kind == "audio")
             with using_threads(tr.threads):
-                df = _cached(tr.run.root / f"xid-{ex.config_hash(key)}.csv",
+                df = ex.cached_csv(tr.run.root / f"xid-{ex.config_hash(key)}.csv",
                              lambda: score_method(tr.method, clip, following_clip(target, driver), max_test_frames,
                                                   sync=kind == "audio"), force)
             df["method"], df["identity"] = row.label, label
@@ -323,7 +302,7 @@ def cross_compare(rows: Sequence[Any], video_dirs: Sequence[Path], profile: str,
             clip, label = driving_clip(mono, driver), pair_label(mono, driver)
             key = cache_key(clip, max_test_frames, False) + [str(mono.resolve())]
             with using_threads(torch_threads(profile)):
-                df = _cached(ex.runs_root(profile) / f"static-xid-{identity}-{ex.config_hash(key)}.csv",
+                df = ex.cached_csv(ex.runs_root(profile) / f"static-xid-{identity}-{ex.config_hash(key)}.csv",
                              lambda: score_method(StaticFrame(mean_frame(FrameDataset(mono, "train"))), clip,
                                                   following_clip(mono, driver), max_test_frames), force)
             frames.append(df.assign(method=STATIC_LABEL, identity=label))

@@ -166,11 +166,21 @@ def mouth_open_control(expressions: torch.Tensor) -> torch.Tensor:
     return expression_controls(torch.as_tensor(expressions, dtype=torch.float32))[:, _C["mouth_open"]]
 
 
+def world_render(seed: int, expressions: torch.Tensor, cameras: torch.Tensor, resolution: int,
+                 desc: str = "world render") -> torch.Tensor:
+    """Identity ``seed`` rendered by the synthetic world with expressions [T,76] at cameras [T,25],
+    through the same 8-bit images the benchmark writes -> [T,3,R,R] in [-1,1]."""
+    from persona.data import world as S
+
+    images, _ = S.render_frames(S.sample_identity(int(seed)), np.asarray(expressions, np.float32),
+                                np.asarray(cameras, np.float32), int(resolution), 32, desc)
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
 def frontal_clip(video: str | Path, split: str = "test", yaw_deg: float = 0.0, pitch_deg: float = 0.0) -> FrontalClip:
     """The ``split`` of a synthetic video, re-rendered by the world at one fixed camera (see
     :class:`FrontalClip`). For the audio videos (already frontal) this reproduces their frames."""
     from persona import cameras as cams
-    from persona.data import world as S
     from persona.data.dataset import FrameDataset
 
     ds = FrameDataset(video, split)
@@ -178,9 +188,7 @@ def frontal_clip(video: str | Path, split: str = "test", yaw_deg: float = 0.0, p
     expressions = ds.expressions.float()
     camera = torch.as_tensor(cams.camera_label(yaw_deg, pitch_deg), dtype=torch.float32)
     camera = camera[None].repeat(len(ds), 1)
-    images, _ = S.render_frames(S.sample_identity(seed), expressions.numpy(), camera.numpy(), int(ds.resolution),
-                                 32, "frontal clip")
-    truth = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    truth = world_render(seed, expressions, camera, int(ds.resolution), "frontal clip")
     conditions = {"expression": expressions, "audio": ds.audio.float(), "index": torch.as_tensor(ds.indices),
                   "camera": camera, "image": truth}
     return FrontalClip(conditions, opening_box(seed, camera[:1])[0], mouth_open_control(expressions))

@@ -46,6 +46,17 @@ def outputs(profile: str, rerun: str | None = None) -> tuple[Path, Path]:
     return tables, figures
 
 
+def cached_csv(path: Path, make: Any, force: bool = False) -> pd.DataFrame:
+    """The table at ``path`` when it is there (and not ``force``), else ``make()`` written there
+    atomically; empty note columns (``sync_note``, ``note``) read back as "" rather than NaN."""
+    if path.is_file() and not force:
+        return pd.read_csv(path, keep_default_na=True).fillna({"sync_note": "", "note": ""})
+    df = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+    return df
+
+
 def ensure_benchmark(profile: str, seed: int = 0, force: bool = False) -> Path:
     """Build the synthetic benchmark of ``profile`` unless it is already complete; return its root."""
     from persona.data.world import build_benchmark

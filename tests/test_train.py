@@ -279,3 +279,20 @@ def test_train_config_refuses_values_outside_a_fields_choices(field, value):
 
     with pytest.raises(PersonaInputError, match=rf"TrainConfig\.{field}={value!r}; expected one of"):
         train_config("smoke", **{field: value})
+
+
+def test_w_pca_basis_rows_are_the_generators_principal_w_directions_in_every_layer():
+    from persona.eg3d.checkpoint import load_generator
+    from persona.ours.basis import PersonalizedBasis, w_principal_directions
+
+    G, _ = load_generator("random-tiny", seed=0)
+    k, num_ws, w_dim = 6, int(G.num_ws), int(G.w_dim)
+    rows = w_principal_directions(G, k, samples=512)
+    assert rows.shape == (k, num_ws * w_dim)
+    assert torch.allclose(rows @ rows.t(), torch.eye(k), atol=1e-5)  # orthonormal
+    per_layer = rows.view(k, num_ws, w_dim)
+    assert torch.allclose(per_layer, per_layer[:, :1].expand_as(per_layer))  # the same W axis in every layer
+    basis = PersonalizedBasis(k, num_ws, w_dim, offset_init="basis_mean", init_directions=rows, scale=2.0)
+    eff = basis.effective_basis()
+    assert torch.allclose(eff.norm(dim=1), torch.full((k,), 2.0), atol=1e-5)  # scale = row length
+    assert torch.allclose((eff / 2) @ rows.t() @ rows, eff / 2, atol=1e-4)  # the span of the W directions

@@ -136,7 +136,7 @@ def w_principal_directions(G: nn.Module, k: int, samples: int = 4096, seed: int 
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(samples, int(G.z_dim), generator=gen)
     c = torch.as_tensor(camera_label(0.0, 0.0), dtype=torch.float32).reshape(1, -1).expand(samples, -1)
-    w = mapping(z, c[:, : int(getattr(mapping, "c_dim", c.shape[1]))] if getattr(mapping, "c_dim", 25) else c)
+    w = mapping(z, c)  # an unconditional mapping (c_dim 0) ignores c
     w = (w[:, 0] if w.dim() == 3 else w).float()
     _, _, v = torch.linalg.svd(w - w.mean(0), full_matrices=False)  # v [w_dim, w_dim], rows = axes
     num_ws, w_dim = int(G.num_ws), int(G.w_dim)
