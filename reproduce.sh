@@ -5,7 +5,8 @@
 #   ./reproduce.sh --profile smoke       a quick pass (tables/smoke, figures/smoke)
 #   ./reproduce.sh --profile paper       the paper's settings (GPU, official EG3D weights, real data)
 #   ./reproduce.sh --only 03             one notebook (by number or name)
-#   ./reproduce.sh --jobs 1              experiment notebooks one after another (default: 2 side by side)
+#   ./reproduce.sh --jobs 1              experiment notebooks one after another (default: 2 side by side,
+#                                        their runs trained first, two at a time)
 #   ./reproduce.sh --only 04 -p ks='[5,20]'   rerun with a changed parameter (-p NAME=VALUE, repeatable;
 #                                        written to tables/reruns/<profile>-<changes>/, README untouched)
 #   ./reproduce.sh --cpu-torch           install the CPU-only torch build (~1.8 GB .venv instead of ~5.5 GB);
@@ -19,7 +20,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
 die2() { echo "reproduce.sh: $*" >&2; exit 2; }
 
 PROFILE=default

@@ -122,6 +122,124 @@ def submit_and_wait(specs: Sequence[dict[str, Any]], executor: Any, progress: bo
     return results
 
 
+def estimated_seconds(spec: dict[str, Any]) -> float:
+    """Calibrated CPU seconds of a job spec's training: its steps x the method's calibrated seconds
+    per step (:mod:`persona.budget`); 0 when the method or profile has no calibration."""
+    from persona import budget
+    from persona.errors import PersonaError
+
+    try:
+        config = budget.resolved_config(spec["method"], spec["cfg"])
+        step = budget.seconds_per_step(budget.calibration_key(spec["method"], config), spec["profile"])
+        return step * budget.own_steps(spec["method"], config)
+    except (PersonaError, KeyError):
+        return 0.0
+
+
+def _pool_worker() -> None:
+    """A pool process: one thread (the spec sets torch's), no progress bars (the pool prints a line per run)."""
+    os.environ.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "TQDM_DISABLE": "1"})
+
+
+def train_pool(specs: Sequence[dict[str, Any]], workers: int, progress: bool = True) -> list[dict[str, Any]]:
+    """Train the runs of ``specs`` on this machine, ``workers`` processes at a time, the longest
+    first (:func:`estimated_seconds`), so the processes end close together; -> their
+    :func:`run_job` results. Each run is trained exactly as a notebook would (same cache key, the
+    spec's torch thread count, the run lock). Raises naming every run that failed."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from persona.errors import PersonaError
+
+    order = sorted(specs, key=estimated_seconds, reverse=True)
+    results, failures = [], []
+    context = multiprocessing.get_context("spawn")  # no forked torch state; a fresh interpreter per worker
+    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context, initializer=_pool_worker) as pool:
+        futures = {pool.submit(run_job, spec): Path(spec["run"]).name for spec in order}  # taken in this order
+        for done, future in enumerate(as_completed(futures), 1):
+            try:
+                results.append(future.result())
+            except Exception as err:  # noqa: BLE001 - reported with the others once all have finished
+                failures.append(f"{futures[future]} ({type(err).__name__}: {err})")
+                continue
+            if progress:
+                print(f"  trained {done}/{len(order)}: {futures[future]} ({results[-1]['train_seconds']:.0f} s)", flush=True)
+    if failures:
+        raise PersonaError(f"{len(failures)} of {len(order)} training run(s) failed: " + "; ".join(failures))
+    return results
+
+
+def plan_side_by_side(names: Sequence[str], profile: str, jobs: int, folder: Path,
+                      extra: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Planning mode for the notebooks ``names``, ``jobs`` at a time, quietly; -> (the job specs
+    of the runs they would train next and that are not done, one per run however many notebooks
+    ask for it; the :class:`persona.notebooks.NotebookResult` of those that ran to the end, having
+    every run they need: a complete run, its executed copy in ``folder/notebooks``). A notebook
+    stopped by something else than a missing run is left to the real run to report."""
+    import shutil
+
+    from persona import notebooks
+    from persona.experiments import PLAN_ENV
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    saved = os.environ.get(PLAN_ENV)
+    os.environ[PLAN_ENV] = str(folder)  # the notebook processes inherit it
+    try:
+        finished, _ = notebooks.run_parallel(list(names), profile, jobs, extra, quiet=True)
+    finally:
+        if saved is None:
+            os.environ.pop(PLAN_ENV, None)
+        else:
+            os.environ[PLAN_ENV] = saved
+    return [s for s in read_specs(folder) if not (Path(s["run"]) / "done.json").is_file()], finished
+
+
+def train_ahead(names: Sequence[str], profile: str, jobs: int, extra: dict[str, Any] | None = None,
+                max_rounds: int = 4, progress: bool = True) -> tuple[int, list[Any]]:
+    """Train every run the notebooks ``names`` need before they run, ``jobs`` runs at a time
+    (:func:`train_pool`), so every core stays busy until the last run instead of idling once the
+    shorter notebook of a pair is done; the notebooks then load the runs and only evaluate.
+
+    A round plans the notebooks side by side (they stop at their first table that lacks runs),
+    then trains those runs; the next round finds the tables after them. A notebook that runs to its
+    end while planning has every run it needs: that was its real run (planning changes nothing
+    else), so its executed copy goes where a normal run puts it and it is not planned again.
+    Stops when a round finds no new run (or after ``max_rounds``). Returns (the number of runs
+    trained, the notebooks completed). The tables do not change: the runs are the ones the
+    notebooks would train, with the same thread count."""
+    import shutil
+
+    from persona import notebooks
+
+    folder = plan_dir(profile).with_name(".plan-ahead")
+    seen: set[str] = set()
+    completed: list[Any] = []
+    for round_ in range(1, max_rounds + 1):
+        pending = [n for n in names if n not in {r.name for r in completed}]
+        if not pending:
+            break
+        specs, finished = plan_side_by_side(pending, profile, jobs, folder, extra)
+        for result in finished:
+            target = notebooks.executed_dir(profile, result.name, extra) / result.output.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(result.output), target)
+            completed.append(notebooks.NotebookResult(result.name, result.seconds, target))
+            if progress:
+                print(f"  {result.name}: complete while planning ({result.seconds:.0f} s) -> {target}", flush=True)
+        specs = [s for s in specs if s["run"] not in seen]
+        if not specs:
+            break
+        if progress:
+            minutes = sum(map(estimated_seconds, specs)) / 60
+            print(f"training ahead (round {round_}): {len(specs)} run(s), {jobs} at a time, about {minutes:.0f} "
+                  "CPU-minutes by the calibration", flush=True)
+        train_pool(specs, jobs, progress)
+        seen.update(s["run"] for s in specs)
+    return len(seen), completed
+
+
 def plan(profile: str, only: str | None = None, folder: Path | None = None) -> list[dict[str, Any]]:
     """Step 1: run the notebooks in planning mode; -> the job specs of every run not yet done."""
     import shutil

@@ -17,10 +17,12 @@ The notebooks stored in ``notebooks/`` carry the outputs of a smoke run, which n
 against (``pytest --nbval-lax notebooks/``); :func:`refresh_stored_outputs` rewrites them.
 
 With ``--jobs N`` (default: 2 when the machine has 2 cores or more), the first notebook (data)
-runs alone, then the experiment notebooks run N at a time (the profile's ``start_order`` first),
-each in its own process with one torch thread (two one-thread processes use 2 cores better than
-one two-thread process on these small networks), then the last notebook (the explorer) runs
-alone. Runs that two notebooks share are trained once: :func:`persona.experiments.trained` locks
+runs alone, then every run the experiment notebooks will train is trained first, N runs at a
+time, the longest first (:func:`persona.cluster.train_ahead`; ``--no-train-ahead`` skips it), so
+no core idles while the last notebook of a pair still trains; then the experiment notebooks run
+N at a time (the profile's ``start_order`` first) and mostly evaluate, each in its own process
+with one torch thread (two one-thread processes use 2 cores better than one two-thread process
+on these small networks); then the last notebook (the explorer) runs alone. Runs that two notebooks share are trained once: :func:`persona.experiments.trained` locks
 each run. Whatever ``--jobs`` is, every run is trained and evaluated with the profile's fixed
 torch thread count (``persona.profiles.TORCH_THREADS``: 1 for smoke and default), so the tables
 do not depend on ``--jobs``; the count is in each run's cache key and in the tables' provenance.
@@ -177,6 +179,10 @@ def parameter_overrides(assignments: list[str], names: list[str]) -> dict[str, A
 def executed_dir(profile: str, name: str, extra: dict[str, Any] | None = None, params_dir: Path | None = None) -> Path:
     """Where the executed copy of notebook ``name`` goes: ``notebooks/executed/<profile>/``, or
     ``notebooks/executed/reruns/<rerun name>/`` when ``extra`` changes the profile's parameters."""
+    from persona.experiments import PLAN_ENV
+
+    if os.environ.get(PLAN_ENV):  # planning mode (persona.cluster): its stopped copies stay with the plan
+        return Path(os.environ[PLAN_ENV]) / "notebooks"
     base = load_params(profile, name, params_dir or PARAMS_DIR)
     own = {k: v for k, v in (extra or {}).items() if k in schema.names_for(name)}
     rerun = schema.rerun_name(profile, {k: v for k, v in own.items() if base.get(k) != v})
@@ -259,11 +265,12 @@ def notebook_command(name: str, profile: str, extra: dict[str, Any] | None = Non
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
-def run_parallel(names: list[str], profile: str, jobs: int,
-                 extra: dict[str, Any] | None = None) -> tuple[list[NotebookResult], list[str]]:
+def run_parallel(names: list[str], profile: str, jobs: int, extra: dict[str, Any] | None = None,
+                 quiet: bool = False) -> tuple[list[NotebookResult], list[str]]:
     """Run ``names`` ``jobs`` at a time, each as ``python -m persona notebooks --only NAME`` with
-    one thread; output lines are prefixed with the notebook's number. Returns (results of those
-    that finished, error messages of those that failed); a failure does not stop the others."""
+    one thread; output lines are prefixed with the notebook's number (``quiet``: not printed, only
+    the last lines of a failure returned). Returns (results of those that finished, error messages
+    of those that failed); a failure does not stop the others."""
     import subprocess
     import threading
     from collections import deque
@@ -281,8 +288,9 @@ def run_parallel(names: list[str], profile: str, jobs: int,
         tail: deque[str] = deque(maxlen=20)
         for line in proc.stdout:
             tail.append(line.rstrip())
-            with lock:
-                print(f"[{tag}] {line.rstrip()}", flush=True)
+            if not quiet:
+                with lock:
+                    print(f"[{tag}] {line.rstrip()}", flush=True)
         if proc.wait() != 0:
             return f"notebook {name} failed:\n" + "\n".join(tail)
         return NotebookResult(name, time.perf_counter() - start, executed_dir(profile, name, extra) / f"{name}.ipynb")
@@ -305,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
                              "repeatable; names: " + ", ".join(n for n in schema.SCHEMA if n != "profile"))
     parser.add_argument("--jobs", type=int, default=None,
                         help="experiment notebooks run side by side, one thread each (None: 2 on 2+ cores; 1 = in order)")
+    parser.add_argument("--no-train-ahead", action="store_true",
+                        help="with --jobs 2+: let each notebook train its own runs (default: every run of the side-by-side "
+                             "notebooks is trained first, --jobs runs at a time, so no core idles; same tables)")
     parser.add_argument("--refresh-stored", action="store_true", help="re-execute the stored notebooks in place (smoke outputs for nbval)")
     args = parser.parse_args(argv)
     try:
@@ -331,7 +342,20 @@ def main(argv: list[str] | None = None) -> int:
         if len(stage) > 1:
             print(f"[{done + 1}-{done + len(stage)}/{len(names)}] {', '.join(stage)} (profile {args.profile}{changed}, "
                   f"{jobs} at a time, one thread each)", flush=True)
-            finished, errors = run_parallel(stage, args.profile, jobs, extra)
+            if not args.no_train_ahead and not _forced(args.profile, stage, extra):
+                try:
+                    from persona.cluster import train_ahead
+
+                    _, completed = train_ahead(stage, args.profile, jobs, extra)
+                except PersonaError as err:
+                    print(f"FAILED: {err}", file=sys.stderr)
+                    _print_timings(results, time.perf_counter() - start)
+                    return 1
+                results += completed
+            else:
+                completed = []
+            rest = [n for n in stage if n not in {r.name for r in completed}]
+            finished, errors = run_parallel(rest, args.profile, jobs, extra)
             results += finished
             if errors:
                 for error in errors:
@@ -351,6 +375,11 @@ def main(argv: list[str] | None = None) -> int:
         done += len(stage)
     _print_timings(results, time.perf_counter() - start)
     return 0
+
+
+def _forced(profile: str, names: list[str], extra: dict[str, Any] | None) -> bool:
+    """Whether any of ``names`` runs with ``force`` (it retrains its runs itself: nothing to train ahead)."""
+    return any(bool({**load_params(profile, n), **(extra or {})}.get("force")) for n in names)
 
 
 def _print_timings(results: list[NotebookResult], wall: float | None = None) -> None:

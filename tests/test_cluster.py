@@ -37,8 +37,18 @@ def _table(per_frame):
     return report.results_table(per_frame, ["psnr", "ssim"], [r.label for r in ROWS], novel=False)
 
 
+def _submitit_local(specs, tmp_path):
+    return cluster.submit_and_wait(specs, cluster.make_executor("local", tmp_path / "submitit", timeout_min=10, cpus_per_job=1),
+                                   progress=False)
+
+
+def _pool_of_two(specs, tmp_path):  # notebooks' --jobs 2 trains ahead this way
+    return cluster.train_pool(specs, 2, progress=False)
+
+
 @pytest.mark.slow  # two job processes (torch import each) and four short trainings
-def test_local_executor_jobs_give_the_single_machine_tables(video, tmp_path, monkeypatch):
+@pytest.mark.parametrize("launch", [_submitit_local, _pool_of_two], ids=["submitit-local", "train-pool"])
+def test_local_jobs_give_the_single_machine_tables(video, tmp_path, monkeypatch, launch):
     monkeypatch.setattr(ex, "runs_root", lambda profile: tmp_path / "cluster-runs" / profile)
     plan = tmp_path / "plan"
     monkeypatch.setenv(ex.PLAN_ENV, str(plan))
@@ -49,8 +59,7 @@ def test_local_executor_jobs_give_the_single_machine_tables(video, tmp_path, mon
     assert not list((tmp_path / "cluster-runs").glob("smoke/*/done.json"))  # planning trains nothing
 
     monkeypatch.delenv(ex.PLAN_ENV)
-    executor = cluster.make_executor("local", tmp_path / "submitit", timeout_min=10, cpus_per_job=1)
-    results = cluster.submit_and_wait(specs, executor, progress=False)
+    results = launch(specs, tmp_path)
     assert len({r["pid"] for r in results}) == 2 and os.getpid() not in {r["pid"] for r in results}
     done = {r["run"]: json.loads((tmp_path / "cluster-runs" / "smoke" / r["run"].rsplit("/", 1)[1] / "done.json").read_text())
             for r in results}
@@ -66,6 +75,14 @@ def test_local_executor_jobs_give_the_single_machine_tables(video, tmp_path, mon
     a = collected.sort_values(["method", "index"] if "index" in collected else ["method"])[metrics].to_numpy()
     b = single.sort_values(["method", "index"] if "index" in single else ["method"])[metrics].to_numpy()
     assert (a == b)[~(a != a)].all()  # identical to the last bit (NaN LPIPS aside)
+
+
+def test_the_pool_takes_the_longest_runs_first(video):
+    spec = {"method": "ours", "data": str(video), "split": "train", "profile": "smoke", "run": "r", "threads": 1}
+    short, long = ({**spec, "cfg": {"modality": "3dmm", "profile": "smoke", "iterations": n, "frozen_iterations": 1}} for n in (2, 20))
+    assert cluster.estimated_seconds(short) > 0
+    assert cluster.estimated_seconds(long) == pytest.approx(10 * cluster.estimated_seconds(short))
+    assert cluster.estimated_seconds({**spec, "method": "nonesuch", "cfg": {}}) == 0.0
 
 
 def test_a_job_refuses_a_spec_that_names_another_run(video, tmp_path, monkeypatch):
@@ -127,3 +144,40 @@ def test_reproduce_sh_refuses_bad_launcher_flags():
                           (["--slurm-partition", "P"], "--slurm-partition needs --launcher slurm (or local)")):
         out = subprocess.run(["bash", str(script), *args], capture_output=True, text=True, timeout=30)
         assert out.returncode == 2 and message in out.stderr and out.stderr.count("\n") == 1
+
+
+def test_train_ahead_trains_each_round_once_and_keeps_notebooks_complete_while_planning(tmp_path, monkeypatch):
+    """Round 1: 01 and 02 lack runs a and b (02 asks for a too); round 2: 02's next table lacks c, 01
+    completes; round 3: 02 completes. Each run is trained once; complete notebooks are moved where a
+    normal run puts them and not planned again."""
+    from persona import notebooks as nbr
+
+    monkeypatch.setattr(cluster, "plan_dir", lambda profile: tmp_path / "runs" / profile / ".plan")
+    monkeypatch.setattr(nbr, "executed_dir", lambda profile, name, extra=None: tmp_path / "executed" / profile)
+    rounds = iter([({"01": ["a"], "02": ["a", "b"]}, []), ({"02": ["c"]}, ["01"]), ({}, ["02"])])
+    planned, trained = [], []
+
+    def fake_plan(names, profile, jobs, folder, extra=None):
+        missing, complete = next(rounds)
+        planned.append(list(names))
+        finished = []
+        for name in complete:
+            (folder / "notebooks").mkdir(parents=True, exist_ok=True)
+            (folder / "notebooks" / f"{name}.ipynb").write_text("{}")
+            finished.append(nbr.NotebookResult(name, 1.0, folder / "notebooks" / f"{name}.ipynb"))
+        runs = sorted({r for n in names for r in missing.get(n, [])})
+        return [{"run": str(tmp_path / "runs" / r), "method": "ours", "cfg": {}, "profile": profile} for r in runs], finished
+
+    def fake_pool(specs, workers, progress=True):
+        trained.extend(Path(s["run"]).name for s in specs)
+        return []
+
+    from pathlib import Path
+
+    monkeypatch.setattr(cluster, "plan_side_by_side", fake_plan)
+    monkeypatch.setattr(cluster, "train_pool", fake_pool)
+    count, completed = cluster.train_ahead(["01", "02"], "smoke", 2, progress=False)
+    assert trained == ["a", "b", "c"] and count == 3
+    assert planned == [["01", "02"], ["01", "02"], ["02"]]
+    assert [r.name for r in completed] == ["01", "02"]
+    assert all(r.output.parent == tmp_path / "executed" / "smoke" and r.output.is_file() for r in completed)
