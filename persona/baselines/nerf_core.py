@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from persona.errors import PersonaFileError, PersonaInputError
 from persona.methods import Method
+from persona.profiles import torch_device, with_dry_run
 from persona.runs import RunDir, prefixed, restore_training_state, run_record, training_state, unprefixed
 
 from persona.cameras import PIVOT, rays
@@ -422,8 +423,9 @@ NERF_BASE: dict[str, dict[str, Any]] = {
 
 
 def nerf_profiles(config_class: type, **deltas: dict[str, Any]) -> dict[str, Any]:
-    """``{profile: config_class(profile=..., **NERF_BASE[profile], **deltas[profile])}`` for every profile."""
-    return {name: config_class(profile=name, **{**row, **deltas.get(name, {})}) for name, row in NERF_BASE.items()}
+    """``{profile: config_class(profile=..., **NERF_BASE[profile], **deltas[profile])}`` for every profile
+    (and the dry runs of them, :func:`persona.profiles.with_dry_run`)."""
+    return with_dry_run({name: config_class(profile=name, **{**row, **deltas.get(name, {})}) for name, row in NERF_BASE.items()})
 
 
 class NeRFBaseline(Method):
@@ -474,10 +476,7 @@ class NeRFBaseline(Method):
     # ---- shared ----------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        wanted = self.config.device
-        if wanted == "auto":
-            wanted = "cuda" if torch.cuda.is_available() else "cpu"
-        return torch.device(wanted)
+        return torch_device(self.config.device)
 
     def _attach_common(self, module: nn.Module, num_frames: int, resolution: int) -> nn.Module:
         """Give ``module`` the ``background`` [3,H,W] in [0,1] (a parameter when learned) and the

@@ -38,7 +38,7 @@ from persona.errors import PersonaInputError
 from persona.ours.basis import BASIS_INITS, BASIS_ROWS, OFFSET_INITS, ORTHO_MODES
 from persona.ours.encoders import AUDIO_ATT_INITS, AUDIO_INITS, RGB_ENCODERS
 from persona.ours.model import MODALITIES, PersonalizedPrior
-from persona.profiles import choices, config_for
+from persona.profiles import choices, config_for, torch_device, with_dry_run
 from persona.runs import RunDir, isolated_rng, load_tensors, prefixed, restore_training_state, training_state, unprefixed
 
 FRAME_CACHE_BYTES = 2 * 1024**3  # preload a training split into memory when it is smaller than this
@@ -157,7 +157,7 @@ class TrainConfig:
     loss_used: str = ""
 
 
-TRAIN_PROFILES: dict[str, TrainConfig] = {
+TRAIN_PROFILES: dict[str, TrainConfig] = with_dry_run({
     "smoke": TrainConfig(profile="smoke", k=8, iterations=6, frozen_iterations=3, audio_smooth_after=4, rgb_base_channels=8,
                          rgb_max_channels=32, rgb_feature_dim=32, rgb_head_layers=1, mlp_hidden=32, mlp_layers=2,
                          log_every=1, checkpoint_every=3, sample_every=6),
@@ -169,7 +169,7 @@ TRAIN_PROFILES: dict[str, TrainConfig] = {
                          # the release's choices where the paper's text is silent (persona.release_encoder, prior.AudioAttNet)
                          rgb_encoder="release", audio_att_dims=32, loss_resolution=256,
                          audio_init="torch", audio_att_init="torch"),  # AD-NeRF's / the release's init of the audio nets
-}
+})
 
 
 def train_config(profile: str = "default", **overrides: Any) -> TrainConfig:
@@ -383,7 +383,7 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
 
         raise PersonaInputError(f"{getattr(train, 'root', 'the training data')}: audio-driven training needs audio "
                                 f"(aud.npy or aud.wav in the folder); found neither")
-    device = torch.device(cfg.device)
+    device = torch_device(cfg.device)
     model.to(device)
     source = FrameSource(train)
     track = source.audio_track() if cfg.modality == "audio" else None
