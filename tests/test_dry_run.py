@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, fields
 
 import pytest
+from torch.utils.data import Dataset
 
 from persona import dry_run, notebooks, profiles
 
@@ -72,3 +73,41 @@ def test_torch_device_auto():
 
     assert profiles.torch_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert profiles.torch_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("method", ["ours", "nerface", "adnerf", "dfrf", "fomm", "nha"])
+def test_dataloader_workers_only_in_the_paper_profiles(method):
+    assert _config(method, "smoke").num_workers == 0 and _config(method, "default").num_workers == 0
+    assert _config(method, "paper").num_workers == 8 and _config(method, "paper-dry").num_workers == 8
+
+
+def test_new_neutral_fields_at_their_old_values_leave_cached_run_keys_unchanged():
+    from persona.experiments import KEY_NEUTRAL_DEFAULTS, key_config
+
+    for method in ("ours", "nerface", "nha"):
+        config = _config(method, "default")
+        assert set(key_config(config)) == set(asdict(config)) - set(KEY_NEUTRAL_DEFAULTS)
+    assert key_config(_config("nha", "paper"))["num_workers"] == 8
+
+
+class _Frames(Dataset):
+    def __len__(self) -> int:
+        return 5
+
+    def __getitem__(self, i: int) -> dict:
+        import torch
+
+        return {"image": torch.full((3, 2, 2), float(i)), "index": i}
+
+
+def test_stack_samples_and_prefetched_batches_with_workers_equal_those_without():
+    import torch
+
+    from persona.data.dataset import prefetched, stack_samples
+
+    plain = stack_samples(_Frames(), ("image", "index"), desc="")
+    workers = stack_samples(_Frames(), ("image", "index"), desc="", num_workers=2)
+    assert all(torch.equal(plain[k], workers[k]) for k in plain)
+    batches = [[4, 0], [2, 2], [1, 3]]
+    streamed = list(prefetched(_Frames(), iter(batches), ("image", "index", "audio"), num_workers=2))
+    assert [b["index"].tolist() for b in streamed] == batches and "audio" not in streamed[0]

@@ -120,6 +120,7 @@ class NHAConfig:
     # whose gradients add up to the whole batch's (the same step; the decoder's activations of 16
     # frames at 512 px need tens of GB in one pass). 2^20 = four 512-px frames.
     max_pixels_per_pass: int = 1 << 20
+    num_workers: int = 0  # DataLoader worker processes decoding the training frames (paper: 8; 0: in this process)
     # optional user-provided FLAME (.npz conversion, see FlameNpzMesh)
     flame_path: str | None = None
     flame_scale: float = 1.0
@@ -137,7 +138,7 @@ PROFILES: dict[str, NHAConfig] = with_dry_run({
                        offset_lr=1e-4, vertex_feature_dim=32, offset_hidden=128, offset_layers=6,
                        texture_resolution=256, texture_channels=64, texture_hidden=256, texture_layers=8,
                        expression_code_dim=32, position_frequencies=6, w_lap=5e-2, w_offset=1e-4,
-                       log_every=100, checkpoint_every=1000, device="auto"),
+                       log_every=100, checkpoint_every=1000, device="auto", num_workers=8),
 })
 
 _ALIASES = {"iterations": "steps"}  # names the CLI passes for every method
@@ -406,11 +407,12 @@ class NeuralHeadAvatar(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
-def _stack_dataset(dataset: Any) -> dict[str, torch.Tensor]:
+def _stack_dataset(dataset: Any, num_workers: int = 0) -> dict[str, torch.Tensor]:
     """Every sample of a FrameDataset-like dataset, stacked: image [N,3,H,W], camera [N,25], expression [N,76]."""
     from persona.data.dataset import stack_samples
 
-    return {k: v.float() for k, v in stack_samples(dataset, ("image", "camera", "expression"), desc="nha load frames").items()}
+    return {k: v.float() for k, v in stack_samples(dataset, ("image", "camera", "expression"), desc="nha load frames",
+                                                   num_workers=num_workers).items()}
 
 
 class NHA(Method):
@@ -458,7 +460,7 @@ class NHA(Method):
         """Photometric fit on the training frames; checkpoints to ``run`` and resumes from it."""
         cfg = self.config
         run.begin(run_record(NAME, asdict(cfg), train))
-        frames = _stack_dataset(train)
+        frames = _stack_dataset(train, cfg.num_workers)
         height, width = frames["image"].shape[-2:]
         background = getattr(train, "background", None)
         if background is not None:
