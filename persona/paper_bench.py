@@ -46,7 +46,7 @@ def paper_steps(method: str, cfg: dict[str, Any]) -> int:
     """The paper profile's iteration count of a method config."""
     from persona.methods import build_method
 
-    config = build_method(method, {**cfg, "profile": "paper"}).config
+    config = build_method(method, {**cfg, "profile": "paper", "device": "cpu"}).config  # only the config is read (FOMM builds its model at once)
     return int(getattr(config, "iterations", getattr(config, "steps", 0)))
 
 
