@@ -4,7 +4,7 @@
 ``default``: the embedded default, every table on 2 CPU cores (aimed at an hour; about 2 h since the equal budgets).
 ``paper``  : the paper's hyper-parameters, official EG3D weights, real data, a GPU.
 ``paper-dry``: the paper profile's sizes and code paths at a few steps (:data:`DRY_RUN`), on inputs it
-writes itself (:mod:`persona.dry_run`): every notebook end to end at paper size, on a CPU in about an hour.
+writes itself (:mod:`persona.dry_run`): every notebook end to end at paper size (a CPU can afford it: README).
 
 A module with sizes defines a config dataclass and a ``PROFILES``-style mapping
 ``{profile: config}``; :func:`config_for` is the one builder of a method's config from it (the
@@ -41,7 +41,7 @@ USES_GPU: dict[str, bool] = {"smoke": False, "default": False, "paper": True, "p
 # The dry run of a profile: ``paper-dry`` is ``paper`` with these fields replaced wherever a config
 # has them (:func:`with_dry_run`), nothing else. Step counts: 1-2 per method, PTI 1 per stage and
 # test frame, DFRF's base 1 step on 1 identity's 4 frames (its num_references). device "auto": the
-# GPU when there is one (the paper profile says "cuda" and refuses to start on a CPU-only machine).
+# GPU when there is one (the paper profile's "cuda" fails on a CPU-only machine).
 # n_coarse / n_fine: the NeRF baselines' depth samples, 64 + 128 in the paper; 4 + 4 here so a CPU
 # renders a 512-px frame in about a minute rather than an hour (as the generator's own depth
 # samples, which the dry run's random pickle stores, see persona.dry_run.DryInputs).
