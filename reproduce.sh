@@ -4,9 +4,11 @@
 #   ./reproduce.sh                       all notebooks, default profile (CPU, synthetic benchmark)
 #   ./reproduce.sh --profile smoke       a quick pass (tables/smoke, figures/smoke)
 #   ./reproduce.sh --profile paper       the paper's settings (GPU, official EG3D weights, real data)
+#   ./reproduce.sh --profile paper --dry-run   its dry run (= --profile paper-dry): every notebook at paper
+#                                        size, 2 steps per method, on inputs it writes (tables/paper-dry)
 #   ./reproduce.sh --only 03             one notebook (by number or name)
 #   ./reproduce.sh --jobs 1              experiment notebooks one after another (default: 2 side by side,
-#                                        their runs trained first, two at a time)
+#                                        their runs trained first, two at a time; 1 on the GPU profiles)
 #   ./reproduce.sh --only 04 -p ks='[5,20]'   rerun with a changed parameter (-p NAME=VALUE, repeatable;
 #                                        written to tables/reruns/<profile>-<changes>/, README untouched)
 #   ./reproduce.sh --cpu-torch           install the CPU-only torch build (~1.8 GB .venv instead of ~5.5 GB);
@@ -20,7 +22,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
 die2() { echo "reproduce.sh: $*" >&2; exit 2; }
 
 PROFILE=default
@@ -28,6 +30,7 @@ ONLY=""
 JOBS=""
 MODE=run
 LAUNCHER=""
+DRY_RUN=""
 CLUSTER_ARGS=()
 PARAMS=()
 CPU_TORCH_INDEX="https://download.pytorch.org/whl/cpu"
@@ -35,7 +38,8 @@ while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
     test) MODE=test; shift ;;
-    --profile) [ $# -ge 2 ] || die2 "--profile needs a value: smoke, default or paper"; PROFILE="$2"; shift 2 ;;
+    --profile) [ $# -ge 2 ] || die2 "--profile needs a value: smoke, default, paper or paper-dry"; PROFILE="$2"; shift 2 ;;
+    --dry-run) DRY_RUN=1; shift ;;
     --profile=*) PROFILE="${1#*=}"; shift ;;
     --only) [ $# -ge 2 ] || die2 "--only needs a notebook number or name (e.g. 03)"; ONLY="$2"; shift 2 ;;
     --only=*) ONLY="${1#*=}"; shift ;;
@@ -50,14 +54,17 @@ while [ $# -gt 0 ]; do
     --slurm-partition|--gpus-per-job|--cpus-per-job|--timeout-min|--mem-gb)
       [ $# -ge 2 ] || die2 "$1 needs a value"; CLUSTER_ARGS+=("$1" "$2"); shift 2 ;;
     --slurm-partition=*|--gpus-per-job=*|--cpus-per-job=*|--timeout-min=*|--mem-gb=*) CLUSTER_ARGS+=("$1"); shift ;;
-    *) die2 "unknown argument '$1' (expected: test, --profile smoke|default|paper, --only NN, --jobs N, -p NAME=VALUE, --cpu-torch, --launcher slurm|local, --slurm-partition P, --gpus-per-job N, --help)" ;;
+    *) die2 "unknown argument '$1' (expected: test, --profile smoke|default|paper|paper-dry, --dry-run, --only NN, --jobs N, -p NAME=VALUE, --cpu-torch, --launcher slurm|local, --slurm-partition P, --gpus-per-job N, --help)" ;;
   esac
 done
 case "$JOBS" in ""|[1-9]|[1-9][0-9]) ;; *) die2 "--jobs expects a whole number from 1, got '$JOBS'" ;; esac
 case "$LAUNCHER" in ""|slurm|local) ;; *) die2 "unknown launcher '$LAUNCHER' (expected slurm or local)" ;; esac
 [ -z "$LAUNCHER" ] && [ ${#CLUSTER_ARGS[@]} -gt 0 ] && die2 "${CLUSTER_ARGS[0]%%=*} needs --launcher slurm (or local)"
 [ -n "$LAUNCHER" ] && [ ${#PARAMS[@]} -gt 0 ] && die2 "-p cannot be combined with --launcher (set the values in notebooks/params/$PROFILE.yaml)"
-case "$PROFILE" in smoke|default|paper) ;; *) die2 "unknown profile '$PROFILE' (expected smoke, default or paper)" ;; esac
+if [ -n "$DRY_RUN" ]; then
+  case "$PROFILE" in paper|paper-dry) PROFILE=paper-dry ;; *) die2 "--dry-run is the paper profile's (--profile paper --dry-run), not $PROFILE's" ;; esac
+fi
+case "$PROFILE" in smoke|default|paper|paper-dry) ;; *) die2 "unknown profile '$PROFILE' (expected smoke, default, paper or paper-dry)" ;; esac
 if [ -n "$ONLY" ]; then
   ls notebooks/"$ONLY"*.ipynb >/dev/null 2>&1 || ls notebooks/"$ONLY".ipynb >/dev/null 2>&1 \
     || die2 "unknown notebook '$ONLY' (expected one of: $(cd notebooks && ls [0-9][0-9]_*.ipynb 2>/dev/null | sed 's/\.ipynb//' | tr '\n' ' '))"

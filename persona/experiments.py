@@ -209,6 +209,23 @@ class RunsDeferred(RuntimeError):
         self.runs = list(runs)
 
 
+# config fields that say how a run reads its frames (DataLoader workers) or splits a batch into passes
+# (NHA), never what it learns (up to float rounding), with the value they had before they existed: at
+# that value they are left out of a run's cache key, so adding them kept every cached run valid
+KEY_NEUTRAL_DEFAULTS: dict[str, Any] = {"num_workers": 0, "max_pixels_per_pass": 1 << 20}
+
+
+def key_config(config: Any) -> Any:
+    """A method's resolved config as it enters a run's cache key: :data:`KEY_NEUTRAL_DEFAULTS`
+    fields at those values left out (a config without them, e.g. a dict, is returned unchanged)."""
+    from dataclasses import asdict, is_dataclass
+
+    if not is_dataclass(config):
+        return config
+    values = asdict(config)
+    return {k: v for k, v in values.items() if not (k in KEY_NEUTRAL_DEFAULTS and v == KEY_NEUTRAL_DEFAULTS[k])}
+
+
 def run_identity(name: str, cfg: dict[str, Any], train_ds: Any, profile: str) -> tuple[Any, dict[str, Any], Path]:
     """(method, cache key, run directory) of fitting method ``name`` with ``cfg`` on ``train_ds``."""
     from persona.methods import build_method
@@ -217,7 +234,7 @@ def run_identity(name: str, cfg: dict[str, Any], train_ds: Any, profile: str) ->
     # the key is the RESOLVED config, so rows that spell the same run differently share it
     config = getattr(method, "config", cfg)
     threads = torch_threads(profile)
-    key = {"method": name, "config": config, "data": str(Path(train_ds.root).resolve()),
+    key = {"method": name, "config": key_config(config), "data": str(Path(train_ds.root).resolve()),
            "split": getattr(train_ds, "split", None), "max_seconds": getattr(train_ds, "max_seconds", None),
            "torch_threads": threads}
     digest = generator_digest(config)

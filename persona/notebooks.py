@@ -16,13 +16,15 @@ parameters; kept for inspection when a cell fails).
 The notebooks stored in ``notebooks/`` carry the outputs of a smoke run, which nbval compares
 against (``pytest --nbval-lax notebooks/``); :func:`refresh_stored_outputs` rewrites them.
 
-With ``--jobs N`` (default: 2 when the machine has 2 cores or more), the first notebook (data)
+With ``--jobs N`` (default: 2 when the machine has 2 cores or more; 1 on a profile whose runs train
+on a GPU, ``persona.profiles.USES_GPU``: paper and paper-dry), the first notebook (data)
 runs alone, then every run the experiment notebooks will train is trained first, N runs at a
 time, the longest first (:func:`persona.cluster.train_ahead`; ``--no-train-ahead`` skips it), so
 no core idles while the last notebook of a pair still trains; then the experiment notebooks run
 N at a time (the profile's ``start_order`` first) and mostly evaluate, each in its own process
 with one torch thread (two one-thread processes use 2 cores better than one two-thread process
-on these small networks); then the last notebook (the explorer) runs alone. Runs that two notebooks share are trained once: :func:`persona.experiments.trained` locks
+on these small networks); then the last notebook (the explorer) runs alone. Runs that two
+notebooks share are trained once: :func:`persona.experiments.trained` locks
 each run. Whatever ``--jobs`` is, every run is trained and evaluated with the profile's fixed
 torch thread count (``persona.profiles.TORCH_THREADS``: 1 for smoke and default), so the tables
 do not depend on ``--jobs``; the count is in each run's cache key and in the tables' provenance.
@@ -42,7 +44,7 @@ import yaml
 
 from persona import params as schema
 from persona.errors import PersonaError, PersonaFileError, PersonaInputError
-from persona.profiles import PROFILE_NAMES, check_profile
+from persona.profiles import PROFILE_NAMES, check_profile, default_jobs
 
 
 
@@ -312,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a parameter of the profile (YAML value: ks=[5,20], force=true, test_frames=null); "
                              "repeatable; names: " + ", ".join(n for n in schema.SCHEMA if n != "profile"))
     parser.add_argument("--jobs", type=int, default=None,
-                        help="experiment notebooks run side by side, one thread each (None: 2 on 2+ cores; 1 = in order)")
+                        help="experiment notebooks run side by side, one thread each (None: 1 on the GPU profiles paper and "
+                             "paper-dry, else 2 on 2+ cores; 1 = in order)")
     parser.add_argument("--no-train-ahead", action="store_true",
                         help="with --jobs 2+: let each notebook train its own runs (default: every run of the side-by-side "
                              "notebooks is trained first, --jobs runs at a time, so no core idles; same tables)")
@@ -330,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.refresh_stored:
         refresh_stored_outputs(names)
         return 0
-    jobs = args.jobs if args.jobs is not None else min(2, os.cpu_count() or 1)
+    jobs = args.jobs if args.jobs is not None else default_jobs(args.profile)
     if jobs < 1:
         print("persona notebooks: --jobs must be 1 or more", file=sys.stderr)
         return 2

@@ -46,7 +46,7 @@ def paper_steps(method: str, cfg: dict[str, Any]) -> int:
     """The paper profile's iteration count of a method config."""
     from persona.methods import build_method
 
-    config = build_method(method, {**cfg, "profile": "paper"}).config
+    config = build_method(method, {**cfg, "profile": "paper", "device": "cpu"}).config  # only the config is read (FOMM builds its model at once)
     return int(getattr(config, "iterations", getattr(config, "steps", 0)))
 
 
@@ -79,7 +79,7 @@ def _logged_seconds_per_step(run_dir: Path) -> float | None:
 
 def method_overrides(method: str, device: str, pkl: Path) -> dict[str, Any]:
     """Per-method fields the dry run sets: the device, the generator pickle (ours), no LPIPS weights needed."""
-    out: dict[str, Any] = {"device": device} if method != "nha" else {}
+    out: dict[str, Any] = {"device": device}
     if method == "ours":
         out.update(generator=str(pkl), frozen_iterations=1, lambda_lpips=0.0, log_every=1)
     return out

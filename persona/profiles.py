@@ -3,6 +3,8 @@
 ``smoke``  : CI, seconds per notebook, tiny data and few steps.
 ``default``: the embedded default, every table on 2 CPU cores (aimed at an hour; about 2 h since the equal budgets).
 ``paper``  : the paper's hyper-parameters, official EG3D weights, real data, a GPU.
+``paper-dry``: the paper profile's sizes and code paths at a few steps (:data:`DRY_RUN`), on inputs it
+writes itself (:mod:`persona.dry_run`): every notebook end to end at paper size (a CPU can afford it: README).
 
 A module with sizes defines a config dataclass and a ``PROFILES``-style mapping
 ``{profile: config}``; :func:`config_for` is the one builder of a method's config from it (the
@@ -13,20 +15,45 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any, Iterator, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, TypeVar
 
-PROFILE_NAMES = ("smoke", "default", "paper")
+if TYPE_CHECKING:
+    import torch
+
+PROFILE_NAMES = ("smoke", "default", "paper", "paper-dry")
 
 # torch threads of every cached notebook run (training and evaluation), whatever --jobs or the
 # machine: float sums depend on the thread count (1 vs 2 threads: ours 283 of 465 tensors differ by
 # up to 7e-7 after 4 steps, FOMM 220 of 311 by up to 4e-3), so a fixed count keeps the tables
 # independent of how the notebooks were launched. None: torch's default (the paper profile's GPU runs).
-TORCH_THREADS: dict[str, int | None] = {"smoke": 1, "default": 1, "paper": None}
+TORCH_THREADS: dict[str, int | None] = {"smoke": 1, "default": 1, "paper": None, "paper-dry": None}
 
 # whether a profile's tables run on real videos (the folders named in notebooks/params/<profile>.yaml,
 # with the official EG3D weights) instead of the synthetic benchmark it builds; a profile field, so
 # no code branches on a profile's name
-REAL_DATA: dict[str, bool] = {"smoke": False, "default": False, "paper": True}
+REAL_DATA: dict[str, bool] = {"smoke": False, "default": False, "paper": True, "paper-dry": True}
+
+# whether a profile's runs train on a GPU (when there is one): its notebooks then run one after
+# another by default (persona notebooks --jobs 1), since two notebooks side by side would share one
+# GPU (two 200k-step trainings) and each takes every CPU thread (TORCH_THREADS None)
+USES_GPU: dict[str, bool] = {"smoke": False, "default": False, "paper": True, "paper-dry": True}
+
+# The dry run of a profile: ``paper-dry`` is ``paper`` with these fields replaced wherever a config
+# has them (:func:`with_dry_run`), nothing else. Step counts: 1-2 per method, PTI 1 per stage and
+# test frame, DFRF's base 1 step on 1 identity's 4 frames (its num_references). device "auto": the
+# GPU when there is one (the paper profile's "cuda" fails on a CPU-only machine).
+# n_coarse / n_fine: the NeRF baselines' depth samples, 64 + 128 in the paper; 4 + 4 here so a CPU
+# renders a 512-px frame in about a minute rather than an hour (as the generator's own depth
+# samples, which the dry run's random pickle stores, see persona.dry_run.DryInputs).
+DRY_RUN_OF: dict[str, str] = {"paper-dry": "paper"}
+DRY_RUN: dict[str, Any] = {
+    "iterations": 2, "steps": 2, "frozen_iterations": 1, "audio_smooth_after": 1, "smooth_warmup": 1,
+    "w_steps": 1, "wplus_steps": 1, "tune_steps": 1, "pretrain_steps": 1,
+    "pretrain_identities": 1, "pretrain_frames": 4,
+    "n_coarse": 4, "n_fine": 4,
+    "device": "auto",
+}
+DRY_RUN_EXTRA: dict[str, dict[str, Any]] = {}  # config class name -> its own dry-run changes (with_dry_run's extra)
 
 T = TypeVar("T")
 
@@ -37,6 +64,41 @@ def check_profile(name: str) -> str:
 
         raise PersonaInputError(f"unknown profile {name!r}; expected one of {', '.join(PROFILE_NAMES)}")
     return name
+
+
+def with_dry_run(table: dict[str, T], **extra: Any) -> dict[str, T]:
+    """``table`` with an entry for every dry-run profile (:data:`DRY_RUN_OF`): the entry of the
+    profile it dries, with the :data:`DRY_RUN` fields it has replaced, and ``extra`` (a method's own
+    dry-run changes, stated where its table is; recorded in :data:`DRY_RUN_EXTRA`). Its ``profile``
+    field, if any, names the dry-run profile."""
+    from dataclasses import fields
+
+    out = dict(table)
+    for dry, base in DRY_RUN_OF.items():
+        config = table[base]
+        names = {f.name for f in fields(config)}
+        changes = {k: v for k, v in DRY_RUN.items() if k in names}
+        changes.update(extra)
+        if extra:
+            DRY_RUN_EXTRA[type(config).__name__] = dict(extra)
+        if "profile" in names:
+            changes["profile"] = dry
+        out[dry] = replace(config, **changes)
+    return out
+
+
+def torch_device(name: str) -> torch.device:
+    """The torch device a config's ``device`` field names: ``auto`` is cuda when available, else cpu."""
+    import torch
+
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+
+
+def default_jobs(profile: str, cores: int | None = None) -> int:
+    """Notebooks run side by side by default: 1 on a GPU profile (:data:`USES_GPU`), else 2 on 2+ cores."""
+    import os
+
+    return 1 if USES_GPU[check_profile(profile)] else min(2, cores or os.cpu_count() or 1)
 
 
 def uses_real_data(profile: str) -> bool:

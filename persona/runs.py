@@ -328,8 +328,10 @@ def restore_training_state(tensors: Mapping[str, torch.Tensor], meta: Mapping[st
     restore_rng(tensors, where, **generators)
 
 
-# fields of a run's config.json that may change between a run and its resume (where it ran, when it stops)
-RESUMABLE_FIELDS = frozenset({"config.device", "config.max_minutes", "torch_threads"})
+# fields of a run's config.json that may change between a run and its resume (where it ran, when it
+# stops, how it reads its frames and splits a batch into passes)
+RESUMABLE_FIELDS = frozenset({"config.device", "config.max_minutes", "torch_threads", "config.num_workers",
+                              "config.max_pixels_per_pass"})
 
 # what persona writes into a run folder (relative globs); --force deletes these and nothing else
 PERSONA_FILES = ("config.json", "metrics.jsonl", "metrics.png", "done.json", "eval-*.csv", "sync-*.csv", "metrics_*.csv",

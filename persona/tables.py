@@ -58,9 +58,14 @@ def slug(text: str) -> str:
 
 def require_paper_inputs(profile: str, eg3d_pkl: str | None, dirs: Sequence[str], what: str, l2_only: bool = False) -> None:
     """A profile on real data (the paper's) needs the official weights, real videos and LPIPS (the
-    AlexNet weights file, unless ``l2_only``): refuse clearly without them."""
+    AlexNet weights file, unless ``l2_only``): refuse clearly without them. A dry run
+    (``paper-dry``) first writes its own stand-ins for them (:func:`persona.dry_run.ensure_inputs`)."""
     if not uses_real_data(profile):
         return
+    from persona import dry_run
+
+    if dry_run.is_dry_run(profile):
+        dry_run.ensure_inputs(profile)
     from persona.metrics import require_lpips
 
     require_lpips("the paper profile", l2_only=l2_only)

@@ -252,3 +252,32 @@ def test_flame_npz_is_loaded_and_pickles_are_refused(tmp_path):
     assert method.mesh_model.faces.shape == faces.shape
     with pytest.raises(ValueError, match="unknown field"):
         build_method({"profile": "smoke", "no_such_field": 1})
+
+
+def test_nha_device_field_is_honoured_and_validated():
+    from persona.errors import PersonaInputError
+
+    for device in ("cpu", "auto"):
+        method = build_method({"profile": "smoke", "mesh": "oracle", "device": device})
+        method.model = method._build((RES, RES), None)
+        expected = "cuda" if device == "auto" and torch.cuda.is_available() else "cpu"
+        assert {p.device.type for p in method.model.parameters()} == {expected}
+        image = method.render({"expression": torch.zeros(1, world.EXPRESSION_DIM)}, frontal())
+        assert image.device.type == "cpu" and image.shape == (1, 3, RES, RES)  # renders come back to the CPU
+    with pytest.raises(PersonaInputError, match="device 'gpu0'"):
+        build_method({"profile": "smoke", "device": "gpu0"})
+    assert build_method({"profile": "paper"}).config.device == "auto"
+
+
+def test_nha_micro_batches_give_the_whole_batch_step(tmp_path):
+    """A batch split into micro-batches (max_pixels_per_pass) takes the same step as in one pass."""
+    train = TinyVideo(6, seed=5)
+    cfg = {"profile": "smoke", "steps": 2, "batch_size": 4, "texture_only_fraction": 0.0, "mesh": "oracle"}
+    whole, split = build_method(cfg), build_method({**cfg, "max_pixels_per_pass": RES * RES})
+    assert len(whole.micro_batches(4, RES * RES)) == 1 and len(split.micro_batches(4, RES * RES)) == 4
+    whole.fit(train, RunDir(tmp_path / "whole"))
+    split.fit(train, RunDir(tmp_path / "split"))
+    for (name, a), (_, b) in zip(whole.model.state_dict().items(), split.model.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-5), name
+    batch = {"expression": train.expression}
+    assert torch.allclose(whole.render(batch, train.camera), split.render(batch, train.camera), atol=1e-4)

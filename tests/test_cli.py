@@ -22,7 +22,8 @@ def test_help():
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--profile", "huge"], "unknown profile 'huge' (expected smoke, default or paper)"),
+    (["--profile", "huge"], "unknown profile 'huge' (expected smoke, default, paper or paper-dry)"),
+    (["--profile", "smoke", "--dry-run"], "--dry-run is the paper profile's"),
     (["--only", "99"], "unknown notebook '99'"),
     (["--frobnicate"], "unknown argument '--frobnicate'"),
     (["--profile"], "--profile needs a value"),

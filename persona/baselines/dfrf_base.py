@@ -40,7 +40,7 @@ INDEX_STRIDE = 1_000_000  # frame numbers of identity i start at i * INDEX_STRID
 CORPUS_VERSION = 2  # bump when CorpusClips renders differently (2: one grey background for every clip)
 CLIP_SPECIFIC = ("background", "train_index", "ref_images", "ref_cameras")  # buffers the fine-tune sets from its clip
 # fields that do not change the base model (the fine-tune's own budget and bookkeeping)
-_FINE_TUNE_ONLY = ("profile", "iterations", "checkpoint_every", "log_every", "device", "render_chunk", "base_dir")
+_FINE_TUNE_ONLY = ("profile", "iterations", "checkpoint_every", "log_every", "device", "render_chunk", "base_dir", "num_workers")
 
 
 def corpus_seeds(config: DfrfConfig) -> list[int]:

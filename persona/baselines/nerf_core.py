@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from persona.errors import PersonaFileError, PersonaInputError
 from persona.methods import Method
+from persona.profiles import torch_device, with_dry_run
 from persona.runs import RunDir, prefixed, restore_training_state, run_record, training_state, unprefixed
 
 from persona.cameras import PIVOT, rays
@@ -357,12 +358,13 @@ def gather_pixels(images: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
 FRAME_KEYS = ("image", "camera", "expression", "audio", "index", "mouth_box")
 
 
-def load_frames(dataset) -> dict[str, torch.Tensor]:
+def load_frames(dataset, num_workers: int = 0) -> dict[str, torch.Tensor]:
     """All samples of a frame dataset stacked and sorted by frame index:
-    {image [N,3,H,W] in [-1,1], camera [N,25], expression [N,76], audio [N,16,29], index [N], mouth_box [N,4]}."""
+    {image [N,3,H,W] in [-1,1], camera [N,25], expression [N,76], audio [N,16,29], index [N], mouth_box [N,4]};
+    decoded by ``num_workers`` DataLoader workers (0: in this process)."""
     from persona.data.dataset import stack_samples
 
-    frames = {k: v.float() for k, v in stack_samples(dataset, FRAME_KEYS).items()}
+    frames = {k: v.float() for k, v in stack_samples(dataset, FRAME_KEYS, num_workers=num_workers).items()}
     frames["index"] = frames["index"].long()
     order = torch.argsort(frames["index"])
     return {k: v[order] for k, v in frames.items()}
@@ -401,6 +403,7 @@ class NeRFConfig:
     scene_radius: float = 0.6
     render_chunk: int = 256  # rays per rendering chunk: ~10k samples stay in a CPU's caches (4096: 2-3x slower)
     device: str = "cpu"
+    num_workers: int = 0  # DataLoader worker processes decoding the training frames (paper: 8; 0: in this process)
     checkpoint_every: int = 200
     log_every: int = 25
     seed: int = 0
@@ -411,7 +414,7 @@ class NeRFConfig:
 NERF_BASE: dict[str, dict[str, Any]] = {
     "paper": dict(device="auto", rays_per_step=2048, n_coarse=64, n_fine=128, width=256, depth=8, skip=5, dir_width=128,
                   dir_depth=3, xyz_freqs=10, dir_freqs=4, lr=5e-4, lr_decay_steps=250_000, inside_box_fraction=0.95,
-                  render_chunk=8192, checkpoint_every=5000, log_every=100),
+                  render_chunk=8192, checkpoint_every=5000, log_every=100, num_workers=8),
     "default": dict(density_activation="softplus", iterations=400, rays_per_step=384, n_coarse=24, n_fine=16, width=64, depth=4,
                     skip=2, dir_width=32, dir_depth=1, xyz_freqs=10, dir_freqs=4, lr=2e-3, lr_decay_steps=1000,
                     inside_box_fraction=0.95, checkpoint_every=100, log_every=25),
@@ -422,8 +425,9 @@ NERF_BASE: dict[str, dict[str, Any]] = {
 
 
 def nerf_profiles(config_class: type, **deltas: dict[str, Any]) -> dict[str, Any]:
-    """``{profile: config_class(profile=..., **NERF_BASE[profile], **deltas[profile])}`` for every profile."""
-    return {name: config_class(profile=name, **{**row, **deltas.get(name, {})}) for name, row in NERF_BASE.items()}
+    """``{profile: config_class(profile=..., **NERF_BASE[profile], **deltas[profile])}`` for every profile
+    (and the dry runs of them, :func:`persona.profiles.with_dry_run`)."""
+    return with_dry_run({name: config_class(profile=name, **{**row, **deltas.get(name, {})}) for name, row in NERF_BASE.items()})
 
 
 class NeRFBaseline(Method):
@@ -474,10 +478,7 @@ class NeRFBaseline(Method):
     # ---- shared ----------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        wanted = self.config.device
-        if wanted == "auto":
-            wanted = "cuda" if torch.cuda.is_available() else "cpu"
-        return torch.device(wanted)
+        return torch_device(self.config.device)
 
     def _attach_common(self, module: nn.Module, num_frames: int, resolution: int) -> nn.Module:
         """Give ``module`` the ``background`` [3,H,W] in [0,1] (a parameter when learned) and the
@@ -529,7 +530,7 @@ class NeRFBaseline(Method):
         torch.manual_seed(c.seed)
         device = self.device
         run.begin(run_record(self.name, asdict(c), train_ds))
-        frames = load_frames(train_ds)
+        frames = load_frames(train_ds, c.num_workers)
         n, _, h, w = frames["image"].shape
         if h != w:
             raise PersonaInputError(f"{getattr(train_ds, 'root', '')}: square frames expected, got {h}x{w}")

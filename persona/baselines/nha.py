@@ -62,7 +62,7 @@ from persona.cameras import centres
 from persona.data.formats import EXPRESSION_DIM, check_npz
 from persona.errors import PersonaFileError, PersonaInputError
 from persona.methods import Method
-from persona.profiles import config_for
+from persona.profiles import config_for, torch_device, with_dry_run
 from persona.runs import RunDir, load_tensors, prefixed, restore_training_state, run_record, training_state, unprefixed
 
 NAME = "nha"
@@ -115,14 +115,19 @@ class NHAConfig:
     seed: int = 0
     log_every: int = 50
     checkpoint_every: int = 300
-    device: str = "cpu"  # only "cpu" is implemented (the rasteriser allocates on the CPU)
+    device: str = "cpu"  # torch device of the model and the rasteriser: cpu, cuda, cuda:N or auto (cuda when available)
+    # pixels one forward/backward pass renders at most: a batch beyond it is split into micro-batches
+    # whose gradients add up to the whole batch's (the same step; the decoder's activations of 16
+    # frames at 512 px need tens of GB in one pass). 2^20 = four 512-px frames.
+    max_pixels_per_pass: int = 1 << 20
+    num_workers: int = 0  # DataLoader worker processes decoding the training frames (paper: 8; 0: in this process)
     # optional user-provided FLAME (.npz conversion, see FlameNpzMesh)
     flame_path: str | None = None
     flame_scale: float = 1.0
     flame_translation: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
-PROFILES: dict[str, NHAConfig] = {
+PROFILES: dict[str, NHAConfig] = with_dry_run({
     "smoke": NHAConfig(mesh_latitudes=20, mesh_longitudes=28, steps=30, batch_size=2, vertex_feature_dim=4,
                        offset_hidden=32, offset_layers=2, texture_resolution=32, texture_channels=4,
                        texture_hidden=32, texture_layers=2, expression_code_dim=8, position_frequencies=2,
@@ -133,8 +138,8 @@ PROFILES: dict[str, NHAConfig] = {
                        offset_lr=1e-4, vertex_feature_dim=32, offset_hidden=128, offset_layers=6,
                        texture_resolution=256, texture_channels=64, texture_hidden=256, texture_layers=8,
                        expression_code_dim=32, position_frequencies=6, w_lap=5e-2, w_offset=1e-4,
-                       log_every=100, checkpoint_every=1000),
-}
+                       log_every=100, checkpoint_every=1000, device="auto", num_workers=8),
+})
 
 _ALIASES = {"iterations": "steps"}  # names the CLI passes for every method
 
@@ -142,8 +147,10 @@ _ALIASES = {"iterations": "steps"}  # names the CLI passes for every method
 def make_config(cfg: dict | None = None, profile: str = "default") -> NHAConfig:
     """``PROFILES[profile]`` with the entries of ``cfg`` applied (``cfg['profile']`` wins)."""
     config = config_for(PROFILES, profile, cfg, "NHA config", aliases=_ALIASES)
-    if config.device != "cpu":
-        raise PersonaInputError(f"NHA config: device {config.device!r} is not supported; NHA runs on the CPU only")
+    try:
+        torch_device(config.device)
+    except (RuntimeError, TypeError):
+        raise PersonaInputError(f"NHA config: device {config.device!r}; expected cpu, cuda, cuda:N or auto") from None
     if config.mesh not in ("tracked", "oracle"):
         raise PersonaInputError(f"NHA config: mesh {config.mesh!r}; expected 'tracked' (from the frames) or 'oracle' "
                                 f"(the synthetic world's own head)")
@@ -254,7 +261,7 @@ def mesh_model_for(config: NHAConfig) -> Any:
 
 def fourier_features(x: torch.Tensor, frequencies: int) -> torch.Tensor:
     """[...,D] -> [...,D * (1 + 2 * frequencies)]: x, sin(2^k pi x), cos(2^k pi x)."""
-    scales = (2.0 ** torch.arange(frequencies, dtype=x.dtype)) * math.pi
+    scales = (2.0 ** torch.arange(frequencies, dtype=x.dtype, device=x.device)) * math.pi
     angles = (x[..., None] * scales).flatten(-2)
     return torch.cat([x, torch.sin(angles), torch.cos(angles)], dim=-1)
 
@@ -290,7 +297,8 @@ def mesh_edges(faces: torch.Tensor) -> torch.Tensor:
 def uniform_laplacian(values: torch.Tensor, edges: torch.Tensor, num_vertices: int) -> torch.Tensor:
     """values [B,V,C], edges [E,2] from :func:`mesh_edges` -> [B,V,C]: each vertex minus the mean of its neighbours."""
     sums = torch.zeros_like(values).index_add(1, edges[:, 0], values[:, edges[:, 1]])
-    counts = torch.zeros(num_vertices, dtype=values.dtype).index_add(0, edges[:, 0], torch.ones(len(edges), dtype=values.dtype))
+    ones = torch.ones(len(edges), dtype=values.dtype, device=values.device)
+    counts = torch.zeros(num_vertices, dtype=values.dtype, device=values.device).index_add(0, edges[:, 0], ones)
     return values - sums / counts.clamp(min=1)[None, :, None]
 
 
@@ -351,15 +359,17 @@ class NeuralHeadAvatar(nn.Module):
         return torch.tanh(self.offset_net(inputs)) * self.config.max_offset
 
     def forward(self, expression: torch.Tensor, camera: torch.Tensor, refine_geometry: bool = True) -> dict[str, torch.Tensor]:
-        batch = expression.shape[0]
+        batch, device = expression.shape[0], self.texture.device
         code = self.expression_code(expression.float())
         shape = self.shape[None].expand(batch, -1) if self.shape.numel() else None
+        # the mesh models compute on the CPU (a few thousand vertices); autograd crosses the copy
+        cpu_shape = shape.cpu() if shape is not None else None
         if refine_geometry:
-            base = self.mesh_model(expression.float(), shape).float()
+            base = self.mesh_model(expression.float().cpu(), cpu_shape).float().to(device)
             offsets = self.offsets(code)
         else:
             with torch.no_grad():
-                base = self.mesh_model(expression.float(), shape).float()
+                base = self.mesh_model(expression.float().cpu(), cpu_shape).float().to(device)
                 offsets = self.offsets(code.detach())
         vertices = base + offsets
         normals = vertex_normals(vertices, self.faces)
@@ -378,7 +388,7 @@ class NeuralHeadAvatar(nn.Module):
         per_pixel = torch.cat([features, fourier_features(position.permute(0, 2, 3, 1), self.config.position_frequencies).permute(0, 3, 1, 2),
                                normal, view, code[:, :, None, None].expand(-1, -1, height, width)], dim=1)
         covered = (mask[:, 0] > 0.5)
-        rgb = torch.zeros(batch, height, width, 3, dtype=per_pixel.dtype)
+        rgb = torch.zeros(batch, height, width, 3, dtype=per_pixel.dtype, device=device)
         rgb = rgb.index_put(covered.nonzero(as_tuple=True), torch.tanh(self.decoder(per_pixel.permute(0, 2, 3, 1)[covered])))
         rgb = fill_outward(rgb.permute(0, 3, 1, 2), mask)
         image = alpha * rgb + (1 - alpha) * self.background[None]
@@ -397,11 +407,12 @@ class NeuralHeadAvatar(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
-def _stack_dataset(dataset: Any) -> dict[str, torch.Tensor]:
+def _stack_dataset(dataset: Any, num_workers: int = 0) -> dict[str, torch.Tensor]:
     """Every sample of a FrameDataset-like dataset, stacked: image [N,3,H,W], camera [N,25], expression [N,76]."""
     from persona.data.dataset import stack_samples
 
-    return {k: v.float() for k, v in stack_samples(dataset, ("image", "camera", "expression"), desc="nha load frames").items()}
+    return {k: v.float() for k, v in stack_samples(dataset, ("image", "camera", "expression"), desc="nha load frames",
+                                                   num_workers=num_workers).items()}
 
 
 class NHA(Method):
@@ -422,10 +433,21 @@ class NHA(Method):
             self._mesh_model = mesh_model_for(self.config)
         return self._mesh_model
 
+    @property
+    def device(self) -> torch.device:
+        """The configured device (``auto``: cuda when available, else cpu)."""
+        return torch_device(self.config.device)
+
     def _build(self, resolution: tuple[int, int], background: torch.Tensor | None) -> NeuralHeadAvatar:
-        with torch.random.fork_rng():  # seeded initialisation, the caller's RNG untouched
+        with torch.random.fork_rng():  # seeded initialisation on the CPU (the same on every device), the caller's RNG untouched
             torch.manual_seed(self.config.seed)
-            return NeuralHeadAvatar(self.config, self.mesh_model, resolution, background)
+            return NeuralHeadAvatar(self.config, self.mesh_model, resolution, background).to(self.device)
+
+    def micro_batches(self, batch: int, pixels_per_frame: int) -> list[slice]:
+        """The parts ``batch`` frames are rendered in, each at most ``max_pixels_per_pass`` pixels
+        (at least one frame): one slice when the whole batch fits."""
+        per_pass = max(1, self.config.max_pixels_per_pass // max(1, pixels_per_frame))
+        return [slice(lo, min(lo + per_pass, batch)) for lo in range(0, batch, per_pass)]
 
     def _optimizer(self, model: NeuralHeadAvatar) -> torch.optim.Optimizer:
         geometry = [model.vertex_features, model.shape, *model.offset_net.parameters()]
@@ -438,7 +460,7 @@ class NHA(Method):
         """Photometric fit on the training frames; checkpoints to ``run`` and resumes from it."""
         cfg = self.config
         run.begin(run_record(NAME, asdict(cfg), train))
-        frames = _stack_dataset(train)
+        frames = _stack_dataset(train, cfg.num_workers)
         height, width = frames["image"].shape[-2:]
         background = getattr(train, "background", None)
         if background is not None:
@@ -458,20 +480,29 @@ class NHA(Method):
         self.model.train()
         tic = time.perf_counter()
         bar = tqdm(range(start, cfg.steps), desc="nha fit", initial=start, total=cfg.steps, leave=False)
+        device = self.device
+        parts = self.micro_batches(cfg.batch_size, height * width)
         for step in bar:
             rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
             pick = torch.randint(len(frames["image"]), (cfg.batch_size,), generator=rng)
             geometry = step >= texture_only_steps
-            out = self.model(frames["expression"][pick], frames["camera"][pick], refine_geometry=geometry)
-            losses = {"rgb": cfg.w_rgb * (out["image"] - frames["image"][pick]).abs().mean()}
-            if geometry:
-                reg = self.model.regularisers(out["offsets"])
-                losses["lap"] = cfg.w_lap * reg["lap"]
-                losses["offset"] = cfg.w_offset * reg["offset"]
-                losses["shape"] = cfg.w_shape * reg["shape"]
-            total = sum(losses.values())
             optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            losses: dict[str, torch.Tensor] = {}
+            for part in parts:  # one part unless the batch exceeds max_pixels_per_pass: the same gradient either way
+                chosen = pick[part]
+                weight = (part.stop - part.start) / cfg.batch_size  # every loss is a mean over the batch
+                out = self.model(frames["expression"][chosen].to(device), frames["camera"][chosen].to(device), refine_geometry=geometry)
+                terms = {"rgb": cfg.w_rgb * (out["image"] - frames["image"][chosen].to(device)).abs().mean()}
+                if geometry:
+                    reg = self.model.regularisers(out["offsets"])
+                    terms["lap"] = cfg.w_lap * reg["lap"]
+                    terms["offset"] = cfg.w_offset * reg["offset"]
+                    terms["shape"] = cfg.w_shape * reg["shape"]
+                part_total = sum(terms.values())
+                (part_total * weight if len(parts) > 1 else part_total).backward()
+                for name, value in terms.items():
+                    losses[name] = losses.get(name, 0.0) + value.detach() * weight
+            total = sum(losses.values())
             if self.model.shape.grad is not None:
                 # morphable_mesh's sqrt(clamp_min(0)) has 0 * inf = NaN gradients where a ray just
                 # grazes a primitive; those entries carry no information, so they are zeroed
@@ -550,7 +581,10 @@ class NHA(Method):
         if "expression" not in conditions:
             raise KeyError("NHA.render: conditions lack 'expression' [B,76]")
         self.model.eval()
-        return self.model(torch.as_tensor(conditions["expression"]).float(), torch.as_tensor(camera).float())["image"].clamp(-1, 1)
+        expression, camera = torch.as_tensor(conditions["expression"]).float(), torch.as_tensor(camera).float()
+        height, width = self.model.resolution
+        return torch.cat([self.model(expression[part].to(self.device), camera[part].to(self.device))["image"].clamp(-1, 1).cpu()
+                          for part in self.micro_batches(len(expression), height * width)])
 
 
 def build_method(cfg: dict | None = None, profile: str = "default", mesh_model: Any = None, **kw: Any) -> NHA:

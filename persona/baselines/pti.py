@@ -51,7 +51,7 @@ from tqdm import tqdm
 from persona.eg3d.checkpoint import load_generator
 from persona.errors import PersonaInputError
 from persona.methods import Method
-from persona.profiles import config_for
+from persona.profiles import config_for, torch_device, with_dry_run
 from persona.runs import RunDir, load_tensors, prefixed, run_record, save_tensors, unprefixed
 
 NAME = "pti"
@@ -91,12 +91,12 @@ class PTIConfig:
     device: str = "cpu"
 
 
-PROFILES: dict[str, PTIConfig] = {
+PROFILES: dict[str, PTIConfig] = with_dry_run({
     "smoke": PTIConfig(profile="smoke", w_avg_samples=64, w_steps=12, wplus_steps=6, tune_steps=10, cache_frames=8),
     "default": PTIConfig(profile="default", w_avg_samples=256, w_steps=80, wplus_steps=40, tune_steps=80, cache_frames=64),
     # the ffhq512 generator is ~120 MB per tuned copy: no disk cache; evaluate frame by frame
     "paper": PTIConfig(profile="paper", cache_frames=4, disk_cache=False, device="cuda"),
-}
+})
 
 
 def make_config(cfg: dict | None = None, profile: str = "default") -> PTIConfig:
@@ -290,7 +290,7 @@ class PTI(Method):
 
     def __init__(self, config: PTIConfig, generator: nn.Module | None = None):
         self.config = config
-        self.device = torch.device(config.device)
+        self.device = torch_device(config.device)
         self._injected = generator is not None
         self._generator = generator.eval() if generator is not None else None
         self._lpips: nn.Module | None = None

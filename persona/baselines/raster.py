@@ -15,6 +15,8 @@ Used by the NHA baseline. Two passes over the same candidate (face, pixel) pairs
 Candidates are enumerated per face over its (margin-grown) pixel bounding box, with faces
 bucketed by box size (powers of two), so the cost follows the covered area, not pixels x faces.
 
+Every tensor is made on the device of the inputs (CPU or GPU); nothing here moves data between devices.
+
 Camera: the 25-d EG3D label (OpenCV cam2world 4x4 ++ normalised 3x3 intrinsics, see
 ``persona.cameras``). A camera-space point (x, y, z), z forward, lands at pixel
 ``(fx * x / z + cx) * W`` (x right), ``(fy * y / z + cy) * H`` (y down); pixel (i, j) has its
@@ -105,6 +107,7 @@ def _candidates(boxes: tuple[torch.Tensor, ...], height: int, width: int) -> tup
     -> (batch [N], face [N], px [N], py [N]) long.
     """
     x0, y0, x1, y1, valid = boxes
+    device = valid.device
     b_idx, f_idx = valid.nonzero(as_tuple=True)
     x0, y0, x1, y1 = (t[b_idx, f_idx] for t in (x0, y0, x1, y1))
     span = torch.maximum(x1 - x0, y1 - y0) + 1
@@ -114,7 +117,7 @@ def _candidates(boxes: tuple[torch.Tensor, ...], height: int, width: int) -> tup
         lower = size // 2 if size > 1 else 0
         chosen = ((span > lower) & (span <= size)).nonzero(as_tuple=True)[0]
         if len(chosen):
-            offsets = torch.arange(size)
+            offsets = torch.arange(size, device=device)
             cx = x0[chosen, None, None] + offsets[None, None, :]
             cy = y0[chosen, None, None] + offsets[None, :, None]
             inside = (cx <= x1[chosen, None, None]) & (cy <= y1[chosen, None, None])
@@ -125,7 +128,7 @@ def _candidates(boxes: tuple[torch.Tensor, ...], height: int, width: int) -> tup
             out_y.append(cy[n, row, 0])
         size *= 2
     if not out_b:
-        empty = torch.zeros(0, dtype=torch.long)
+        empty = torch.zeros(0, dtype=torch.long, device=device)
         return empty, empty, empty, empty
     return torch.cat(out_b), torch.cat(out_f), torch.cat(out_x), torch.cat(out_y)
 
@@ -174,7 +177,7 @@ def _soft_coverage(pixels: torch.Tensor, depth: torch.Tensor, faces: torch.Tenso
     with torch.no_grad():
         x0, y0, x1, y1, valid = _face_boxes(pixels.detach(), depth.detach(), faces, height, width, margin)
         table = torch.nn.functional.pad(band[:, 0].float().cumsum(1).cumsum(2), (1, 0, 1, 0))  # [B,H+1,W+1]
-        rows = torch.arange(batch_size)[:, None]
+        rows = torch.arange(batch_size, device=face_id.device)[:, None]
         x0c, y0c = x0.clamp(0, width - 1), y0.clamp(0, height - 1)
         x1c, y1c = (x1 + 1).clamp(1, width), (y1 + 1).clamp(1, height)
         band_pixels = table[rows, y1c, x1c] - table[rows, y0c, x1c] - table[rows, y1c, x0c] + table[rows, y0c, x0c]
@@ -188,7 +191,7 @@ def _soft_coverage(pixels: torch.Tensor, depth: torch.Tensor, faces: torch.Tenso
     distance = _distance_to_edges(corners, centre)
     signed = torch.where((weights >= 0).all(dim=-1), -distance, distance)
     prob = torch.sigmoid(-signed / sigma_px).clamp(max=1.0 - 1e-6)
-    log_miss = torch.zeros(batch_size * height * width, dtype=pixels.dtype).index_add(0, flat, torch.log1p(-prob))
+    log_miss = torch.zeros(batch_size * height * width, dtype=pixels.dtype, device=pixels.device).index_add(0, flat, torch.log1p(-prob))
     soft = (1.0 - torch.exp(log_miss)).view(batch_size, 1, height, width)
     return torch.where(band, soft, covered)
 
@@ -210,7 +213,7 @@ def rasterize(
     """
     if faces.dim() != 2 or faces.shape[1] != 3:
         raise ValueError(f"faces: expected [F,3] vertex indices, got {tuple(faces.shape)}")
-    faces = faces.long()
+    faces = faces.long().to(vertices.device)
     height, width = _size(resolution)
     batch_size = vertices.shape[0]
     pixels, depth = project(vertices, camera, (height, width))
@@ -229,10 +232,10 @@ def rasterize(
         inside = (weights >= 0).all(dim=-1) & (area2.abs() > 1e-12)
         inv_z = (weights / corner_depth).sum(-1)
         z = torch.where(inside & (inv_z > 0), 1.0 / inv_z.clamp(min=1e-12), torch.full_like(inv_z, float("inf")))
-        zbuf = torch.full((n_pixels,), float("inf"))
+        zbuf = torch.full((n_pixels,), float("inf"), device=vertices.device)
         zbuf.scatter_reduce_(0, flat, z, reduce="amin")
         winner = inside & (z == zbuf[flat]) & torch.isfinite(z)
-        face_flat = torch.full((n_pixels,), -1, dtype=torch.long)
+        face_flat = torch.full((n_pixels,), -1, dtype=torch.long, device=vertices.device)
         face_flat.scatter_reduce_(0, flat[winner], c_f[winner], reduce="amax")
         winner = winner & (c_f == face_flat[flat])
         keep = winner.nonzero(as_tuple=True)[0]
@@ -240,7 +243,7 @@ def rasterize(
     screen, _ = _edge_weights(pixels[c_b[keep, None], tri[keep]], centre[keep])
     persp = screen / depth[c_b[keep, None], tri[keep]]
     persp = persp / persp.sum(-1, keepdim=True)
-    bary = torch.zeros(n_pixels, 3, dtype=vertices.dtype).index_put((flat[keep],), persp)
+    bary = torch.zeros(n_pixels, 3, dtype=vertices.dtype, device=vertices.device).index_put((flat[keep],), persp)
     bary = bary.view(batch_size, height, width, 3)
     face_id = face_flat.view(batch_size, height, width)
 
@@ -268,7 +271,7 @@ def interpolate(fragments: Fragments, faces: torch.Tensor, attributes: torch.Ten
     values = attributes[batch_of[:, None], corner_ids]  # [P,3,C]
     weights = fragments.bary.reshape(-1, 3)[covered]
     mixed = (values * weights[..., None]).sum(1)  # [P,C]
-    out = torch.zeros(batch_size * height * width, attributes.shape[-1], dtype=mixed.dtype).index_put((covered,), mixed)
+    out = torch.zeros(batch_size * height * width, attributes.shape[-1], dtype=mixed.dtype, device=mixed.device).index_put((covered,), mixed)
     return out.view(batch_size, height, width, -1).permute(0, 3, 1, 2)
 
 

@@ -41,12 +41,43 @@ from persona.errors import PersonaFileError, PersonaInputError
 _DEFAULT_MOUTH_BOX = np.array([0.3, 0.6, 0.7, 0.9], np.float32)
 
 
+class _Stack:
+    """collate_fn of :func:`stack_samples` / :func:`prefetched`: samples -> {key: [N,...]} (picklable for workers)."""
+
+    def __init__(self, keys: tuple[str, ...], optional: bool):
+        self.keys, self.optional = keys, optional
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return {k: torch.stack([torch.as_tensor(s[k]) for s in samples]) for k in self.keys if k in samples[0]}
+
+
+def _worker_samples(dataset: Any, picks: Any, num_workers: int) -> list[dict[str, Any]]:
+    """``dataset[i]`` for every i of ``picks``, in that order, decoded by ``num_workers`` processes."""
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(dataset, sampler=list(picks), batch_size=None, num_workers=num_workers)
+    return list(loader)
+
+
+def prefetched(dataset: Any, batches: Any, keys: Any, num_workers: int, optional: bool = True) -> Any:
+    """An iterator of stacked batches (as :func:`stack_samples`), one per list of positions in
+    ``batches`` (an iterable, read lazily), decoded ahead by ``num_workers`` worker processes:
+    a trainer that streams its frames from an image folder (ours at the paper's sizes) reads them
+    while it computes. ``num_workers`` must be at least 1 (0: call :func:`stack_samples` per batch)."""
+    from torch.utils.data import DataLoader
+
+    return iter(DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
+                           collate_fn=_Stack(tuple(keys), optional), persistent_workers=False))
+
+
 def stack_samples(dataset: Any, keys: Any, desc: str = "load frames", positions: Any = None,
-                  optional: bool = False) -> dict[str, torch.Tensor]:
+                  optional: bool = False, num_workers: int = 0) -> dict[str, torch.Tensor]:
     """Samples of a frame dataset stacked per key: ``{key: [N,...]}`` in the samples' own dtypes
     (callers cast), in dataset order (or that of ``positions``). The one place a trainer turns a
     dataset into tensors (ours, the NeRFs, FOMM, NHA); :class:`FrameDataset` caches the decoded
-    images itself. ``optional``: keys the samples lack are left out instead of refused. Raises
+    images itself. ``optional``: keys the samples lack are left out instead of refused.
+    ``num_workers`` > 0: the samples are decoded by that many DataLoader worker processes (the
+    paper profile's configs; 0, the CPU profiles', reads them in this process). Raises
     :class:`persona.errors.PersonaInputError` naming the dataset for an empty one or a missing key."""
     from tqdm import tqdm
 
@@ -54,7 +85,10 @@ def stack_samples(dataset: Any, keys: Any, desc: str = "load frames", positions:
     picks = range(len(dataset)) if positions is None else [int(i) for i in positions]
     if len(picks) == 0:
         raise PersonaInputError(f"{where}: the training split holds no frames")
-    samples = [dataset[i] for i in (tqdm(picks, desc=desc, leave=False) if desc else picks)]
+    if num_workers > 0:
+        samples = _worker_samples(dataset, picks, num_workers)
+    else:
+        samples = [dataset[i] for i in (tqdm(picks, desc=desc, leave=False) if desc else picks)]
     keys = tuple(keys)
     missing = [k for k in keys if k not in samples[0]]
     if missing and not optional:

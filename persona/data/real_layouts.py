@@ -94,17 +94,20 @@ def write_adnerf_video(folder: str | Path, identity, video: Video, n_train: int,
 
 
 def write_real_layouts(root: str | Path, identities: int = 1, train_frames: int = 8, test_frames: int = 4,
-                       nerface_resolution: int = 512, adnerf_resolution: int = 450, seed: int = 0, fps: int = 25
-                       ) -> tuple[list[Path], list[Path]]:
+                       nerface_resolution: int = 512, adnerf_resolution: int = 450, seed: int = 0, fps: int = 25,
+                       by_kind: bool = False) -> tuple[list[Path], list[Path]]:
     """``root/idNN/nerface`` (moving head) and ``root/idNN/adnerf`` (talking, fixed camera) for
-    ``identities`` synthetic people -> (nerface_dirs, adnerf_dirs)."""
+    ``identities`` synthetic people -> (nerface_dirs, adnerf_dirs). ``by_kind``: ``root/nerface/idNN``
+    and ``root/adnerf/idNN`` instead, so each folder's own name is the identity's (as real videos'
+    folders are named by person; the tables name an identity by its folder)."""
     root = Path(root)
     nerface_dirs, adnerf_dirs = [], []
     n = train_frames + test_frames
     for k, ident_seed in enumerate(benchmark_identity_seeds(identities, seed)):
         identity = sample_identity(ident_seed)
         mono = make_video(n, fps, ident_seed * 10 + 1, True)
-        nerface_dirs.append(write_nerface_video(root / f"id{k:02d}" / "nerface", identity, mono, train_frames, nerface_resolution))
+        where = {kind: root / kind / f"id{k:02d}" if by_kind else root / f"id{k:02d}" / kind for kind in ("nerface", "adnerf")}
+        nerface_dirs.append(write_nerface_video(where["nerface"], identity, mono, train_frames, nerface_resolution))
         talk = make_video(n, fps, ident_seed * 10 + 2, False)
-        adnerf_dirs.append(write_adnerf_video(root / f"id{k:02d}" / "adnerf", identity, talk, train_frames, adnerf_resolution))
+        adnerf_dirs.append(write_adnerf_video(where["adnerf"], identity, talk, train_frames, adnerf_resolution))
     return nerface_dirs, adnerf_dirs

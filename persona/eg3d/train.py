@@ -74,7 +74,7 @@ from persona.eg3d.rendering import render_yaw_grid
 from persona.eg3d.discriminator import (DISCRIMINATOR_PRESETS, DualDiscriminator, d_logistic_loss,
                                         g_nonsaturating_loss, r1_penalty)
 from persona.errors import flag_int, flag_number
-from persona.profiles import PROFILE_NAMES, for_profile
+from persona.profiles import PROFILE_NAMES, for_profile, with_dry_run
 from persona.runs import (RunDir, atomic_write_json, isolated_rng, load_optimizer_tensors, optimizer_tensors, prefixed,
                           restore_rng, rng_tensors, unprefixed)
 
@@ -120,14 +120,14 @@ class PriorTrainConfig:
     num_threads: int = 0                       # 0 = leave torch's default
 
 
-PRIOR_PROFILES: dict[str, PriorTrainConfig] = {
+PRIOR_PROFILES: dict[str, PriorTrainConfig] = with_dry_run({  # paper-dry: paper's at 2 steps
     "smoke": PriorTrainConfig(steps=4, batch=2, log_every=1, sample_every=0, checkpoint_every=2, encoder_channels=8,
                               r1_every=2),
     "default": PriorTrainConfig(steps=3000, batch=4, num_threads=2, lr_e=0.002, train_depth_samples=(12, 12),
                                 log_every=5, sample_every=50, checkpoint_every=50),
     "paper": PriorTrainConfig(preset="ffhq512", steps=781_250, batch=32, ema_kimg=10.0, encoder_channels=64,
                               log_every=100, sample_every=5000, checkpoint_every=5000, adv_weight=1.0),
-}
+})
 
 
 # ---------------------------------------------------------------------------- generator access

@@ -14,6 +14,7 @@ from persona.methods import Method
 from persona.ours.model import PersonalizedPrior
 from persona.ours.train import (CONDITION_KEYS, TrainConfig, _describe_loss, _load_checkpoint, build_model, fit_prior,
                                 render_conditions, to_device, train_config, with_audio_neighbours)
+from persona.profiles import torch_device
 from persona.runs import RunDir, run_record
 
 METHOD_NAME = "ours"
@@ -56,7 +57,7 @@ class OursMethod(Method):
                 self.config = replace(self.config, resolution=int(trained_at))
         self.model = self._build()
         _load_checkpoint(latest[1], self.model, None)
-        self.model.to(self.config.device).eval()
+        self.model.to(torch_device(self.config.device)).eval()
 
     def attach_audio(self, dataset: Any) -> None:
         """Use ``dataset``'s audio track for AudioAttNet's neighbours when rendering (audio only)."""
@@ -71,7 +72,7 @@ class OursMethod(Method):
     def render(self, conditions: dict[str, torch.Tensor], camera: torch.Tensor) -> torch.Tensor:
         """conditions: batch dict as the dataset yields; camera [B,25] -> image [B,3,R,R] in [-1,1]."""
         model = self._need_model()
-        device = torch.device(self.config.device)
+        device = torch_device(self.config.device)
         conditions = to_device({k: torch.as_tensor(v) for k, v in conditions.items() if k in CONDITION_KEYS + ("source_image", "source_index", "audio_neighbours")}, device)
         return render_conditions(model, conditions, torch.as_tensor(camera).float().to(device), self.audio_track).cpu()
 
@@ -80,7 +81,7 @@ class OursMethod(Method):
         """The basis coefficients alpha [B,k] of a batch of conditions."""
         model = self._need_model()
         conditions = with_audio_neighbours(model, conditions, self.audio_track)
-        return model.encode(to_device(conditions, torch.device(self.config.device))).cpu()
+        return model.encode(to_device(conditions, torch_device(self.config.device))).cpu()
 
 
 def build_method(cfg: dict | TrainConfig | None = None, **kw: Any) -> OursMethod:

@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +38,7 @@ from persona.errors import PersonaInputError
 from persona.ours.basis import BASIS_INITS, BASIS_ROWS, OFFSET_INITS, ORTHO_MODES
 from persona.ours.encoders import AUDIO_ATT_INITS, AUDIO_INITS, RGB_ENCODERS
 from persona.ours.model import MODALITIES, PersonalizedPrior
-from persona.profiles import choices, config_for
+from persona.profiles import choices, config_for, torch_device, with_dry_run
 from persona.runs import RunDir, isolated_rng, load_tensors, prefixed, restore_training_state, training_state, unprefixed
 
 FRAME_CACHE_BYTES = 2 * 1024**3  # preload a training split into memory when it is smaller than this
@@ -152,24 +152,25 @@ class TrainConfig:
     seed: int = 0
     generator: str | None = None  # None: the shipped tiny prior; a .pkl (official EG3D) or .safetensors path
     device: str = "cpu"
+    num_workers: int = 0  # DataLoader worker processes decoding the training frames (preloaded, or streamed ahead of each step) (paper: 8; 0: in this process)
     # filled in by fit (recorded in config.json, informational):
     generator_source: str = ""
     loss_used: str = ""
 
 
-TRAIN_PROFILES: dict[str, TrainConfig] = {
+TRAIN_PROFILES: dict[str, TrainConfig] = with_dry_run({
     "smoke": TrainConfig(profile="smoke", k=8, iterations=6, frozen_iterations=3, audio_smooth_after=4, rgb_base_channels=8,
                          rgb_max_channels=32, rgb_feature_dim=32, rgb_head_layers=1, mlp_hidden=32, mlp_layers=2,
                          log_every=1, checkpoint_every=3, sample_every=6),
     "default": TrainConfig(profile="default"),
     "paper": TrainConfig(profile="paper", k=50, iterations=200_000, frozen_iterations=50_000, audio_smooth_after=150_000,
                          rgb_base_channels=32, rgb_max_channels=512, rgb_feature_dim=512, rgb_head_layers=4, mlp_hidden=512,
-                         mlp_layers=6, log_every=100, checkpoint_every=5000, sample_every=5000, device="cuda",
+                         mlp_layers=6, log_every=100, checkpoint_every=5000, sample_every=5000, device="cuda", num_workers=8,
                          basis_lr=None, encoder_lr=None, generator_lr=None, grad_clip=0.0, mouth_weight=0.0,  # the paper's optimiser and loss
                          # the release's choices where the paper's text is silent (persona.release_encoder, prior.AudioAttNet)
                          rgb_encoder="release", audio_att_dims=32, loss_resolution=256,
                          audio_init="torch", audio_att_init="torch"),  # AD-NeRF's / the release's init of the audio nets
-}
+})
 
 
 def train_config(profile: str = "default", **overrides: Any) -> TrainConfig:
@@ -251,13 +252,24 @@ def batch_indices(seed: int, step: int, num_frames: int, batch_size: int) -> tor
 class FrameSource:
     """Random access to a dataset's frames as batch dicts; preloads small datasets into memory."""
 
-    def __init__(self, dataset: Any, preload: bool | None = None):
+    def __init__(self, dataset: Any, preload: bool | None = None, num_workers: int = 0):
         self.dataset = dataset
+        self.num_workers = num_workers
         self.cache: dict[str, torch.Tensor] | None = None
         first = dataset[0]
         size = len(dataset) * sum(torch.as_tensor(first[k]).numel() * 4 for k in CONDITION_KEYS if k in first)
         if preload if preload is not None else size < FRAME_CACHE_BYTES:
-            self.cache = stack_samples(dataset, CONDITION_KEYS, desc="loading frames", optional=True)
+            self.cache = stack_samples(dataset, CONDITION_KEYS, desc="loading frames", optional=True, num_workers=num_workers)
+
+    def stream(self, batches: Iterable[torch.Tensor]) -> Iterator[dict[str, torch.Tensor]] | None:
+        """The batches of ``batches`` (positions [B] each, read lazily), decoded ahead by the
+        ``num_workers`` worker processes; None when the frames are preloaded or there are no workers
+        (then :meth:`batch` reads each one)."""
+        if self.cache is not None or self.num_workers <= 0:
+            return None
+        from persona.data.dataset import prefetched
+
+        return prefetched(self.dataset, ([int(i) for i in b] for b in batches), CONDITION_KEYS, self.num_workers)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -383,9 +395,9 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
 
         raise PersonaInputError(f"{getattr(train, 'root', 'the training data')}: audio-driven training needs audio "
                                 f"(aud.npy or aud.wav in the folder); found neither")
-    device = torch.device(cfg.device)
+    device = torch_device(cfg.device)
     model.to(device)
-    source = FrameSource(train)
+    source = FrameSource(train, num_workers=cfg.num_workers)
     track = source.audio_track() if cfg.modality == "audio" else None
     lpips_model = None
     if cfg.lambda_lpips > 0:
@@ -411,6 +423,7 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
     end = cfg.iterations if stop_after is None else min(cfg.iterations, stop_after)
 
     train_mode(model)
+    stream = source.stream(batch_indices(cfg.seed, s, len(source), cfg.batch_size) for s in range(start + 1, end + 1))
     bar = tqdm(range(start + 1, end + 1), initial=start, total=cfg.iterations, desc=f"ours/{cfg.modality}", dynamic_ncols=True)
     for step in bar:
         t0 = time.perf_counter()
@@ -418,7 +431,7 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
         set_stage(model, stage)
         if cfg.modality == "audio" and step > cfg.audio_smooth_after:
             model.encoder.smoothing.fill_(True)
-        batch = to_device(source.batch(batch_indices(cfg.seed, step, len(source), cfg.batch_size)), device)
+        batch = to_device(next(stream) if stream is not None else source.batch(batch_indices(cfg.seed, step, len(source), cfg.batch_size)), device)
         if cfg.modality == "audio" and bool(model.encoder.smoothing):
             batch["audio_neighbours"] = gather_neighbour_windows(batch["index"], batch["audio"].float(), track).to(device)
         target = batch["image"].float()

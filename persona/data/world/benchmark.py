@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from persona import cameras
+from persona.profiles import with_dry_run
 from persona.data.formats import unit_to_uint8
 from persona.data.world.corpus import sample_prior_batch
 from persona.data.world.identity import Identity, _pack_identities, sample_identity
@@ -35,7 +36,7 @@ class BenchmarkConfig:
     render_batch: int = 32
 
 
-BENCHMARK_PROFILES: dict[str, BenchmarkConfig] = {
+BENCHMARK_PROFILES: dict[str, BenchmarkConfig] = with_dry_run({  # paper-dry: paper's (it runs on its own inputs, persona.dry_run)
     # 2 identities (Table 5 drives one with the other; the smoke tables use the first), 2.4 s mono video
     # (48 + 12 frames), 3 s audio video, novel views of 4 test frames, 64 prior images
     "smoke": BenchmarkConfig(identities=2),
@@ -47,7 +48,7 @@ BENCHMARK_PROFILES: dict[str, BenchmarkConfig] = {
     "paper": BenchmarkConfig(resolution=256, identities=5, mono_train_frames=1500, mono_test_frames=250,
                              audio_train_frames=1500, audio_test_frames=250, val_frames=50, novel_every=4,
                              prior_images=20000, render_batch=8),
-}
+})
 
 BENCHMARK_VERSION = 1
 
