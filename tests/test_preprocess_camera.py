@@ -94,3 +94,31 @@ def test_accuracy_tool_triangulates_and_recovers_exact_cameras():
     assert dist.max() < 1e-8
     s = accuracy.summarise(accuracy.pnp_labels(world, uv), labels)
     assert s["max"] < 0.01
+
+
+def test_framed_boxes_centre_the_pivot_at_one_size_whatever_the_pose():
+    """The world framing from the 3D fit: a head-frame pivot projects to the crop centre and the
+    crop side follows the head's scale, under yaw/pitch/roll (where FFHQ's 2D box shrinks with
+    the eye and mouth distances and drifts off the pivot)."""
+    from persona.preprocess import crop
+
+    face = _face(camera.PITCH_OFFSET_DEG) * 0.12
+    rots = _sweep_rotations(48)
+    scale = 1.0 + 0.1 * np.sin(np.linspace(0, 3, 48))  # the head nears and recedes
+    cam_pts = scale[:, None, None] * np.einsum("kj,nij->nki", face, rots)
+    src = np.concatenate([cam_pts[..., :2] * 400 + [200, 180], cam_pts[..., 2:] * 400], -1)  # source pixels
+    boxes = crop.smooth_boxes(crop.ffhq_boxes(src))
+    fit = camera.fit(crop.to_crop(src, boxes), smooth_sigma=0.0)
+    shape = fit.shape
+    iod = np.linalg.norm(shape[263] - shape[33])
+    pivot_rel = np.array([0.0, -0.2, -0.18])
+    framed = crop.framed_boxes(boxes, fit, pivot_rel, 3.3)
+    # the true pivot, in the face's own frame: the same point relative to anchor and eye distance
+    anchor_true = face[list(crop.FRAME_ANCHOR)].mean(0)
+    iod_true = np.linalg.norm(face[263] - face[33])
+    pivot_true = anchor_true + iod_true * pivot_rel
+    proj = scale[:, None] * np.einsum("j,nij->ni", pivot_true, rots)[:, :2] * 400 + [200, 180]
+    side = framed[:, 2] / (3.3 * iod_true * 400 * scale)
+    assert np.abs(framed[:, :2] - proj).max() < 0.01 * framed[:, 2].min()
+    assert np.abs(side - 1).max() < 0.01
+    assert iod > 0 and np.ptp(boxes[:, 2] / scale) / np.median(boxes[:, 2] / scale) > 0.05  # FFHQ's box breathes

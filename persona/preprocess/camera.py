@@ -56,8 +56,10 @@ _G = np.diag([1.0, -1.0, -1.0])
 class CameraFit:
     """``labels`` [N,25] EG3D labels; ``rotations`` [N,3,3] head-to-camera (OpenCV axes);
     ``scales`` [N]; ``shape`` [478,3] canonical face in the head frame (x right, y down, z away
-    from the viewer of a frontal face); ``rigid`` indices used for the poses; ``rms`` [N] 2D
-    residual of the rigid points (crop units)."""
+    from the viewer of a frontal face; origin the rigid points' centroid, unit: their RMS radius
+    times the shape's gauge, see :func:`project`); ``rigid`` indices used for the poses; ``rms``
+    [N] 2D residual of the rigid points (crop units); ``centres`` [N,2] the rigid points' 2D
+    centroid per frame (crop units)."""
 
     labels: np.ndarray
     rotations: np.ndarray
@@ -65,6 +67,13 @@ class CameraFit:
     shape: np.ndarray
     rigid: np.ndarray
     rms: np.ndarray
+    centres: np.ndarray
+
+
+def project(fit: CameraFit, point: np.ndarray) -> np.ndarray:
+    """Where a head-frame point [3] (the units of ``fit.shape``) projects in every frame: [N,2]
+    crop coordinates (the fit's scaled orthography: centre + scale * (rotation @ point)[:2])."""
+    return fit.centres + fit.scales[:, None] * (fit.rotations @ np.asarray(point, np.float64))[:, :2]
 
 
 def _similarity(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
@@ -200,7 +209,7 @@ def fit(points: np.ndarray, iterations: int = 15, reg: float = 1e-3, rigid_fract
     q = head_frame(full, pitch_offset_deg)
     head_to_cam = smooth_rotations(rots @ q, smooth_sigma)
     canonical = (full - full[rigid].mean(0)) @ q
-    return CameraFit(labels_from_rotations(head_to_cam), head_to_cam, scales, canonical, rigid, rms)
+    return CameraFit(labels_from_rotations(head_to_cam), head_to_cam, scales, canonical, rigid, rms, t2d[:, 0])
 
 
 def rotation_error_deg(labels_a: np.ndarray, labels_b: np.ndarray) -> np.ndarray:
