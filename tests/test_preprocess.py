@@ -50,14 +50,14 @@ def test_writes_a_folder_that_training_reads(clip):
 
 
 def test_cameras_follow_the_yaw_pitch_sweep(clip):
-    """+-30 deg yaw, +-20 deg pitch, small roll. Measured on this clip: mean 7.3 deg, max 12.4 deg
-    (was 11.3 / 17.8 before the head frame's eye-mouth lean); mediapipe's landmarks on the
-    synthetic heads read yaw ~1.2x and pitch ~0.6x. The bounds guard that, and that the pitch
-    carries no constant offset (it was -8.4 deg on average)."""
+    """+-30 deg yaw, +-20 deg pitch, small roll. Measured on this clip: mean 5.9 deg, max 12.3 deg
+    (depth from the 2D motion: 7.3 / 13.3; 11.3 / 17.8 before the head frame's eye-mouth lean);
+    mediapipe's landmarks on the synthetic heads read yaw ~1.2x and pitch ~0.7x. The bounds guard
+    that, and that the pitch carries no constant offset (it was -8.4 deg on average)."""
     _, truth, out = clip
     est = np.stack([lab for _, lab in F.read_eg3d_dataset(out)])
     err = K.rotation_error_deg(est, truth.cameras)
-    assert err.mean() < 9 and err.max() < 15
+    assert err.mean() < 7.5 and err.max() < 15
     yaw_est, yaw_true = K.yaw_pitch_deg(est)[:, 0], K.yaw_pitch_deg(truth.cameras)[:, 0]
     assert np.corrcoef(yaw_est, yaw_true)[0, 1] > 0.98
     pitch_est, pitch_true = K.yaw_pitch_deg(est)[:, 1], K.yaw_pitch_deg(truth.cameras)[:, 1]

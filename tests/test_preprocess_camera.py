@@ -67,16 +67,20 @@ def test_head_frame_undoes_the_eye_mouth_lean_and_follows_a_rotation():
 
 
 def test_fit_recovers_known_cameras_from_projected_landmarks():
-    """Landmarks = scaled-orthographic projections of a rigid face (crop coordinates), their
-    depth (mediapipe's z) squashed to 60 %: fit's cameras match the true ones."""
+    """Landmarks = scaled-orthographic projections of a rigid face (crop coordinates). With their
+    depth (mediapipe's z) squashed to 60 %, depth="motion" still finds the true cameras; with
+    the true depth, so does the default (3D alignment of every frame's landmarks)."""
     face = _face(camera.PITCH_OFFSET_DEG) * 0.12
     rots = _sweep_rotations(48)
     cam_pts = np.einsum("kj,nij->nki", face, rots)
-    crop_pts = np.concatenate([cam_pts[..., :2] + 0.5, 0.6 * cam_pts[..., 2:]], -1)
-    fit = camera.fit(crop_pts, smooth_sigma=0.0)
-    assert _angle_deg(fit.rotations, rots).max() < 1.0
     truth = camera.labels_from_rotations(rots)
-    assert camera.rotation_error_deg(fit.labels, truth).max() < 1.0
+    for depth, z_scale in (("motion", 0.6), ("landmarks", 1.0)):
+        crop_pts = np.concatenate([cam_pts[..., :2] + 0.5, z_scale * cam_pts[..., 2:]], -1)
+        fit = camera.fit(crop_pts, smooth_sigma=0.0, depth=depth)
+        assert _angle_deg(fit.rotations, rots).max() < 1.0, depth
+        assert camera.rotation_error_deg(fit.labels, truth).max() < 1.0, depth
+        # the fit's projection model puts the face's points where they are
+        np.testing.assert_allclose(camera.project(fit, fit.shape[1]), crop_pts[:, 1, :2], atol=2e-3)
 
 
 def test_accuracy_tool_triangulates_and_recovers_exact_cameras():

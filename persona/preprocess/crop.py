@@ -118,5 +118,5 @@ FRAMINGS = ("world", "ffhq")
 # persona.preprocess.accuracy.calibrate_framing on held-out clips (identities 4-6, a +-20 deg yaw /
 # +-10 deg pitch sweep, 100 frames at 256 px), not on the +-30 / +-20 deg sweeps of identities
 # 1-3 that `bench cameras` and the tests score.
-WORLD_PIVOT_REL = np.array([-0.007, -0.192, -0.179])  # x left, y down, z away from the viewer, in eye-corner distances
-WORLD_SIDE_REL = 3.308  # crop side in eye-corner distances
+WORLD_PIVOT_REL = np.array([0.0, -0.197, -0.217])  # x left, y down, z away from the viewer, in eye-corner distances
+WORLD_SIDE_REL = 3.347  # crop side in eye-corner distances
