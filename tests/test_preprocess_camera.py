@@ -126,3 +126,26 @@ def test_framed_boxes_centre_the_pivot_at_one_size_whatever_the_pose():
     assert np.abs(framed[:, :2] - proj).max() < 0.01 * framed[:, 2].min()
     assert np.abs(side - 1).max() < 0.01
     assert iod > 0 and np.ptp(boxes[:, 2] / scale) / np.median(boxes[:, 2] / scale) > 0.05  # FFHQ's box breathes
+
+
+def test_calibrate_framing_recovers_the_pivot_and_side_of_a_known_framing():
+    """Clips whose frames are framed by a known pivot and side (the pivot at the frame centre,
+    the frame side = side_rel x eye distance): the calibration gives them back, and
+    framing_error reads the framed boxes as the whole frame."""
+    from persona.preprocess import crop
+
+    face = _face(camera.PITCH_OFFSET_DEG)
+    pivot_rel, side_rel, res = np.array([0.0, -0.2, -0.22]), 3.35, 256
+    iod = np.linalg.norm(face[263] - face[33])
+    pivot = face[list(crop.FRAME_ANCHOR)].mean(0) + iod * pivot_rel
+    rots = _sweep_rotations(40)
+    k = res / (side_rel * iod)  # pixels per face unit
+    cam = np.einsum("kj,nij->nki", face - pivot, rots) * k
+    src = np.concatenate([cam[..., :2] + res / 2, cam[..., 2:]], -1)
+    got_pivot, got_side = accuracy.calibrate_framing([(src, res)])
+    np.testing.assert_allclose(got_pivot, pivot_rel, atol=0.01)
+    assert abs(got_side - side_rel) < 0.02
+    boxes = crop.smooth_boxes(crop.ffhq_boxes(src))
+    fit = camera.fit(crop.to_crop(src, boxes))
+    fr = accuracy.framing_error(crop.framed_boxes(boxes, fit, got_pivot, got_side), res)
+    assert abs(fr["size"][0] - 1) < 0.01 and fr["offset"][1] < 0.01

@@ -4,7 +4,8 @@ the synthetic world's talking clips (ground truth used here only, to measure).
 Per clip (:func:`persona.preprocess.synthetic_clip.write_clip`, a ±30° yaw / ±20° pitch sweep):
 mediapipe landmarks -> FFHQ crop -> :func:`persona.preprocess.camera.fit`, and
 
-* the rotation error against the true cameras (mean, max, degrees);
+* the rotation error against the true cameras (mean, max, degrees), of the default fit and of
+  ``depth="motion"`` (structure from motion, the default before);
 * per axis, the line est = slope · true + offset of yaw, pitch (the camera's direction about
   the pivot) and roll (about its optical axis): a scale bias shows in the slope, a frame bias in
   the offset;
@@ -98,7 +99,9 @@ def measure_points(points: np.ndarray, truth: np.ndarray, resolution: int, **fit
     framed = crop.smooth_boxes(crop.framed_boxes(boxes, fit, crop.WORLD_PIVOT_REL, crop.WORLD_SIDE_REL))
     uv = np.asarray(points, np.float64)[..., :2] / resolution
     world, dist = triangulate(uv, truth)
-    return {"fit": summarise(fit.labels, truth), "bound": summarise(pnp_labels(world, uv), truth),
+    motion = camera.fit(crop.to_crop(points, boxes), **{**fit_kw, "depth": "motion"})
+    return {"fit": summarise(fit.labels, truth), "motion": summarise(motion.labels, truth),
+            "bound": summarise(pnp_labels(world, uv), truth),
             "tri_px": float(dist.mean() * resolution), "framing_ffhq": framing_error(boxes, resolution),
             "framing_world": framing_error(framed, resolution)}
 
@@ -134,6 +137,7 @@ def main(argv: list[str]) -> int:
         print(f"identity {ident} ({args.frames} frames, {args.resolution} px; landmarks vs true-camera shape "
               f"{r['tri_px']:.2f} px); rotation error in degrees, est = slope x true + offset:")
         print(_line("fit", r["fit"]))
+        print(_line("motion", r["motion"]))
         print(_line("bound", r["bound"]))
         for name in ("ffhq", "world"):
             fr = r[f"framing_{name}"]
