@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from persona.data import formats
-from persona.preprocess import decode, pipeline, synthetic_clip
+from persona.preprocess import crop, decode, pipeline, synthetic_clip
 
 
 def write_truth_folder(video: str | Path, truth: synthetic_clip.ClipTruth, out: str | Path, size: int,
@@ -78,7 +78,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--size", type=int, default=64, help="training crop size (the tiny prior renders 64 px)")
     p.add_argument("--steps", type=int, default=150, help="training steps (the same for both folders)")
     p.add_argument("--modalities", nargs="+", default=["rgb", "3dmm"], choices=("rgb", "3dmm"), help="driving signals")
-    p.add_argument("--framing", default="world", choices=("world", "ffhq"), help="preprocess --framing")
+    p.add_argument("--framing", default="world", choices=crop.FRAMINGS, help="preprocess --framing")
     p.add_argument("--identity", type=int, default=1, help="identity seed of the clip")
     args = p.parse_args(argv)
     work = Path(args.work)

@@ -287,7 +287,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
     p.add_argument("--missing", default="drop", choices=("drop", "interpolate"),
                    help="frames without a face: drop them or interpolate their landmarks")
-    p.add_argument("--framing", default="world", choices=("world", "ffhq"),
+    p.add_argument("--framing", default="world", choices=crop.FRAMINGS,
                    help="crop framing: 'world' (default) the prior's own, from the 3D head fit (the pivot at the crop "
                         "centre, the head at the prior's size); 'ffhq' FFHQ's 2D box from eyes and mouth")
     p.add_argument("--test-fraction", type=float, default=0.1, help="last part of the clip kept for test")
