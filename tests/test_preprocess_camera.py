@@ -67,16 +67,20 @@ def test_head_frame_undoes_the_eye_mouth_lean_and_follows_a_rotation():
 
 
 def test_fit_recovers_known_cameras_from_projected_landmarks():
-    """Landmarks = scaled-orthographic projections of a rigid face (crop coordinates), their
-    depth (mediapipe's z) squashed to 60 %: fit's cameras match the true ones."""
+    """Landmarks = scaled-orthographic projections of a rigid face (crop coordinates). With their
+    depth (mediapipe's z) squashed to 60 %, depth="motion" still finds the true cameras; with
+    the true depth, so does the default (3D alignment of every frame's landmarks)."""
     face = _face(camera.PITCH_OFFSET_DEG) * 0.12
     rots = _sweep_rotations(48)
     cam_pts = np.einsum("kj,nij->nki", face, rots)
-    crop_pts = np.concatenate([cam_pts[..., :2] + 0.5, 0.6 * cam_pts[..., 2:]], -1)
-    fit = camera.fit(crop_pts, smooth_sigma=0.0)
-    assert _angle_deg(fit.rotations, rots).max() < 1.0
     truth = camera.labels_from_rotations(rots)
-    assert camera.rotation_error_deg(fit.labels, truth).max() < 1.0
+    for depth, z_scale in (("motion", 0.6), ("landmarks", 1.0)):
+        crop_pts = np.concatenate([cam_pts[..., :2] + 0.5, z_scale * cam_pts[..., 2:]], -1)
+        fit = camera.fit(crop_pts, smooth_sigma=0.0, depth=depth)
+        assert _angle_deg(fit.rotations, rots).max() < 1.0, depth
+        assert camera.rotation_error_deg(fit.labels, truth).max() < 1.0, depth
+        # the fit's projection model puts the face's points where they are
+        np.testing.assert_allclose(camera.project(fit, fit.shape[1]), crop_pts[:, 1, :2], atol=2e-3)
 
 
 def test_accuracy_tool_triangulates_and_recovers_exact_cameras():
@@ -94,3 +98,54 @@ def test_accuracy_tool_triangulates_and_recovers_exact_cameras():
     assert dist.max() < 1e-8
     s = accuracy.summarise(accuracy.pnp_labels(world, uv), labels)
     assert s["max"] < 0.01
+
+
+def test_framed_boxes_centre_the_pivot_at_one_size_whatever_the_pose():
+    """The world framing from the 3D fit: a head-frame pivot projects to the crop centre and the
+    crop side follows the head's scale, under yaw/pitch/roll (where FFHQ's 2D box shrinks with
+    the eye and mouth distances and drifts off the pivot)."""
+    from persona.preprocess import crop
+
+    face = _face(camera.PITCH_OFFSET_DEG) * 0.12
+    rots = _sweep_rotations(48)
+    scale = 1.0 + 0.1 * np.sin(np.linspace(0, 3, 48))  # the head nears and recedes
+    cam_pts = scale[:, None, None] * np.einsum("kj,nij->nki", face, rots)
+    src = np.concatenate([cam_pts[..., :2] * 400 + [200, 180], cam_pts[..., 2:] * 400], -1)  # source pixels
+    boxes = crop.smooth_boxes(crop.ffhq_boxes(src))
+    fit = camera.fit(crop.to_crop(src, boxes), smooth_sigma=0.0)
+    shape = fit.shape
+    iod = np.linalg.norm(shape[263] - shape[33])
+    pivot_rel = np.array([0.0, -0.2, -0.18])
+    framed = crop.framed_boxes(boxes, fit, pivot_rel, 3.3)
+    # the true pivot, in the face's own frame: the same point relative to anchor and eye distance
+    anchor_true = face[list(crop.FRAME_ANCHOR)].mean(0)
+    iod_true = np.linalg.norm(face[263] - face[33])
+    pivot_true = anchor_true + iod_true * pivot_rel
+    proj = scale[:, None] * np.einsum("j,nij->ni", pivot_true, rots)[:, :2] * 400 + [200, 180]
+    side = framed[:, 2] / (3.3 * iod_true * 400 * scale)
+    assert np.abs(framed[:, :2] - proj).max() < 0.01 * framed[:, 2].min()
+    assert np.abs(side - 1).max() < 0.01
+    assert iod > 0 and np.ptp(boxes[:, 2] / scale) / np.median(boxes[:, 2] / scale) > 0.05  # FFHQ's box breathes
+
+
+def test_calibrate_framing_recovers_the_pivot_and_side_of_a_known_framing():
+    """Clips whose frames are framed by a known pivot and side (the pivot at the frame centre,
+    the frame side = side_rel x eye distance): the calibration gives them back, and
+    framing_error reads the framed boxes as the whole frame."""
+    from persona.preprocess import crop
+
+    face = _face(camera.PITCH_OFFSET_DEG)
+    pivot_rel, side_rel, res = np.array([0.0, -0.2, -0.22]), 3.35, 256
+    iod = np.linalg.norm(face[263] - face[33])
+    pivot = face[list(crop.FRAME_ANCHOR)].mean(0) + iod * pivot_rel
+    rots = _sweep_rotations(40)
+    k = res / (side_rel * iod)  # pixels per face unit
+    cam = np.einsum("kj,nij->nki", face - pivot, rots) * k
+    src = np.concatenate([cam[..., :2] + res / 2, cam[..., 2:]], -1)
+    got_pivot, got_side = accuracy.calibrate_framing([(src, res)])
+    np.testing.assert_allclose(got_pivot, pivot_rel, atol=0.01)
+    assert abs(got_side - side_rel) < 0.02
+    boxes = crop.smooth_boxes(crop.ffhq_boxes(src))
+    fit = camera.fit(crop.to_crop(src, boxes))
+    fr = accuracy.framing_error(crop.framed_boxes(boxes, fit, got_pivot, got_side), res)
+    assert abs(fr["size"][0] - 1) < 0.01 and fr["offset"][1] < 0.01

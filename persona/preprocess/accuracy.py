@@ -4,10 +4,14 @@ the synthetic world's talking clips (ground truth used here only, to measure).
 Per clip (:func:`persona.preprocess.synthetic_clip.write_clip`, a ±30° yaw / ±20° pitch sweep):
 mediapipe landmarks -> FFHQ crop -> :func:`persona.preprocess.camera.fit`, and
 
-* the rotation error against the true cameras (mean, max, degrees);
+* the rotation error against the true cameras (mean, max, degrees), of the default fit and of
+  ``depth="motion"`` (structure from motion, the default before);
 * per axis, the line est = slope · true + offset of yaw, pitch (the camera's direction about
   the pivot) and roll (about its optical axis): a scale bias shows in the slope, a frame bias in
   the offset;
+* the framing: how much larger the head shows in the crop than in EG3D's framing of the world
+  (its whole frame), and how far the crop centre sits from the pivot, for FFHQ's 2D box and for
+  the ``world`` framing (:func:`persona.preprocess.crop.framed_boxes`);
 * the landmark bound: every landmark triangulated with the TRUE cameras (perspective, EG3D's
   intrinsics), then each frame's pose re-fitted by perspective PnP to that shape. It is what a
   perfect shape estimate could give from these 2D landmarks; when it is far from the truth, the
@@ -92,10 +96,14 @@ def measure_points(points: np.ndarray, truth: np.ndarray, resolution: int, **fit
 
     boxes = crop.smooth_boxes(crop.ffhq_boxes(points))
     fit = camera.fit(crop.to_crop(points, boxes), **fit_kw)
+    framed = crop.smooth_boxes(crop.framed_boxes(boxes, fit, crop.WORLD_PIVOT_REL, crop.WORLD_SIDE_REL))
     uv = np.asarray(points, np.float64)[..., :2] / resolution
     world, dist = triangulate(uv, truth)
-    return {"fit": summarise(fit.labels, truth), "bound": summarise(pnp_labels(world, uv), truth),
-            "tri_px": float(dist.mean() * resolution)}
+    motion = camera.fit(crop.to_crop(points, boxes), **{**fit_kw, "depth": "motion"})
+    return {"fit": summarise(fit.labels, truth), "motion": summarise(motion.labels, truth),
+            "bound": summarise(pnp_labels(world, uv), truth),
+            "tri_px": float(dist.mean() * resolution), "framing_ffhq": framing_error(boxes, resolution),
+            "framing_world": framing_error(framed, resolution)}
 
 
 def _line(name: str, s: dict) -> str:
@@ -129,8 +137,50 @@ def main(argv: list[str]) -> int:
         print(f"identity {ident} ({args.frames} frames, {args.resolution} px; landmarks vs true-camera shape "
               f"{r['tri_px']:.2f} px); rotation error in degrees, est = slope x true + offset:")
         print(_line("fit", r["fit"]))
+        print(_line("motion", r["motion"]))
         print(_line("bound", r["bound"]))
+        for name in ("ffhq", "world"):
+            fr = r[f"framing_{name}"]
+            print(f"  framing {name:5s}: head {fr['size'][0]:.3f}x EG3D's size (min {fr['size'][1]:.3f}, max "
+                  f"{fr['size'][2]:.3f}); crop centre {fr['offset'][0]:.3f} crop widths from the pivot (max {fr['offset'][1]:.3f})")
     if fits:
         print(f"all: mean {np.mean([f['mean'] for f in fits]):.2f}, max {max(f['max'] for f in fits):.2f} "
               f"(issue #15 target: mean <= 3, max <= 8)")
     return 0
+
+
+def framing_equations(points: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For a clip of the synthetic world (its cameras look at the pivot from the frame centre, and
+    the whole frame is EG3D's framing): the linear equations ``a @ pivot_rel = b`` ([2N,3], [2N])
+    that put the pivot of :func:`persona.preprocess.crop.framed_boxes` at the true pivot, and the
+    per-frame ``side_rel`` [N] that would make the box the whole frame."""
+    from persona.preprocess import crop
+
+    boxes = crop.smooth_boxes(crop.ffhq_boxes(points))
+    fit = camera.fit(crop.to_crop(points, boxes))
+    iod = float(np.linalg.norm(fit.shape[crop.EYE_CORNERS[1]] - fit.shape[crop.EYE_CORNERS[0]]))
+    anchor = fit.shape[list(crop.FRAME_ANCHOR)].mean(0)
+    target = (resolution / 2 - boxes[:, :2]) / boxes[:, 2:3] + 0.5
+    a = (fit.scales * iod)[:, None, None] * fit.rotations[:, :2, :]
+    b = target - camera.project(fit, anchor)
+    return a.reshape(-1, 3), b.reshape(-1), resolution / boxes[:, 2] / (iod * fit.scales)
+
+
+def calibrate_framing(clips: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, float]:
+    """``pivot_rel`` [3] and ``side_rel`` of the world's framing from clips [(points [N,478,3]
+    source pixels, resolution)] by least squares / median (see :func:`framing_equations`)."""
+    eqs = [framing_equations(p, r) for p, r in clips]
+    a, b = np.concatenate([e[0] for e in eqs]), np.concatenate([e[1] for e in eqs])
+    return np.linalg.lstsq(a, b, rcond=None)[0], float(np.median(np.concatenate([e[2] for e in eqs])))
+
+
+def framing_error(boxes: np.ndarray, resolution: int) -> dict:
+    """How boxes [N,3] (source pixels) of a synthetic-world clip differ from EG3D's framing (the
+    whole frame): ``size`` = frame side / box side (how much larger the head shows in the crop;
+    median, min, max) and ``offset`` the box centre's distance from the frame centre in box sides
+    (median, max)."""
+    b = np.asarray(boxes, np.float64)
+    ratio = resolution / b[:, 2]
+    off = np.linalg.norm(b[:, :2] - resolution / 2, axis=1) / b[:, 2]
+    return {"size": (float(np.median(ratio)), float(ratio.min()), float(ratio.max())),
+            "offset": (float(np.median(off)), float(off.max()))}

@@ -1,29 +1,35 @@
-"""EG3D cameras from landmarks: a rigid fit to a per-video canonical face, refined, smoothed.
+"""EG3D cameras from landmarks: a rigid fit to a per-video canonical face, smoothed.
 
 Plain PnP against a fixed canonical face (e.g. mediapipe's) carries that face's depth errors
 into the angles (measured: ~4-5 deg mean, pitch under- and yaw over-estimated). Here the face
-shape is estimated per video, from the video:
+shape is estimated per video, from the video, with its depth taken from one of two sources:
 
-1. mediapipe's per-frame 3D landmarks are aligned (generalised Procrustes); the points that move
-   least (forehead, nose, eye corners, cheeks - not lips, jaw or lids) form the rigid set.
-2. Structure from motion under scaled orthography (crop coordinates, fixed intrinsics): poses
-   and the rigid 3D shape are re-estimated alternately from the 2D landmarks only
-   (:func:`structure_from_motion`), the shape pulled weakly (``reg``) toward mediapipe's: weakly
-   enough that head turns over the video fix the depth that one image cannot (from a prior
-   with 60 % of the true depth it converges to the true poses; ``reg`` 0.05 stayed 4° off).
-3. The head frame is anatomical and the same for every video: x from the face's left-right
+* ``depth="landmarks"`` (default): every frame's 3D landmarks (mediapipe's x, y and its depth z)
+  are aligned (generalised Procrustes, all 478 points); their mean is the canonical face and
+  each frame's rotation is its similarity to it.
+* ``depth="motion"``: the depth from how the 2D points move. The least-moving points
+  (forehead, nose, eye corners, cheeks) form the rigid set; structure from motion under scaled
+  orthography (:func:`structure_from_motion`) re-estimates poses and the rigid shape
+  alternately from the 2D landmarks only, the shape pulled weakly (``reg``) toward mediapipe's.
+  From a prior with 60 % of the true depth it converges to the true poses on exact points.
+
+Then:
+
+1. The head frame is anatomical and the same for every video: x from the face's left-right
    mirror pairs (eyes, brows, mouth corners, cheeks), y down from the eyes to the mouth corners,
    z = x × y, then pitched by :data:`PITCH_OFFSET_DEG` (the eyes-mouth line leans forward at
    the mouth; the angle is mediapipe's canonical face's). Without it every camera sat 4-7 deg
    low in pitch on the synthetic sweep.
-4. Camera = EG3D's convention (persona.cameras): looking at ``PIVOT`` from ``RADIUS``, fx = fy =
+2. Camera = EG3D's convention (persona.cameras): looking at ``PIVOT`` from ``RADIUS``, fx = fy =
    4.2647, cx = cy = 0.5 (the crop provides the framing). Rotations are smoothed over time.
 
-Accuracy (``python -m persona bench cameras``, the synthetic world's ±30° yaw / ±20° pitch sweep):
-mean error ~7°, the limit being the landmarks themselves: mediapipe's 2D points on the synthetic
-heads move as if yaw were ~1.1-1.2x and pitch ~0.65x the truth, so even the pose fit to the shape
-triangulated with the TRUE cameras errs 5-6° on average. The solver recovers known poses from
-exact projections (tests/test_preprocess_camera.py).
+Accuracy (``python -m persona bench cameras``, the synthetic world's ±30° yaw / ±20° pitch
+sweep, identities 1-3): mean error 5.5 / 6.8 / 5.5° with ``landmarks``, 7.1 / 7.6 / 6.7° with
+``motion`` (the default was chosen on held-out clips, identities 4-6 at ±20° / ±10°: 5.0 / 3.1 /
+4.1° vs 8.6 / 5.7 / 5.3°). The limit is the landmarks themselves: mediapipe's 2D points on the
+synthetic heads move as if yaw were ~1.1-1.2x and pitch ~0.65x the truth, so even the pose fit
+to the shape triangulated with the TRUE cameras errs 5-6° on average. The solvers recover known
+poses from exact projections (tests/test_preprocess_camera.py).
 
 Landmark input: crop coordinates [N,478,3] (x, y in [0,1] inside the crop, z in x's unit,
 larger = farther), i.e. OpenCV camera axes.
@@ -56,8 +62,10 @@ _G = np.diag([1.0, -1.0, -1.0])
 class CameraFit:
     """``labels`` [N,25] EG3D labels; ``rotations`` [N,3,3] head-to-camera (OpenCV axes);
     ``scales`` [N]; ``shape`` [478,3] canonical face in the head frame (x right, y down, z away
-    from the viewer of a frontal face); ``rigid`` indices used for the poses; ``rms`` [N] 2D
-    residual of the rigid points (crop units)."""
+    from the viewer of a frontal face; origin the rigid points' centroid, unit: their RMS radius
+    times the shape's gauge, see :func:`project`); ``rigid`` indices used for the poses; ``rms``
+    [N] 2D residual of the rigid points (crop units); ``centres`` [N,2] the rigid points' 2D
+    centroid per frame (crop units)."""
 
     labels: np.ndarray
     rotations: np.ndarray
@@ -65,6 +73,13 @@ class CameraFit:
     shape: np.ndarray
     rigid: np.ndarray
     rms: np.ndarray
+    centres: np.ndarray
+
+
+def project(fit: CameraFit, point: np.ndarray) -> np.ndarray:
+    """Where a head-frame point [3] (the units of ``fit.shape``) projects in every frame: [N,2]
+    crop coordinates (the fit's scaled orthography: centre + scale * (rotation @ point)[:2])."""
+    return fit.centres + fit.scales[:, None] * (fit.rotations @ np.asarray(point, np.float64))[:, :2]
 
 
 def _similarity(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
@@ -178,13 +193,32 @@ def labels_from_rotations(head_to_camera: np.ndarray) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
+DEPTHS = ("landmarks", "motion")
+
+
 def fit(points: np.ndarray, iterations: int = 15, reg: float = 1e-3, rigid_fraction: float = 0.4,
-        smooth_sigma: float = 1.0, pitch_offset_deg: float = PITCH_OFFSET_DEG) -> CameraFit:
-    """Cameras of every frame from crop-coordinate landmarks [N,478,3] (see the module doc)."""
+        smooth_sigma: float = 1.0, pitch_offset_deg: float = PITCH_OFFSET_DEG, depth: str = "landmarks") -> CameraFit:
+    """Cameras of every frame from crop-coordinate landmarks [N,478,3] (see the module doc).
+
+    ``depth="landmarks"`` (default): every frame's 3D landmarks (mediapipe's depth included) are
+    aligned by a similarity to their generalised-Procrustes mean, the canonical face.
+    ``depth="motion"``: the face's depth from the 2D motion alone (:func:`structure_from_motion`
+    on the least-moving landmarks, pulled weakly to mediapipe's depth)."""
+    if depth not in DEPTHS:
+        raise ValueError(f"camera.fit: depth {depth!r}; expected one of {DEPTHS}")
     pts = np.asarray(points, np.float64)
     n = len(pts)
     centred = pts - pts.mean(1, keepdims=True)
     mean3d, aligned = _generalised_procrustes(centred)
+    if depth == "landmarks":
+        rs = [_similarity(mean3d, c) for c in centred]
+        rots, scales = np.stack([r for r, _ in rs]), np.array([s for _, s in rs])
+        q = head_frame(mean3d, pitch_offset_deg)
+        head_to_cam = smooth_rotations(rots @ q, smooth_sigma)
+        pred = scales[:, None, None] * (mean3d[None] @ rots[:, :2].transpose(0, 2, 1))
+        rms = np.sqrt(((centred[..., :2] - pred) ** 2).sum(-1).mean(1))
+        return CameraFit(labels_from_rotations(head_to_cam), head_to_cam, scales, mean3d @ q, np.arange(pts.shape[1]),
+                         rms, pts[:, :, :2].mean(1))
     spread = np.sqrt(((aligned - mean3d) ** 2).sum(-1).mean(0))
     rigid = np.sort(np.argsort(spread)[: max(24, int(rigid_fraction * pts.shape[1]))])
     # 3D prior shape (mediapipe's depth), centred on the rigid set
@@ -200,7 +234,7 @@ def fit(points: np.ndarray, iterations: int = 15, reg: float = 1e-3, rigid_fract
     q = head_frame(full, pitch_offset_deg)
     head_to_cam = smooth_rotations(rots @ q, smooth_sigma)
     canonical = (full - full[rigid].mean(0)) @ q
-    return CameraFit(labels_from_rotations(head_to_cam), head_to_cam, scales, canonical, rigid, rms)
+    return CameraFit(labels_from_rotations(head_to_cam), head_to_cam, scales, canonical, rigid, rms, t2d[:, 0])
 
 
 def rotation_error_deg(labels_a: np.ndarray, labels_b: np.ndarray) -> np.ndarray:

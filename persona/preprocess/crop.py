@@ -84,3 +84,39 @@ def mouth_boxes(crop_points: np.ndarray, margin: float = 0.25) -> np.ndarray:
     lo, hi = lips.min(1), lips.max(1)
     pad = margin * (hi - lo).max(1, keepdims=True)
     return np.concatenate([lo - pad, hi + pad], 1).clip(0, 1).astype(np.float32)
+
+
+# The face points that anchor EG3D's framing in the head frame (outer eye corners, mouth corners;
+# FFHQ's crop uses the same four) and the unit (outer-eye-corner distance).
+FRAME_ANCHOR = (33, 263, 61, 291)
+EYE_CORNERS = (33, 263)
+
+
+def framed_boxes(boxes: np.ndarray, fit, pivot_rel: np.ndarray, side_rel: float) -> np.ndarray:
+    """3D-aware boxes [N,3] (source pixels), as EG3D's own preprocessing frames a face from its 3D
+    fit: the box centre where the head's pivot projects and the side proportional to the head's
+    projected size, whatever the pose (FFHQ's 2D box shrinks with yaw and pitch and drifts off the
+    pivot). ``boxes`` [N,3]: the boxes the landmarks of ``fit`` (a :class:`camera.CameraFit`) are
+    in; the pivot is ``anchor + iod * pivot_rel`` in the head frame and the side ``side_rel *
+    iod`` (anchor: the mean of :data:`FRAME_ANCHOR`, iod: the outer-eye-corner distance of
+    ``fit.shape``). Not smoothed."""
+    from persona.preprocess.camera import project
+
+    shape = fit.shape
+    iod = float(np.linalg.norm(shape[EYE_CORNERS[1]] - shape[EYE_CORNERS[0]]))
+    pivot = shape[list(FRAME_ANCHOR)].mean(0) + iod * np.asarray(pivot_rel, np.float64)
+    b = np.asarray(boxes, np.float64)
+    out = np.empty_like(b)
+    out[:, :2] = b[:, :2] + (project(fit, pivot) - 0.5) * b[:, 2:3]
+    out[:, 2] = b[:, 2] * side_rel * iod * fit.scales
+    return out
+
+
+FRAMINGS = ("world", "ffhq")
+# The synthetic world's framing (its renders are EG3D's framing of the prior's world: cameras at
+# radius 2.7 looking at the pivot, focal 4.2647) for framed_boxes: measured by
+# persona.preprocess.accuracy.calibrate_framing on held-out clips (identities 4-6, a +-20 deg yaw /
+# +-10 deg pitch sweep, 100 frames at 256 px), not on the +-30 / +-20 deg sweeps of identities
+# 1-3 that `bench cameras` and the tests score.
+WORLD_PIVOT_REL = np.array([0.0, -0.197, -0.217])  # x left, y down, z away from the viewer, in eye-corner distances
+WORLD_SIDE_REL = 3.347  # crop side in eye-corner distances

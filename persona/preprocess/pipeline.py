@@ -6,12 +6,15 @@ order, its ``aud.wav`` / ``aud.npy``). DIR gets what ``persona train --data DIR`
     transforms_{train,val,test}.json   NerFACE layout (+ fps, num_frames; per frame frame_index,
                                        camera_label (EG3D), mouth_box); ``expression`` = the
                                        landmark code of persona.preprocess.expression
-    images/NNNNN.jpg                   FFHQ-style crops at --size (NNNNN = frame number; JPEG
-                                       quality 95, or lossless PNG with --png)
+    images/NNNNN.jpg                   crops at --size (NNNNN = frame number; JPEG quality 95, or
+                                       lossless PNG with --png), framed as the prior's world frames
+                                       a head (--framing world: the pivot at the centre, from the 3D
+                                       fit) or by FFHQ's 2D box (--framing ffhq)
     aud.wav, aud.npy [N,16,29]         16 kHz mono audio and its 25 fps windows (if audio)
     bg/background.jpg                  background plate (selfie segmentation, median, inpainted)
     dataset.json                       EG3D labels of every written frame
     landmarks.npy [N,478,3]            mediapipe landmarks in crop coordinates
+    boxes.npy [N,3]                    crop boxes (centre x, y, side) in source pixels
     quicklook.png                      landmarks, crop boxes, camera axes, pose trajectory
     quicklook.mp4                      every crop with that overlay (--quicklook-video)
     preprocess.json                    what was done (source, counts, dropped frames, versions)
@@ -135,7 +138,7 @@ def _tqdm(total: int, desc: str, enabled: bool):
 def preprocess(input_path: str | Path, out: str | Path, size: int = 512, fps: float = 25.0,
                max_frames: int | None = None, missing: str = "drop", test_fraction: float = 0.1,
                force: bool = False, progress: bool = True, quicklook: bool = True, image_format: str = "jpg",
-               quicklook_video: bool = False) -> Path:
+               quicklook_video: bool = False, framing: str = "world") -> Path:
     """Run the whole preprocessing (see the module doc); returns ``out``."""
     out = Path(out)
     if not 16 <= size <= 4096:
@@ -152,6 +155,8 @@ def preprocess(input_path: str | Path, out: str | Path, size: int = 512, fps: fl
         raise PersonaInputError(f"--test-fraction {test_fraction}: expected a fraction in (0, 1)")
     if missing not in ("drop", "interpolate"):
         raise PersonaInputError(f"--missing {missing!r}: expected 'drop' or 'interpolate'")
+    if framing not in crop.FRAMINGS:
+        raise PersonaInputError(f"--framing {framing!r}: expected one of {', '.join(crop.FRAMINGS)}")
     _replaceable(out, force)
     src = resolve(input_path)
     info = src.info
@@ -188,8 +193,10 @@ def preprocess(input_path: str | Path, out: str | Path, size: int = 512, fps: fl
 
     # framing, cameras, expressions
     boxes = crop.smooth_boxes(crop.ffhq_boxes(points))
+    fit = camera.fit(crop.to_crop(points, boxes))
+    if framing == "world":  # re-framed from the 3D fit; the rotations hold (the fit is similarity-invariant in 2D)
+        boxes = crop.smooth_boxes(crop.framed_boxes(boxes, fit, crop.WORLD_PIVOT_REL, crop.WORLD_SIDE_REL))
     crop_pts = crop.to_crop(points, boxes)
-    fit = camera.fit(crop_pts)
     codes = expression.codes(crop_pts, fit.rotations)
     mouths = crop.mouth_boxes(crop_pts)
 
@@ -211,6 +218,7 @@ def preprocess(input_path: str | Path, out: str | Path, size: int = 512, fps: fl
         _write_splits(tmp, names, keep, fit.labels, codes, mouths, size, fps, n_total, test_fraction)
         formats.write_eg3d_dataset(tmp, list(zip(names, fit.labels)))
         np.save(tmp / "landmarks.npy", crop_pts.astype(np.float32), allow_pickle=False)
+        np.save(tmp / "boxes.npy", boxes.astype(np.float32), allow_pickle=False)
         if quicklook:
             from persona.preprocess import quicklook as ql
 
@@ -221,7 +229,7 @@ def preprocess(input_path: str | Path, out: str | Path, size: int = 512, fps: fl
             ql.save_video(tmp / "quicklook.mp4", tmp, names, crop_pts, fit.labels, fps)
         formats.write_json(tmp / MARKER, {
             "source": str(info.path), "kind": info.kind, "source_size": list(info.size), "source_fps": info.fps,
-            "fps": fps, "size": size, "frames_decoded": n_total, "frames_written": len(keep),
+            "fps": fps, "size": size, "framing": framing, "frames_decoded": n_total, "frames_written": len(keep),
             "dropped_no_face": [int(i) for i in tracks.missing] if missing == "drop" else [],
             "interpolated_no_face": [int(i) for i in tracks.missing] if missing == "interpolate" else [],
             "several_faces": tracks.crowded, "audio": has_audio, "background_inpainted_fraction": round(hole, 4),
@@ -279,6 +287,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
     p.add_argument("--missing", default="drop", choices=("drop", "interpolate"),
                    help="frames without a face: drop them or interpolate their landmarks")
+    p.add_argument("--framing", default="world", choices=crop.FRAMINGS,
+                   help="crop framing: 'world' (default) the prior's own, from the 3D head fit (the pivot at the crop "
+                        "centre, the head at the prior's size); 'ffhq' FFHQ's 2D box from eyes and mouth")
     p.add_argument("--test-fraction", type=float, default=0.1, help="last part of the clip kept for test")
     p.add_argument("--quicklook-video", action="store_true", help="also write quicklook.mp4: every crop with its landmarks and camera axes")
     p.add_argument("--png", action="store_true", help="write lossless PNG crops (default: JPEG quality 95, ~20x faster)")
@@ -289,7 +300,7 @@ def main(argv: list[str]) -> int:
         warnings.simplefilter("ignore", UserWarning)
         out = preprocess(args.input, args.out, args.size, args.fps, args.max_frames, args.missing, args.test_fraction,
                          args.force, progress=not args.no_progress, image_format="png" if args.png else "jpg",
-                         quicklook_video=args.quicklook_video)
+                         quicklook_video=args.quicklook_video, framing=args.framing)
     n = len(formats.read_eg3d_dataset(out))
     print(f"wrote {out}: {n} frames at {args.size} px, {args.fps:g} fps; check {out / 'quicklook.png'}")
     return 0
