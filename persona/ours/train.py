@@ -132,10 +132,11 @@ class TrainConfig:
     ``rgb_init = 'he'`` (:class:`persona.ours.encoders.RGBEncoder`) starts persona's RGB encoder
     seeing the frames (at PyTorch's default init its coefficients vary over frames by 0.1 % of their
     size); trained (id00, this recipe + ``grad_clip`` 0.2), its coefficients still do not follow the
-    mouth: 99.4 % of their variance over training frames is explained linearly by the camera pose,
-    4.7 % by the mouth opening; on the frontal test clip they vary by 4e-4 (the mouth is in that
-    variation, probe r 0.86-0.94, at a scale that moves nothing: following -0.01). The encoder spends
-    itself on the head pose, which the camera already gives the generator. An option, off by default.
+    mouth: 99 % of their variance over training frames is explained linearly by the camera pose,
+    4-5 % by the mouth opening (steps 416 and 725); on the frontal test clip they vary by 4e-4 (the
+    mouth is in that variation, probe r 0.76-0.94, at a scale that moves nothing: following -0.15,
+    opening amplitude 0.02x at step 725 of 725, as with PyTorch's init). The encoder spends itself on
+    the head pose, which the camera already gives the generator. An option, off by default.
     """
 
     profile: str = "default"
