@@ -10,6 +10,8 @@ look at the mouth:
   the summed absolute luminance deviation from the box's median (teeth are brighter, the cavity
   darker than the lips and skin that fill a closed mouth's box), in a box that depends on the
   camera only (:func:`opening_box`), so that the box itself never carries the expression.
+- :func:`retrieval_ceiling`: mouth PSNR of predicting each test frame by the mean of the training
+  frames nearest in a key (audio windows, the true mouth opening): what a signal tells, no generator.
 - :func:`following_score`: the Pearson correlation over a clip between a method's and the ground
   truth's mouth opening (1 for the ground truth itself, 0 for a frozen frame).
 - :func:`frontal_clip`: the clip the following score runs on: a split's driving signals
@@ -106,6 +108,29 @@ def static_floor(train_ds: Any, test_ds: Any, max_frames: int | None = None) -> 
     from persona.evaluate import static_floor as floor
 
     return floor(train_ds, test_ds, max_frames)[["index", "psnr", "psnr_mouth"]].reset_index(drop=True)
+
+
+def retrieval_ceiling(train_images: torch.Tensor, train_keys: torch.Tensor, test_images: torch.Tensor, test_keys: torch.Tensor,
+                      boxes: torch.Tensor, k: int = 20) -> float:
+    """Mouth-box PSNR (dB, mean over test frames) of a retrieval oracle: each test frame predicted by
+    the mean of the ``k`` training frames whose keys are nearest (Euclidean). No generator is
+    involved, so it measures what a signal tells about the mouth: with audio windows as keys, a
+    rough ceiling for an L2-trained audio-driven model (which renders the mean face given the
+    audio); with the true mouth opening, one for a perfectly informed one. Compare with
+    :func:`static_floor` (issue #20: on the default audio videos, audio keys k = 20 +1.0-1.7 dB over
+    the floor, the world's mouth opening k = 5 +2.3-4.1 dB).
+
+    train_images [N,3,H,W], test_images [T,3,H,W] in [-1,1]; train_keys [N,D], test_keys [T,D];
+    boxes [T,4] (the test frames' mouth boxes)."""
+    train_keys, test_keys = torch.as_tensor(train_keys).float().flatten(1), torch.as_tensor(test_keys).float().flatten(1)
+    if len(train_keys) != len(train_images) or len(test_keys) != len(test_images) or train_keys.shape[1] != test_keys.shape[1]:
+        raise PersonaInputError(f"retrieval_ceiling: keys [N,D]/[T,D] matching the images expected, got {list(train_keys.shape)} "
+                                f"for {len(train_images)} and {list(test_keys.shape)} for {len(test_images)} frames")
+    if not 1 <= k <= len(train_images):
+        raise PersonaInputError(f"retrieval_ceiling: k={k}; expected 1 <= k <= {len(train_images)} training frames")
+    nearest = torch.cdist(test_keys, train_keys).topk(k, largest=False).indices  # [T,k]
+    pred = torch.as_tensor(train_images).float()[nearest].mean(1)
+    return float(metrics.psnr(pred, torch.as_tensor(test_images).float(), boxes).mean())
 
 
 # --------------------------------------------------------------------------------------------

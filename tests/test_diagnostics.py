@@ -148,3 +148,18 @@ def test_default_recipe_moves_the_subspace_where_release_settings_leave_it_rando
             error[name] = float(((model(batch, frames.camera)["image"] - frames.image) ** 2).mean())
     assert overlap["release"] > 0.99 and overlap["default"] < 0.95, overlap
     assert error["default"] < error["release"], error
+
+
+def test_retrieval_ceiling_rewards_an_informative_key():
+    # frames whose mouth box brightness is the key: retrieving by the key beats retrieving by noise
+    g = torch.Generator().manual_seed(0)
+    level = torch.rand(40, generator=g)
+    images = torch.zeros(40, 3, 8, 8)
+    images[:, :, 4:6, 2:6] = level.view(-1, 1, 1, 1) * 2 - 1
+    boxes = torch.tensor([0.25, 0.5, 0.75, 0.75]).expand(10, 4)
+    good = D.retrieval_ceiling(images[:30], level[:30, None], images[30:], level[30:, None], boxes, k=1)
+    noise = torch.rand(40, 1, generator=g)
+    bad = D.retrieval_ceiling(images[:30], noise[:30], images[30:], noise[30:], boxes, k=1)
+    assert good > bad + 10, (good, bad)
+    with pytest.raises(PersonaInputError, match="k="):
+        D.retrieval_ceiling(images[:30], level[:30, None], images[30:], level[30:, None], boxes, k=31)

@@ -40,14 +40,15 @@ class PersonalizedPrior(nn.Module):
 
     ``rgb_encoder``: ``persona`` (:class:`RGBEncoder`, at ``resolution``) or ``release``
     (:class:`persona.release_encoder.ReleaseRGBEncoder` at ``rgb_encoder_resolution``, 256 in
-    the release). ``audio_att_dims``, ``audio_init``, ``audio_att_init``: see :class:`AudioEncoder`.
+    the release). ``rgb_init``: see :class:`RGBEncoder` (persona's only). ``audio_att_dims``,
+    ``audio_init``, ``audio_att_init``: see :class:`AudioEncoder`.
     """
 
     def __init__(self, G: nn.Module, modality: str, k: int = 50, ortho: str = "qr", offset_init: str = "w_avg", resolution: int = 64,
                  rgb_base_channels: int = 32, rgb_max_channels: int = 512, rgb_feature_dim: int = 512, rgb_head_layers: int = 4,
                  mlp_hidden: int = 512, mlp_layers: int = 6, rgb_encoder: str = "persona", rgb_encoder_resolution: int = 256,
                  audio_att_dims: int | None = None, basis_rows: str = "unit", audio_init: str = "he",
-                 audio_att_init: str = "centre", basis_scale: float = 1.0, basis_init: str = "randn"):
+                 audio_att_init: str = "centre", basis_scale: float = 1.0, basis_init: str = "randn", rgb_init: str = "torch"):
         super().__init__()
         if modality not in MODALITIES:
             raise ValueError(f"PersonalizedPrior: modality={modality!r}; expected one of {MODALITIES}")
@@ -68,7 +69,7 @@ class PersonalizedPrior(nn.Module):
 
             self.encoder: nn.Module = ReleaseRGBEncoder(k, rgb_encoder_resolution, rgb_feature_dim)
         elif modality == "rgb":
-            self.encoder = RGBEncoder(k, resolution, rgb_base_channels, rgb_max_channels, rgb_feature_dim, rgb_head_layers)
+            self.encoder = RGBEncoder(k, resolution, rgb_base_channels, rgb_max_channels, rgb_feature_dim, rgb_head_layers, init=rgb_init)
         elif modality == "3dmm":
             self.encoder = ExpressionEncoder(k, EXPRESSION_DIM, mlp_hidden, mlp_layers)
         else:
