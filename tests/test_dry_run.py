@@ -88,6 +88,9 @@ def test_new_neutral_fields_at_their_old_values_leave_cached_run_keys_unchanged(
         config = _config(method, "default")
         assert set(key_config(config)) == set(asdict(config)) - set(KEY_NEUTRAL_DEFAULTS)
     assert key_config(_config("nha", "paper"))["num_workers"] == 8
+    from dataclasses import replace
+
+    assert key_config(replace(_config("ours", "default"), rgb_init="he"))["rgb_init"] == "he"  # a new behaviour: a new run
 
 
 class _Frames(Dataset):
