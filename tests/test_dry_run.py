@@ -114,3 +114,16 @@ def test_stack_samples_and_prefetched_batches_with_workers_equal_those_without()
     batches = [[4, 0], [2, 2], [1, 3]]
     streamed = list(prefetched(_Frames(), iter(batches), ("image", "index", "audio"), num_workers=2))
     assert [b["index"].tolist() for b in streamed] == batches and "audio" not in streamed[0]
+
+
+def test_ours_streams_batches_through_workers_when_not_preloaded():
+    import torch
+
+    from persona.ours.train import FrameSource
+
+    positions = [torch.tensor([3, 1]), torch.tensor([0, 4])]
+    streamed = FrameSource(_Frames(), preload=False, num_workers=1).stream(iter(positions))
+    plain = FrameSource(_Frames(), preload=False)
+    assert plain.stream(iter(positions)) is None and FrameSource(_Frames(), num_workers=1).stream(iter(positions)) is None
+    for p, batch in zip(positions, streamed):
+        assert torch.equal(batch["image"], plain.batch(p)["image"]) and batch["index"].tolist() == p.tolist()
