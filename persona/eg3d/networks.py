@@ -77,15 +77,38 @@ def conv2d_up2(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor, groups: i
     pad = kw // 2
     p0 = pad + (fk + 1) // 2 - (kw - 1)
     p1 = pad + (fk - 2) // 2 - (kw - 2)
-    if groups == 1:
-        w = weight.transpose(0, 1)
+    if groups == 1 and (kh, kw) == (3, 3) and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
+        x = _conv_transpose3x3_s2_phases(x, weight)  # inference: ~1.2x faster on the CPU, same values
+    elif groups == 1:
+        x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
     else:
         w = weight.reshape(groups, out_ch // groups, in_per_group, kh, kw).transpose(1, 2)
         w = w.reshape(groups * in_per_group, out_ch // groups, kh, kw)
-    x = F.conv_transpose2d(x, w, stride=2, groups=groups)
+        x = F.conv_transpose2d(x, w, stride=2, groups=groups)
     if p0 == p1 >= 0:  # the 3x3 / 4-tap case: the FIR pads itself (no padded copy of the largest tensor)
         return _fir(x, f, gain=4.0, padding=p0)
     return upfirdn2d(x, f, pad=(p0, p1, p0, p1), gain=4.0)
+
+
+def _conv_transpose3x3_s2_phases(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``conv_transpose2d(x, weight.transpose(0, 1), stride=2)`` for a 3x3 weight [O,I,3,3] as four
+    ordinary convolutions, one per output phase (even/odd row x even/odd column: 2x2, 2x1, 1x2
+    and 1x1 taps), written into the interleaved output: [B,I,H,W] -> [B,O,2H+1,2W+1]. Same
+    multiply-adds as the transposed convolution, in oneDNN's faster forward kernels (used without
+    autograd: its backward through the strided writes is slower)."""
+    batch, _, h, w = x.shape
+    k = _like_input(weight, x)
+    ee = F.conv2d(x, _like_input(k[:, :, 0::2, 0::2].flip([2, 3]), x), padding=1)
+    eo = F.conv2d(x, _like_input(k[:, :, 0::2, 1:2].flip([2]), x), padding=(1, 0))
+    oe = F.conv2d(x, _like_input(k[:, :, 1:2, 0::2].flip([3]), x), padding=(0, 1))
+    oo = F.conv2d(x, _like_input(k[:, :, 1:2, 1:2], x))
+    fmt = torch.channels_last if ee.is_contiguous(memory_format=torch.channels_last) and not ee.is_contiguous() else torch.contiguous_format
+    out = torch.empty(batch, ee.shape[1], 2 * h + 1, 2 * w + 1, dtype=ee.dtype, device=ee.device, memory_format=fmt)
+    out[:, :, 0::2, 0::2] = ee
+    out[:, :, 0::2, 1::2] = eo
+    out[:, :, 1::2, 0::2] = oe
+    out[:, :, 1::2, 1::2] = oo
+    return out
 
 
 def _fir(x: torch.Tensor, f: torch.Tensor, gain: float, padding: int) -> torch.Tensor:
