@@ -291,7 +291,10 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     if styles.shape != (batch, in_ch):
         raise ValueError(f"modulated_conv2d: styles {tuple(styles.shape)}; expected [{batch},{in_ch}]")
     if fused and batch == 1:
-        w = weight * styles.reshape(1, -1, 1, 1)
+        if _like_input(weight, x) is weight:
+            w = weight * styles.reshape(1, -1, 1, 1)
+        else:  # modulate straight into the channels-last layout ([O,k,k,I] in memory): no reordering copy
+            w = (weight.permute(0, 2, 3, 1) * styles.reshape(1, 1, 1, -1)).permute(0, 3, 1, 2)
         if demodulate:
             w = w * (w.square().sum(dim=[1, 2, 3], keepdim=True) + 1e-8).rsqrt()
         w = _like_input(w, x)
