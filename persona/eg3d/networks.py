@@ -14,6 +14,13 @@ Semantics reproduced (written from the paper and the public description, not cop
   image skips upsampled by the same filter (``upfirdn2d`` written as a depthwise convolution);
 - per-layer noise (``random`` | ``const`` | ``none``) and the "skip" architecture (every block adds
   its ToRGB output to the upsampled running image).
+
+CPU speed (issue #16; same values and gradients to float rounding, see tests/test_eg3d_generator.py):
+activations are channels-last on the CPU (oneDNN's fastest layout); bias + lrelu + gain + clamp
+run in place over the convolution's output (:func:`bias_lrelu_`); one sample's modulated conv is a
+plain convolution with the modulated weight even in training; ToRGB is one batched matmul;
+the FIR after the upsampling conv pads itself and the skip upsampling is a depthwise transposed
+convolution (no padded copies); at inference the upsampling conv runs as four phase convolutions.
 """
 
 from __future__ import annotations
