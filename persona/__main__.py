@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("persona.evaluate", "main_eval", "metrics of a trained run on the test split"),
     "diagnose": ("persona.diagnostics", "main", "ours: mouth PSNR vs the static floor and expression following against steps"),
     "bench generator": ("persona.eg3d.bench", "main", "generator speed (ms/image, GFLOP/s)"),
+    "bench official": ("persona.eg3d.bench_official", "main", "ffhq512: persona vs your checkout of the official EG3D code, same weights"),
     "bench methods": ("persona.bench", "main", "every method's ms per training step and per rendered frame, % of matmul peak"),
     "bench budget": ("persona.budget", "main", "calibrate equal budgets: CPU ms per training step of every method -> assets/budget_calibration.json"),
     "bench renderer": ("persona.data.bench", "main", "synthetic renderer frames per second"),

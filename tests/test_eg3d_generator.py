@@ -199,3 +199,25 @@ def test_render_matches_stored_reference():
     for key, value in got.items():
         scale = float(np.abs(stored[key]).max())
         np.testing.assert_allclose(value, stored[key], rtol=1e-4, atol=1e-5 * scale, err_msg=key)
+
+
+def test_fast_paths_equal_the_plain_compositions():
+    """The in-place bias+lrelu(+clamp) and the ToRGB matmul give bias_act's / modulated_conv2d's
+    values and gradients, channels-last or not, with the clamp active."""
+    from persona.eg3d.networks import bias_act, bias_lrelu_, modulated_conv1x1
+
+    torch.manual_seed(0)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        x0 = (torch.randn(2, 5, 6, 6) * 3).contiguous(memory_format=fmt)
+        b0 = torch.randn(5)
+        outs = []
+        for fast in (False, True):
+            x, b = x0.clone().requires_grad_(True), b0.clone().requires_grad_(True)
+            y = bias_lrelu_(x * 1.0, b, clamp=2.0) if fast else bias_act(x, b, "lrelu", gain=2 ** 0.5, clamp=2.0)
+            (y * torch.arange(y.numel()).reshape(y.shape).float().sin()).sum().backward()
+            outs.append((y.detach(), x.grad, b.grad))
+        for a, c in zip(*outs):
+            assert torch.allclose(a, c, atol=1e-5)
+        w, s = torch.randn(3, 5, 1, 1), torch.randn(2, 5)
+        ref = modulated_conv2d(x0, w, s, demodulate=False, fused=False)
+        assert torch.allclose(modulated_conv1x1(x0, w, s), ref, atol=1e-5)

@@ -53,7 +53,10 @@ def sample_planes(planes: torch.Tensor, points: torch.Tensor, box_warp: float) -
     """planes [B,3,C,H,W], points [B,M,3] (world) -> features [B,3,M,C] (bilinear, zero outside the box)."""
     batch, n_planes, channels, h, w = planes.shape
     grid = project_to_planes(points * (2.0 / box_warp)).reshape(batch * n_planes, 1, -1, 2)
-    out = F.grid_sample(planes.reshape(batch * n_planes, channels, h, w), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    flat = planes.reshape(batch * n_planes, channels, h, w)
+    if flat.device.type == "cpu":  # the CPU kernel gathers a point's channels ~2x faster from channels-last planes (same values)
+        flat = flat.contiguous(memory_format=torch.channels_last)
+    out = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out.reshape(batch, n_planes, channels, -1).transpose(2, 3)  # a view: no copy of the largest tensor
 
 

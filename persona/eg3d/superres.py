@@ -35,6 +35,8 @@ class SuperresolutionHybrid(nn.Module):
             size = (self.input_resolution, self.input_resolution)
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=self.antialias)
             rgb = F.interpolate(rgb, size=size, mode="bilinear", align_corners=False, antialias=self.antialias)
+        if x.device.type == "cpu":  # oneDNN convolves channels-last activations fastest
+            x, rgb = x.contiguous(memory_format=torch.channels_last), rgb.contiguous(memory_format=torch.channels_last)
         for idx in range(self.num_blocks):
             x, rgb = getattr(self, f"block{idx}")(x, rgb, ws, noise_mode=self.noise_mode, fused_modconv=fused_modconv)
-        return rgb
+        return rgb.contiguous()

@@ -16,6 +16,22 @@ from .rendering import ray_bundle, render_planes
 from .superres import SuperresolutionHybrid
 
 
+class _PlaneMean(torch.autograd.Function):
+    """Mean over the planes of grid_sample's output [B,3,C,M] -> [B,M,C] (contiguous). The backward
+    writes the gradient straight into grid_sample's layout (one pass; autograd's mean-of-transposes
+    materialises it twice)."""
+
+    @staticmethod
+    def forward(ctx, raw):
+        ctx.planes = raw.shape[1]
+        return raw.mean(1).transpose(1, 2).contiguous()
+
+    @staticmethod
+    def backward(ctx, grad):
+        g = (grad.transpose(1, 2) * (1.0 / ctx.planes)).unsqueeze(1)
+        return g.expand(-1, ctx.planes, -1, -1).contiguous()
+
+
 class OSGDecoder(nn.Module):
     """Tri-plane features [B,3,M,C] -> {'rgb': [B,M,F] in (-0.001, 1.001), 'sigma': [B,M,1]}.
 
@@ -33,7 +49,8 @@ class OSGDecoder(nn.Module):
     def forward(self, sampled_features: torch.Tensor, ray_directions: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         # the mean over the planes in the layout grid_sample produced ([B,3,C,M] when
         # ``sampled_features`` is sample_planes' transposed view): a contiguous reduction
-        x = sampled_features.transpose(2, 3).mean(1).transpose(1, 2)  # [B,M,C]
+        raw = sampled_features.transpose(2, 3)  # [B,3,C,M]
+        x = _PlaneMean.apply(raw) if raw.is_contiguous() else raw.mean(1).transpose(1, 2)  # [B,M,C]
         batch, points, channels = x.shape
         x = self.net(x.reshape(batch * points, channels)).reshape(batch, points, -1)
         return {"rgb": torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001, "sigma": x[..., 0:1]}
