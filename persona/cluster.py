@@ -27,8 +27,9 @@ import json
 import os
 import socket
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 LAUNCHERS = ("slurm", "local")
 
@@ -169,6 +170,28 @@ def train_pool(specs: Sequence[dict[str, Any]], workers: int, progress: bool = T
     return results
 
 
+@contextmanager
+def planning(folder: Path) -> Iterator[None]:
+    """Planning mode (``$PERSONA_PLAN_DIR`` = ``folder``, emptied first: our own planning folder,
+    specs of an earlier plan are stale) for the block, in this process and the ones it starts."""
+    import shutil
+
+    from persona.experiments import PLAN_ENV
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    saved = os.environ.get(PLAN_ENV)
+    os.environ[PLAN_ENV] = str(folder)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(PLAN_ENV, None)
+        else:
+            os.environ[PLAN_ENV] = saved
+
+
 def plan_side_by_side(names: Sequence[str], profile: str, jobs: int, folder: Path,
                       extra: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], list[Any]]:
     """Planning mode for the notebooks ``names``, ``jobs`` at a time, quietly; -> (the job specs
@@ -176,23 +199,10 @@ def plan_side_by_side(names: Sequence[str], profile: str, jobs: int, folder: Pat
     ask for it; the :class:`persona.notebooks.NotebookResult` of those that ran to the end, having
     every run they need: a complete run, its executed copy in ``folder/notebooks``). A notebook
     stopped by something else than a missing run is left to the real run to report."""
-    import shutil
-
     from persona import notebooks
-    from persona.experiments import PLAN_ENV
 
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    saved = os.environ.get(PLAN_ENV)
-    os.environ[PLAN_ENV] = str(folder)  # the notebook processes inherit it
-    try:
+    with planning(folder):  # the notebook processes inherit it
         finished, _ = notebooks.run_parallel(list(names), profile, jobs, extra, quiet=True)
-    finally:
-        if saved is None:
-            os.environ.pop(PLAN_ENV, None)
-        else:
-            os.environ[PLAN_ENV] = saved
     return [s for s in read_specs(folder) if not (Path(s["run"]) / "done.json").is_file()], finished
 
 
@@ -242,29 +252,16 @@ def train_ahead(names: Sequence[str], profile: str, jobs: int, extra: dict[str, 
 
 def plan(profile: str, only: str | None = None, folder: Path | None = None) -> list[dict[str, Any]]:
     """Step 1: run the notebooks in planning mode; -> the job specs of every run not yet done."""
-    import shutil
-
     from persona import notebooks
-    from persona.experiments import PLAN_ENV
 
     folder = Path(folder or plan_dir(profile))
-    if folder.exists():
-        shutil.rmtree(folder)  # our own planning folder: specs of an earlier plan are stale
-    folder.mkdir(parents=True)
-    saved = os.environ.get(PLAN_ENV)
-    os.environ[PLAN_ENV] = str(folder)
-    try:
+    with planning(folder):
         for name in notebooks.resolve(only):
             try:
                 notebooks.run_notebook(name, profile, output_dir=folder / "notebooks", progress=False)
             except notebooks.NotebookFailed as err:
                 if "RunDeferred" not in str(err) and "RunsDeferred" not in str(err):
                     raise
-    finally:
-        if saved is None:
-            os.environ.pop(PLAN_ENV, None)
-        else:
-            os.environ[PLAN_ENV] = saved
     return read_specs(folder)
 
 

@@ -42,10 +42,11 @@ _DEFAULT_MOUTH_BOX = np.array([0.3, 0.6, 0.7, 0.9], np.float32)
 
 
 class _Stack:
-    """collate_fn of :func:`stack_samples` / :func:`prefetched`: samples -> {key: [N,...]} (picklable for workers)."""
+    """collate_fn of :func:`stack_samples` / :func:`prefetched`: samples -> {key: [N,...]} for the
+    keys the samples have (picklable for workers)."""
 
-    def __init__(self, keys: tuple[str, ...], optional: bool):
-        self.keys, self.optional = keys, optional
+    def __init__(self, keys: tuple[str, ...]):
+        self.keys = keys
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return {k: torch.stack([torch.as_tensor(s[k]) for s in samples]) for k in self.keys if k in samples[0]}
@@ -59,15 +60,16 @@ def _worker_samples(dataset: Any, picks: Any, num_workers: int) -> list[dict[str
     return list(loader)
 
 
-def prefetched(dataset: Any, batches: Any, keys: Any, num_workers: int, optional: bool = True) -> Any:
-    """An iterator of stacked batches (as :func:`stack_samples`), one per list of positions in
+def prefetched(dataset: Any, batches: Any, keys: Any, num_workers: int) -> Any:
+    """An iterator of stacked batches (as :func:`stack_samples` with ``optional``: keys the samples
+    lack are left out), one per list of positions in
     ``batches`` (an iterable, read lazily), decoded ahead by ``num_workers`` worker processes:
     a trainer that streams its frames from an image folder (ours at the paper's sizes) reads them
     while it computes. ``num_workers`` must be at least 1 (0: call :func:`stack_samples` per batch)."""
     from torch.utils.data import DataLoader
 
     return iter(DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
-                           collate_fn=_Stack(tuple(keys), optional), persistent_workers=False))
+                           collate_fn=_Stack(tuple(keys)), persistent_workers=False))
 
 
 def stack_samples(dataset: Any, keys: Any, desc: str = "load frames", positions: Any = None,
@@ -93,7 +95,7 @@ def stack_samples(dataset: Any, keys: Any, desc: str = "load frames", positions:
     missing = [k for k in keys if k not in samples[0]]
     if missing and not optional:
         raise PersonaInputError(f"{where}: dataset samples lack {missing}; expected keys {list(keys)}")
-    return {k: torch.stack([torch.as_tensor(s[k]) for s in samples]) for k in keys if k in samples[0]}
+    return _Stack(keys)(samples)
 
 
 def _to_tensor_image(rgb: np.ndarray, resolution: int | None) -> torch.Tensor:

@@ -109,7 +109,7 @@ def _conv_transpose3x3_s2_phases(x: torch.Tensor, weight: torch.Tensor) -> torch
     eo = F.conv2d(x, _like_input(k[:, :, 0::2, 1:2].flip([2]), x), padding=(1, 0))
     oe = F.conv2d(x, _like_input(k[:, :, 1:2, 0::2].flip([3]), x), padding=(0, 1))
     oo = F.conv2d(x, _like_input(k[:, :, 1:2, 1:2], x))
-    fmt = torch.channels_last if ee.is_contiguous(memory_format=torch.channels_last) and not ee.is_contiguous() else torch.contiguous_format
+    fmt = torch.channels_last if _channels_last(ee) else torch.contiguous_format
     out = torch.empty(batch, ee.shape[1], 2 * h + 1, 2 * w + 1, dtype=ee.dtype, device=ee.device, memory_format=fmt)
     out[:, :, 0::2, 0::2] = ee
     out[:, :, 0::2, 1::2] = eo
@@ -122,9 +122,7 @@ def _fir(x: torch.Tensor, f: torch.Tensor, gain: float, padding: int) -> torch.T
     """Depthwise [k,k] filter with symmetric zero padding: [B,C,H,W] -> [B,C,H+2p-k+1,W+2p-k+1]."""
     c = x.shape[1]
     kernel = (f * gain).flip([0, 1]).to(x.dtype)[None, None].expand(c, 1, *f.shape)
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        kernel = kernel.contiguous(memory_format=torch.channels_last)
-    return F.conv2d(x, kernel, padding=padding, groups=c)
+    return F.conv2d(x, _like_input(kernel, x), padding=padding, groups=c)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -173,7 +171,7 @@ class _BiasLreluInplace(torch.autograd.Function):
 
 def _flat_view(x: torch.Tensor) -> torch.Tensor:
     """All elements of a contiguous or channels-last tensor as a 1-D view (no copy), in memory order."""
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+    if _channels_last(x):
         return x.permute(0, 2, 3, 1).reshape(-1)
     return x.reshape(-1)
 
@@ -276,12 +274,15 @@ class MappingNetwork(nn.Module):
         return x
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    """True when ``x`` [B,C,H,W] is laid out channels-last (and not also plainly contiguous)."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
 def _like_input(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """The weight in the input's memory format (oneDNN convolves channels-last data fastest with
     channels-last weights)."""
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return w.contiguous(memory_format=torch.channels_last)
-    return w
+    return w.contiguous(memory_format=torch.channels_last) if _channels_last(x) else w
 
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, noise: torch.Tensor | None = None, up: int = 1,
@@ -339,7 +340,7 @@ def modulated_conv1x1(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tenso
         raise ValueError(f"modulated_conv1x1: x {tuple(x.shape)}, weight {tuple(weight.shape)}, styles {tuple(styles.shape)}; "
                          "expected [B,I,H,W], [O,I,1,1], [B,I]")
     wmod = weight[:, :, 0, 0].unsqueeze(0) * styles.unsqueeze(1)  # [B,O,I]
-    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+    if _channels_last(x):
         y = torch.bmm(x.permute(0, 2, 3, 1).reshape(batch, h * w, in_ch), wmod.transpose(1, 2))  # [B,HW,O]
         return y.reshape(batch, h, w, -1).permute(0, 3, 1, 2)
     return torch.bmm(wmod, x.reshape(batch, in_ch, h * w)).reshape(batch, -1, h, w)

@@ -122,7 +122,9 @@ class TrainConfig:
     the opening (batch 2, 800 steps), reaches test r 0.90 / 0.51 / 0.87 at ``encoder_lr`` 3e-3 and
     0.89 / 0.81 / 0.89 at 1e-3 (medians of 3 seeds), and in the pipeline on id01 ``encoder_lr`` 1e-3
     gave mouth PSNR +0.3 dB over the static floor and following 0.72, against -0.3 dB and 0.67 at
-    3e-3: measured on one identity, so an option (``--set encoder_lr=0.001``), not the default;
+    3e-3 (id00 / id02, same schedule: following -0.09 -> 0.57, -0.08 -> 0.80, mouth PSNR over the
+    floor -1.19 -> -0.51, +0.71 -> +0.14 dB): one seed per identity and tables not yet retrained
+    with it, so an option (``--set encoder_lr=0.001``), not yet the default;
     (2) the mouth is muted (its opening varies 0.2x the truth's): under L2 a predictor that is
     unsure of the mouth renders the mean; (3) the +4 dB target is beyond the audio's information on
     this benchmark: averaging the 20 training frames nearest in audio (the window's 4 central

@@ -158,8 +158,7 @@ def framing_equations(points: np.ndarray, resolution: int) -> tuple[np.ndarray, 
 
     boxes = crop.smooth_boxes(crop.ffhq_boxes(points))
     fit = camera.fit(crop.to_crop(points, boxes))
-    iod = float(np.linalg.norm(fit.shape[crop.EYE_CORNERS[1]] - fit.shape[crop.EYE_CORNERS[0]]))
-    anchor = fit.shape[list(crop.FRAME_ANCHOR)].mean(0)
+    anchor, iod = crop.frame_anchor(fit.shape)
     target = (resolution / 2 - boxes[:, :2]) / boxes[:, 2:3] + 0.5
     a = (fit.scales * iod)[:, None, None] * fit.rotations[:, :2, :]
     b = target - camera.project(fit, anchor)

@@ -92,6 +92,13 @@ FRAME_ANCHOR = (33, 263, 61, 291)
 EYE_CORNERS = (33, 263)
 
 
+def frame_anchor(shape: np.ndarray) -> tuple[np.ndarray, float]:
+    """(anchor [3], iod) of a head-frame face shape [478,3]: the mean of :data:`FRAME_ANCHOR` and
+    the outer-eye-corner distance, the origin and unit of :func:`framed_boxes`' framing."""
+    iod = float(np.linalg.norm(shape[EYE_CORNERS[1]] - shape[EYE_CORNERS[0]]))
+    return shape[list(FRAME_ANCHOR)].mean(0), iod
+
+
 def framed_boxes(boxes: np.ndarray, fit, pivot_rel: np.ndarray, side_rel: float) -> np.ndarray:
     """3D-aware boxes [N,3] (source pixels), as EG3D's own preprocessing frames a face from its 3D
     fit: the box centre where the head's pivot projects and the side proportional to the head's
@@ -102,9 +109,8 @@ def framed_boxes(boxes: np.ndarray, fit, pivot_rel: np.ndarray, side_rel: float)
     ``fit.shape``). Not smoothed."""
     from persona.preprocess.camera import project
 
-    shape = fit.shape
-    iod = float(np.linalg.norm(shape[EYE_CORNERS[1]] - shape[EYE_CORNERS[0]]))
-    pivot = shape[list(FRAME_ANCHOR)].mean(0) + iod * np.asarray(pivot_rel, np.float64)
+    anchor, iod = frame_anchor(fit.shape)
+    pivot = anchor + iod * np.asarray(pivot_rel, np.float64)
     b = np.asarray(boxes, np.float64)
     out = np.empty_like(b)
     out[:, :2] = b[:, :2] + (project(fit, pivot) - 0.5) * b[:, 2:3]
