@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 import torch
@@ -148,31 +147,13 @@ def as_frontal_clip(clip: DrivingClip) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def driving_start(method: Any, image: torch.Tensor) -> Iterator[None]:
-    """While inside: a 2-D method's relative motion starts at ``image`` [3,H,W] (the driving
-    video's first frame, ``set_driving_start``); the method's own start is restored after.
-    Methods without the hook (or with the no-op default) are untouched."""
-    from persona.methods import provides
-
-    if not provides(method, "set_driving_start"):
-        yield
-        return
-    previous = getattr(method, "driving_start", None)
-    method.set_driving_start(image)
-    try:
-        yield
-    finally:
-        method.driving_start = previous
-
-
 @torch.no_grad()
 def render_clip(method: Any, clip: DrivingClip, positions: Sequence[int] | None = None, batch_size: int = 8) -> torch.Tensor:
     """The method's frames of ``clip`` (at ``positions``, all when None) -> [P,3,H,W] in [-1,1].
     Audio methods get their neighbouring windows from B's track
     (:func:`persona.evaluate.with_audio_neighbours`); a 2-D method's relative motion starts at
     the driving video's first frame (:func:`driving_start`)."""
-    from persona.evaluate import render_batch
+    from persona.evaluate import driving_start, render_batch
 
     positions = list(range(len(clip))) if positions is None else list(positions)
     with driving_start(method, clip.conditions["image"][0]):
@@ -220,8 +201,7 @@ def score_method(method: Any, clip: DrivingClip, frontal: DrivingClip, max_frame
         rows = _metric_rows(name, ["gt"] * len(positions), [clip.indices[p] for p in positions], pred, clip.truth[positions],
                             clip.mouth_box[positions], lpips_metric or metrics.LPIPS())
         frame = pd.DataFrame(rows)
-        with driving_start(method, frontal.conditions["image"][0]):
-            follow = expression_following(method, max_frames=max_frames, clip=as_frontal_clip(frontal), truth=frontal.truth)
+        follow = expression_following(method, max_frames=max_frames, clip=as_frontal_clip(frontal), truth=frontal.truth)
     frame["following"], frame["opening_std_ratio"] = follow["following"], follow["opening_std_ratio"]
     if sync:
         for column, value in _sync_columns(frames, clip, scorer).items():

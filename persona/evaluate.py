@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -292,6 +293,24 @@ def static_floor(train_ds: Any, test_ds: Any, max_frames: int | None = None, lpi
                            progress=progress, max_frames=max_frames)
 
 
+@contextmanager
+def driving_start(method: Any, image: torch.Tensor) -> Iterator[None]:
+    """While inside: a 2-D method's relative motion starts at ``image`` [3,H,W] (the driving
+    video's first frame, ``set_driving_start``); the method's own start is restored after.
+    Methods without the hook (or with the no-op default) are untouched."""
+    from persona.methods import provides
+
+    if not provides(method, "set_driving_start"):
+        yield
+        return
+    previous = getattr(method, "driving_start", None)
+    method.set_driving_start(image)
+    try:
+        yield
+    finally:
+        method.driving_start = previous
+
+
 @seeded_evaluation
 def expression_following(method: Any, video: str | Path | None = None, max_frames: int | None = None, split: str = "test",
                          clip: Any | None = None, batch_size: int = 8, truth: torch.Tensor | None = None) -> dict[str, float]:
@@ -326,9 +345,10 @@ def expression_following(method: Any, video: str | Path | None = None, max_frame
     track = {int(i): a.float() for i, a in zip(c["index"].tolist(), c["audio"])}
     picked = {k: v[positions] for k, v in c.items()}
     out = []
-    for s in range(0, len(positions), batch_size):
-        batch = {k: v[s:s + batch_size] for k, v in picked.items()}
-        out.append(torch.as_tensor(method.render(with_audio_neighbours(batch, track), batch["camera"])).float().cpu())
+    with driving_start(method, c["image"][0]):  # a 2-D method's relative motion starts at this clip's first frame
+        for s in range(0, len(positions), batch_size):
+            batch = {k: v[s:s + batch_size] for k, v in picked.items()}
+            out.append(torch.as_tensor(method.render(with_audio_neighbours(batch, track), batch["camera"])).float().cpu())
     target = picked["image"] if truth is None else torch.as_tensor(truth)[positions]
     mine, truth = D.mouth_opening(torch.cat(out), clip.box), D.mouth_opening(target, clip.box)
     control = clip.mouth_open[positions]

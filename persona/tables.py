@@ -165,8 +165,8 @@ STATIC_NOTE = (f"{STATIC_LABEL}: the identity's mean training frame shown for ev
                "as the methods: the floor a method that reenacts must beat, above all in the mouth columns; it renders no "
                "novel view (n/a).")
 MOUTH_NOTE = ("mouth PSNR / mouth SSIM: in each frame's mouth box (the dataset's `mouth_box`; novel views: the box at that "
-              "camera), where a closed mouth against an open one shows; whole-image metrics on a 64-px head mostly "
-              "measure identity and background.")
+              "camera), where a closed mouth against an open one shows; whole-image metrics mostly measure identity, "
+              "head pose and background, a few percent of whose pixels are the mouth.")
 
 
 def following_note(real_data: bool = False) -> str:

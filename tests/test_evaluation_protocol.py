@@ -139,3 +139,30 @@ def test_following_score_is_one_for_a_perfect_follower_and_zero_for_the_static_i
     assert still["following"] == 0.0 and still["following_frames"] == 6
     with pytest.raises(evaluate.PersonaInputError, match=">= 3 scored frames"):
         evaluate.expression_following(Copycat(), clip=clip, max_frames=2)
+
+
+class RelativeMover(Copycat):
+    """A 2-D method in relative mode: it renders the driving frame's change since the driving start
+    (issue #19: FOMM's start was the posed test split's first frame while the following clip drives it)."""
+
+    name = "relative"
+
+    def __init__(self, start):
+        self.driving_start = start
+        self.starts_seen = []
+
+    def set_driving_start(self, image):
+        self.driving_start = image[None] if image.ndim == 3 else image[:1]
+
+    def render(self, conditions, camera):
+        self.starts_seen.append(self.driving_start.clone())
+        return conditions["image"] - self.driving_start + self.driving_start  # moves as the driving video does
+
+
+def test_following_starts_a_relative_method_at_the_clips_first_frame_and_restores_its_own():
+    clip = fake_clip()
+    own = torch.full((1, 3, 16, 16), 0.5)
+    method = RelativeMover(own)
+    evaluate.expression_following(method, clip=clip, max_frames=6)
+    assert method.starts_seen and all(torch.equal(s, clip.conditions["image"][:1]) for s in method.starts_seen)
+    assert torch.equal(method.driving_start, own)  # the test split's start is back for the image metrics

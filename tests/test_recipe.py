@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from persona.ours.train import RGB_RECIPE, clip_gradients, fit_prior, parameter_groups, train_config
+from persona.ours.train import AUDIO_ENCODER_LR, RGB_RECIPE, clip_gradients, fit_prior, parameter_groups, train_config
 from persona.runs import RunDir
 
 from test_train import RES, StandInFrames, make_model, tiny_cfg
@@ -21,6 +21,14 @@ def test_second_round_settings_are_off_by_default_and_the_paper_keeps_its_optimi
     assert (paper.basis_lr, paper.encoder_lr, paper.generator_lr, paper.mouth_weight, paper.grad_clip) == (None, None, None, 0.0, 0.0)
     rgb = train_config("default", modality="rgb")  # RGB keeps the paper's optimiser until a recipe is stable everywhere
     assert all(getattr(rgb, k) == v for k, v in RGB_RECIPE.items())
+
+
+def test_audio_encoder_lr_is_its_own_where_the_profile_deviates_and_a_given_value_wins():
+    assert train_config("default", modality="audio").encoder_lr == AUDIO_ENCODER_LR == 1e-3
+    assert train_config("smoke", modality="audio").encoder_lr == AUDIO_ENCODER_LR
+    assert train_config("default", modality="3dmm").encoder_lr == 3e-3  # 3DMM keeps the recipe's
+    assert train_config("default", modality="audio", encoder_lr=3e-3).encoder_lr == 3e-3
+    assert train_config("paper", modality="audio").encoder_lr is None  # the paper's optimiser: every parameter at lr
 
 
 def test_generator_trains_at_its_own_lr_when_set():
