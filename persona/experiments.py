@@ -212,8 +212,9 @@ class RunsDeferred(RuntimeError):
 # config fields added after runs were cached, with the value that does what the code did before they
 # existed: at that value they are left out of a run's cache key, so adding them kept every cached run
 # valid. How a run reads its frames (DataLoader workers) or splits a batch into passes (NHA) never
-# changes what it learns (up to float rounding); ours' RGB encoder init 'torch' is the old init.
-KEY_NEUTRAL_DEFAULTS: dict[str, Any] = {"num_workers": 0, "max_pixels_per_pass": 1 << 20, "rgb_init": "torch"}
+# changes what it learns (up to float rounding); ours' RGB encoder init 'torch' is the old init, its
+# lr_schedule 'constant' the old constant lr.
+KEY_NEUTRAL_DEFAULTS: dict[str, Any] = {"num_workers": 0, "max_pixels_per_pass": 1 << 20, "rgb_init": "torch", "lr_schedule": "constant"}
 
 
 def key_config(config: Any) -> Any:

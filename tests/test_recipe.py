@@ -68,3 +68,24 @@ def test_training_clips_before_the_step_and_logs_norm_and_coefficient_scale(tmp_
         rows = RunDir(tmp_path / str(clip)).metrics()
         assert all(r["grad_norm"] > 1e-6 and r["alpha_rms"] > 0 for r in rows)  # the norm before clipping
     assert moved[0.0] > 0.03 and moved[1e-12] < 1e-4, moved
+
+
+def test_cosine_schedule_decays_every_group_and_constant_keeps_the_lr(tmp_path):
+    from persona.experiments import key_config
+    from persona.ours.train import lr_factor
+
+    cfg = tiny_cfg(iterations=4, frozen_iterations=1, checkpoint_every=4, lr_schedule="cosine", basis_lr=0.03)
+    assert [round(lr_factor(s, cfg), 4) for s in (1, 3, 5)] == [1.0, 0.5, 0.0]
+    assert lr_factor(3, tiny_cfg(iterations=4)) == 1.0  # constant: the paper's and the release's
+    assert "lr_schedule" not in key_config(train_config("default", modality="3dmm"))  # cached runs keep their keys
+    assert key_config(train_config("default", modality="3dmm", lr_schedule="cosine"))["lr_schedule"] == "cosine"
+    moved = {}
+    for schedule in ("constant", "cosine"):
+        torch.manual_seed(0)
+        c = tiny_cfg(iterations=4, frozen_iterations=1, checkpoint_every=4, lr_schedule=schedule, basis_lr=0.03)
+        model, _ = make_model(c)
+        fit_prior(model, StandInFrames(4, seed=1, teacher=StandInGenerator(res=RES)), RunDir(tmp_path / schedule), c)
+        moved[schedule] = model.basis.offset.detach().clone()
+    assert not torch.equal(moved["constant"], moved["cosine"])
+    with pytest.raises(Exception, match="lr_schedule"):
+        train_config("default", lr_schedule="linear")

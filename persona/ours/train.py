@@ -42,6 +42,7 @@ from persona.profiles import choices, config_for, torch_device, with_dry_run
 from persona.runs import RunDir, isolated_rng, load_tensors, prefixed, restore_training_state, training_state, unprefixed
 
 FRAME_CACHE_BYTES = 2 * 1024**3  # preload a training split into memory when it is smaller than this
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,7 @@ class TrainConfig:
     encoder_lr: float | None = 3e-3  # lr of the encoder (audio: AUDIO_ENCODER_LR); None = lr (paper, release). See the note above.
     generator_lr: float | None = None  # lr of the generator in stage 2; None = lr (paper, release). See the note above.
     grad_clip: float = 0.0  # clip the gradients' global norm to this before each step; 0 = off (paper, release)
+    lr_schedule: str = field(default="constant", metadata=choices(*LR_SCHEDULES))  # constant (paper, release) | cosine: every group's lr x lr_factor(step)
     betas: tuple[float, float] = (0.9, 0.999)
     batch_size: int = 2
     lambda_lpips: float = 5.0  # the paper's text; the release uses 1.0
@@ -400,6 +402,18 @@ def parameter_groups(model: PersonalizedPrior, cfg: TrainConfig) -> list[dict[st
     return [g for g in groups if g["params"]]
 
 
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """The multiplier of every parameter group's lr at 1-based iteration ``step``: 1 for
+    ``lr_schedule = 'constant'`` (the paper, the release); for ``'cosine'`` half a cosine from 1
+    at step 1 to 0 after the last step (a short budget's parameters settle instead of ending on
+    a full-size Adam step)."""
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    import math
+
+    return 0.5 * (1.0 + math.cos(math.pi * (step - 1) / max(cfg.iterations, 1)))
+
+
 def clip_gradients(model: PersonalizedPrior, max_norm: float) -> float:
     """The global L2 norm of the parameters' gradients before clipping; when ``max_norm`` > 0 the
     gradients are scaled so that their global norm is at most that (``clip_grad_norm_``)."""
@@ -451,6 +465,7 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
 
             require_lpips(f"ours (profile paper, lambda_lpips = {cfg.lambda_lpips:g})")
     optimizer = torch.optim.Adam(parameter_groups(model, cfg), lr=cfg.lr, betas=tuple(cfg.betas))
+    base_lrs = [group["lr"] for group in optimizer.param_groups]  # before a checkpoint restores scheduled ones
 
     train_seconds = 0.0
     start, path = run.resume_point()
@@ -494,6 +509,9 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = clip_gradients(model, cfg.grad_clip)
+        if cfg.lr_schedule != "constant":
+            for group, base in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = base * lr_factor(step, cfg)
         optimizer.step()
         train_seconds += time.perf_counter() - t0
 
