@@ -266,6 +266,40 @@ def basis_pixel_change(explorer: Any, camera: torch.Tensor, box: torch.Tensor, n
     return pd.DataFrame(rows)
 
 
+BASIS_CHANGE_NAME = "basis_change"  # tables/basis_change.{csv,md}, figures/fig_basis_3dmm (notebook 05)
+
+
+def basis_change_report(explorer: Any, train_ds: Any, tables_dir: Path, figures_dir: Path, label: str = "Ours 3DMM",
+                        n_vectors: int = 6, strength: float = 2.0) -> pd.DataFrame:
+    """How far the top basis directions of a trained run move the face (issue #20), at a frontal
+    camera: :func:`basis_pixel_change` with the mouth box of ``train_ds``'s mean training frame
+    (any video, real or synthetic), written to ``tables_dir``/basis_change.{csv,md}; the
+    directions rendered at -strength·σ, mean, +strength·σ in ``figures_dir``/fig_basis_3dmm."""
+    from persona import cameras, figures
+    from persona.runs import atomic_write, atomic_write_bytes
+
+    camera = torch.as_tensor(cameras.camera_label(0.0, 0.0), dtype=torch.float32)
+    box = torch.as_tensor(train_ds.mouth_boxes, dtype=torch.float32).reshape(-1, 4).mean(0)
+    change = basis_pixel_change(explorer, camera, box, n_vectors=n_vectors, strength=strength)
+    shown = pd.DataFrame({"direction": [f"b{v}" for v in change["vector"]], "coefficient σ": change["std"].round(3),
+                          "‖Δw‖": change["w_shift"].round(2), "pixels changed (%)": (100 * change["changed_frac"]).round(1),
+                          "mouth-box pixels changed (%)": (100 * change["mouth_changed_frac"]).round(1),
+                          "largest change (/255)": change["max_change"].round(0).astype(int),
+                          "mouth opening change": change["mouth_opening_change"].round(3)})
+    tables_dir, figures_dir = Path(tables_dir), Path(figures_dir)
+    tables_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(tables_dir / f"{BASIS_CHANGE_NAME}.csv", lambda tmp: change.to_csv(tmp, index=False))
+    md = [f"**{label}: the top basis directions at ±{strength:g}σ** (frontal camera; largest coefficient spread "
+          "over the training frames first)", "", shown.to_markdown(index=False), "",
+          f"<sub>Each direction rendered at its coefficient's mean ± {strength:g}σ (the others at their means); a pixel "
+          "counts as changed when its largest channel moves by more than 8/255 between the two renders; the mouth box is "
+          "the training frames' mean box; mouth opening: the dark-pixel measure of the following score (+ minus −).</sub>"]
+    atomic_write_bytes(tables_dir / f"{BASIS_CHANGE_NAME}.md", ("\n".join(md) + "\n").encode())
+    figures.basis_directions_figure({label: explorer}, camera, figures_dir / "fig_basis_3dmm", n_vectors=n_vectors,
+                                    strength=strength, title=f"{label}: top basis directions at ±{strength:g}σ")
+    return change
+
+
 def _with(alpha: torch.Tensor, i: int, value: torch.Tensor | float) -> torch.Tensor:
     """A copy of ``alpha`` [k] with entry ``i`` set to ``value``."""
     out = alpha.clone()
@@ -316,10 +350,11 @@ def training_curve(run_dir: str | Path, test_ds: Any, clip: FrontalClip, steps: 
     return pd.DataFrame(rows)
 
 
-def curve_figure(curve: pd.DataFrame, floor_mouth: float, path: Path, title: str | None = None) -> list[Path]:
+def curve_figure(curve: pd.DataFrame, floor_mouth: float | None, path: Path, title: str | None = None) -> list[Path]:
     """Two panels against training steps: mouth PSNR (with the static floor and floor + 4 dB)
     and the following score (with the 0.8 target). ``curve`` may hold a ``label`` column (one
-    line per label). PNG + PDF."""
+    line per label); ``floor_mouth`` None: each row's own ``floor_mouth`` column (several
+    identities), and the left panel shows mouth PSNR over that floor. PNG + PDF."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -329,14 +364,17 @@ def curve_figure(curve: pd.DataFrame, floor_mouth: float, path: Path, title: str
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
     groups = curve.groupby("label", sort=False) if "label" in curve.columns else [("ours", curve)]
+    base = 0.0 if floor_mouth is None else float(floor_mouth)
     for label, part in groups:
-        a.plot(part["step"], part["psnr_mouth"], marker="o", label=str(label))
+        mouth = part["psnr_mouth"] - part["floor_mouth"] if floor_mouth is None else part["psnr_mouth"]
+        a.plot(part["step"], mouth, marker="o", label=str(label))
         b.plot(part["step"], part["following"], marker="o", label=str(label))
-    a.axhline(floor_mouth, color="grey", ls="--", label="static floor")
-    a.axhline(floor_mouth + 4, color="grey", ls=":", label="floor + 4 dB")
+    a.axhline(base, color="grey", ls="--", label="static floor")
+    a.axhline(base + 4, color="grey", ls=":", label="floor + 4 dB")
     b.axhline(0.8, color="grey", ls=":", label="target 0.8")
     b.axhline(0.0, color="black", lw=0.5)
-    a.set_xlabel("training step"), a.set_ylabel("mouth PSNR (dB)"), a.legend(fontsize=7)
+    a.set_xlabel("training step"), a.legend(fontsize=7)
+    a.set_ylabel("mouth PSNR (dB)" if floor_mouth is not None else "mouth PSNR over the static floor (dB)")
     b.set_xlabel("training step"), b.set_ylabel("expression following (corr.)"), b.legend(fontsize=7)
     b.set_ylim(-0.3, 1.0)
     if title:
@@ -351,21 +389,18 @@ def curve_figure(curve: pd.DataFrame, floor_mouth: float, path: Path, title: str
 
 
 def main(argv: list[str]) -> int:
-    """``python -m persona diagnose --data VIDEO --modality 3dmm --out DIR [--profile default] [--every 100]``."""
-    from dataclasses import asdict
-
-    from persona import explore, figures
-    from persona.data.dataset import FrameDataset
-    from persona.runs import RunDir, atomic_write, atomic_write_json
-    from persona.ours.method import build_method
+    """``python -m persona diagnose --data VIDEO [--data VIDEO ...] --modality 3dmm --out DIR [--profile default] [--every 100]``."""
     from persona.ours.model import MODALITIES
+    from persona.runs import atomic_write
 
     from persona import cli
     from persona.errors import flag_int
 
     p = cli.parser("diagnose", "train ours once and score its checkpoints: mouth PSNR vs the static floor and "
                    "expression following against training steps")
-    p.add_argument("--data", required=True, help="a synthetic video folder (e.g. data/synthetic/default/id00/mono)")
+    p.add_argument("--data", required=True, action="append",
+                   help="a synthetic video folder (e.g. data/synthetic/default/id00/mono); repeat it for several identities "
+                        "(each in OUT/<identity>-<video>/, one figure of all in OUT/curve.png)")
     p.add_argument("--modality", default="3dmm", choices=MODALITIES, help="driving signal of ours")
     p.add_argument("--profile", default="default", choices=("smoke", "default", "paper"), help="sizes and steps")
     p.add_argument("--out", required=True, help="output folder (the run lives in OUT/run and resumes there)")
@@ -386,28 +421,59 @@ def main(argv: list[str]) -> int:
     if args.every < 1:
         raise PersonaInputError(f"--every {args.every}: expected a positive number of steps")
     out = Path(args.out)
-    video = Path(args.data)
-    method = build_method({"profile": args.profile, "modality": args.modality, **overrides})
-    steps = sorted(set(list(range(args.every, method.config.iterations + 1, args.every)) + [method.config.iterations]))
-    method = build_method({"profile": args.profile, "modality": args.modality, **overrides,
-                           "checkpoint_every": args.every, "keep_checkpoints": len(steps) + 1})
+    videos = [Path(v) for v in args.data]
+    for video in videos:
+        identity_seed(video)  # every folder checked before the first run trains
+    names = [f"{v.parent.name}-{v.name}" for v in videos]
+    if len(set(names)) < len(names):
+        raise PersonaInputError(f"--data: two folders share the name {sorted(n for n in names if names.count(n) > 1)[0]} "
+                                "(identity-video); give each identity once")
+    curves = []
+    for video, name in zip(videos, names):
+        curve, floor_mouth = diagnose_video(video, out if len(videos) == 1 else out / name, args.modality, args.profile,
+                                            overrides, args.every, args.test_frames)
+        curves.append(curve.assign(label=name, floor_mouth=floor_mouth))
+    if len(videos) > 1:
+        both = pd.concat(curves, ignore_index=True)
+        atomic_write(out / "curve.csv", lambda tmp: both.to_csv(tmp, index=False))
+        curve_figure(both, None, out / "curve", title=f"ours {args.modality}: {len(videos)} identities")
+        print(f"wrote {out}/curve.csv, curve.png (every identity), and each identity's folder")
+    return 0
+
+
+def diagnose_video(video: Path, out: Path, modality: str, profile: str, overrides: dict[str, Any], every: int,
+                   test_frames: int) -> tuple[pd.DataFrame, float]:
+    """One ``diagnose`` run: train ours on ``video`` into ``out``/run (resuming), score its
+    checkpoints every ``every`` steps, measure the basis; writes curve.csv/png, basis.png,
+    basis_change.csv and summary.json in ``out``. Returns (curve, the static floor's mouth PSNR)."""
+    from dataclasses import asdict
+
+    from persona import explore, figures
+    from persona.data.dataset import FrameDataset
+    from persona.runs import RunDir, atomic_write, atomic_write_json
+    from persona.ours.method import build_method
+
+    method = build_method({"profile": profile, "modality": modality, **overrides})
+    steps = sorted(set(list(range(every, method.config.iterations + 1, every)) + [method.config.iterations]))
+    method = build_method({"profile": profile, "modality": modality, **overrides,
+                           "checkpoint_every": every, "keep_checkpoints": len(steps) + 1})
     train, test = FrameDataset(video, "train"), FrameDataset(video, "test")
     clip = frontal_clip(video, "test")
     run = RunDir(out / "run")
     start = time.perf_counter()
     method.fit(train, run)
     seconds = time.perf_counter() - start
-    floor = static_floor(train, test, args.test_frames)
-    curve = training_curve(out / "run", test, clip, steps, args.test_frames)
+    floor = static_floor(train, test, test_frames)
+    curve = training_curve(out / "run", test, clip, steps, test_frames)
     atomic_write(out / "curve.csv", lambda tmp: curve.to_csv(tmp, index=False))
     floor_mouth = float(floor["psnr_mouth"].mean())
-    curve_figure(curve, floor_mouth, out / "curve", title=f"{video.parent.name}/{video.name}: ours {args.modality}")
+    curve_figure(curve, floor_mouth, out / "curve", title=f"{video.parent.name}/{video.name}: ours {modality}")
     explorer = explore.BasisExplorer.from_run(method, train)
     camera = clip.conditions["camera"][0]
     change = basis_pixel_change(explorer, camera, clip.box)
     atomic_write(out / "basis_change.csv", lambda tmp: change.to_csv(tmp, index=False))
-    figures.basis_directions_figure({args.modality: explorer}, camera, out / "basis", title="top basis directions at ±2σ")
-    summary = {"video": str(video), "modality": args.modality, "config": asdict(method.config), "train_seconds_wall": seconds,
+    figures.basis_directions_figure({modality: explorer}, camera, out / "basis", title="top basis directions at ±2σ")
+    summary = {"video": str(video), "modality": modality, "config": asdict(method.config), "train_seconds_wall": seconds,
                "floor_psnr": float(floor["psnr"].mean()), "floor_psnr_mouth": floor_mouth,
                "final": curve.iloc[-1].to_dict(), "basis_change": change.to_dict(orient="records")}
     atomic_write_json(out / "summary.json", summary)
@@ -415,4 +481,4 @@ def main(argv: list[str]) -> int:
     print(f"static floor: psnr {summary['floor_psnr']:.2f}  mouth {floor_mouth:.2f}; train {seconds:.0f} s")
     print(change.round(4).to_string(index=False))
     print(f"wrote {out}/curve.csv, curve.png, basis.png, basis_change.csv, summary.json")
-    return 0
+    return curve, floor_mouth

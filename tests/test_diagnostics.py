@@ -163,3 +163,23 @@ def test_retrieval_ceiling_rewards_an_informative_key():
     assert good > bad + 10, (good, bad)
     with pytest.raises(PersonaInputError, match="k="):
         D.retrieval_ceiling(images[:30], level[:30, None], images[30:], level[30:, None], boxes, k=31)
+
+
+def test_diagnose_on_several_identities_writes_each_and_one_figure_of_all(tmp_path):
+    import pandas as pd
+
+    tiny = S.BenchmarkConfig(resolution=16, identities=2, mono_train_frames=4, mono_test_frames=3, audio_train_frames=4,
+                             audio_test_frames=3, val_frames=1, novel_every=5, prior_images=2, render_batch=8)
+    bench = S.build_benchmark(tmp_path / "bench", "smoke", seed=0, config=tiny)
+    out = tmp_path / "diag"
+    videos = [str(bench / i / "mono") for i in ("id00", "id01")]
+    with pytest.raises(PersonaInputError, match="share the name"):
+        D.main(["--data", videos[0], "--data", videos[0], "--out", str(out), "--profile", "smoke"])
+    assert not out.exists()  # refused before anything trained
+    assert D.main(["--data", videos[0], "--data", videos[1], "--out", str(out), "--profile", "smoke", "--every", "3",
+                   "--test-frames", "2"]) == 0
+    both = pd.read_csv(out / "curve.csv")
+    assert sorted(set(both["label"])) == ["id00-mono", "id01-mono"] and list(both["step"][:2]) == [3, 6]
+    assert both["floor_mouth"].notna().all() and (out / "curve.png").is_file()
+    for name in ("id00-mono", "id01-mono"):
+        assert (out / name / "summary.json").is_file() and (out / name / "basis_change.csv").is_file()

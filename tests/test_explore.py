@@ -78,3 +78,26 @@ def test_switching_runs_relabels_and_resets_the_sliders_and_says_what_is_happeni
     image = row.children[1]
     assert isinstance(image, w.Image) and row.layout.align_items == "flex-start"
     assert image.layout.width == image.layout.height == "256px"
+
+
+def test_basis_change_report_measures_the_directions_and_reaches_the_readme(tmp_path):
+    from types import SimpleNamespace
+
+    from persona import diagnostics, report
+
+    # coefficient 1 spreads 10x more than 0 and moves one colour channel of every pixel; 0 barely moves anything
+    alphas = torch.stack([torch.randn(40) * 0.01, torch.randn(40)], dim=1)
+    explorer = BasisExplorer(TinyMethod(), alphas)
+    train = SimpleNamespace(mouth_boxes=torch.tensor([[0.25, 0.5, 0.75, 0.9]]).repeat(3, 1))
+    change = diagnostics.basis_change_report(explorer, train, tmp_path / "tables", tmp_path / "figures", n_vectors=2)
+    assert list(change["vector"]) == [1, 0]
+    assert change.loc[0, "changed_frac"] == 1.0 and change.loc[0, "mouth_changed_frac"] == 1.0
+    assert change.loc[1, "changed_frac"] == 0.0 and change.loc[0, "max_change"] > 8
+    md = (tmp_path / "tables" / "basis_change.md").read_text()
+    assert "| b1 " in md and md.index("| b1 ") < md.index("| b0 ")
+    assert (tmp_path / "figures" / "fig_basis_3dmm.png").is_file()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{report.README_START}\n{report.README_END}\n")
+    report.update_readme(readme, tmp_path / "tables", tmp_path / "figures")
+    text = readme.read_text()
+    assert "top basis directions" in text and "fig_basis_3dmm.png" in text
