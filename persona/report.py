@@ -31,10 +31,18 @@ LOWER_IS_BETTER = ("lpips", "syncnet_d", "sync_lse_d")
 PAPER_METRIC = {"syncnet_c": "sync"}  # the paper's "SyncNet" column is the official SyncNet's LSE-C
 
 
-def git_commit() -> str:
+# what a run writes itself: changes there do not make the code that produced a table "dirty"
+RUN_OUTPUTS = ("tables", "figures", "README.md", "notebooks/executed")
+
+
+def git_commit(root: Path = REPO_ROOT) -> str:
+    """The checkout's short commit, + "+dirty" when a tracked file outside :data:`RUN_OUTPUTS`
+    differs from it (the notebooks rewrite tables, figures and the README as they run); "unknown"
+    outside a git checkout."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                *(f":(exclude){path}" for path in RUN_OUTPUTS)], cwd=root,
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return (out.stdout.strip() or "unknown") + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):

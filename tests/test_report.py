@@ -78,3 +78,24 @@ def test_mouth_psnr_reaches_the_table_under_the_column_evaluate_writes():
     table = report.results_table(df, ["psnr", "psnr_mouth"], ["A", "B"])
     assert table.loc["A", "mouth PSNR ↑"] == "29.00 ± 1.41"  # ... is what the table labels and formats
     assert table.loc["A", "mouth PSNR ↑ novel view"] == "23.00 ± 1.41"
+
+
+def test_commit_is_dirty_for_code_changes_not_for_what_the_run_writes(tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    for path in ("persona/x.py", "tables/t.md", "figures/f.png", "README.md"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("a")
+    git("add", "-A")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "x")
+    clean = report.git_commit(tmp_path)
+    assert clean and not clean.endswith("+dirty") and clean != "unknown"
+    for path in ("tables/t.md", "figures/f.png", "README.md"):
+        (tmp_path / path).write_text("b")
+    assert report.git_commit(tmp_path) == clean  # the notebooks rewrite these as they run
+    (tmp_path / "persona/x.py").write_text("b")
+    assert report.git_commit(tmp_path) == clean + "+dirty"
