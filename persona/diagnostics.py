@@ -270,12 +270,14 @@ BASIS_CHANGE_NAME = "basis_change"  # tables/basis_change.{csv,md}, figures/fig_
 
 
 def basis_change_report(explorer: Any, train_ds: Any, tables_dir: Path, figures_dir: Path, label: str = "Ours 3DMM",
-                        n_vectors: int = 6, strength: float = 2.0) -> pd.DataFrame:
+                        n_vectors: int = 6, strength: float = 2.0, update_readme: bool = False) -> pd.DataFrame:
     """How far the top basis directions of a trained run move the face (issue #20), at a frontal
     camera: :func:`basis_pixel_change` with the mouth box of ``train_ds``'s mean training frame
     (any video, real or synthetic), written to ``tables_dir``/basis_change.{csv,md}; the
-    directions rendered at -strength·σ, mean, +strength·σ in ``figures_dir``/fig_basis_3dmm."""
-    from persona import cameras, figures
+    directions rendered at -strength·σ, mean, +strength·σ in ``figures_dir``/fig_basis_3dmm.
+    ``update_readme``: then rewrite the README's results (the default profile's own run, as the
+    tables do; notebook 05 runs after them)."""
+    from persona import cameras, figures, report
     from persona.runs import atomic_write, atomic_write_bytes
 
     camera = torch.as_tensor(cameras.camera_label(0.0, 0.0), dtype=torch.float32)
@@ -297,6 +299,8 @@ def basis_change_report(explorer: Any, train_ds: Any, tables_dir: Path, figures_
     atomic_write_bytes(tables_dir / f"{BASIS_CHANGE_NAME}.md", ("\n".join(md) + "\n").encode())
     figures.basis_directions_figure({label: explorer}, camera, figures_dir / "fig_basis_3dmm", n_vectors=n_vectors,
                                     strength=strength, title=f"{label}: top basis directions at ±{strength:g}σ")
+    if update_readme:
+        report.update_readme()
     return change
 
 

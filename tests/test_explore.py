@@ -80,10 +80,13 @@ def test_switching_runs_relabels_and_resets_the_sliders_and_says_what_is_happeni
     assert image.layout.width == image.layout.height == "256px"
 
 
-def test_basis_change_report_measures_the_directions_and_reaches_the_readme(tmp_path):
+def test_basis_change_report_measures_the_directions_and_reaches_the_readme(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
     from persona import diagnostics, report
+
+    calls = []
+    monkeypatch.setattr(report, "update_readme", lambda *a, **k: calls.append(a))  # the repository's README stays untouched
 
     # coefficient 1 spreads 10x more than 0 and moves one colour channel of every pixel; 0 barely moves anything
     alphas = torch.stack([torch.randn(40) * 0.01, torch.randn(40)], dim=1)
@@ -95,7 +98,10 @@ def test_basis_change_report_measures_the_directions_and_reaches_the_readme(tmp_
     assert change.loc[1, "changed_frac"] == 0.0 and change.loc[0, "max_change"] > 8
     md = (tmp_path / "tables" / "basis_change.md").read_text()
     assert "| b1 " in md and md.index("| b1 ") < md.index("| b0 ")
-    assert (tmp_path / "figures" / "fig_basis_3dmm.png").is_file()
+    assert (tmp_path / "figures" / "fig_basis_3dmm.png").is_file() and calls == []  # update_readme off: README untouched
+    diagnostics.basis_change_report(explorer, train, tmp_path / "tables", tmp_path / "figures", n_vectors=1, update_readme=True)
+    assert len(calls) == 1  # notebook 05 runs after the tables: it rewrites the README's results itself
+    monkeypatch.undo()
     readme = tmp_path / "README.md"
     readme.write_text(f"{report.README_START}\n{report.README_END}\n")
     report.update_readme(readme, tmp_path / "tables", tmp_path / "figures")
