@@ -266,9 +266,6 @@ def basis_pixel_change(explorer: Any, camera: torch.Tensor, box: torch.Tensor, n
     return pd.DataFrame(rows)
 
 
-BASIS_CHANGE_NAME = "basis_change"  # tables/basis_change.{csv,md}, figures/fig_basis_3dmm (notebook 05)
-
-
 def basis_change_report(explorer: Any, train_ds: Any, tables_dir: Path, figures_dir: Path, label: str = "Ours 3DMM",
                         n_vectors: int = 6, strength: float = 2.0, update_readme: bool = False) -> pd.DataFrame:
     """How far the top basis directions of a trained run move the face (issue #20), at a frontal
@@ -288,16 +285,15 @@ def basis_change_report(explorer: Any, train_ds: Any, tables_dir: Path, figures_
                           "mouth-box pixels changed (%)": (100 * change["mouth_changed_frac"]).round(1),
                           "largest change (/255)": change["max_change"].round(0).astype(int),
                           "mouth opening change": change["mouth_opening_change"].round(3)})
-    tables_dir, figures_dir = Path(tables_dir), Path(figures_dir)
-    tables_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(tables_dir / f"{BASIS_CHANGE_NAME}.csv", lambda tmp: change.to_csv(tmp, index=False))
+    name = Path(tables_dir) / report.BASIS_CHANGE_NAME  # atomic_write makes the folder
+    atomic_write(name.with_suffix(".csv"), lambda tmp: change.to_csv(tmp, index=False))
     md = [f"**{label}: the top basis directions at ±{strength:g}σ** (frontal camera; largest coefficient spread "
           "over the training frames first)", "", shown.to_markdown(index=False), "",
           f"<sub>Each direction rendered at its coefficient's mean ± {strength:g}σ (the others at their means); a pixel "
           "counts as changed when its largest channel moves by more than 8/255 between the two renders; the mouth box is "
           "the training frames' mean box; mouth opening: the dark-pixel measure of the following score (+ minus −).</sub>"]
-    atomic_write_bytes(tables_dir / f"{BASIS_CHANGE_NAME}.md", ("\n".join(md) + "\n").encode())
-    figures.basis_directions_figure({label: explorer}, camera, figures_dir / "fig_basis_3dmm", n_vectors=n_vectors,
+    atomic_write_bytes(name.with_suffix(".md"), ("\n".join(md) + "\n").encode())
+    figures.basis_directions_figure({label: explorer}, camera, Path(figures_dir) / "fig_basis_3dmm", n_vectors=n_vectors,
                                     strength=strength, title=f"{label}: top basis directions at ±{strength:g}σ")
     if update_readme:
         report.update_readme()

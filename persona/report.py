@@ -249,6 +249,7 @@ README_FIGURES = (("fig3_reconstruction", "Figure 3: reconstruction, input camer
                   ("fig6_basis", "Figure 6: basis vectors with and without orthogonality"),
                   ("fig_basis_3dmm", "The top basis directions of Ours 3DMM at ±2σ (notebook 05)"),
                   ("fig_cross_identity", "Table 5's figure: one pair, A's avatar driven by B"))
+BASIS_CHANGE_NAME = "basis_change"  # notebook 05's tables/basis_change.md (persona.diagnostics.basis_change_report)
 
 
 def update_readme(readme: Path = REPO_ROOT / "README.md", tables_dir: Path = REPO_ROOT / "tables",
@@ -267,8 +268,6 @@ def update_readme(readme: Path = REPO_ROOT / "README.md", tables_dir: Path = REP
         if claims.is_file():
             parts.append(claims.read_text().strip() + "\n")
     parts += [] if tables else ["_No default-profile table has been generated yet._\n"]
-    from persona.diagnostics import BASIS_CHANGE_NAME
-
     basis = tables_dir / f"{BASIS_CHANGE_NAME}.md"  # notebook 05: how far the top directions move the face
     parts += [basis.read_text().strip() + "\n"] if basis.is_file() else []
     for stem, caption in README_FIGURES:

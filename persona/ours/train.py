@@ -21,6 +21,7 @@ interrupted-and-resumed run ends with the same weights, bit for bit, as an unint
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -409,8 +410,6 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     a full-size Adam step)."""
     if cfg.lr_schedule == "constant":
         return 1.0
-    import math
-
     return 0.5 * (1.0 + math.cos(math.pi * (step - 1) / max(cfg.iterations, 1)))
 
 
