@@ -214,3 +214,42 @@ def test_bench_budget_merges_a_profile_into_the_calibration_with_date_and_comman
     assert "median of 3" in data["measured"]["smoke"]["timing"] and data["date"] == data["measured"]["smoke"]["date"]
     with pytest.raises(PersonaInputError, match="--methods bogus unknown"):
         budget.main(["--methods", "bogus", "--out", str(out)])
+
+
+def _finished_run(root, name, method, cfg, steps, seconds, threads=1):
+    """A finished run folder as experiments.trained leaves it: done.json's run key + the trainer's log."""
+    import dataclasses
+    import json
+
+    config = build_method(method, cfg).config
+    run = RunDir(root / name)
+    key = {"method": method, "config": dataclasses.asdict(config), "torch_threads": threads}
+    steps_field = budget.SCHEDULE[method][0][0]
+    key["config"][steps_field] = steps
+    run.log(steps, loss=0.1, **({"seconds": seconds} if method in budget.RAY_METHODS else {"train_seconds": seconds}))
+    (root / name / "done.json").write_text(json.dumps({"key": key, "train_seconds": seconds + 1}))
+
+
+def test_bench_budget_from_runs_takes_the_median_logged_seconds_per_step(tmp_path):
+    """`bench budget --from-runs`: ms per step = the trainer's logged seconds / steps, median over the runs of
+    a calibration key; runs of other thread counts and unfinished runs do not count."""
+    runs = tmp_path / "runs"
+    for i, seconds in enumerate((10.0, 30.0, 20.0)):
+        _finished_run(runs, f"ours-{i}", "ours", {"profile": "default", "modality": "3dmm"}, 100, seconds)
+    _finished_run(runs, "ours-rgb", "ours", {"profile": "default", "modality": "rgb"}, 400, 200.0)
+    _finished_run(runs, "ours-2threads", "ours", {"profile": "default", "modality": "3dmm"}, 100, 1.0, threads=2)
+    _finished_run(runs, "nerface", "nerface", {"profile": "default"}, 400, 20.0)
+    (runs / "unfinished").mkdir()
+    ms, counts = budget.calibrate_from_runs(runs)
+    assert ms == {"default": {"ours-3dmm": 200.0, "ours-rgb": 500.0, "nerface": 50.0}}
+    assert counts["default"]["ours-3dmm"] == 3
+    out = tmp_path / "calibration.json"
+    out.write_text('{"profiles": {"default": {"nha": 100.0}, "smoke": {"nha": 7.0}}}')
+    assert budget.main(["--profile", "default", "--from-runs", str(runs), "--out", str(out)]) == 0
+    data = budget.load_calibration(out)
+    assert data["profiles"]["default"] == {"nha": 100.0, "ours-3dmm": 200.0, "ours-rgb": 500.0, "nerface": 50.0}
+    assert data["profiles"]["smoke"] == {"nha": 7.0} and data["measured"]["default"]["runs"]["ours-3dmm"] == 3
+    with pytest.raises(PersonaInputError, match="no finished run of profile 'smoke'"):
+        budget.main(["--profile", "smoke", "--from-runs", str(runs), "--out", str(out)])
+    with pytest.raises(PersonaInputError, match="no such folder"):
+        budget.main(["--from-runs", str(tmp_path / "nope"), "--out", str(out)])
