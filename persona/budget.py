@@ -271,7 +271,7 @@ def budget_notes(budget_seconds: float | None, bases: Mapping[str, Budget] | Non
     else:
         data = calibration if calibration is not None else load_calibration()
         measured = {**data, **data.get("measured", {}).get(profile, {})}
-        rule = (f"Equal budgets: every method trains round(budget_seconds / its calibrated CPU seconds per step) steps, "
+        rule = (f"Equal budgets: every method trains round(budget_seconds / its calibrated seconds per step, one thread) steps, "
                 f"budget_seconds = {budget_seconds:g} (calibration {CALIBRATION.relative_to(CALIBRATION.parents[2])}, "
                 f"{measured.get('date', '?')}: `{measured.get('command', 'python -m persona bench budget')}`); ours' generator-frozen "
                 "stage and the audio smoothing warm-ups scaled in proportion; PTI gets the budget per test frame; "

@@ -69,7 +69,7 @@ SCHEMA: dict[str, Param] = {
     "iterations": Param("int", "training steps of ours on the video (null: the profile's)", optional=True, minimum=1,
                         notebooks=("06_your_video",)),
     "orbit_frames": Param("int", "frames of the orbit render", minimum=2, maximum=120, notebooks=("06_your_video",)),
-    "budget_seconds": Param("float", "equal training budget in calibrated CPU seconds: every method trains "
+    "budget_seconds": Param("float", "equal training budget in calibrated seconds (one thread): every method trains "
                             "round(budget_seconds / its seconds per step in persona/assets/budget_calibration.json) steps "
                             "(PTI per test frame); null: each method's own steps (Table 5: the budget Tables 2-3 ran with)",
                             optional=True, minimum=0.001, notebooks=(*TABLE_NOTEBOOKS, "05_explore_basis", "07_cross_identity")),
