@@ -88,22 +88,31 @@ def test_crops_frame_the_head_as_the_world_does(clip):
     assert fr["offset"][0] < 0.03 and fr["offset"][1] < 0.06
 
 
-def _r2_held_out(x, y, every=4):
-    x = np.c_[x, np.ones(len(x))]
-    test = np.arange(len(x)) % every == 0
-    a = x[~test]
-    w = np.linalg.solve(a.T @ a + 1e-2 * np.eye(a.shape[1]), a.T @ y[~test])
-    pred = x[test] @ w
-    return 1 - ((y[test] - pred) ** 2).sum() / ((y[test] - y[test].mean()) ** 2).sum()
+def _codes(out):
+    frames = sum((F.read_nerface(out, s).frames for s in ("train", "test")), [])
+    order = np.argsort([f["frame_index"] for f in frames])
+    return np.stack([frames[k]["expression"] for k in order])
 
 
 def test_expression_codes_predict_the_face_controls(clip):
+    from persona.preprocess.accuracy import held_out_r2
+
     _, truth, out = clip
-    frames = sum((F.read_nerface(out, s).frames for s in ("train", "test")), [])
-    order = np.argsort([f["frame_index"] for f in frames])
-    code = np.stack([frames[k]["expression"] for k in order])[:, :12]  # the named distances
-    r2 = {name: _r2_held_out(code, truth.controls[:, j]) for name, j in (("mouth_width", 1), ("pucker", 2))}
+    code = _codes(out)[:, :12]  # the named distances
+    r2 = {name: held_out_r2(code, truth.controls[:, j]) for name, j in (("mouth_width", 1), ("pucker", 2))}
     assert min(r2.values()) > 0.6, r2
+
+
+def test_expression_code_sees_the_blink(clip):
+    """The eye-appearance dims (12..15: how much of each eye shows) drop during the clip's one
+    blink (the world's lid control > 0.5 on 3 of its 48 frames) far below their spread elsewhere."""
+    from persona.preprocess.expression import EYE_NAMED
+
+    _, truth, out = clip
+    shown = _codes(out)[:, [12 + EYE_NAMED.index("eye_shown_left"), 12 + EYE_NAMED.index("eye_shown_right")]].mean(1)
+    lid = truth.controls[:, 5]
+    blink, open_ = shown[lid > 0.5], shown[lid < 0.05]
+    assert len(blink) >= 2 and blink.max() < open_.mean() - 3 * open_.std(), (blink, open_.mean(), open_.std())
 
 
 def test_audio_is_aligned_with_the_frames(clip):

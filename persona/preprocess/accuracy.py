@@ -16,7 +16,9 @@ mediapipe landmarks -> FFHQ crop -> :func:`persona.preprocess.camera.fit`, and
   intrinsics), then each frame's pose re-fitted by perspective PnP to that shape. It is what a
   perfect shape estimate could give from these 2D landmarks; when it is far from the truth, the
   error is in the landmarks, not in the solver. ``tri_px`` is the landmarks' mean distance (source
-  pixels) to the projections of that true-camera shape.
+  pixels) to the projections of that true-camera shape;
+* the expression code: held-out R² of the world's face controls (mouth open, width, pucker,
+  corner lift, brows, lid) from the code, and from its landmark dims alone.
 """
 
 from __future__ import annotations
@@ -106,6 +108,39 @@ def measure_points(points: np.ndarray, truth: np.ndarray, resolution: int, **fit
             "framing_world": framing_error(framed, resolution)}
 
 
+EXPRESSION_CONTROLS = ("mouth_open", "mouth_width", "pucker", "corner_up", "brow_up", "lid")  # the world's first six
+
+
+def held_out_r2(x: np.ndarray, y: np.ndarray, every: int = 4, ridge: float = 1e-2) -> float:
+    """R² on every ``every``-th frame of a ridge regression (with intercept) of ``y`` [N] on codes
+    ``x`` [N,D] fitted on the other frames."""
+    x = np.c_[np.asarray(x, np.float64), np.ones(len(x))]
+    test = np.arange(len(x)) % every == 0
+    a = x[~test]
+    w = np.linalg.solve(a.T @ a + ridge * np.eye(a.shape[1]), a.T @ np.asarray(y, np.float64)[~test])
+    pred, truth = x[test] @ w, np.asarray(y, np.float64)[test]
+    return float(1 - ((truth - pred) ** 2).sum() / max(((truth - truth.mean()) ** 2).sum(), 1e-12))
+
+
+def expression_r2(points: np.ndarray, frames: np.ndarray, controls: np.ndarray) -> dict[str, dict[str, float]]:
+    """Held-out R² (:func:`held_out_r2`) of the world's face controls [N,12] from the codes that
+    ``persona preprocess`` writes for source-pixel landmarks [N,478,3] and frames [N,H,W,3] (world
+    framing), and from the landmark dims alone (the eye-appearance dims zeroed):
+    {"code": {control: R²}, "landmarks": {...}}."""
+    from persona.preprocess import crop, expression
+
+    boxes = crop.smooth_boxes(crop.ffhq_boxes(points))
+    fit = camera.fit(crop.to_crop(points, boxes))
+    boxes = crop.smooth_boxes(crop.framed_boxes(boxes, fit, crop.WORLD_PIVOT_REL, crop.WORLD_SIDE_REL))
+    crop_pts = crop.to_crop(points, boxes)
+    eyes = np.stack([expression.eye_appearance(f, p) for f, p in zip(frames, points)])
+    out = {}
+    for name, e in (("code", eyes), ("landmarks", None)):
+        code = expression.codes(crop_pts, fit.rotations, e)
+        out[name] = {c: held_out_r2(code, controls[:, j]) for j, c in enumerate(EXPRESSION_CONTROLS)}
+    return out
+
+
 def _line(name: str, s: dict) -> str:
     axes = "  ".join(f"{a} {s[a][0]:.2f}x{s[a][1]:+.1f}" for a in ("yaw", "pitch", "roll"))
     return f"  {name:6s} mean {s['mean']:5.2f}  max {s['max']:5.2f}  |  {axes}"
@@ -122,13 +157,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("--resolution", type=int, default=256, help="rendered frame size in pixels")
     p.add_argument("--identities", type=int, nargs="+", default=[1, 2, 3], help="identity seeds (one clip each)")
     args = p.parse_args(argv)
-    fits = []
+    fits, r2s = [], []
     for ident in args.identities:
         with tempfile.TemporaryDirectory() as tmp:
             video = Path(tmp) / "clip.mp4"
             truth = write_clip(video, n_frames=args.frames, resolution=args.resolution, identity_seed=ident,
                                seed=ident - 1)
-            tracks = landmarks.track(decode.iter_frames(decode.probe(video)), (args.resolution,) * 2)
+            frames = np.stack(list(decode.iter_frames(decode.probe(video))))
+            tracks = landmarks.track(iter(frames), (args.resolution,) * 2)
         if not tracks.found.all():
             print(f"identity {ident}: no face in {len(tracks.missing)} frames; skipped")
             continue
@@ -139,6 +175,11 @@ def main(argv: list[str]) -> int:
         print(_line("fit", r["fit"]))
         print(_line("motion", r["motion"]))
         print(_line("bound", r["bound"]))
+        r2 = expression_r2(tracks.points, frames, truth.controls)
+        for name, label in (("code", "code"), ("landmarks", "landmarks only")):
+            print(f"  expression R² ({label}, every 4th frame held out): "
+                  + "  ".join(f"{c} {v:.2f}" for c, v in r2[name].items()))
+        r2s.append(r2["code"])
         for name in ("ffhq", "world"):
             fr = r[f"framing_{name}"]
             print(f"  framing {name:5s}: head {fr['size'][0]:.3f}x EG3D's size (min {fr['size'][1]:.3f}, max "
@@ -146,6 +187,8 @@ def main(argv: list[str]) -> int:
     if fits:
         print(f"all: mean {np.mean([f['mean'] for f in fits]):.2f}, max {max(f['max'] for f in fits):.2f} "
               f"(issue #15 target: mean <= 3, max <= 8)")
+        print("expression R², min over clips: " + "  ".join(f"{c} {min(r[c] for r in r2s):.2f}" for c in EXPRESSION_CONTROLS)
+              + " (issue #15 target: >= 0.8)")
     return 0
 
 

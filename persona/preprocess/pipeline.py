@@ -197,8 +197,8 @@ def preprocess(input_path: str | Path, out: str | Path, size: int = 512, fps: fl
     if framing == "world":  # re-framed from the 3D fit; the rotations hold (the fit is similarity-invariant in 2D)
         boxes = crop.smooth_boxes(crop.framed_boxes(boxes, fit, crop.WORLD_PIVOT_REL, crop.WORLD_SIDE_REL))
     crop_pts = crop.to_crop(points, boxes)
-    codes = expression.codes(crop_pts, fit.rotations)
     mouths = crop.mouth_boxes(crop_pts)
+    eyes = np.zeros((len(keep), len(expression.EYE_NAMED)), np.float32)  # filled on the second pass
 
     # write into a hidden sibling, rename at the end (an existing out was checked replaceable above)
     with staged_dir(out) as tmp:
@@ -210,9 +210,11 @@ def preprocess(input_path: str | Path, out: str | Path, size: int = 512, fps: fl
             if i in pos:
                 k = pos[i]
                 (tmp / names[k]).write_bytes(encode_image(crop.crop(rgb, boxes[k], size), image_format))
+                eyes[k] = expression.eye_appearance(rgb, points[k])
         written = sum(1 for _ in (tmp / "images").iterdir())
         if written != len(keep):
             raise PersonaInputError(f"{where}: decoded {written} of {len(keep)} frames on the second pass")
+        codes = expression.codes(crop_pts, fit.rotations, eyes)
         hole = _write_background(tmp, names)
         has_audio = _write_audio(tmp, src, n_total, fps, where)
         _write_splits(tmp, names, keep, fit.labels, codes, mouths, size, fps, n_total, test_fraction)
@@ -234,7 +236,7 @@ def preprocess(input_path: str | Path, out: str | Path, size: int = 512, fps: fl
             "interpolated_no_face": [int(i) for i in tracks.missing] if missing == "interpolate" else [],
             "several_faces": tracks.crowded, "audio": has_audio, "background_inpainted_fraction": round(hole, 4),
             "camera": {"method": "per-video rigid fit (persona.preprocess.camera)", "rms_crop_units": float(fit.rms.mean())},
-            "expression": "persona.preprocess.expression landmark code (stands in for Face2Face's 76-d vector)",
+            "expression": "persona.preprocess.expression landmark + eye-appearance code (stands in for Face2Face's 76-d vector)",
         })
     return out
 
