@@ -24,6 +24,7 @@ from persona.audio_nets import gather_neighbour_windows
 
 from persona.data.formats import EXPRESSION_DIM
 from persona.ours.basis import BASIS_INITS, PersonalizedBasis, generator_w_avg, w_principal_directions
+from persona.ours.camera_correction import CameraCorrection
 from persona.ours.encoders import RGB_ENCODERS, AudioEncoder, ExpressionEncoder, RGBEncoder
 
 MODALITIES = ("rgb", "3dmm", "audio")
@@ -41,14 +42,16 @@ class PersonalizedPrior(nn.Module):
     ``rgb_encoder``: ``persona`` (:class:`RGBEncoder`, at ``resolution``) or ``release``
     (:class:`persona.release_encoder.ReleaseRGBEncoder` at ``rgb_encoder_resolution``, 256 in
     the release). ``rgb_init``: see :class:`RGBEncoder` (persona's only). ``audio_att_dims``,
-    ``audio_init``, ``audio_att_init``: see :class:`AudioEncoder`.
+    ``audio_init``, ``audio_att_init``: see :class:`AudioEncoder`. ``camera_correction``: learn a
+    per-video :class:`persona.ours.camera_correction.CameraCorrection` applied to every camera.
     """
 
     def __init__(self, G: nn.Module, modality: str, k: int = 50, ortho: str = "qr", offset_init: str = "w_avg", resolution: int = 64,
                  rgb_base_channels: int = 32, rgb_max_channels: int = 512, rgb_feature_dim: int = 512, rgb_head_layers: int = 4,
                  mlp_hidden: int = 512, mlp_layers: int = 6, rgb_encoder: str = "persona", rgb_encoder_resolution: int = 256,
                  audio_att_dims: int | None = None, basis_rows: str = "unit", audio_init: str = "he",
-                 audio_att_init: str = "centre", basis_scale: float = 1.0, basis_init: str = "randn", rgb_init: str = "torch"):
+                 audio_att_init: str = "centre", basis_scale: float = 1.0, basis_init: str = "randn", rgb_init: str = "torch",
+                 camera_correction: bool = False):
         super().__init__()
         if modality not in MODALITIES:
             raise ValueError(f"PersonalizedPrior: modality={modality!r}; expected one of {MODALITIES}")
@@ -64,6 +67,7 @@ class PersonalizedPrior(nn.Module):
                                         rows=basis_rows, scale=basis_scale, init_directions=directions)
         if rgb_encoder not in RGB_ENCODERS:
             raise ValueError(f"PersonalizedPrior: rgb_encoder={rgb_encoder!r}; expected one of {RGB_ENCODERS}")
+        self.camera_correction = CameraCorrection() if camera_correction else None
         if modality == "rgb" and rgb_encoder == "release":
             from persona.release_encoder import ReleaseRGBEncoder
 
@@ -94,7 +98,10 @@ class PersonalizedPrior(nn.Module):
         return self.encoder(audio, None if neighbours is None else neighbours.float())
 
     def synthesize(self, ws: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
-        """ws [B,num_ws,w_dim], camera [B,25] -> image [B,3,resolution,resolution]."""
+        """ws [B,num_ws,w_dim], camera [B,25] -> image [B,3,resolution,resolution] (the camera
+        corrected first when the avatar learned a correction, :mod:`persona.ours.camera_correction`)."""
+        if self.camera_correction is not None:
+            camera = self.camera_correction(camera)
         image = self.generator.synthesis(ws, camera.float())["image"]
         if image.shape[-1] != self.resolution:
             if image.shape[-1] > self.resolution:

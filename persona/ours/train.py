@@ -160,6 +160,8 @@ class TrainConfig:
     generator_lr: float | None = None  # lr of the generator in stage 2; None = lr (paper, release). See the note above.
     grad_clip: float = 0.0  # clip the gradients' global norm to this before each step; 0 = off (paper, release)
     lr_schedule: str = field(default="constant", metadata=choices(*LR_SCHEDULES))  # constant (paper, release) | cosine: every group's lr x lr_factor(step)
+    camera_correction: bool = False  # learn a per-video correction of the cameras with the avatar (persona.ours.camera_correction; estimated cameras, issue #15); off: the cameras as given (paper, release)
+    camera_lr: float = 3e-3  # lr of that correction (Adam: its parameters move up to ~lr a step)
     betas: tuple[float, float] = (0.9, 0.999)
     batch_size: int = 2
     lambda_lpips: float = 5.0  # the paper's text; the release uses 1.0
@@ -242,7 +244,7 @@ def build_model(cfg: TrainConfig, G: torch.nn.Module) -> PersonalizedPrior:
                              mlp_hidden=cfg.mlp_hidden, mlp_layers=cfg.mlp_layers, rgb_encoder=cfg.rgb_encoder,
                              audio_att_dims=cfg.audio_att_dims, basis_rows=cfg.basis_rows, audio_init=cfg.audio_init,
                              audio_att_init=cfg.audio_att_init, basis_scale=cfg.basis_scale,
-                             basis_init=cfg.basis_init, rgb_init=cfg.rgb_init)
+                             basis_init=cfg.basis_init, rgb_init=cfg.rgb_init, camera_correction=cfg.camera_correction)
 
 
 def loss_images(pred: torch.Tensor, target: torch.Tensor, loss_resolution: int | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -392,11 +394,14 @@ def with_audio_neighbours(model: PersonalizedPrior, conditions: dict[str, torch.
 
 def parameter_groups(model: PersonalizedPrior, cfg: TrainConfig) -> list[dict[str, Any]]:
     """Adam's parameter groups: every parameter at ``cfg.lr`` (paper, release), except the
-    subspace (basis rows B and offset) at ``cfg.basis_lr``, the encoder at ``cfg.encoder_lr`` and
-    the generator at ``cfg.generator_lr`` when those are set. Parameters keep
+    subspace (basis rows B and offset) at ``cfg.basis_lr``, the encoder at ``cfg.encoder_lr``,
+    the generator at ``cfg.generator_lr`` when those are set, and the camera correction (when on)
+    at ``cfg.camera_lr``. Parameters keep
     ``model.parameters()``' order within a group; empty groups are left out."""
     special = {"basis": (list(model.basis.parameters()), cfg.basis_lr), "encoder": (list(model.encoder.parameters()), cfg.encoder_lr),
                "generator": (list(model.generator.parameters()), cfg.generator_lr)}
+    if model.camera_correction is not None:
+        special["camera"] = (list(model.camera_correction.parameters()), cfg.camera_lr)
     taken = {id(p) for params, lr in special.values() if lr is not None for p in params}
     groups = [{"params": [p for p in model.parameters() if id(p) not in taken]}]
     groups += [{"params": params, "lr": float(lr)} for params, lr in special.values() if lr is not None]
@@ -517,15 +522,20 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
         if step % cfg.log_every == 0 or step == cfg.iterations:
             psnr_value = _psnr(pred, target)
             loss_value = loss.item()
+            extra = {} if model.camera_correction is None else {
+                "camera_linear": model.camera_correction.linear.detach().flatten().tolist(),
+                "camera_offset": model.camera_correction.offset.detach().tolist()}
             run.log(step, loss=loss_value, l2=l2.item(), lpips=lp.item(), ortho=ortho.item(), mouth_l2=mouth.item(),
                     psnr=psnr_value, stage=stage, train_seconds=train_seconds, grad_norm=grad_norm,
-                    alpha_rms=float(out["alpha"].detach().pow(2).mean().sqrt()))
+                    alpha_rms=float(out["alpha"].detach().pow(2).mean().sqrt()), **extra)
             bar.set_postfix(loss=f"{loss_value:.4f}", psnr=f"{psnr_value:.2f}", stage=stage)
         if step % cfg.checkpoint_every == 0 or step == cfg.iterations:
             _save_checkpoint(run, step, model, optimizer, cfg, train_seconds)
         if step % cfg.sample_every == 0 or step == cfg.iterations:
             _write_sample(run, step, model, sample_frames, track)
     bar.close()
+    if model.camera_correction is not None:
+        print(model.camera_correction.describe(), file=sys.stderr)
     model.eval()
     return model
 

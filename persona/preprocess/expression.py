@@ -1,4 +1,4 @@
-"""A pose-free, fixed-length expression code from landmarks: the stand-in for NerFACE's 76-d
+"""A pose-free, fixed-length expression code from landmarks and the eyes' look: the stand-in for NerFACE's 76-d
 Face2Face expression vector (written in the same ``expression`` field).
 
 Definition (the same for every video, so one person's code can drive another's avatar):
@@ -11,7 +11,9 @@ and scale removed) and measured in units of the video's inter-ocular distance. T
 * dims 12..15: how much of each eye shows (:data:`EYE_NAMED`, :func:`eye_appearance`): the share
   of an eye patch whose colour is not the skin's, and the mean colour distance, per eye. Mediapipe's
   eyelid points barely follow a blink on the synthetic heads (held-out R² of the world's lid control
-  0.35-0.78 from the landmarks alone); the patch sees the sclera and iris disappear;
+  0.35-0.78 from the landmarks alone); the patch sees the sclera and iris disappear. The patch
+  constants (:data:`PATCH`, :data:`PATCH_EXTENT`, :data:`SKIN_DISTANCE`) are first choices, kept
+  after comparing three variants by eye and by R² on identities 1-6 (the bench's 1-3 included);
 * dims 16..75: x, y of 30 lip and eyelid points (:data:`POINTS`) in the head frame;
 
 each minus its median over the video (the person's resting face), so the code is zero at rest

@@ -1,0 +1,85 @@
+"""A per-video correction of the cameras, learned with the avatar (issue #15: "refining cameras
+during training").
+
+Cameras estimated from landmarks carry per-video biases rather than per-frame noise: on the
+synthetic world's sweeps `persona preprocess` reads yaw ~1.15x and pitch ~0.7x the truth (a
+pose fit to the shape triangulated with the true cameras errs as much, so better landmark
+geometry cannot remove it). A few parameters shared by every frame of the video can: each
+camera's rotation about the pivot, as the rotation vector ``r`` that takes the frontal camera to
+it (x ≈ pitch, y ≈ yaw, z ≈ roll), is mapped to ``(I + M) r + b`` (``M`` [3,3], ``b`` [3], both
+starting at 0: the identity), and the camera is moved about the pivot accordingly (its distance,
+intrinsics and the point it looks at kept). Trained by the reconstruction loss with the rest of
+the avatar; shared parameters get a gradient from every frame, which per-frame offsets at a
+budget of a few visits per frame would not.
+
+The correction is part of the avatar: every camera it renders (training, test and orbit cameras
+alike) is read in the frame of the video's estimated cameras.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from persona import cameras
+
+
+def rotvec_to_matrix(r: torch.Tensor) -> torch.Tensor:
+    """Rotation vectors [B,3] -> matrices [B,3,3] (Rodrigues; differentiable, exact at 0)."""
+    theta2 = (r * r).sum(-1, keepdim=True)
+    theta = theta2.clamp_min(1e-12).sqrt()
+    small = theta2 < 1e-8
+    a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)  # sin t / t
+    b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / theta2.clamp_min(1e-12))  # (1 - cos t) / t^2
+    zero = torch.zeros_like(r[:, 0])
+    k = torch.stack([zero, -r[:, 2], r[:, 1], r[:, 2], zero, -r[:, 0], -r[:, 1], r[:, 0], zero], -1).view(-1, 3, 3)
+    eye = torch.eye(3, dtype=r.dtype, device=r.device).expand_as(k)
+    return eye + a[..., None] * k + b[..., None] * (k @ k)
+
+
+def matrix_to_rotvec(m: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices [B,3,3] -> rotation vectors [B,3], for angles below 180° (not differentiated)."""
+    cos = ((m.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1.0, 1.0)
+    theta = torch.acos(cos)
+    axis = torch.stack([m[:, 2, 1] - m[:, 1, 2], m[:, 0, 2] - m[:, 2, 0], m[:, 1, 0] - m[:, 0, 1]], -1)
+    scale = torch.where(theta < 1e-6, torch.full_like(theta, 0.5), theta / (2 * torch.sin(theta).clamp_min(1e-12)))
+    return axis * scale[:, None]
+
+
+class CameraCorrection(nn.Module):
+    """EG3D labels [B,25] -> corrected labels [B,25] (see the module docstring); the identity at init."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Parameter(torch.zeros(3, 3))
+        self.offset = nn.Parameter(torch.zeros(3))
+        frontal = torch.from_numpy(cameras.look_at(0.0, 0.0)[:3, :3].astype("float32"))
+        self.register_buffer("frontal", frontal, persistent=False)
+        self.register_buffer("pivot", torch.tensor(cameras.PIVOT, dtype=torch.float32), persistent=False)
+
+    def rotvecs(self, labels: torch.Tensor) -> torch.Tensor:
+        """The cameras' rotation vectors about the pivot [B,3] (frontal camera -> each; no gradient)."""
+        c2w = labels[:, :16].reshape(-1, 4, 4).float()
+        return matrix_to_rotvec(c2w[:, :3, :3] @ self.frontal.T)
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        c2w = labels[:, :16].reshape(-1, 4, 4).float()
+        with torch.no_grad():
+            r = self.rotvecs(labels)
+            q = rotvec_to_matrix(r)  # frontal -> camera
+        corrected = rotvec_to_matrix(r @ (torch.eye(3, device=r.device) + self.linear).T + self.offset)
+        delta = corrected @ q.transpose(1, 2)  # camera -> corrected camera, about the pivot
+        rot = delta @ c2w[:, :3, :3]
+        pos = self.pivot + ((c2w[:, :3, 3] - self.pivot)[:, None, :] @ delta.transpose(1, 2))[:, 0]
+        top = torch.cat([rot, pos[:, :, None]], 2)
+        bottom = c2w[:, 3:4, :]
+        return torch.cat([torch.cat([top, bottom], 1).reshape(-1, 16), labels[:, 16:].float()], 1)
+
+    def describe(self) -> str:
+        """One line: the correction as slopes (diagonal of I + M) and offsets in degrees."""
+        diag = (1 + self.linear.detach().diagonal()).tolist()
+        off = [math.degrees(v) for v in self.offset.detach().tolist()]
+        return (f"camera correction: pitch {diag[0]:.3f}x{off[0]:+.2f} deg, yaw {diag[1]:.3f}x{off[1]:+.2f} deg, "
+                f"roll {diag[2]:.3f}x{off[2]:+.2f} deg")
