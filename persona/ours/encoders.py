@@ -14,6 +14,7 @@ from persona.data.formats import EXPRESSION_DIM
 RGB_ENCODERS = ("persona", "release")  # persona.ours.encoders.RGBEncoder | persona.release_encoder.ReleaseRGBEncoder
 AUDIO_INITS = ("he", "torch")  # ours' AudioNet init: variance-preserving (persona) | PyTorch's default (AD-NeRF, the release)
 AUDIO_ATT_INITS = ("centre", "torch")  # ours' AudioAttNet init: on the frame's own window (persona) | PyTorch's default
+EXPRESSION_INITS = ("torch", "he")  # ours' 3DMM encoder init: PyTorch's default (the release) | variance-preserving hidden layers (an option, issue #20)
 RGB_INITS = ("torch", "he")  # persona's RGBEncoder trunk init: PyTorch's default | variance-preserving (an option, issue #20)
 
 
@@ -106,13 +107,19 @@ class ExpressionEncoder(nn.Module):
     """3DMM expression [B,76] -> alpha [B,k]: MLP 76 -> 512 -> ... -> k (release: 6 x 512).
 
     The release stacks its linear layers without activations; we put LeakyReLU between them
-    (an MLP as the paper describes the encoder).
+    (an MLP as the paper describes the encoder). ``init``: ``torch`` (PyTorch's default, the
+    release) or ``he`` (:func:`he_init_` on the hidden layers, slope 0.2; the head keeps PyTorch's
+    default, so the coefficients still start small).
     """
 
-    def __init__(self, k: int, in_dim: int = EXPRESSION_DIM, hidden: int = 512, layers: int = 6):
+    def __init__(self, k: int, in_dim: int = EXPRESSION_DIM, hidden: int = 512, layers: int = 6, init: str = "torch"):
         super().__init__()
+        if init not in EXPRESSION_INITS:
+            raise ValueError(f"ExpressionEncoder: init={init!r}; expected one of {EXPRESSION_INITS}")
         self.in_dim = in_dim
         self.net = mlp(in_dim, hidden, k, layers)
+        if init == "he":
+            he_init_(self.net[:-1], slope=0.2)
 
     def forward(self, expression: torch.Tensor) -> torch.Tensor:
         if expression.dim() != 2 or expression.shape[1] != self.in_dim:

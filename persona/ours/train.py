@@ -37,7 +37,7 @@ from persona.data.dataset import stack_samples
 from persona.data.formats import unit_to_uint8
 from persona.errors import PersonaInputError
 from persona.ours.basis import BASIS_INITS, BASIS_ROWS, OFFSET_INITS, ORTHO_MODES
-from persona.ours.encoders import AUDIO_ATT_INITS, AUDIO_INITS, RGB_ENCODERS, RGB_INITS
+from persona.ours.encoders import AUDIO_ATT_INITS, AUDIO_INITS, EXPRESSION_INITS, RGB_ENCODERS, RGB_INITS
 from persona.ours.model import MODALITIES, PersonalizedPrior
 from persona.profiles import choices, config_for, torch_device, with_dry_run
 from persona.runs import RunDir, isolated_rng, load_tensors, prefixed, restore_training_state, training_state, unprefixed
@@ -173,6 +173,7 @@ class TrainConfig:
     resolution: int | None = None  # training/render resolution; None = the dataset's
     loss_resolution: int | None = None  # None: loss at the training resolution (persona) | 256: area-pooled to 256 (the release)
     rgb_encoder: str = field(default="persona", metadata=choices(*RGB_ENCODERS))  # persona (prior.RGBEncoder, at `resolution`) | release (LIA EncoderApp at 256 px)
+    expression_init: str = field(default="torch", metadata=choices(*EXPRESSION_INITS))  # 3DMM encoder init: torch (PyTorch's default: the release) | he (variance-preserving hidden layers; no gain, docs/REENACTMENT.md round six)
     rgb_init: str = field(default="torch", metadata=choices(*RGB_INITS))  # persona's RGBEncoder trunk init: torch (PyTorch's default) | he (variance-preserving). See the note above.
     rgb_base_channels: int = 16
     rgb_max_channels: int = 128
@@ -244,7 +245,8 @@ def build_model(cfg: TrainConfig, G: torch.nn.Module) -> PersonalizedPrior:
                              mlp_hidden=cfg.mlp_hidden, mlp_layers=cfg.mlp_layers, rgb_encoder=cfg.rgb_encoder,
                              audio_att_dims=cfg.audio_att_dims, basis_rows=cfg.basis_rows, audio_init=cfg.audio_init,
                              audio_att_init=cfg.audio_att_init, basis_scale=cfg.basis_scale,
-                             basis_init=cfg.basis_init, rgb_init=cfg.rgb_init, camera_correction=cfg.camera_correction)
+                             basis_init=cfg.basis_init, rgb_init=cfg.rgb_init, camera_correction=cfg.camera_correction,
+                             expression_init=cfg.expression_init)
 
 
 def loss_images(pred: torch.Tensor, target: torch.Tensor, loss_resolution: int | None) -> tuple[torch.Tensor, torch.Tensor]:
