@@ -47,7 +47,7 @@ class Param:
 SCHEMA: dict[str, Param] = {
     "profile": Param("str", "sizes of data, models and steps; auto: the profile of the newest runs (see latest_profile)",
                      choices=PROFILE_NAMES + ("auto",)),
-    "seed": Param("int", "seed of the synthetic data and of training", minimum=0),
+    "seed": Param("int", "seed of the synthetic benchmark (its identities and clips); the optimiser's: train_seeds", minimum=0),
     "identities": Param("int", "synthetic identities (videos) per table", minimum=1, maximum=100),
     "force": Param("bool", "true: recompute cached runs and data"),
     "eg3d_pkl": Param("str", "official EG3D pickle (paper profile)", optional=True),
@@ -75,6 +75,9 @@ SCHEMA: dict[str, Param] = {
                             optional=True, minimum=0.001, notebooks=(*TABLE_NOTEBOOKS, "05_explore_basis", "07_cross_identity")),
     "budget_curve": Param("bool", "true: also train every method on the first identity at 1/4 and 1/2 of its budget "
                           "and plot test PSNR against training seconds (<table>_budget_curve)", notebooks=TABLE_NOTEBOOKS),
+    "train_seeds": Param("list[int]", "optimiser seeds: every method trains once per seed on each identity and an identity "
+                         "scores the mean over its seeds (verdicts still bootstrap over identities); [0]: one run each",
+                         minimum=0, maximum=2**31 - 1, notebooks=TABLE_NOTEBOOKS),
     "l2_only": Param("bool", "paper profile: true runs without the AlexNet weights (L2 only; the tables say so)"),
     "syncnet_model": Param("str", "official syncnet_v2.model: Table 3's lip-sync scored by SyncNet (null: the synthetic expert)",
                            optional=True, notebooks=("03_audio_reenactment",)),

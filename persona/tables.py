@@ -217,6 +217,7 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
             ground_truth_label: str = "Ground Truth", max_test_frames: int | None = None,
             syncnet_model: str | None = None, static: bool = False, following: bool = False,
             sync_references: bool = False, budget_seconds: float | None = None,
+            train_seeds: Sequence[int] = (0,),
             ) -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, str], ex.TrainedRun]]:
     """Train and evaluate every row on every video (cached: :func:`persona.experiments.trained`).
 
@@ -241,6 +242,11 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
     floor rows (:func:`persona.experiments.sync_references`). In planning mode
     (``$PERSONA_PLAN_DIR``) every run not yet trained is listed, then
     :class:`persona.experiments.RunsDeferred` is raised.
+    ``train_seeds``: every row trains once per optimiser seed on each video (its config's ``seed``;
+    seed 0 leaves the config as given, so the one-seed runs keep their cache keys); the per-frame
+    scores of all seeds carry the same method and identity, so an identity's score is the mean over
+    its seeds and the verdicts' bootstrap stays over identities. The timings get one row per seed
+    (column ``seed``); the returned runs are the first seed's.
     """
     from persona.data.dataset import FrameDataset, NovelViewDataset
     from persona.evaluate import SYNC_DETAIL_COLUMNS
@@ -259,12 +265,13 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
         if static:
             floor = ex.static_evaluated(train, test, profile, max_frames=shared, following=following, force=force)
             frames.append(floor.assign(method=STATIC_LABEL, identity=identity))
-        for row in rows:
-            print(f"{identity}: {row.label} ...", flush=True)
+        for row, seed in ((row, seed) for row in rows for seed in train_seeds):
+            print(f"{identity}: {row.label}{f' (seed {seed})' if len(train_seeds) > 1 else ''} ...", flush=True)
             try:
-                cfg = budget.equal_budget_cfg(row.method, {**row.cfg, "profile": profile}, budget_seconds)
+                cfg = budget.equal_budget_cfg(row.method, {**row.cfg, "profile": profile, **({"seed": seed} if seed else {})},
+                                              budget_seconds)
                 tr = ex.trained(row.method, cfg, train, profile,
-                                label=f"{slug(row.label)}-{identity}", force=force)
+                                label=f"{slug(row.label)}-{identity}" + (f"-seed{seed}" if seed else ""), force=force)
             except ex.RunDeferred as run_name:  # planning mode: list every missing run, then stop
                 deferred.append(str(run_name))
                 continue
@@ -287,9 +294,9 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
                     frames.append(pd.DataFrame([{"method": ground_truth_label, "identity": identity, "view": "gt",
                                                  **{c: float(sync_rows.iloc[1].get(n, np.nan)) for c, n in columns.items()}}]))
             frames.append(df)
-            timings.append({"method": row.label, "identity": identity, "train_seconds": tr.train_seconds,
+            timings.append({"method": row.label, "identity": identity, "seed": seed, "train_seconds": tr.train_seconds,
                             "eval_seconds": eval_seconds, **budget.row_record(tr, train)})
-            runs[(row.label, identity)] = tr
+            runs.setdefault((row.label, identity), tr)
     if deferred:
         raise ex.RunsDeferred(deferred)
     if sync_references:
@@ -422,13 +429,21 @@ def run_table(spec: TableSpec, params: Any) -> TableResult:
 
     rows, metrics, claims = spec.rows(p), spec.metrics(p), spec.claims(p)
     trains = {"budget_seconds": p.get("budget_seconds")}  # Table 5's evaluate trains nothing: it looks up Tables 2-3's runs
+    if p.get("train_seeds", [0]) != [0]:
+        if spec.evaluate is not None:
+            raise PersonaInputError(f"{spec.notebook}: train_seeds: this table trains nothing of its own; expected [0], "
+                                    f"got {p['train_seeds']}")
+        trains["train_seeds"] = p["train_seeds"]
     per_frame, timings, runs = (spec.evaluate or compare)(rows, video_dirs, profile, force=p["force"], static=spec.static_row,
                                                           following=spec.following, **trains, **spec.compare_kwargs(p))
     table = report.results_table(per_frame, metrics, spec.labels(p), paper_key=spec.name if spec.name in PAPER_RESULTS else None,
                                  unsupported_novel=unsupported_novel(runs), novel=spec.novel_views)
     prov = report.provenance(profile, [p["seed"]], generator_name(p["eg3d_pkl"]), lpips_available(),
                              identities=len(video_dirs), parameters=params.summary())
-    notes = table_notes(*spec.notes(p), *protocol_notes(spec, profile), *sync_notes(per_frame),
+    seeds_note = ([f"Every method trained with optimiser seeds {', '.join(map(str, trains['train_seeds']))} on each identity; "
+                   "an identity's score is the mean over its seeds, and the verdicts bootstrap over identities."]
+                  if "train_seeds" in trains else [])
+    notes = table_notes(*spec.notes(p), *seeds_note, *protocol_notes(spec, profile), *sync_notes(per_frame),
                         *budget.table_notes(p.get("budget_seconds"), timings, profile), *gaps, l2_only=p["l2_only"])
     numeric = in_row_order(report.summary(per_frame, metrics), spec.labels(p))
     table, numeric = report.with_budget(table, numeric, timings)  # steps, train s, Mpx of every method row
