@@ -342,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     done = 0
     for stage in (schedule(names, start_order(args.profile)) if jobs > 1 else [[n] for n in names]):
-        if len(stage) > 1:
+        # one notebook asked for with --jobs 2+ (e.g. --only 02 -p train_seeds=...): its runs still train --jobs at a time
+        if len(stage) > 1 or (len(names) == 1 and args.jobs is not None and args.jobs > 1):
             print(f"[{done + 1}-{done + len(stage)}/{len(names)}] {', '.join(stage)} (profile {args.profile}{changed}, "
                   f"{jobs} at a time, one thread each)", flush=True)
             if not args.no_train_ahead and not _forced(args.profile, stage, extra):

@@ -181,3 +181,23 @@ def test_train_ahead_trains_each_round_once_and_keeps_notebooks_complete_while_p
     assert planned == [["01", "02"], ["01", "02"], ["02"]]
     assert [r.name for r in completed] == ["01", "02"]
     assert all(r.output.parent == tmp_path / "executed" / "smoke" and r.output.is_file() for r in completed)
+
+
+def test_one_notebook_with_jobs_2_still_trains_its_runs_two_at_a_time(monkeypatch):
+    """`persona notebooks --only 02 --jobs 2` (a rerun such as -p train_seeds=[0,1,2]) trains ahead as a
+    whole run does; without --jobs one notebook runs in this process, as before."""
+    from pathlib import Path
+
+    from persona import notebooks as nbr
+
+    calls = []
+    monkeypatch.setattr(cluster, "train_ahead", lambda names, profile, jobs, extra=None: (calls.append(("ahead", list(names), jobs)), (0, []))[1])
+    monkeypatch.setattr(nbr, "run_parallel", lambda names, profile, jobs, extra=None: (calls.append(("parallel", list(names), jobs)), ([], []))[1])
+    monkeypatch.setattr(nbr, "run_notebook", lambda name, profile, extra=None, progress=False: (
+        calls.append(("alone", [name], 1)), nbr.NotebookResult(name, 1.0, Path("x.ipynb")))[1])
+
+    assert nbr.main(["--profile", "smoke", "--only", "02", "--jobs", "2", "-p", "train_seeds=[0,1]"]) == 0
+    assert calls == [("ahead", ["02_3dmm_reenactment"], 2), ("parallel", ["02_3dmm_reenactment"], 2)]
+    calls.clear()
+    assert nbr.main(["--profile", "smoke", "--only", "02"]) == 0
+    assert calls == [("alone", ["02_3dmm_reenactment"], 1)]
