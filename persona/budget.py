@@ -182,8 +182,9 @@ def pixels_per_step(method: str, config: Any, resolution: int) -> int:
     return frames * side * side
 
 
-def _logged_seconds(rows: Sequence[Mapping[str, Any]]) -> float | None:
-    """The last ``train_seconds`` (ours, FOMM, NHA) or ``seconds`` (the NeRFs) a trainer logged."""
+def logged_seconds(rows: Sequence[Mapping[str, Any]]) -> float | None:
+    """The last ``train_seconds`` (ours, FOMM, NHA) or ``seconds`` (the NeRFs) a trainer logged: its training
+    seconds so far, over every session of a resumed run."""
     for key in ("train_seconds", "seconds"):
         values = [row[key] for row in rows if isinstance(row.get(key), (int, float))]
         if values:
@@ -204,7 +205,7 @@ def run_budget(method: str, config: Any, run: Any, resolution: int, done_seconds
         seconds = statistics.fmean(row["seconds"] for row in frames) if frames else None
         return Budget(steps, seconds, steps * side * side, per_test_frame=True)
     steps = own_steps(method, config)
-    seconds = _logged_seconds(rows)
+    seconds = logged_seconds(rows)
     return Budget(steps, seconds if seconds is not None else done_seconds, steps * pixels_per_step(method, config, resolution))
 
 

@@ -264,6 +264,10 @@ def train_or_load(method: Any, key: dict[str, Any], run_path: Path, train_ds: An
             start = time.perf_counter()
             method.fit(train_ds, run)
             seconds = time.perf_counter() - start
+            # a run resumed after a kill: this session's wall time misses the earlier sessions; its log has them all
+            from persona.budget import logged_seconds
+
+            seconds = max(seconds, logged_seconds(run.metrics()) or 0.0)
             atomic_write_json(done, {"train_seconds": seconds, "key": key})
             plot_metrics(run_path)  # metrics.png: loss and PSNR against the step
     return run, seconds

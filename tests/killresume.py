@@ -20,10 +20,21 @@ from typing import Any
 
 
 def train(spec: dict[str, Any]) -> None:
-    """Train (or resume) ``spec['out']`` in this process."""
+    """Train (or resume) ``spec['out']`` in this process, at ``spec['threads']`` torch threads (the
+    process's own count is restored afterwards, so a pytest run keeps its threads)."""
     import torch
 
+    previous = torch.get_num_threads()
     torch.set_num_threads(int(spec["threads"]))
+    try:
+        _train(spec)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train(spec: dict[str, Any]) -> None:
+    import torch
+
     if spec["method"] == "prior":
         from persona.eg3d.train import PRIOR_PROFILES, train_prior
         from persona.profiles import for_profile

@@ -72,3 +72,23 @@ def test_train_seeds_are_checked_in_one_line():
     with pytest.raises(PersonaInputError, match="train_seeds: expected a list of integers"):
         params.check("train_seeds", "[-1]")
     assert "train_seeds" not in params.names_for("07_cross_identity")
+
+
+def test_a_resumed_runs_done_json_counts_every_session_of_its_training(tmp_path):
+    """done.json's train_seconds (the pool's printout, the timings' train_seconds) is the trainer's logged
+    total when a resumed run's earlier sessions make it larger than this session's wall time."""
+    import json
+    import time
+
+    class Stub:
+        def __init__(self, logged):
+            self.logged = logged
+
+        def fit(self, train_ds, run):
+            time.sleep(0.01)
+            run.log(10, train_seconds=self.logged)
+
+    ex.train_or_load(Stub(500.0), {"torch_threads": 1}, tmp_path / "resumed", None)
+    assert json.loads((tmp_path / "resumed" / "done.json").read_text())["train_seconds"] == 500.0
+    ex.train_or_load(Stub(0.001), {"torch_threads": 1}, tmp_path / "fresh", None)
+    assert 0.01 <= json.loads((tmp_path / "fresh" / "done.json").read_text())["train_seconds"] < 5
