@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from persona.budget import logged_seconds
 from persona.notebooks import REPO_ROOT
 from persona.profiles import check_profile, torch_threads, using_threads
 from persona.runlist import plot_metrics
@@ -265,8 +266,6 @@ def train_or_load(method: Any, key: dict[str, Any], run_path: Path, train_ds: An
             method.fit(train_ds, run)
             seconds = time.perf_counter() - start
             # a run resumed after a kill: this session's wall time misses the earlier sessions; its log has them all
-            from persona.budget import logged_seconds
-
             seconds = max(seconds, logged_seconds(run.metrics()) or 0.0)
             atomic_write_json(done, {"train_seconds": seconds, "key": key})
             plot_metrics(run_path)  # metrics.png: loss and PSNR against the step

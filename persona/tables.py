@@ -18,6 +18,7 @@ A notebook then reads::
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,7 +266,7 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
         if static:
             floor = ex.static_evaluated(train, test, profile, max_frames=shared, following=following, force=force)
             frames.append(floor.assign(method=STATIC_LABEL, identity=identity))
-        for row, seed in ((row, seed) for row in rows for seed in train_seeds):
+        for row, seed in itertools.product(rows, train_seeds):
             print(f"{identity}: {row.label}{f' (seed {seed})' if len(train_seeds) > 1 else ''} ...", flush=True)
             try:
                 cfg = budget.equal_budget_cfg(row.method, {**row.cfg, "profile": profile, **({"seed": seed} if seed else {})},
@@ -429,20 +430,18 @@ def run_table(spec: TableSpec, params: Any) -> TableResult:
 
     rows, metrics, claims = spec.rows(p), spec.metrics(p), spec.claims(p)
     trains = {"budget_seconds": p.get("budget_seconds")}  # Table 5's evaluate trains nothing: it looks up Tables 2-3's runs
-    if p.get("train_seeds", [0]) != [0]:
-        if spec.evaluate is not None:
-            raise PersonaInputError(f"{spec.notebook}: train_seeds: this table trains nothing of its own; expected [0], "
-                                    f"got {p['train_seeds']}")
-        trains["train_seeds"] = p["train_seeds"]
+    seeds = p.get("train_seeds", [0])  # Tables 1-4 only (params.SCHEMA): Table 5's notebook does not take it
+    if seeds != [0]:
+        trains["train_seeds"] = seeds
     per_frame, timings, runs = (spec.evaluate or compare)(rows, video_dirs, profile, force=p["force"], static=spec.static_row,
                                                           following=spec.following, **trains, **spec.compare_kwargs(p))
     table = report.results_table(per_frame, metrics, spec.labels(p), paper_key=spec.name if spec.name in PAPER_RESULTS else None,
                                  unsupported_novel=unsupported_novel(runs), novel=spec.novel_views)
     prov = report.provenance(profile, [p["seed"]], generator_name(p["eg3d_pkl"]), lpips_available(),
                              identities=len(video_dirs), parameters=params.summary())
-    seeds_note = ([f"Every method trained with optimiser seeds {', '.join(map(str, trains['train_seeds']))} on each identity; "
+    seeds_note = ([f"Every method trained with optimiser seeds {', '.join(map(str, seeds))} on each identity; "
                    "an identity's score is the mean over its seeds, and the verdicts bootstrap over identities."]
-                  if "train_seeds" in trains else [])
+                  if seeds != [0] else [])
     notes = table_notes(*spec.notes(p), *seeds_note, *protocol_notes(spec, profile), *sync_notes(per_frame),
                         *budget.table_notes(p.get("budget_seconds"), timings, profile), *gaps, l2_only=p["l2_only"])
     numeric = in_row_order(report.summary(per_frame, metrics), spec.labels(p))
