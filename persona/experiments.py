@@ -58,8 +58,10 @@ def cached_csv(path: Path, make: Any, force: bool = False) -> pd.DataFrame:
     return df
 
 
-def ensure_benchmark(profile: str, seed: int = 0, force: bool = False) -> Path:
-    """Build the synthetic benchmark of ``profile`` unless it is already complete; return its root."""
+def ensure_benchmark(profile: str, seed: int = 0, force: bool = False, identities: int | None = None) -> Path:
+    """Build the synthetic benchmark of ``profile`` unless it is already complete; return its root.
+    ``identities``: at least this many (default: the profile's; a smaller build is extended, see
+    :func:`persona.data.world.build_benchmark`)."""
     from persona.data.world import build_benchmark
 
     # build_benchmark keeps a complete build made with the same sizes, seed and code; the lock keeps
@@ -67,7 +69,7 @@ def ensure_benchmark(profile: str, seed: int = 0, force: bool = False) -> Path:
     # the first one's readers)
     root = data_root(profile)
     with run_lock(root):
-        return build_benchmark(root, profile, seed=seed, force=force)
+        return build_benchmark(root, profile, seed=seed, force=force, identities=identities)
 
 
 def config_hash(obj: Any) -> str:

@@ -48,7 +48,7 @@ SCHEMA: dict[str, Param] = {
     "profile": Param("str", "sizes of data, models and steps; auto: the profile of the newest runs (see latest_profile)",
                      choices=PROFILE_NAMES + ("auto",)),
     "seed": Param("int", "seed of the synthetic benchmark (its identities and clips); the optimiser's: train_seeds", minimum=0),
-    "identities": Param("int", "synthetic identities (videos) per table", minimum=1, maximum=100),
+    "identities": Param("int", "synthetic identities (videos) per table; more than the profile builds extends its benchmark (only the new ones are rendered)", minimum=1, maximum=100),
     "force": Param("bool", "true: recompute cached runs and data"),
     "eg3d_pkl": Param("str", "official EG3D pickle (paper profile)", optional=True),
     "nerface_dirs": Param("list[str]", "real videos in NerFACE layout (paper profile)"),

@@ -50,9 +50,11 @@ def git_commit(root: Path = REPO_ROOT) -> str:
 
 
 def provenance(profile: str, seeds: Sequence[int], generator: str, lpips_available: bool, **extra: Any) -> dict[str, Any]:
+    """The provenance line's fields; ``seeds``: the benchmark's (its identities and clips; the
+    optimiser's seeds are a table parameter, ``train_seeds``, named in ``extra``)."""
     from persona.profiles import torch_threads
 
-    return {"profile": profile, "seeds": list(seeds), "commit": git_commit(), "generator": generator,
+    return {"profile": profile, "benchmark seeds": list(seeds), "commit": git_commit(), "generator": generator,
             "lpips": "AlexNet LPIPS" if lpips_available else "unavailable (AlexNet weights absent)",
             "torch_threads": torch_threads(profile), **extra}
 

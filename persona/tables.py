@@ -91,10 +91,11 @@ def videos(root: Path, kind: str, identities: int) -> list[Path]:
 
 def table_videos(profile: str, kind: str, identities: int, real_dirs: Sequence[str], seed: int = 0,
                  force: bool = False) -> list[Path]:
-    """The videos a table runs on: the real folders on a real-data profile, else the synthetic ones."""
+    """The videos a table runs on: the real folders on a real-data profile, else the first ``identities``
+    synthetic ones (the benchmark extended when the profile builds fewer)."""
     if uses_real_data(profile):
         return [Path(d) for d in real_dirs]
-    return videos(ex.ensure_benchmark(profile, seed=seed, force=force), kind, identities)
+    return videos(ex.ensure_benchmark(profile, seed=seed, force=force, identities=identities), kind, identities)
 
 
 def benchmark_summary(root: Path) -> pd.DataFrame:
@@ -438,6 +439,7 @@ def run_table(spec: TableSpec, params: Any) -> TableResult:
     table = report.results_table(per_frame, metrics, spec.labels(p), paper_key=spec.name if spec.name in PAPER_RESULTS else None,
                                  unsupported_novel=unsupported_novel(runs), novel=spec.novel_views)
     prov = report.provenance(profile, [p["seed"]], generator_name(p["eg3d_pkl"]), lpips_available(),
+                             **({"optimiser seeds": seeds} if p.get("train_seeds") is not None else {}),
                              identities=len(video_dirs), parameters=params.summary())
     seeds_note = ([f"Every method trained with optimiser seeds {', '.join(map(str, seeds))} on each identity; "
                    "an identity's score is the mean over its seeds, and the verdicts bootstrap over identities."]

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -50,6 +51,41 @@ def test_build_is_deterministic_and_skips_complete_builds(bench, tmp_path):
     stamp = (other / "benchmark.json").stat().st_mtime_ns
     S.build_benchmark(other, "smoke", seed=0, config=TINY)  # complete: kept as is
     assert (other / "benchmark.json").stat().st_mtime_ns == stamp
+
+
+def test_asking_for_more_identities_extends_a_build_in_place(bench, tmp_path, monkeypatch):
+    """#19's reviewer runs ask for more identities than the profile builds: the build grows by the
+    missing ones (id00 untouched, the whole equal to a fresh build of that size); asking for fewer keeps it;
+    an extension killed midway leaves the old build complete and is redone by the next call."""
+    grown = tmp_path / "grown"
+    shutil.copytree(bench, grown)
+    before = {p: p.stat().st_mtime_ns for p in (grown / "id00").rglob("*") if p.is_file()}
+    calls = []
+    real = S.benchmark._write_identity
+    monkeypatch.setattr(S.benchmark, "_write_identity", lambda *a: calls.append(a[1]) or real(*a))
+
+    def killed(*a):
+        (a[0] / "id02").mkdir(parents=True)  # a half-written identity...
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(S.benchmark, "_write_identity", killed)
+    with pytest.raises(KeyboardInterrupt):
+        S.build_benchmark(grown, "smoke", seed=0, config=TINY, identities=3)
+    assert json.loads((grown / "benchmark.json").read_text())["config"]["identities"] == 1  # still the old, complete build
+    assert sorted(p.name for p in grown.iterdir() if p.name.startswith("id")) == ["id00"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # ...gone with its temporary folder
+    monkeypatch.setattr(S.benchmark, "_write_identity", lambda *a: calls.append(a[1]) or real(*a))
+    S.build_benchmark(grown, "smoke", seed=0, config=TINY, identities=3)
+    assert calls == [1, 2]  # only the missing identities were rendered
+    assert {p: p.stat().st_mtime_ns for p in (grown / "id00").rglob("*") if p.is_file()} == before
+    fresh = tmp_path / "fresh"
+    S.build_benchmark(fresh, "smoke", seed=0, config=replace(TINY, identities=3))
+    digest = _digest(grown)
+    assert digest == _digest(fresh)
+    calls.clear()
+    S.build_benchmark(grown, "smoke", seed=0, config=TINY, identities=2)  # fewer: kept, nothing rendered
+    S.build_benchmark(grown, "smoke", seed=0, config=TINY)
+    assert calls == [] and _digest(grown) == digest
 
 
 def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):

@@ -144,7 +144,7 @@ def test_notebooks_side_by_side_build_the_benchmark_one_at_a_time(monkeypatch, t
     state = {"inside": 0, "most": 0, "builds": 0}
     guard = threading.Lock()
 
-    def build(root, profile, seed=0, force=False):
+    def build(root, profile, seed=0, force=False, identities=None):
         with guard:
             state["inside"] += 1
             state["most"] = max(state["most"], state["inside"])

@@ -100,6 +100,8 @@ def test_run_table_writes_the_spec_and_derives_unsupported_novel_views(tmp_path,
     assert result.table.loc["NHA", "mouth SSIM ↑"] == "0.500 ± 0.000" and "following ↑ novel view" not in result.table
     assert {f"table2_3dmm.{ext}" for ext in ("csv", "md", "tex")} <= {f.name for f in (tmp_path / "tables").iterdir()}
     assert result.markdown.startswith("**Table 2: 3DMM-driven face reenactment**")
+    # the provenance names which seed is which: the benchmark's, and the optimiser's (train_seeds)
+    assert "benchmark seeds: [0]; " in result.markdown and "optimiser seeds: [0]; " in result.markdown
 
 
 def test_table4_gaps_name_the_missing_k50_claim_and_go_under_table_and_claims():

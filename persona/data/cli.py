@@ -21,10 +21,12 @@ def main_build(argv: list[str]) -> int:
     p.add_argument("--out", default=None, help="output folder (None: data/synthetic/<profile> of this checkout)")
     p.add_argument("--seed", type=flag_int(0), default=0, help="seed of the identities, speech and motion")
     p.add_argument("--force", action="store_true", help="rebuild even when a complete build exists")
+    p.add_argument("--identities", type=flag_int(1, 100), default=None,
+                   help="at least this many identities (default: the profile's); a complete smaller build is extended")
     args = p.parse_args(argv)
     out = Path(args.out) if args.out else world.benchmark_dir(args.profile, REPO_ROOT / "data" / "synthetic")
     start = time.perf_counter()
-    world.build_benchmark(out, args.profile, seed=args.seed, force=args.force)
+    world.build_benchmark(out, args.profile, seed=args.seed, force=args.force, identities=args.identities)
     print(f"benchmark {args.profile} (seed {args.seed}) at {out} in {time.perf_counter() - start:.1f} s")
     return 0
 
