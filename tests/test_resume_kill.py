@@ -31,6 +31,9 @@ STEPS = 4  # every trainer: 4 steps, checkpoints at 2 and 4; the kill comes afte
 TRAINERS = {
     "ours": ("mono", {"iterations": STEPS, "frozen_iterations": 2, "checkpoint_every": 2, "sample_every": 2, "log_every": 1,
                       "resolution": 32, "lambda_lpips": 0.0}),
+    # ours with a weight average (ema_decay): the average is resumed too
+    "ours+ema": ("mono", {"iterations": STEPS, "frozen_iterations": 2, "checkpoint_every": 2, "sample_every": 2, "log_every": 1,
+                          "resolution": 32, "lambda_lpips": 0.0, "ema_decay": 0.9}),
     "nerface": ("mono", {"iterations": STEPS, "checkpoint_every": 2, "log_every": 1}),
     "adnerf": ("audio", {"iterations": STEPS, "checkpoint_every": 2, "log_every": 1, "smooth_warmup": 2}),
     "dfrf": ("audio", {"iterations": STEPS, "checkpoint_every": 2, "log_every": 1, "smooth_warmup": 2, "pretrain_steps": 0}),
@@ -51,7 +54,7 @@ def bench(tmp_path_factory):
 
 def _spec(name: str, bench: Path, out: Path, kill: int | None = None) -> dict:
     kind, config = TRAINERS[name]
-    return {"method": name, "data": str(bench / "id00" / kind) if kind else "", "out": str(out), "config": config,
+    return {"method": name.partition("+")[0], "data": str(bench / "id00" / kind) if kind else "", "out": str(out), "config": config,
             # one thread, as every cached run trains (profiles.TORCH_THREADS): at 2 threads NHA's Adam state is not
             # bit-reproducible even uninterrupted, so the test passed or failed with the thread count pytest left
             "threads": 1, "kill_after_step": kill}
@@ -82,4 +85,6 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(name, bench, tmp_path):
     differ = [k for k in straight if not torch.equal(resumed[k], straight[k])]
     assert not differ, f"{name}: {len(differ)} of {len(straight)} tensors differ, e.g. {differ[:5]}"
     assert any(k.startswith("rng.") for k in straight)  # the random state is part of the checkpoint
+    if "ema_decay" in TRAINERS[name][1]:
+        assert any(k.startswith("ema.") for k in straight)
     assert _rows(killed) == _rows(tmp_path / "straight")  # each step logged once, same values
