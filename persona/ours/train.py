@@ -419,16 +419,14 @@ def _load_checkpoint(path: Path, model: PersonalizedPrior, optimizer: torch.opti
     optimiser's state and ``average``'s. Without (rendering): the weight average when the run kept one
     (``ema_decay`` > 0, :class:`WeightAverage`), else the trained weights."""
     tensors, meta = load_tensors(path)
-    model.load_state_dict(unprefixed("model", tensors))
+    state = unprefixed("model", tensors)
+    if optimizer is None:  # rendering: the average's parameters over the trained ones (none when the run kept none)
+        state.update(unprefixed(WeightAverage.PREFIX, tensors))
+    model.load_state_dict(state)
     if optimizer is not None:
         restore_training_state(tensors, meta, optimizer, str(path))
         if average is not None:
             average.restore(tensors, str(path))
-    elif unprefixed(WeightAverage.PREFIX, tensors):
-        with torch.no_grad():
-            saved = unprefixed(WeightAverage.PREFIX, tensors)
-            for name, p in model.named_parameters():
-                p.copy_(saved[name])
     return meta
 
 

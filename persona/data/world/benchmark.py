@@ -252,6 +252,21 @@ def _install(tmp: Path, root: Path) -> None:
     shutil.rmtree(old)
 
 
+def _building_folder(root: Path) -> Path:
+    """A new, empty temporary sibling of ``root`` for a build (``.NAME.building-PID``), after removing
+    the ``.building-PID`` / ``.old-PID`` leftovers of killed builds (ours only)."""
+    import shutil
+
+    from persona.runs import remove_stale_leftovers
+
+    remove_stale_leftovers(root.parent)
+    tmp = root.parent / f".{root.name}.building-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    return tmp
+
+
 def _write_identity(folder: Path, k: int, ident_seed: int, cfg: BenchmarkConfig) -> dict[str, dict]:
     """Write identity ``k`` (seed ``ident_seed``): ``folder/idNN/{mono,audio}``; -> its benchmark.json entry."""
     identity = sample_identity(ident_seed)
@@ -287,21 +302,15 @@ def _extend(root: Path, old: dict, cfg: BenchmarkConfig, seed: int) -> None:
     import shutil
 
     from persona.data import formats
-    from persona.runs import remove_stale_leftovers
 
     held = int(old["config"]["identities"])
-    remove_stale_leftovers(root.parent)
-    tmp = root.parent / f".{root.name}.building-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp = _building_folder(root)
     try:
         summary = {**old, "config": {**old["config"], "identities": cfg.identities}, "identities": dict(old["identities"])}
-        for k, ident_seed in enumerate(benchmark_identity_seeds(cfg.identities, seed)):
-            if k >= held:
-                summary["identities"].update(_write_identity(tmp, k, ident_seed, cfg))
+        seeds = benchmark_identity_seeds(cfg.identities, seed)
         for k in range(held, cfg.identities):
-            name = f"id{k:02d}"
+            summary["identities"].update(_write_identity(tmp, k, seeds[k], cfg))
+        for name in sorted(summary["identities"])[held:]:
             if (root / name).exists():
                 shutil.rmtree(root / name)
             os.replace(tmp / name, root / name)
@@ -333,7 +342,6 @@ def build_benchmark(root: str | Path, profile: str, seed: int = 0, force: bool =
 
     from persona.data import formats
     from persona.profiles import check_profile
-    from persona.runs import remove_stale_leftovers
 
     cfg = config if config is not None else BENCHMARK_PROFILES[check_profile(profile)]
     if identities is not None and int(identities) > cfg.identities:
@@ -353,11 +361,7 @@ def build_benchmark(root: str | Path, profile: str, seed: int = 0, force: bool =
             _extend(root, old, cfg, int(seed))
             return given
     root.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_leftovers(root.parent)  # .building-PID / .old-PID folders of killed builds (ours only)
-    tmp = root.parent / f".{root.name}.building-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp = _building_folder(root)
     try:
         (tmp / OWNER_MARKER).write_text(_MARKER_TEXT)
         summary["identities"] = {}
