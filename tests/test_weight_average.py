@@ -34,8 +34,22 @@ def test_update_moves_the_average_by_one_minus_the_warm_decay():
 def test_decay_is_checked_and_off_leaves_cache_keys_alone():
     with pytest.raises(PersonaInputError, match="ema_decay"):
         train_config("default", ema_decay=1.0)
-    assert "ema_decay" not in key_config(train_config("default", modality="3dmm"))
+    # off (the paper's, the release's): left out of the key, so runs cached before it existed keep theirs
+    assert "ema_decay" not in key_config(train_config("default", modality="3dmm", ema_decay=0.0))
     assert key_config(train_config("default", modality="3dmm", ema_decay=0.99))["ema_decay"] == 0.99
+
+
+def test_default_is_on_for_3dmm_and_audio_off_for_rgb_and_the_paper():
+    for profile in ("default", "smoke"):
+        assert train_config(profile, modality="3dmm").ema_decay == 0.99
+        assert train_config(profile, modality="audio").ema_decay == 0.99
+        assert train_config(profile, modality="rgb").ema_decay == 0.0  # not measured on RGB: its last weights
+        assert train_config(profile, modality="rgb", ema_decay=0.9).ema_decay == 0.9  # unless given
+    for profile in ("paper", "paper-dry"):
+        for modality in ("rgb", "3dmm", "audio"):
+            assert train_config(profile, modality=modality).ema_decay == 0.0
+    # giving ema_decay on RGB does not switch its optimiser to the short-budget recipe
+    assert train_config("default", modality="rgb", ema_decay=0.9).basis_lr is None
 
 
 def test_finished_run_is_the_average_and_loads_as_it(tmp_path):
