@@ -394,6 +394,31 @@ def protocol_notes(spec: TableSpec, profile: str) -> list[str]:
         + ([SYNC_REFERENCE_NOTE] if spec.reference_rows else [])
 
 
+# ours' optimiser and loss fields where persona's default profiles deviate from the paper's (TrainConfig's notes)
+RECIPE_FIELDS = ("basis_lr", "encoder_lr", "generator_lr", "grad_clip", "mouth_weight", "lr_schedule", "ema_decay")
+
+
+def recipe_notes(runs: Mapping[tuple[str, str], ex.TrainedRun]) -> list[str]:
+    """One footnote saying how each row of ours trained where it differs from the paper's optimiser
+    and loss (the ``paper`` profile's :data:`RECIPE_FIELDS`): a reader sees what ours gets that the
+    baselines, trained as their releases, do not. None when the table has no row of ours."""
+    from persona.ours.train import TRAIN_PROFILES, TrainConfig
+
+    paper = TRAIN_PROFILES["paper"]
+    recipes: dict[str, str] = {}
+    for (label, _), run in runs.items():
+        config = getattr(run.method, "config", None)
+        if isinstance(config, TrainConfig) and label not in recipes:
+            changed = [f"{f} {getattr(config, f)}" for f in RECIPE_FIELDS if getattr(config, f) != getattr(paper, f)]
+            recipes[label] = ", ".join(changed) if changed else "the paper's"
+    if not recipes:
+        return []
+    rows = "; ".join(f"{label}: {recipe}" for label, recipe in recipes.items())
+    return [f"Ours' optimiser and loss where they differ from the paper's (TrainConfig; persona's short-budget recipe, "
+            f"docs/REENACTMENT.md; ema_decay: a weight average of the trained weights; the baselines train with their "
+            f"releases' optimisers and no weight average): {rows}."]
+
+
 def unsupported_novel(runs: Mapping[tuple[str, str], ex.TrainedRun]) -> list[str]:
     """Row labels whose method renders no novel views (from each method's ``supports_novel_views``)."""
     return sorted({label for (label, _), run in runs.items() if not run.method.supports_novel_views})
@@ -445,7 +470,8 @@ def run_table(spec: TableSpec, params: Any) -> TableResult:
                    "an identity's score is the mean over its seeds, and the verdicts bootstrap over identities."]
                   if seeds != [0] else [])
     notes = table_notes(*spec.notes(p), *seeds_note, *protocol_notes(spec, profile), *sync_notes(per_frame),
-                        *budget.table_notes(p.get("budget_seconds"), timings, profile), *gaps, l2_only=p["l2_only"])
+                        *budget.table_notes(p.get("budget_seconds"), timings, profile), *recipe_notes(runs), *gaps,
+                        l2_only=p["l2_only"])
     numeric = in_row_order(report.summary(per_frame, metrics), spec.labels(p))
     table, numeric = report.with_budget(table, numeric, timings)  # steps, train s, Mpx of every method row
     report.write_table(table, numeric, spec.name, tables_dir, spec.caption, prov, notes)

@@ -126,3 +126,23 @@ def test_every_method_is_a_method_with_its_hooks_and_novel_view_support():
     assert still.attach_audio(None) is None and still.set_test_frames(None) is None  # no-op defaults
     with pytest.raises(NotImplementedError, match="no basis coefficients"):
         still.alphas({})
+
+
+def test_recipe_note_says_what_ours_trains_with_that_the_paper_and_the_baselines_do_not():
+    from types import SimpleNamespace
+
+    from persona.ours.train import train_config
+
+    def run(config):
+        return ex.TrainedRun("run", SimpleNamespace(config=config), None, 0.0)
+
+    runs = {("Ours 3DMM", "id00"): run(train_config("default", modality="3dmm")),
+            ("Ours 3DMM", "id01"): run(train_config("default", modality="3dmm")),
+            ("Ours RGB", "id00"): run(train_config("default", modality="rgb")),
+            ("NHA", "id00"): run({"steps": 3})}
+    [note] = tables.recipe_notes(runs)
+    assert "Ours 3DMM: basis_lr 0.03, encoder_lr 0.003, mouth_weight 1.0, ema_decay 0.99" in note
+    assert "Ours RGB: the paper's" in note and "NHA" not in note and note.count("Ours 3DMM") == 1
+    assert tables.recipe_notes({("NHA", "id00"): run({"steps": 3})}) == []
+    [paper] = tables.recipe_notes({("Ours 3DMM", "id00"): run(train_config("paper", modality="3dmm"))})
+    assert paper.endswith("Ours 3DMM: the paper's.")
