@@ -413,7 +413,10 @@ def recipe_notes(runs: Mapping[tuple[str, str], ex.TrainedRun]) -> list[str]:
             recipes[label] = ", ".join(changed) if changed else "the paper's"
     if not recipes:
         return []
-    rows = "; ".join(f"{label}: {recipe}" for label, recipe in recipes.items())
+    groups: dict[str, list[str]] = {}  # rows that train alike share one entry (Table 4's ablations)
+    for label, recipe in recipes.items():
+        groups.setdefault(recipe, []).append(label)
+    rows = "; ".join(f"{', '.join(labels)}: {recipe}" for recipe, labels in groups.items())
     return [f"Ours' optimiser and loss where they differ from the paper's (TrainConfig; persona's short-budget recipe, "
             f"docs/REENACTMENT.md; ema_decay: a weight average of the trained weights; the baselines train with their "
             f"releases' optimisers and no weight average): {rows}."]

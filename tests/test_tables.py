@@ -144,5 +144,7 @@ def test_recipe_note_says_what_ours_trains_with_that_the_paper_and_the_baselines
     assert "Ours 3DMM: basis_lr 0.03, encoder_lr 0.003, mouth_weight 1.0, ema_decay 0.99" in note
     assert "Ours RGB: the paper's" in note and "NHA" not in note and note.count("Ours 3DMM") == 1
     assert tables.recipe_notes({("NHA", "id00"): run({"steps": 3})}) == []
+    [alike] = tables.recipe_notes({(f"k = {k}", "id00"): run(train_config("default", modality="rgb", k=k)) for k in (5, 10)})
+    assert alike.endswith("k = 5, k = 10: the paper's.")
     [paper] = tables.recipe_notes({("Ours 3DMM", "id00"): run(train_config("paper", modality="3dmm"))})
     assert paper.endswith("Ours 3DMM: the paper's.")
