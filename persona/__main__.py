@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "render": ("persona.verbs", "main_render", "render a trained run (test frames, novel views, orbit video)"),
     "eval": ("persona.evaluate", "main_eval", "metrics of a trained run on the test split"),
     "diagnose": ("persona.diagnostics", "main", "ours: mouth PSNR vs the static floor and expression following against steps"),
+    "reach": ("persona.subspace_reach", "main", "ours 3DMM: can its learned subspace render an open mouth? (inversions into its generator)"),
     "bench generator": ("persona.eg3d.bench", "main", "generator speed (ms/image, GFLOP/s)"),
     "bench official": ("persona.eg3d.bench_official", "main", "ffhq512: persona vs your checkout of the official EG3D code, same weights"),
     "bench methods": ("persona.bench", "main", "every method's ms per training step and per rendered frame, % of matmul peak"),

@@ -183,3 +183,32 @@ def test_diagnose_on_several_identities_writes_each_and_one_figure_of_all(tmp_pa
     assert both["floor_mouth"].notna().all() and (out / "curve.png").is_file()
     for name in ("id00-mono", "id01-mono"):
         assert (out / name / "summary.json").is_file() and (out / name / "basis_change.csv").is_file()
+
+
+def test_reach_inverts_an_open_mouth_into_a_trained_run_and_refuses_other_runs(tmp_path):
+    import pandas as pd
+
+    from persona import subspace_reach as R
+    from persona.data.dataset import FrameDataset
+    from persona.ours.method import build_method
+    from persona.runs import RunDir
+
+    tiny = S.BenchmarkConfig(resolution=16, identities=1, mono_train_frames=4, mono_test_frames=3, audio_train_frames=4,
+                             audio_test_frames=3, val_frames=1, novel_every=5, prior_images=2, render_batch=8)
+    video = S.build_benchmark(tmp_path / "bench", "smoke", seed=0, config=tiny) / "id00" / "mono"
+    runs = {}
+    for modality in ("3dmm", "rgb"):
+        method = build_method({"profile": "smoke", "modality": modality})
+        method.fit(FrameDataset(video, "train"), RunDir(tmp_path / modality))
+        runs[modality] = tmp_path / modality
+    out = tmp_path / "reach"
+    assert R.main(["--run", str(runs["3dmm"]), "--data", str(video), "--out", str(out), "--steps", "15"]) == 0
+    [row] = pd.read_csv(out / "reach.csv").to_dict(orient="records")
+    assert row["label"] == "id00: 3dmm" and row["run"] == str(runs["3dmm"])
+    assert set(f"psnr_mouth_{r}" for r in R.REACH_ROWS) <= set(row) and (out / "reach.png").is_file()
+    assert row["psnr_mouth_wplus"] > row["psnr_mouth_closed"]  # the free inversion moves towards the open mouth
+    assert 0.0 <= row["share_in_span"] <= 1.0 + 1e-5 and row["step_inversion"] > 0
+    with pytest.raises(PersonaInputError, match="3DMM run of ours"):
+        R.main(["--run", str(runs["rgb"]), "--data", str(video), "--out", str(out)])
+    with pytest.raises(PersonaInputError, match="one --data per --run"):
+        R.main(["--run", str(runs["3dmm"]), "--run", str(runs["3dmm"]), "--data", str(video), "--out", str(out)])

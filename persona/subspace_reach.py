@@ -1,0 +1,152 @@
+"""Can ours' learned subspace render an open mouth? (issue #20)
+
+The issue asks how far apart in W+ an open and a closed mouth of the same identity lie, and whether
+the learned subspace spans that difference. For a trained 3DMM run of ours and its synthetic video:
+the identity's mean training expression with the jaw closed (0) and open (``open_value``), rendered
+by the synthetic world at a frontal camera (the truth) and by ours. Then, from ours' W+ of the closed
+mouth, two optimisations against the open truth (Adam; L2 over the image plus L2 over the opening
+box, :func:`persona.diagnostics.opening_box`), both through ours' own trained generator:
+
+- ``wplus``: every W+ entry free (an inversion): what the generator can render;
+- ``subspace``: ours' coefficients only (``w = alpha @ B + offset``): the best point of the learned
+  subspace.
+
+Mouth PSNR in the opening box against the open truth (:data:`REACH_ROWS`): ``closed`` (ours' closed
+render: what not opening scores), ``ours`` (ours' open render), ``projected`` (the inversion's W+
+step projected onto span(B), added to ours' closed W+), ``subspace`` and ``wplus``. And the W+ step
+lengths of ours (closed -> open) and of the inversion, their cosine, and the share of the inversion's
+step inside span(B). ``python -m persona reach --run RUN --data VIDEO --out DIR`` writes
+``reach.csv`` (one row per run) and ``reach.png`` (per run: truth closed, truth open, ours,
+the subspace's best, the inversion).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from persona import metrics
+from persona.errors import PersonaInputError
+
+REACH_ROWS = ("closed", "ours", "projected", "subspace", "wplus")
+
+
+def _mouth_psnr(image: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> float:
+    """PSNR (images in [-1,1]) over the mask's pixels; image/truth [1,3,H,W], mask [1,1,H,W]."""
+    mse = float(((image - truth) ** 2 * mask).sum() / (mask.sum() * image.shape[1]))
+    return float(-10 * torch.log10(torch.tensor(max(mse, 1e-12) / 4.0)))
+
+
+def _fit(render: Any, start: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor, steps: int, lr: float) -> torch.Tensor:
+    """Adam on ``start`` (a leaf copy) so that ``render(x)`` [1,3,H,W] matches ``truth``: the
+    image L2 plus the L2 over ``mask`` (the mouth gets its say, as ours' ``mouth_weight``)."""
+    x = start.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([x], lr=lr)
+    for _ in range(steps):
+        image = render(x)
+        loss = F.mse_loss(image, truth) + ((image - truth) ** 2 * mask).sum() / (mask.sum() * image.shape[1])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return x.detach()
+
+
+def subspace_reach(method: Any, video: str | Path, open_value: float = 1.0, steps: int = 150,
+                   lr: float = 0.05, seed: int = 0) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """(scores, images) of a trained 3DMM ``method`` of ours on the synthetic ``video`` (module doc).
+
+    scores: ``psnr_mouth_<row>`` for each of :data:`REACH_ROWS`, ``step_ours``, ``step_inversion``
+    (W+ lengths), ``cosine``, ``share_in_span``; images [1,3,H,W] each: ``truth_closed``,
+    ``truth_open``, ``ours``, ``subspace``, ``wplus``."""
+    from persona import cameras as cams
+    from persona import diagnostics as D
+    from persona.data.dataset import FrameDataset
+
+    model = getattr(method, "model", None)
+    if model is None or not hasattr(model, "basis") or getattr(method.config, "modality", None) != "3dmm":
+        raise PersonaInputError(f"reach: a trained 3DMM run of ours expected, got {type(method).__name__} "
+                                f"(modality {getattr(getattr(method, 'config', None), 'modality', None)!r})")
+    model = model.eval().requires_grad_(False)
+    torch.manual_seed(seed)
+    train = FrameDataset(video, "train")
+    expression = train.expressions.float().mean(0, keepdim=True).repeat(2, 1)
+    expression[:, 0] = torch.tensor([0.0, float(open_value)])  # the world's JAW_OPEN dimension
+    camera = torch.as_tensor(cams.camera_label(0.0, 0.0), dtype=torch.float32)[None].repeat(2, 1)
+    identity = D.identity_seed(video)
+    truth = D.world_render(identity, expression, camera, int(train.resolution), "reach: world render")
+    mask = metrics.box_mask(D.opening_box(identity, camera[:1]), 1, truth.shape[-2], truth.shape[-1]).float()
+    with torch.no_grad():
+        alpha = model.encode({"expression": expression})
+        ws = model.basis(alpha)
+        ours = model.synthesize(ws, camera)
+    target, cam = truth[1:], camera[:1]
+    wplus = _fit(lambda w: model.synthesize(w, cam), ws[:1], target, mask, steps, lr)
+    best_alpha = _fit(lambda a: model.synthesize(model.basis(a), cam), alpha[:1], target, mask, steps, lr)
+    basis = model.basis.effective_basis()  # [k, num_ws*w_dim]
+    step_inversion = (wplus - ws[:1]).reshape(-1)
+    step_ours = (ws[1] - ws[0]).reshape(-1)
+    if model.basis.ortho == "qr":
+        projected_step = basis.t() @ (basis @ step_inversion)  # orthonormal rows
+    else:
+        projected_step = basis.t() @ torch.linalg.lstsq(basis.t(), step_inversion[:, None]).solution[:, 0]
+    with torch.no_grad():
+        images = {"truth_closed": truth[:1], "truth_open": target, "ours": ours[1:],
+                  "subspace": model.synthesize(model.basis(best_alpha), cam), "wplus": model.synthesize(wplus, cam)}
+        projected = model.synthesize((ws[:1].reshape(-1) + projected_step).view_as(ws[:1]), cam)
+    renders = {"closed": ours[:1], "ours": ours[1:], "projected": projected, "subspace": images["subspace"], "wplus": images["wplus"]}
+    scores = {f"psnr_mouth_{row}": _mouth_psnr(renders[row], target, mask) for row in REACH_ROWS}
+    scores.update(step_ours=float(step_ours.norm()), step_inversion=float(step_inversion.norm()),
+                  cosine=float(F.cosine_similarity(step_ours, step_inversion, dim=0)),
+                  share_in_span=float(projected_step.norm() / step_inversion.norm().clamp_min(1e-12)))
+    return scores, images
+
+
+def reach_figure(images: dict[str, dict[str, torch.Tensor]], path: Path) -> list[Path]:
+    """Per run (row): truth closed, truth open, ours, the subspace's best, the W+ inversion."""
+    from persona.report import image_grid
+
+    columns = (("truth_closed", "truth: closed"), ("truth_open", "truth: open"), ("ours", "ours"),
+               ("subspace", "best in subspace"), ("wplus", "W+ inversion"))
+    rows = [[row[key][0] for key, _ in columns] for row in images.values()]
+    return image_grid(rows, path, row_labels=list(images), col_labels=[label for _, label in columns],
+                      title="can ours' subspace open the mouth?")
+
+
+def main(argv: list[str]) -> int:
+    """``python -m persona reach --run RUN --data VIDEO [--run RUN --data VIDEO ...] --out DIR``."""
+    import pandas as pd
+
+    from persona import cli
+    from persona.errors import flag_int
+    from persona.runs import atomic_write
+    from persona.verbs import load_run
+
+    p = cli.parser("reach", "ours 3DMM: can its learned subspace render an open mouth? Inversions into its generator, "
+                   "free in W+ and inside the subspace (issue #20)")
+    p.add_argument("--run", required=True, action="append", help="a trained 3DMM run of ours (repeatable, one --data each)")
+    p.add_argument("--data", required=True, action="append", help="the synthetic video folder it trained on")
+    p.add_argument("--out", required=True, help="folder for reach.csv and reach.png")
+    p.add_argument("--open", type=float, default=1.0, help="the jaw opening of the open mouth (the world's control)")
+    p.add_argument("--steps", type=flag_int(1), default=150, help="Adam steps of each inversion")
+    args = p.parse_args(argv)
+    if len(args.run) != len(args.data):
+        raise PersonaInputError(f"reach: {len(args.run)} --run and {len(args.data)} --data; give one --data per --run")
+    out = Path(args.out)
+    rows, images = [], {}
+    for run, video in zip(args.run, args.data):
+        method, _ = load_run(run)
+        scores, pictures = subspace_reach(method, video, args.open, args.steps)
+        name = f"{Path(video).parent.name}: {Path(run).name}"  # the identity, then the run folder
+        name = name if name not in images else f"{name} ({len(images)})"
+        rows.append({"label": name, "run": str(run), "video": str(video), **scores})
+        images[name] = pictures
+        print(name, " ".join(f"{k} {v:.2f}" for k, v in scores.items()))
+    out.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame(rows)
+    atomic_write(out / "reach.csv", lambda tmp: table.to_csv(tmp, index=False))
+    reach_figure(images, out / "reach")
+    print(f"wrote {out}/reach.csv, reach.png")
+    return 0
