@@ -25,6 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -117,8 +118,6 @@ def reach_figure(images: dict[str, dict[str, torch.Tensor]], path: Path) -> list
 
 def main(argv: list[str]) -> int:
     """``python -m persona reach --run RUN --data VIDEO [--run RUN --data VIDEO ...] --out DIR``."""
-    import pandas as pd
-
     from persona import cli
     from persona.errors import flag_int
     from persona.runs import atomic_write
@@ -150,3 +149,21 @@ def main(argv: list[str]) -> int:
     reach_figure(images, out / "reach")
     print(f"wrote {out}/reach.csv, reach.png")
     return 0
+
+
+def reach_report(method: Any, video: str | Path, tables_dir: Path, figures_dir: Path, label: str = "Ours 3DMM",
+                 steps: int = 150) -> pd.DataFrame:
+    """:func:`subspace_reach` of one run, written as ``tables_dir/subspace_reach.csv`` and
+    ``figures_dir/fig_subspace_reach_3dmm.png`` (notebook 05). Returns the one-row table."""
+    from persona.runs import atomic_write
+
+    from persona.notebooks import REPO_ROOT
+
+    scores, pictures = subspace_reach(method, video, steps=steps)
+    where = Path(video).resolve()
+    shown = where.relative_to(REPO_ROOT) if where.is_relative_to(REPO_ROOT) else where  # no machine's path in a shipped table
+    table = pd.DataFrame([{"label": label, "video": str(shown), **scores}])
+    Path(tables_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write(Path(tables_dir) / "subspace_reach.csv", lambda tmp: table.to_csv(tmp, index=False))
+    reach_figure({f"{label} ({Path(video).parent.name})": pictures}, Path(figures_dir) / "fig_subspace_reach_3dmm")
+    return table

@@ -208,6 +208,11 @@ def test_reach_inverts_an_open_mouth_into_a_trained_run_and_refuses_other_runs(t
     assert set(f"psnr_mouth_{r}" for r in R.REACH_ROWS) <= set(row) and (out / "reach.png").is_file()
     assert row["psnr_mouth_wplus"] > row["psnr_mouth_closed"]  # the free inversion moves towards the open mouth
     assert 0.0 <= row["share_in_span"] <= 1.0 + 1e-5 and row["step_inversion"] > 0
+    from persona.verbs import load_run
+
+    table = R.reach_report(load_run(runs["3dmm"])[0], video, tmp_path / "tables", tmp_path / "figures", steps=3)
+    assert len(table) == 1 and (tmp_path / "tables" / "subspace_reach.csv").is_file()
+    assert (tmp_path / "figures" / "fig_subspace_reach_3dmm.png").is_file()
     with pytest.raises(PersonaInputError, match="3DMM run of ours"):
         R.main(["--run", str(runs["rgb"]), "--data", str(video), "--out", str(out)])
     with pytest.raises(PersonaInputError, match="one --data per --run"):
