@@ -35,20 +35,16 @@ from persona.errors import PersonaInputError
 REACH_ROWS = ("closed", "ours", "projected", "subspace", "wplus")
 
 
-def _mouth_psnr(image: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> float:
-    """PSNR (images in [-1,1]) over the mask's pixels; image/truth [1,3,H,W], mask [1,1,H,W]."""
-    mse = float(((image - truth) ** 2 * mask).sum() / (mask.sum() * image.shape[1]))
-    return float(-10 * torch.log10(torch.tensor(max(mse, 1e-12) / 4.0)))
-
-
-def _fit(render: Any, start: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor, steps: int, lr: float) -> torch.Tensor:
+def _fit(render: Any, start: torch.Tensor, truth: torch.Tensor, box: torch.Tensor, steps: int, lr: float) -> torch.Tensor:
     """Adam on ``start`` (a leaf copy) so that ``render(x)`` [1,3,H,W] matches ``truth``: the
-    image L2 plus the L2 over ``mask`` (the mouth gets its say, as ours' ``mouth_weight``)."""
+    image L2 plus ours' mouth term over ``box`` [1,4] (:func:`persona.ours.train.mouth_l2`, weight 1)."""
+    from persona.ours.train import mouth_l2
+
     x = start.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=lr)
     for _ in range(steps):
         image = render(x)
-        loss = F.mse_loss(image, truth) + ((image - truth) ** 2 * mask).sum() / (mask.sum() * image.shape[1])
+        loss = F.mse_loss(image, truth) + mouth_l2(image, truth, box)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -65,6 +61,7 @@ def subspace_reach(method: Any, video: str | Path, open_value: float = 1.0, step
     from persona import cameras as cams
     from persona import diagnostics as D
     from persona.data.dataset import FrameDataset
+    from persona.data.world.expression import JAW_OPEN
 
     model = getattr(method, "model", None)
     if model is None or not hasattr(model, "basis") or getattr(method.config, "modality", None) != "3dmm":
@@ -74,18 +71,18 @@ def subspace_reach(method: Any, video: str | Path, open_value: float = 1.0, step
     torch.manual_seed(seed)
     train = FrameDataset(video, "train")
     expression = train.expressions.float().mean(0, keepdim=True).repeat(2, 1)
-    expression[:, 0] = torch.tensor([0.0, float(open_value)])  # the world's JAW_OPEN dimension
+    expression[:, JAW_OPEN] = torch.tensor([0.0, float(open_value)])
     camera = torch.as_tensor(cams.camera_label(0.0, 0.0), dtype=torch.float32)[None].repeat(2, 1)
     identity = D.identity_seed(video)
     truth = D.world_render(identity, expression, camera, int(train.resolution), "reach: world render")
-    mask = metrics.box_mask(D.opening_box(identity, camera[:1]), 1, truth.shape[-2], truth.shape[-1]).float()
+    box = D.opening_box(identity, camera[:1])  # [1,4]
     with torch.no_grad():
         alpha = model.encode({"expression": expression})
         ws = model.basis(alpha)
         ours = model.synthesize(ws, camera)
     target, cam = truth[1:], camera[:1]
-    wplus = _fit(lambda w: model.synthesize(w, cam), ws[:1], target, mask, steps, lr)
-    best_alpha = _fit(lambda a: model.synthesize(model.basis(a), cam), alpha[:1], target, mask, steps, lr)
+    wplus = _fit(lambda w: model.synthesize(w, cam), ws[:1], target, box, steps, lr)
+    best_alpha = _fit(lambda a: model.synthesize(model.basis(a), cam), alpha[:1], target, box, steps, lr)
     basis = model.basis.effective_basis()  # [k, num_ws*w_dim]
     step_inversion = (wplus - ws[:1]).reshape(-1)
     step_ours = (ws[1] - ws[0]).reshape(-1)
@@ -98,7 +95,7 @@ def subspace_reach(method: Any, video: str | Path, open_value: float = 1.0, step
                   "subspace": model.synthesize(model.basis(best_alpha), cam), "wplus": model.synthesize(wplus, cam)}
         projected = model.synthesize((ws[:1].reshape(-1) + projected_step).view_as(ws[:1]), cam)
     renders = {"closed": ours[:1], "ours": ours[1:], "projected": projected, "subspace": images["subspace"], "wplus": images["wplus"]}
-    scores = {f"psnr_mouth_{row}": _mouth_psnr(renders[row], target, mask) for row in REACH_ROWS}
+    scores = {f"psnr_mouth_{row}": float(metrics.psnr(renders[row], target, box)[0]) for row in REACH_ROWS}
     scores.update(step_ours=float(step_ours.norm()), step_inversion=float(step_inversion.norm()),
                   cosine=float(F.cosine_similarity(step_ours, step_inversion, dim=0)),
                   share_in_span=float(projected_step.norm() / step_inversion.norm().clamp_min(1e-12)))

@@ -233,10 +233,11 @@ def train_config(profile: str = "default", **overrides: Any) -> TrainConfig:
     if not 0 <= cfg.ema_decay < 1:
         raise PersonaInputError(f"TrainConfig: ema_decay={cfg.ema_decay}; expected 0 (off) or a decay in (0, 1)")
     given = {k for k, v in overrides.items() if v is not None}
-    if cfg.modality == "rgb" and not given & set(RGB_RECIPE):
-        cfg = replace(cfg, **RGB_RECIPE)
-    if cfg.modality == "rgb" and "ema_decay" not in given:
-        cfg = replace(cfg, ema_decay=0.0)  # measured on 3DMM and audio only: RGB keeps the last weights (paper, release)
+    if cfg.modality == "rgb":
+        if not given & set(RGB_RECIPE):
+            cfg = replace(cfg, **RGB_RECIPE)
+        if "ema_decay" not in given:  # measured on 3DMM and audio only: RGB keeps the last weights (paper, release)
+            cfg = replace(cfg, ema_decay=0.0)
     if cfg.modality == "audio" and "encoder_lr" not in given and cfg.encoder_lr is not None:
         cfg = replace(cfg, encoder_lr=AUDIO_ENCODER_LR)  # profiles with the short-budget deviation only (paper: None)
     return cfg
