@@ -18,6 +18,10 @@ lengths of ours (closed -> open) and of the inversion, their cosine, and the sha
 step inside span(B). ``python -m persona reach --run RUN --data VIDEO --out DIR`` writes
 ``reach.csv`` (one row per run) and ``reach.png`` (per run: truth closed, truth open, ours,
 the subspace's best, the inversion).
+
+``--encoder-steps N`` then asks whether the encoder is what falls short (:func:`train_encoder_alone`):
+the run's encoder trains N more steps alone (generator and basis frozen, its own loss), and the
+row gains ``psnr_mouth_ours_encoder`` and ``step_ours_encoder``, ours' open render and W+ step after them.
 """
 
 from __future__ import annotations
@@ -102,6 +106,30 @@ def subspace_reach(method: Any, video: str | Path, open_value: float = 1.0, step
     return scores, images
 
 
+def train_encoder_alone(method: Any, video: str | Path, steps: int, lr: float = 3e-3, seed: int = 7) -> None:
+    """Train ``method``'s encoder alone for ``steps`` Adam steps (lr ``lr``) on the training frames of
+    ``video``: generator and basis frozen, batch and loss as ours trains (image L2 + ``mouth_weight`` x
+    mouth L2, :func:`persona.ours.train.batch_indices` order under ``seed``). In place; the model ends in eval mode."""
+    from persona.data.dataset import FrameDataset, stack_samples
+    from persona.ours.train import batch_indices, mouth_l2
+
+    model, cfg = method.model, method.config
+    train = FrameDataset(video, "train")
+    frames = stack_samples(train, ("image", "camera", "expression", "mouth_box"), desc="", optional=True)
+    model.requires_grad_(False)
+    model.encoder.requires_grad_(True)
+    model.encoder.train()
+    optimizer = torch.optim.Adam(model.encoder.parameters(), lr=lr)
+    for step in range(1, steps + 1):
+        batch = {k: v[batch_indices(seed, step, len(train), cfg.batch_size)] for k, v in frames.items()}
+        image, target = model({"expression": batch["expression"]}, batch["camera"])["image"], batch["image"].float()
+        loss = F.mse_loss(image, target) + cfg.mouth_weight * mouth_l2(image, target, batch["mouth_box"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    model.eval().requires_grad_(False)
+
+
 def reach_figure(images: dict[str, dict[str, torch.Tensor]], path: Path) -> list[Path]:
     """Per run (row): truth closed, truth open, ours, the subspace's best, the W+ inversion."""
     from persona.report import image_grid
@@ -127,6 +155,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", required=True, help="folder for reach.csv and reach.png")
     p.add_argument("--open", type=float, default=1.0, help="the jaw opening of the open mouth (the world's control)")
     p.add_argument("--steps", type=flag_int(1), default=150, help="Adam steps of each inversion")
+    p.add_argument("--encoder-steps", type=flag_int(0), default=0,
+                   help="then train the run's encoder alone this many steps and score ours' open mouth again")
     args = p.parse_args(argv)
     if len(args.run) != len(args.data):
         raise PersonaInputError(f"reach: {len(args.run)} --run and {len(args.data)} --data; give one --data per --run")
@@ -135,6 +165,10 @@ def main(argv: list[str]) -> int:
     for run, video in zip(args.run, args.data):
         method, _ = load_run(run)
         scores, pictures = subspace_reach(method, video, args.open, args.steps)
+        if args.encoder_steps:
+            train_encoder_alone(method, video, args.encoder_steps)
+            after, _ = subspace_reach(method, video, args.open, steps=1)  # only ours' rows are read
+            scores.update(psnr_mouth_ours_encoder=after["psnr_mouth_ours"], step_ours_encoder=after["step_ours"])
         name = f"{Path(video).parent.name}: {Path(run).name}"  # the identity, then the run folder
         name = name if name not in images else f"{name} ({len(images)})"
         rows.append({"label": name, "run": str(run), "video": str(video), **scores})

@@ -208,7 +208,19 @@ def test_reach_inverts_an_open_mouth_into_a_trained_run_and_refuses_other_runs(t
     assert set(f"psnr_mouth_{r}" for r in R.REACH_ROWS) <= set(row) and (out / "reach.png").is_file()
     assert row["psnr_mouth_wplus"] > row["psnr_mouth_closed"]  # the free inversion moves towards the open mouth
     assert 0.0 <= row["share_in_span"] <= 1.0 + 1e-5 and row["step_inversion"] > 0
+    assert "psnr_mouth_ours_encoder" not in row
+    # --encoder-steps: the encoder alone trains on; the generator and the basis stay as trained
     from persona.verbs import load_run
+
+    method = load_run(runs["3dmm"])[0]
+    frozen = {k: v.clone() for k, v in method.model.state_dict().items() if not k.startswith("encoder.")}
+    encoder = {k: v.clone() for k, v in method.model.encoder.state_dict().items()}
+    R.train_encoder_alone(method, video, steps=3)
+    assert all(torch.equal(v, method.model.state_dict()[k]) for k, v in frozen.items())
+    assert any(not torch.equal(v, method.model.encoder.state_dict()[k]) for k, v in encoder.items())
+    assert R.main(["--run", str(runs["3dmm"]), "--data", str(video), "--out", str(out), "--steps", "2", "--encoder-steps", "2"]) == 0
+    [row] = pd.read_csv(out / "reach.csv").to_dict(orient="records")
+    assert row["step_ours_encoder"] > 0 and math.isfinite(row["psnr_mouth_ours_encoder"])
 
     table = R.reach_report(load_run(runs["3dmm"])[0], video, tmp_path / "tables", tmp_path / "figures", steps=3)
     assert len(table) == 1 and (tmp_path / "tables" / "subspace_reach.csv").is_file()

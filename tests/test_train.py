@@ -110,9 +110,9 @@ def test_generator_unchanged_in_stage_one_and_changed_in_stage_two(frames, tmp_p
     assert not torch.equal(before["decode.weight"], G2.state_dict()["decode.weight"])
 
 
-@pytest.mark.parametrize("modality", ["3dmm", "audio"])
-def test_resume_is_bit_identical(frames, tmp_path, modality):
-    cfg = tiny_cfg(modality=modality, audio_smooth_after=3, ortho="loss")
+@pytest.mark.parametrize("modality,basis_init", [("3dmm", "randn"), ("audio", "randn"), ("3dmm", "grad_pca")])
+def test_resume_is_bit_identical(frames, tmp_path, modality, basis_init):
+    cfg = tiny_cfg(modality=modality, audio_smooth_after=3, ortho="loss", basis_init=basis_init)
     full = RunDir(tmp_path / "full")
     fit_prior(make_model(cfg)[0], frames, full, cfg)
 
@@ -296,3 +296,45 @@ def test_w_pca_basis_rows_are_the_generators_principal_w_directions_in_every_lay
     eff = basis.effective_basis()
     assert torch.allclose(eff.norm(dim=1), torch.full((k,), 2.0), atol=1e-5)  # scale = row length
     assert torch.allclose((eff / 2) @ rows.t() @ rows, eff / 2, atol=1e-4)  # the span of the W directions
+
+
+def test_gradient_principal_directions_finds_the_axis_the_frames_differ_along():
+    from persona.ours.basis import gradient_principal_directions
+
+    gen = torch.Generator().manual_seed(0)
+    axes = torch.linalg.qr(torch.randn(40, 3, generator=gen))[0].t()  # [3,40] orthonormal
+    spread = torch.randn(30, 3, generator=gen) * torch.tensor([5.0, 2.0, 0.5])
+    gradients = 7.0 * axes[2] + spread @ axes  # a common pull plus frame-specific ones
+    rows = gradient_principal_directions(gradients, k=10)
+    assert rows.shape == (10, 40) and torch.allclose(rows.norm(dim=1), torch.ones(10), atol=1e-5)
+    assert abs(float(rows[0] @ axes[0])) > 0.98 and abs(float(rows[1] @ axes[1])) > 0.95
+    assert gradient_principal_directions(gradients[:4], k=10).shape == (3, 40)  # at most N - 1 directions
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        gradient_principal_directions(gradients[:1], k=10)
+
+
+def test_grad_pca_starts_the_basis_on_the_principal_directions_of_the_frames_w_gradients(frames, tmp_path):
+    """basis_init='grad_pca': before step 1 the basis rows are the principal directions of each
+    sampled frame's W+ gradient (image L2 + mouth L2) at the offset, computed here frame by frame."""
+    import torch.nn.functional as F
+
+    from persona.ours.basis import gradient_principal_directions
+    from persona.ours.train import mouth_l2
+
+    cfg = tiny_cfg(basis_init="grad_pca")
+    model, G = make_model(cfg)
+    G.requires_grad_(False)
+    start = model.basis.offset.detach().view(1, model.basis.num_ws, model.basis.w_dim)
+    gradients = []
+    for i in torch.linspace(0, len(frames) - 1, 2 * cfg.k).round().long().unique().tolist():
+        sample = frames[i]
+        ws = start.clone().requires_grad_(True)
+        pred, target = model.synthesize(ws, sample["camera"][None]), sample["image"][None]
+        loss = F.mse_loss(pred, target) + cfg.mouth_weight * mouth_l2(pred, target, sample["mouth_box"][None])
+        gradients.append(torch.autograd.grad(loss, ws)[0].reshape(-1))
+    expected = gradient_principal_directions(torch.stack(gradients), cfg.k)
+    before = model.basis.basis.detach().clone()
+    fit_prior(model, frames, RunDir(tmp_path / "run"), cfg, stop_after=0)
+    rows = F.normalize(model.basis.basis.detach(), dim=1)
+    assert torch.allclose((rows * expected).sum(1).abs(), torch.ones(cfg.k), atol=1e-4)
+    assert torch.allclose(model.basis.basis.norm(dim=1), before.norm(dim=1))  # the lengths randn rows had

@@ -10,7 +10,9 @@ import torch.nn.functional as F
 
 ORTHO_MODES = ("qr", "loss", "none")
 BASIS_ROWS = ("unit", "raw")
-BASIS_INITS = ("randn", "w_pca")  # randn: the release; w_pca: the generator's principal W directions (see w_principal_directions)  # scale of the basis rows in the 'loss'/'none' modes (see PersonalizedBasis)
+# randn: the release; w_pca: the generator's principal W directions (w_principal_directions); grad_pca: the
+# principal directions of the training frames' W+ gradients at the start (gradient_principal_directions)
+BASIS_INITS = ("randn", "w_pca", "grad_pca")
 OFFSET_INITS = ("basis_mean", "w_avg")
 
 
@@ -39,7 +41,8 @@ class PersonalizedBasis(nn.Module):
     - ``basis_mean`` (the release): the mean of the random initial basis rows (entries ~N(0,1/k)).
     B is initialised with ``randn`` in both cases, as in the release, unless ``init_directions``
     [k, num_ws*w_dim] are given (their rows, at the length randn rows have:
-    :func:`w_principal_directions`).
+    :func:`w_principal_directions`); :meth:`set_directions` replaces rows later (the trainer's
+    ``grad_pca`` init, which needs the training frames: :func:`persona.ours.train.init_basis_from_gradients`).
 
     ``scale``: the length of the effective rows (1: unit rows, the release's QR); ``w = alpha .
     (scale * B_eff) + offset``.
@@ -79,6 +82,17 @@ class PersonalizedBasis(nn.Module):
         else:
             offset = basis.mean(dim=0)
         self.offset = nn.Parameter(offset.clone())
+
+    @torch.no_grad()
+    def set_directions(self, directions: torch.Tensor) -> None:
+        """Replace B's rows by ``directions`` [m<=k, num_ws*w_dim] (normalised, at the length of the
+        current rows); rows past m keep their values."""
+        directions = torch.as_tensor(directions, dtype=self.basis.dtype, device=self.basis.device)
+        if directions.dim() != 2 or directions.shape[0] > self.k or directions.shape[1] != self.basis.shape[1]:
+            raise ValueError(f"PersonalizedBasis: directions of shape [<= {self.k}, {self.basis.shape[1]}] expected, "
+                             f"got {list(directions.shape)}")
+        m = directions.shape[0]
+        self.basis[:m] = F.normalize(directions, dim=1) * self.basis[:m].norm(dim=1, keepdim=True)
 
     def effective_basis(self) -> torch.Tensor:
         """The basis actually used: [k, num_ws*w_dim] (orthonormal rows in ``qr`` mode), times ``scale``."""
@@ -144,3 +158,16 @@ def w_principal_directions(G: nn.Module, k: int, samples: int = 4096, seed: int 
     if k > w_dim:
         rows = torch.cat([rows, torch.randn(k - w_dim, num_ws * w_dim, generator=gen)])
     return F.normalize(rows, dim=1)
+
+
+def gradient_principal_directions(gradients: torch.Tensor, k: int) -> torch.Tensor:
+    """The top principal directions of per-frame W+ gradients [N, num_ws*w_dim] (centred over the
+    frames, SVD): [min(k, N-1), num_ws*w_dim], unit rows. The directions in which the training
+    frames pull the start's latent apart from their common pull: what differs between frames
+    (expression, and what the camera alone does not explain), where a random basis starts with
+    ~sqrt(k / (num_ws*w_dim)) of any direction."""
+    g = gradients.reshape(len(gradients), -1).double()
+    if len(g) < 2:
+        raise ValueError(f"gradient_principal_directions: at least 2 frames' gradients expected, got {len(g)}")
+    _, _, v = torch.linalg.svd(g - g.mean(0), full_matrices=False)
+    return F.normalize(v[: min(k, len(g) - 1)].float(), dim=1)

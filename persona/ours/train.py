@@ -156,6 +156,17 @@ class TrainConfig:
     following unchanged (0.73); 0.65 ms a step (one ``_foreach_lerp_`` over 1.28 M parameters).
     A documented deviation from the paper and the release; ``--set ema_decay=0`` trains as they do
     (and finds the runs cached before it was the default: 0 is left out of the cache key).
+
+    Note on ``basis_init = 'grad_pca'`` (issue #20, ninth round; :func:`init_basis_from_gradients`,
+    off by default). ``python -m persona reach`` found the learned subspace holding only 27-43 % of
+    the W+ step that opens the mouth, 4-7 dB below a free inversion. Starting B on the principal
+    directions of 100 training frames' W+ gradients at the offset (~8 s of one thread, counted in the
+    run's training seconds) gives a better subspace (seed 0, id00-id04: its best point +0.8 dB, 5 of
+    5 higher; 46 % of the step in its span against 34 %) but not a better avatar: at Table 2's
+    schedule, paired with the default's runs over 5 identities x 3 seeds, mouth PSNR +0.07 dB [95 %
+    bootstrap -0.14, +0.27], following +0.00. The encoder is what falls short: its closed -> open step
+    stays 3-8x shorter than the inversion's, and trained alone for 800 more steps (generator and basis
+    frozen) it moves ours' open mouth from 18.9 to 21.3 dB towards the subspace's best 24.4 (id01).
     """
 
     profile: str = "default"
@@ -163,7 +174,7 @@ class TrainConfig:
     k: int = 50  # number of basis vectors
     ortho: str = field(default="qr", metadata=choices(*ORTHO_MODES))  # qr (release) | loss (paper text) | none (ablation)
     ortho_weight: float = 1.0  # weight of the penalty in ortho='loss' mode (not given by the paper)
-    basis_init: str = field(default="randn", metadata=choices(*BASIS_INITS))  # randn (release) | w_pca (the generator's principal W directions)
+    basis_init: str = field(default="randn", metadata=choices(*BASIS_INITS))  # randn (release) | w_pca (the generator's principal W directions) | grad_pca (the training frames' W+ gradients at the start: init_basis_from_gradients)
     basis_scale: float = 1.0  # length of the effective basis rows (1: unit rows, the release's QR). See the note above.
     basis_rows: str = field(default="unit", metadata=choices(*BASIS_ROWS))  # unit: basis rows at unit length in every ortho mode (equal-scale ablation) | raw: randn rows in loss/none
     offset_init: str = field(default="w_avg", metadata=choices(*OFFSET_INITS))  # w_avg (ours, see PersonalizedBasis) | basis_mean (release)
@@ -517,6 +528,32 @@ def mouth_l2(pred: torch.Tensor, target: torch.Tensor, boxes: torch.Tensor) -> t
     return ((pred - target) ** 2 * mask).sum() / (mask.sum() * pred.shape[1]).clamp_min(1.0)
 
 
+def init_basis_from_gradients(model: PersonalizedPrior, source: FrameSource, cfg: TrainConfig, device: torch.device,
+                              batch_size: int = 8) -> None:
+    """``basis_init = 'grad_pca'``: B's rows become the principal directions of the W+ gradients of
+    the training loss (image L2 + ``mouth_weight`` x mouth L2, at the loss resolution) of up to 2k
+    evenly spaced training frames, each taken at the start's latent (the offset, alpha = 0) through
+    the frozen generator (:func:`persona.ours.basis.gradient_principal_directions`). Deterministic
+    (no RNG drawn); one forward and backward pass per frame."""
+    from persona.ours.basis import gradient_principal_directions
+
+    count = min(len(source), 2 * cfg.k)
+    positions = torch.linspace(0, len(source) - 1, count).round().long().unique()
+    start = model.basis.offset.detach().view(1, model.basis.num_ws, model.basis.w_dim)
+    gradients = []
+    for chunk in positions.split(batch_size):
+        batch = to_device(source.batch(chunk), device)
+        ws = start.expand(len(chunk), -1, -1).clone().requires_grad_(True)
+        pred, target = loss_images(model.synthesize(ws, batch["camera"]), batch["image"].float(), cfg.loss_resolution)
+        loss = ((pred - target) ** 2).mean(dim=(1, 2, 3)).sum()
+        if cfg.mouth_weight > 0:
+            loss = loss + cfg.mouth_weight * sum(mouth_l2(pred[i:i + 1], target[i:i + 1], batch["mouth_box"][i:i + 1])
+                                                 for i in range(len(chunk)))
+        (grad,) = torch.autograd.grad(loss, ws)
+        gradients.append(grad.reshape(len(chunk), -1).cpu())
+    model.basis.set_directions(gradient_principal_directions(torch.cat(gradients), cfg.k))
+
+
 def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfig, stop_after: int | None = None) -> PersonalizedPrior:
     """Train ``model`` on the frames of ``train`` (a FrameDataset), resuming from ``run``'s checkpoints.
 
@@ -554,6 +591,11 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
         train_seconds = float(meta.get("train_seconds", 0.0))
         if start < cfg.iterations:
             print(f"resuming {run.root} from step {start} ({path.name})", file=sys.stderr)
+    if path is None and cfg.basis_init == "grad_pca":
+        t0 = time.perf_counter()
+        set_stage(model, 1)
+        init_basis_from_gradients(model, source, cfg, device)
+        train_seconds += time.perf_counter() - t0
     sample_frames = to_device(source.batch(torch.arange(min(4, len(source)))), device)
     end = cfg.iterations if stop_after is None else min(cfg.iterations, stop_after)
 
