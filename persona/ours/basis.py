@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 ORTHO_MODES = ("qr", "loss", "none")
-BASIS_ROWS = ("unit", "raw")
+BASIS_ROWS = ("unit", "raw")  # scale of the basis rows in the 'loss'/'none' modes (see PersonalizedBasis)
 # randn: the release; w_pca: the generator's principal W directions (w_principal_directions); grad_pca: the
 # principal directions of the training frames' W+ gradients at the start (gradient_principal_directions)
 BASIS_INITS = ("randn", "w_pca", "grad_pca")

@@ -161,7 +161,7 @@ class TrainConfig:
     off by default). ``python -m persona reach`` found the learned subspace holding only 27-43 % of
     the W+ step that opens the mouth, 4-7 dB below a free inversion. Starting B on the principal
     directions of 100 training frames' W+ gradients at the offset (~8 s of one thread, counted in the
-    run's training seconds) gives a better subspace (seed 0, id00-id04: its best point +0.8 dB, 5 of
+    run's training seconds; a ``budget_seconds`` run does not shorten its steps for it) gives a better subspace (seed 0, id00-id04: its best point +0.8 dB, 5 of
     5 higher; 46 % of the step in its span against 34 %) but not a better avatar: at Table 2's
     schedule, paired with the default's runs over 5 identities x 3 seeds, mouth PSNR +0.07 dB [95 %
     bootstrap -0.14, +0.27], following +0.00. The encoder is what falls short: its closed -> open step
