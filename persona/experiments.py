@@ -218,7 +218,7 @@ class RunsDeferred(RuntimeError):
 # changes what it learns (up to float rounding); ours' RGB encoder init 'torch' is the old init, its
 # lr_schedule 'constant' the old constant lr.
 KEY_NEUTRAL_DEFAULTS: dict[str, Any] = {"num_workers": 0, "max_pixels_per_pass": 1 << 20, "rgb_init": "torch", "lr_schedule": "constant",
-                                         "camera_correction": False, "camera_lr": 3e-3,
+                                         "camera_correction": False, "camera_lr": 3e-3, "camera_terms": "linear",
                                          "expression_init": "torch", "ema_decay": 0.0}
 
 

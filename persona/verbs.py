@@ -47,9 +47,9 @@ def main_train(argv: list[str]) -> int:
     cli.add_batch_size(p, "frames per step (ours only; None: the profile's)", old=None)
     p.add_argument("--lambda-lpips", type=flag_number(0), help="LPIPS weight of ours' loss (ours only; 0: L2 only, explicitly; None: the profile's)")
     p.add_argument("--seed", type=flag_int(0), help="seed of initialisation and batch order (None: the profile's, 0)")
-    p.add_argument("--camera-correction", action="store_true", default=None,
+    p.add_argument("--camera-correction", nargs="?", const="linear", default=None, choices=("linear", "quadratic"),
                    help="ours only: learn a per-video correction of the cameras with the avatar (for cameras estimated by "
-                        "persona preprocess; persona/ours/camera_correction.py)")
+                        "persona preprocess; persona/ours/camera_correction.py): linear (the flag alone) or quadratic")
     cli.add_runtime(p, device_help="torch device: cpu, cuda, cuda:1 ... (None: the profile's)")
     p.add_argument("--force", action="store_true",
                    help="start over in --out: delete what persona wrote there (config, metrics, checkpoints, renders)")
@@ -59,13 +59,14 @@ def main_train(argv: list[str]) -> int:
 
     flags = {"modality": "--modality", "k": "--k", "ortho": "--ortho", "generator": "--generator", "iterations": "--steps",
              "batch_size": "--batch-size", "seed": "--seed", "device": "--device", "lambda_lpips": "--lambda-lpips",
-             "camera_correction": "--camera-correction"}
+             "camera_correction": "--camera-correction", "camera_terms": "--camera-correction"}
     overrides = {"modality": args.modality, "k": args.k, "ortho": args.ortho, "generator": args.generator,
                  "iterations": args.steps, "batch_size": args.batch_size, "seed": args.seed, "device": args.device,
-                 "lambda_lpips": args.lambda_lpips, "camera_correction": args.camera_correction}
+                 "lambda_lpips": args.lambda_lpips, "camera_correction": None if args.camera_correction is None else True,
+                 "camera_terms": args.camera_correction}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     settings = {f.name for f in fields(getattr(build_registered(args.method, {"profile": args.profile}), "config"))}
-    foreign = [flags[k] for k in overrides if k not in settings]
+    foreign = list(dict.fromkeys(flags[k] for k in overrides if k not in settings))
     if foreign:
         raise PersonaInputError(f"{', '.join(foreign)}: not a setting of --method {args.method} "
                                 f"({'they apply' if len(foreign) > 1 else 'it applies'} to other methods, e.g. ours)")

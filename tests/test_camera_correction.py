@@ -71,9 +71,80 @@ def test_ours_learns_the_correction_logs_it_resumes_it_and_keeps_old_run_keys(tm
     assert [g["lr"] for g in groups if g["params"][0] is model.camera_correction.linear] == [0.01]
     fit_prior(model, frames, RunDir(tmp_path / "full"), cfg)
     rows = [r for r in RunDir(tmp_path / "full").metrics() if "camera_linear" in r]
-    assert rows and len(rows[-1]["camera_linear"]) == 9 and float(model.camera_correction.offset.abs().sum()) > 0
+    assert rows and len(rows[-1]["camera_linear"]) == 9 and float(model.camera_correction.offset.detach().abs().sum()) > 0
     killed, _ = make_model(cfg)
     fit_prior(killed, frames, RunDir(tmp_path / "killed"), cfg, stop_after=2)
     resumed, _ = make_model(cfg)
     fit_prior(resumed, frames, RunDir(tmp_path / "killed"), cfg)
     assert torch.equal(resumed.camera_correction.offset, model.camera_correction.offset)
+
+
+def test_the_quadratic_correction_adds_the_squares_and_product_of_pitch_and_yaw():
+    import pytest
+
+    labels = _labels([(0, 0, 0), (20, 0, 0), (-10, 15, 3), (25, -12, -4)])
+    corr = CameraCorrection("quadratic")
+    assert torch.allclose(corr(labels), labels, atol=1e-5)  # the identity at init, as the linear one
+    r = corr.rotvecs(labels)
+    with torch.no_grad():
+        corr.quadratic[1, 1] = 0.3  # yaw += 0.3 * yaw^2
+    expected = r.clone()
+    expected[:, 1] += 0.3 * r[:, 1] ** 2
+    assert torch.allclose(corr.rotvecs(corr(labels)), expected, atol=1e-5)
+    assert torch.allclose(corr(labels)[0], labels[0], atol=1e-5)  # the frontal camera has no square to add
+    with pytest.raises(ValueError, match="terms='cubic'"):
+        CameraCorrection("cubic")
+
+
+def test_train_takes_the_correction_terms_and_old_runs_keep_their_keys(tmp_path, monkeypatch):
+    from persona.experiments import key_config
+    from persona.ours.train import train_config
+    from persona.verbs import main_train
+
+    assert "camera_terms" not in key_config(train_config("default", modality="3dmm"))
+    seen = {}
+
+    def fake_fit(self, train, run):
+        seen["config"] = self.config
+        raise SystemExit(0)
+
+    from persona.ours.method import OursMethod
+
+    monkeypatch.setattr(OursMethod, "fit", fake_fit)
+    from persona.data import world as S
+
+    tiny = S.BenchmarkConfig(resolution=16, identities=1, mono_train_frames=2, mono_test_frames=1, audio_train_frames=2,
+                             audio_test_frames=1, val_frames=1, novel_every=5, prior_images=2, render_batch=8)
+    video = S.build_benchmark(tmp_path / "bench", "smoke", seed=0, config=tiny) / "id00" / "mono"
+    for flag, expected in ((["--camera-correction"], (True, "linear")), (["--camera-correction", "quadratic"], (True, "quadratic")),
+                           ([], (False, "linear"))):
+        try:
+            main_train(["--method", "ours", "--modality", "3dmm", "--profile", "smoke", "--data", str(video),
+                        "--out", str(tmp_path / "run"), *flag])
+        except SystemExit:
+            pass
+        assert (seen["config"].camera_correction, seen["config"].camera_terms) == expected, flag
+
+
+def test_ours_logs_the_quadratic_terms_and_end2end_reads_them_back(tmp_path):
+    from test_prior import StandInGenerator
+    from test_train import RES, StandInFrames, make_model, tiny_cfg
+
+    from persona.data import formats
+    from persona.ours.train import fit_prior
+    from persona.preprocess.end_to_end import corrected_cameras
+    from persona.runs import RunDir
+
+    frames = StandInFrames(4, seed=1, teacher=StandInGenerator(res=RES))
+    cfg = tiny_cfg(iterations=3, frozen_iterations=1, camera_correction=True, camera_terms="quadratic", camera_lr=0.05)
+    model, _ = make_model(cfg)
+    fit_prior(model, frames, RunDir(tmp_path / "run"), cfg)
+    rows = [r for r in RunDir(tmp_path / "run").metrics() if "camera_quadratic" in r]
+    assert rows and len(rows[-1]["camera_quadratic"]) == 9
+    labels = _labels([(20, 5, 0), (-15, -8, 2)]).numpy()
+    data = tmp_path / "data"
+    data.mkdir()
+    formats.write_eg3d_dataset(data, [("a.png", labels[0]), ("b.png", labels[1])])
+    before, after = corrected_cameras(data, tmp_path / "run")
+    with torch.no_grad():
+        assert np.allclose(after, model.camera_correction(torch.from_numpy(labels)).numpy(), atol=1e-5)

@@ -43,7 +43,7 @@ class PersonalizedPrior(nn.Module):
     (:class:`persona.release_encoder.ReleaseRGBEncoder` at ``rgb_encoder_resolution``, 256 in
     the release). ``rgb_init``: see :class:`RGBEncoder` (persona's only). ``expression_init``: see :class:`ExpressionEncoder`. ``audio_att_dims``,
     ``audio_init``, ``audio_att_init``: see :class:`AudioEncoder`. ``camera_correction``: learn a
-    per-video :class:`persona.ours.camera_correction.CameraCorrection` applied to every camera.
+    per-video :class:`persona.ours.camera_correction.CameraCorrection` (``camera_terms``) applied to every camera.
     """
 
     def __init__(self, G: nn.Module, modality: str, k: int = 50, ortho: str = "qr", offset_init: str = "w_avg", resolution: int = 64,
@@ -51,7 +51,7 @@ class PersonalizedPrior(nn.Module):
                  mlp_hidden: int = 512, mlp_layers: int = 6, rgb_encoder: str = "persona", rgb_encoder_resolution: int = 256,
                  audio_att_dims: int | None = None, basis_rows: str = "unit", audio_init: str = "he",
                  audio_att_init: str = "centre", basis_scale: float = 1.0, basis_init: str = "randn", rgb_init: str = "torch",
-                 camera_correction: bool = False, expression_init: str = "torch"):
+                 camera_correction: bool = False, expression_init: str = "torch", camera_terms: str = "linear"):
         super().__init__()
         if modality not in MODALITIES:
             raise ValueError(f"PersonalizedPrior: modality={modality!r}; expected one of {MODALITIES}")
@@ -67,7 +67,7 @@ class PersonalizedPrior(nn.Module):
                                         rows=basis_rows, scale=basis_scale, init_directions=directions)
         if rgb_encoder not in RGB_ENCODERS:
             raise ValueError(f"PersonalizedPrior: rgb_encoder={rgb_encoder!r}; expected one of {RGB_ENCODERS}")
-        self.camera_correction = CameraCorrection() if camera_correction else None
+        self.camera_correction = CameraCorrection(camera_terms) if camera_correction else None
         if modality == "rgb" and rgb_encoder == "release":
             from persona.release_encoder import ReleaseRGBEncoder
 

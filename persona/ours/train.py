@@ -37,6 +37,7 @@ from persona.data.dataset import stack_samples
 from persona.data.formats import unit_to_uint8
 from persona.errors import PersonaInputError
 from persona.ours.basis import BASIS_INITS, BASIS_ROWS, OFFSET_INITS, ORTHO_MODES
+from persona.ours.camera_correction import CAMERA_TERMS
 from persona.ours.encoders import AUDIO_ATT_INITS, AUDIO_INITS, EXPRESSION_INITS, RGB_ENCODERS, RGB_INITS
 from persona.ours.model import MODALITIES, PersonalizedPrior
 from persona.profiles import choices, config_for, torch_device, with_dry_run
@@ -189,6 +190,7 @@ class TrainConfig:
     ema_decay: float = 0.99  # > 0: the run's weights are an exponential moving average of the trained ones (WeightAverage; persona's default, not for RGB: see train_config); 0 = off (paper, release)
     camera_correction: bool = False  # learn a per-video correction of the cameras with the avatar (persona.ours.camera_correction; estimated cameras, issue #15); off: the cameras as given (paper, release)
     camera_lr: float = 3e-3  # lr of that correction (Adam: its parameters move up to ~lr a step)
+    camera_terms: str = field(default="linear", metadata=choices(*CAMERA_TERMS))  # that correction's map: linear (12 numbers) | quadratic (+ 9: yaw/pitch squares and product)
     betas: tuple[float, float] = (0.9, 0.999)
     batch_size: int = 2
     lambda_lpips: float = 5.0  # the paper's text; the release uses 1.0
@@ -278,7 +280,7 @@ def build_model(cfg: TrainConfig, G: torch.nn.Module) -> PersonalizedPrior:
                              audio_att_dims=cfg.audio_att_dims, basis_rows=cfg.basis_rows, audio_init=cfg.audio_init,
                              audio_att_init=cfg.audio_att_init, basis_scale=cfg.basis_scale,
                              basis_init=cfg.basis_init, rgb_init=cfg.rgb_init, camera_correction=cfg.camera_correction,
-                             expression_init=cfg.expression_init)
+                             expression_init=cfg.expression_init, camera_terms=cfg.camera_terms)
 
 
 def loss_images(pred: torch.Tensor, target: torch.Tensor, loss_resolution: int | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -644,7 +646,9 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
             loss_value = loss.item()
             extra = {} if model.camera_correction is None else {
                 "camera_linear": model.camera_correction.linear.detach().flatten().tolist(),
-                "camera_offset": model.camera_correction.offset.detach().tolist()}
+                "camera_offset": model.camera_correction.offset.detach().tolist(),
+                **({"camera_quadratic": model.camera_correction.quadratic.detach().flatten().tolist()}
+                   if model.camera_correction.terms == "quadratic" else {})}
             run.log(step, loss=loss_value, l2=l2.item(), lpips=lp.item(), ortho=ortho.item(), mouth_l2=mouth.item(),
                     psnr=psnr_value, stage=stage, train_seconds=train_seconds, grad_norm=grad_norm,
                     alpha_rms=float(out["alpha"].detach().pow(2).mean().sqrt()), **extra)

@@ -72,21 +72,24 @@ def train_and_score(data: Path, run: Path, modality: str, steps: int, seed: int 
 
 def corrected_cameras(data: Path, run: Path) -> tuple[np.ndarray, np.ndarray]:
     """(cameras [N,25] that ``persona preprocess`` wrote to ``data``'s dataset.json, in frame order;
-    the same after the camera correction that the run ``run`` (trained with ``--camera-correction``)
-    logged last)."""
+    the same after the camera correction of the run ``run`` (trained with ``--camera-correction``), as
+    its newest checkpoint renders: the weight average's when the run kept one, else the trained one)."""
     import torch
 
     from persona.ours.camera_correction import CameraCorrection
-    from persona.runs import RunDir
+    from persona.ours.train import WeightAverage
+    from persona.runs import RunDir, load_tensors, unprefixed
 
     labels = np.stack([lab for _, lab in formats.read_eg3d_dataset(data)]).astype(np.float32)
-    rows = [r for r in RunDir(run).metrics() if "camera_linear" in r]
-    if not rows:
-        raise ValueError(f"{run}: no camera correction logged (trained without --camera-correction?)")
-    corr = CameraCorrection()
+    newest = RunDir(run).latest_checkpoint()
+    tensors = load_tensors(newest[1])[0] if newest else {}
+    state = {**unprefixed("model", tensors), **unprefixed(WeightAverage.PREFIX, tensors)}
+    state = unprefixed("camera_correction", state)
+    if not state:
+        raise ValueError(f"{run}: no camera correction in its checkpoints (trained without --camera-correction?)")
+    corr = CameraCorrection("quadratic" if "quadratic" in state else "linear")
+    corr.load_state_dict(state)
     with torch.no_grad():
-        corr.linear.copy_(torch.tensor(rows[-1]["camera_linear"]).view(3, 3))
-        corr.offset.copy_(torch.tensor(rows[-1]["camera_offset"]))
         fixed = corr(torch.from_numpy(labels)).numpy()
     return labels, fixed
 
@@ -107,6 +110,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--camera-correction", action="store_true",
                    help="also train on the preprocessed folder with --camera-correction and report the camera error "
                         "against the truth before and after the learned correction")
+    p.add_argument("--camera-terms", default="linear", choices=("linear", "quadratic"),
+                   help="the learned correction's map (persona train --camera-correction TERMS)")
     args = p.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -128,11 +133,12 @@ def main(argv: list[str]) -> int:
         if args.camera_correction:
             from persona.preprocess import camera
 
-            run = work / f"run_{pre.name}_{modality}_{args.steps}_camera_correction"
-            c = train_and_score(pre, run, modality, args.steps, extra=("--camera-correction",))
+            suffix = "" if args.camera_terms == "linear" else f"_{args.camera_terms}"
+            run = work / f"run_{pre.name}_{modality}_{args.steps}_camera_correction{suffix}"
+            c = train_and_score(pre, run, modality, args.steps, extra=("--camera-correction", args.camera_terms))
             before, after = corrected_cameras(pre, run)
             e0, e1 = camera.rotation_error_deg(before, truth.cameras), camera.rotation_error_deg(after, truth.cameras)
-            print(f"  with --camera-correction: test PSNR {c:.2f} dB; camera error against the truth, mean / max: "
+            print(f"  with --camera-correction {args.camera_terms}: test PSNR {c:.2f} dB; camera error against the truth, mean / max: "
                   f"{e0.mean():.2f} / {e0.max():.2f} deg as preprocessed -> {e1.mean():.2f} / {e1.max():.2f} deg corrected "
                   f"(issue #15 target: 3 / 8)")
     return 0
