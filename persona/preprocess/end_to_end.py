@@ -97,6 +97,7 @@ def corrected_cameras(data: Path, run: Path) -> tuple[np.ndarray, np.ndarray]:
 def main(argv: list[str]) -> int:
     """Test PSNR of ours trained on `persona preprocess` of a synthetic mp4 vs on its ground-truth folder."""
     from persona.cli import parser
+    from persona.errors import flag_int
 
     p = parser("bench end2end", main.__doc__)
     p.add_argument("--work", required=True, help="folder for the clip, both training folders and the runs (reused)")
@@ -112,6 +113,7 @@ def main(argv: list[str]) -> int:
                         "against the truth before and after the learned correction")
     p.add_argument("--camera-terms", default="linear", choices=("linear", "quadratic"),
                    help="the learned correction's map (persona train --camera-correction TERMS)")
+    p.add_argument("--seed", type=flag_int(0), default=0, help="training seed of every run (the clip is the same)")
     args = p.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -126,16 +128,17 @@ def main(argv: list[str]) -> int:
     if not gt.is_dir():
         write_truth_folder(clip, truth, gt, args.size, args.identity)
     for modality in args.modalities:
-        a = train_and_score(pre, work / f"run_{pre.name}_{modality}_{args.steps}", modality, args.steps)
-        b = train_and_score(gt, work / f"run_gt_{modality}_{args.steps}", modality, args.steps)
-        print(f"ours {modality}, {args.steps} steps: test PSNR {a:.2f} dB on the preprocessed folder, {b:.2f} dB on "
+        seeded = "" if args.seed == 0 else f"_s{args.seed}"  # seed 0's runs keep the names they had
+        a = train_and_score(pre, work / f"run_{pre.name}_{modality}_{args.steps}{seeded}", modality, args.steps, args.seed)
+        b = train_and_score(gt, work / f"run_gt_{modality}_{args.steps}{seeded}", modality, args.steps, args.seed)
+        print(f"ours {modality}, {args.steps} steps, seed {args.seed}: test PSNR {a:.2f} dB on the preprocessed folder, {b:.2f} dB on "
               f"the ground-truth folder: gap {b - a:.2f} dB (issue #15 target: <= 1)")
         if args.camera_correction:
             from persona.preprocess import camera
 
             suffix = "" if args.camera_terms == "linear" else f"_{args.camera_terms}"
-            run = work / f"run_{pre.name}_{modality}_{args.steps}_camera_correction{suffix}"
-            c = train_and_score(pre, run, modality, args.steps, extra=("--camera-correction", args.camera_terms))
+            run = work / f"run_{pre.name}_{modality}_{args.steps}_camera_correction{suffix}{seeded}"
+            c = train_and_score(pre, run, modality, args.steps, args.seed, extra=("--camera-correction", args.camera_terms))
             before, after = corrected_cameras(pre, run)
             e0, e1 = camera.rotation_error_deg(before, truth.cameras), camera.rotation_error_deg(after, truth.cameras)
             print(f"  with --camera-correction {args.camera_terms}: test PSNR {c:.2f} dB; camera error against the truth, mean / max: "
