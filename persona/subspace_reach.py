@@ -55,36 +55,60 @@ def _fit(render: Any, start: torch.Tensor, truth: torch.Tensor, box: torch.Tenso
     return x.detach()
 
 
-def subspace_reach(method: Any, video: str | Path, open_value: float = 1.0, steps: int = 150,
-                   lr: float = 0.05, seed: int = 0) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-    """(scores, images) of a trained 3DMM ``method`` of ours on the synthetic ``video`` (module doc).
-
-    scores: ``psnr_mouth_<row>`` for each of :data:`REACH_ROWS`, ``step_ours``, ``step_inversion``
-    (W+ lengths), ``cosine``, ``share_in_span``; images [1,3,H,W] each: ``truth_closed``,
-    ``truth_open``, ``ours``, ``subspace``, ``wplus``."""
+def open_mouth_case(video: str | Path, open_value: float = 1.0) -> dict[str, torch.Tensor]:
+    """The identity's mean training expression with the jaw closed (0) and open (``open_value``) at a
+    frontal camera: ``expression`` [2,76], ``camera`` [2,25], ``truth`` [2,3,H,W] (the world's
+    renders) and the opening ``box`` [1,4]."""
     from persona import cameras as cams
     from persona import diagnostics as D
     from persona.data.dataset import FrameDataset
     from persona.data.world.expression import JAW_OPEN
 
-    model = getattr(method, "model", None)
-    if model is None or not hasattr(model, "basis") or getattr(method.config, "modality", None) != "3dmm":
-        raise PersonaInputError(f"reach: a trained 3DMM run of ours expected, got {type(method).__name__} "
-                                f"(modality {getattr(getattr(method, 'config', None), 'modality', None)!r})")
-    model = model.eval().requires_grad_(False)
-    torch.manual_seed(seed)
     train = FrameDataset(video, "train")
     expression = train.expressions.float().mean(0, keepdim=True).repeat(2, 1)
     expression[:, JAW_OPEN] = torch.tensor([0.0, float(open_value)])
     camera = torch.as_tensor(cams.camera_label(0.0, 0.0), dtype=torch.float32)[None].repeat(2, 1)
     identity = D.identity_seed(video)
     truth = D.world_render(identity, expression, camera, int(train.resolution), "reach: world render")
-    box = D.opening_box(identity, camera[:1])  # [1,4]
-    with torch.no_grad():
-        alpha = model.encode({"expression": expression})
-        ws = model.basis(alpha)
-        ours = model.synthesize(ws, camera)
-    target, cam = truth[1:], camera[:1]
+    return {"expression": expression, "camera": camera, "truth": truth, "box": D.opening_box(identity, camera[:1])}
+
+
+@torch.no_grad()
+def ours_closed_open(model: Any, case: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, float]]:
+    """(alpha [2,k], ws [2,num_ws,w_dim], renders [2,3,H,W], scores) of ours on ``case``
+    (:func:`open_mouth_case`): scores ``psnr_mouth_ours`` (the open render against the open truth)
+    and ``step_ours`` (ours' closed -> open W+ length)."""
+    alpha = model.encode({"expression": case["expression"]})
+    ws = model.basis(alpha)
+    ours = model.synthesize(ws, case["camera"])
+    scores = {"psnr_mouth_ours": float(metrics.psnr(ours[1:], case["truth"][1:], case["box"])[0]),
+              "step_ours": float((ws[1] - ws[0]).norm())}
+    return alpha, ws, ours, scores
+
+
+def _check_method(method: Any) -> Any:
+    model = getattr(method, "model", None)
+    if model is None or not hasattr(model, "basis") or getattr(method.config, "modality", None) != "3dmm":
+        raise PersonaInputError(f"reach: a trained 3DMM run of ours expected, got {type(method).__name__} "
+                                f"(modality {getattr(getattr(method, 'config', None), 'modality', None)!r})")
+    return model.eval().requires_grad_(False)
+
+
+def subspace_reach(method: Any, video: str | Path, open_value: float = 1.0, steps: int = 150,
+                   lr: float = 0.05, seed: int = 0, case: dict[str, torch.Tensor] | None = None
+                   ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """(scores, images) of a trained 3DMM ``method`` of ours on the synthetic ``video`` (module doc;
+    ``case``: :func:`open_mouth_case` of it, when already built).
+
+    scores: ``psnr_mouth_<row>`` for each of :data:`REACH_ROWS`, ``step_ours``, ``step_inversion``
+    (W+ lengths), ``cosine``, ``share_in_span``; images [1,3,H,W] each: ``truth_closed``,
+    ``truth_open``, ``ours``, ``subspace``, ``wplus``."""
+    model = _check_method(method)
+    torch.manual_seed(seed)
+    case = case if case is not None else open_mouth_case(video, open_value)
+    truth, box = case["truth"], case["box"]
+    alpha, ws, ours, _ = ours_closed_open(model, case)
+    target, cam = truth[1:], case["camera"][:1]
     wplus = _fit(lambda w: model.synthesize(w, cam), ws[:1], target, box, steps, lr)
     best_alpha = _fit(lambda a: model.synthesize(model.basis(a), cam), alpha[:1], target, box, steps, lr)
     basis = model.basis.effective_basis()  # [k, num_ws*w_dim]
@@ -110,18 +134,17 @@ def train_encoder_alone(method: Any, video: str | Path, steps: int, lr: float = 
     """Train ``method``'s encoder alone for ``steps`` Adam steps (lr ``lr``) on the training frames of
     ``video``: generator and basis frozen, batch and loss as ours trains (image L2 + ``mouth_weight`` x
     mouth L2, :func:`persona.ours.train.batch_indices` order under ``seed``). In place; the model ends in eval mode."""
-    from persona.data.dataset import FrameDataset, stack_samples
-    from persona.ours.train import batch_indices, mouth_l2
+    from persona.data.dataset import FrameDataset
+    from persona.ours.train import FrameSource, batch_indices, mouth_l2
 
     model, cfg = method.model, method.config
-    train = FrameDataset(video, "train")
-    frames = stack_samples(train, ("image", "camera", "expression", "mouth_box"), desc="", optional=True)
+    frames = FrameSource(FrameDataset(video, "train"), preload=True)
     model.requires_grad_(False)
     model.encoder.requires_grad_(True)
     model.encoder.train()
     optimizer = torch.optim.Adam(model.encoder.parameters(), lr=lr)
     for step in range(1, steps + 1):
-        batch = {k: v[batch_indices(seed, step, len(train), cfg.batch_size)] for k, v in frames.items()}
+        batch = frames.batch(batch_indices(seed, step, len(frames), cfg.batch_size))
         image, target = model({"expression": batch["expression"]}, batch["camera"])["image"], batch["image"].float()
         loss = F.mse_loss(image, target) + cfg.mouth_weight * mouth_l2(image, target, batch["mouth_box"])
         optimizer.zero_grad(set_to_none=True)
@@ -164,10 +187,11 @@ def main(argv: list[str]) -> int:
     rows, images = [], {}
     for run, video in zip(args.run, args.data):
         method, _ = load_run(run)
-        scores, pictures = subspace_reach(method, video, args.open, args.steps)
+        case = open_mouth_case(video, args.open)
+        scores, pictures = subspace_reach(method, video, args.open, args.steps, case=case)
         if args.encoder_steps:
             train_encoder_alone(method, video, args.encoder_steps)
-            after, _ = subspace_reach(method, video, args.open, steps=1)  # only ours' rows are read
+            after = ours_closed_open(method.model, case)[3]
             scores.update(psnr_mouth_ours_encoder=after["psnr_mouth_ours"], step_ours_encoder=after["step_ours"])
         name = f"{Path(video).parent.name}: {Path(run).name}"  # the identity, then the run folder
         name = name if name not in images else f"{name} ({len(images)})"

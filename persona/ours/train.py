@@ -432,16 +432,19 @@ def _save_checkpoint(run: RunDir, step: int, model: PersonalizedPrior, optimizer
                         keep=cfg.keep_checkpoints)
 
 
+def rendering_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model state a rendering load takes from a checkpoint's tensors: the trained weights with
+    the weight average's parameters over them (none when the run kept no average)."""
+    return {**unprefixed("model", tensors), **unprefixed(WeightAverage.PREFIX, tensors)}
+
+
 def _load_checkpoint(path: Path, model: PersonalizedPrior, optimizer: torch.optim.Optimizer | None,
                      average: WeightAverage | None = None) -> dict[str, Any]:
     """Load a checkpoint into ``model``. With ``optimizer`` (resuming training): the trained weights, the
     optimiser's state and ``average``'s. Without (rendering): the weight average when the run kept one
     (``ema_decay`` > 0, :class:`WeightAverage`), else the trained weights."""
     tensors, meta = load_tensors(path)
-    state = unprefixed("model", tensors)
-    if optimizer is None:  # rendering: the average's parameters over the trained ones (none when the run kept none)
-        state.update(unprefixed(WeightAverage.PREFIX, tensors))
-    model.load_state_dict(state)
+    model.load_state_dict(unprefixed("model", tensors) if optimizer is not None else rendering_state(tensors))
     if optimizer is not None:
         restore_training_state(tensors, meta, optimizer, str(path))
         if average is not None:

@@ -77,14 +77,12 @@ def corrected_cameras(data: Path, run: Path) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
     from persona.ours.camera_correction import CameraCorrection
-    from persona.ours.train import WeightAverage
+    from persona.ours.train import rendering_state
     from persona.runs import RunDir, load_tensors, unprefixed
 
     labels = np.stack([lab for _, lab in formats.read_eg3d_dataset(data)]).astype(np.float32)
     newest = RunDir(run).latest_checkpoint()
-    tensors = load_tensors(newest[1])[0] if newest else {}
-    state = {**unprefixed("model", tensors), **unprefixed(WeightAverage.PREFIX, tensors)}
-    state = unprefixed("camera_correction", state)
+    state = unprefixed("camera_correction", rendering_state(load_tensors(newest[1])[0]) if newest else {})
     if not state:
         raise ValueError(f"{run}: no camera correction in its checkpoints (trained without --camera-correction?)")
     corr = CameraCorrection("quadratic" if "quadratic" in state else "linear")
