@@ -110,6 +110,35 @@ def test_fused_and_unfused_modconv_agree(up):
     assert 0.5 < big.std() < 2.0
 
 
+def test_modconv_form_follows_device_and_batch_and_eval_renders_are_unchanged(monkeypatch):
+    """'inference_only' (the release's setting): on the CPU the shared (unfused) conv for every batch of
+    more than one sample, in train and eval mode alike (faster there, issue #16); elsewhere the release's
+    rule (grouped at inference, shared in training); one sample: the plain conv with the modulated weight.
+    Batch-2 planes in eval mode on the CPU equal the same two latents' planes made one at a time."""
+    from persona.eg3d import networks
+
+    layer = torch.nn.Linear(1, 1)
+    for training in (True, False):
+        layer.train(training)
+        assert networks._use_fused("inference_only", layer, 2, "cpu") is False
+        assert networks._use_fused("inference_only", layer, 1, "cpu") is True
+        assert networks._use_fused("inference_only", layer, 2, "cuda") is (not training)
+    assert networks._use_fused(True, layer, 2, "cpu") is True  # an explicit choice is kept
+    calls = []
+    real = networks.modulated_conv2d
+    monkeypatch.setattr(networks, "modulated_conv2d", lambda *a, **k: calls.append((a[0].shape[0], k["fused"])) or real(*a, **k))
+    G = build_generator("tiny").eval()
+    ws = torch.randn(2, G.num_ws, G.w_dim)
+    cam = torch.from_numpy(np.stack([cameras.camera_label(10.0, 5.0), cameras.camera_label(-20.0, 0.0)])).float()
+    with torch.no_grad():
+        both = G.synthesis(ws, cam)["image"]  # backbone and super-resolution at batch 2, eval mode
+        singles = [G.planes(ws[i:i + 1]) for i in range(2)]  # the planes: no depth jitter to compare through
+        pair = G.planes(ws)
+    assert {fused for b, fused in calls if b == 2} == {False} and {fused for b, fused in calls if b == 1} == {True}
+    assert both.shape == (2, 3, G.img_resolution, G.img_resolution)
+    assert torch.allclose(pair, torch.cat(singles), atol=1e-4)
+
+
 def test_upsampling_conv_matches_zero_insertion_reference():
     """conv2d_up2 (transposed conv + FIR) equals upsample-by-zero-insertion, FIR, then 3x3 convolution."""
     torch.manual_seed(0)

@@ -53,7 +53,9 @@ class OSGDecoder(nn.Module):
         x = _PlaneMean.apply(raw) if raw.is_contiguous() else raw.mean(1).transpose(1, 2)  # [B,M,C]
         batch, points, channels = x.shape
         x = self.net(x.reshape(batch * points, channels)).reshape(batch, points, -1)
-        return {"rgb": torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001, "sigma": x[..., 0:1]}
+        # the sigmoid over the whole contiguous output, then sliced: ~1.6x faster than over the strided
+        # slice on the CPU (issue #16), values equal to float rounding (vectorised vs scalar exp)
+        return {"rgb": torch.sigmoid(x)[..., 1:] * (1 + 2 * 0.001) - 0.001, "sigma": x[..., 0:1]}
 
 
 class TriPlaneGenerator(nn.Module):
