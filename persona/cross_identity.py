@@ -80,12 +80,19 @@ def pair_label(target: str | Path, driver: str | Path) -> str:
     return f"{identity_name(target)} {PAIR_ARROW} {identity_name(driver)}"
 
 
-def driver_of(video: str | Path) -> Path:
-    """Identity B of the pair whose A is ``video``: the next identity of its benchmark (sorted
-    ``id*`` folders holding the same kind of video), cyclic. Refuses a benchmark of one identity."""
+def driver_of(video: str | Path, table: Sequence[str | Path] | None = None) -> Path:
+    """Identity B of the pair whose A is ``video``: the next identity, cyclic, among ``table`` (the
+    identities a table runs on: any of their videos, e.g. its ``mono`` ones; B is taken with
+    ``video``'s kind) or, when None, among every ``id*`` folder of its benchmark holding that kind
+    of video. A table passes its own: a benchmark folder can hold more identities than the table
+    (an earlier run's larger profile), and its last pair must not depend on them. Refuses fewer
+    than two identities."""
     video = Path(video)
     kind, root = video.name, video.parent.parent
-    found = sorted(p / kind for p in root.glob("id*") if (p / kind).is_dir())
+    if table is None:
+        found = sorted(p / kind for p in root.glob("id*") if (p / kind).is_dir())
+    else:
+        found = sorted(Path(v).parent / kind for v in table)
     if video not in found:
         raise PersonaInputError(f"{video}: not an identity video of the benchmark {root} (expected {root}/idNN/{kind})")
     if len(found) < 2:
@@ -230,7 +237,7 @@ def cross_compare(rows: Sequence[Any], video_dirs: Sequence[Path], profile: str,
                   audio_rows: Sequence[str] = (), budget_seconds: float | None = None
                   ) -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, str], Any]]:
     """Table 5's per-frame scores: every row on every pair (A = each of ``video_dirs``, the
-    ``mono`` videos; B = :func:`driver_of` A). Rows whose label is in ``audio_rows`` are the
+    ``mono`` videos; B = :func:`driver_of` A among them). Rows whose label is in ``audio_rows`` are the
     audio-driven ones: trained on A's ``audio`` video (``train_max_seconds`` of it, as Table 3)
     and scored on the audio pair with lip-sync; the others on the mono pair. Runs come from the
     run cache (:func:`persona.experiments.trained`: Tables 2 and 3's, nothing new when those
@@ -254,7 +261,7 @@ def cross_compare(rows: Sequence[Any], video_dirs: Sequence[Path], profile: str,
         for row in rows:
             kind = "audio" if row.label in audio_rows else "mono"
             target = mono.parent / kind
-            driver = driver_of(target)
+            driver = driver_of(target, video_dirs)
             train = FrameDataset(target, "train", max_seconds=train_max_seconds if kind == "audio" else None)
             try:
                 cfg = budget.equal_budget_cfg(row.method, {**row.cfg, "profile": profile}, budget_seconds)
@@ -278,7 +285,7 @@ def cross_compare(rows: Sequence[Any], video_dirs: Sequence[Path], profile: str,
                             "eval_seconds": time.perf_counter() - start})
             runs[(row.label, label)] = tr
         if static:
-            driver = driver_of(mono)
+            driver = driver_of(mono, video_dirs)
             clip, label = driving_clip(mono, driver), pair_label(mono, driver)
             key = cache_key(clip, max_test_frames, False) + [str(mono.resolve())]
             with using_threads(torch_threads(profile)):

@@ -630,7 +630,7 @@ def cross_identity_rows(p: Params) -> list[Row]:
 
 CROSS_IDENTITY_NOTES = (
     "Cross-identity reenactment (the paper's future work): for each identity A and B = the next identity of the "
-    "benchmark (cyclic), A's avatar (Tables 2 and 3's trained runs, nothing retrained) is driven by B's test split: "
+    "table (cyclic), A's avatar (Tables 2 and 3's trained runs, nothing retrained) is driven by B's test split: "
     "B's expressions (NerFACE, NHA, Ours 3DMM), B's audio windows (AD-NeRF, DFRF, Ours Audio), or B's video as FOMM's "
     "driving video with A's first training frame as the source; every method renders at A's test cameras. Columns: "
     "mean ± std over the pairs (A, B) (the 'identity' of the other tables is the pair here).",
@@ -649,9 +649,9 @@ def _cross_identity_figure(r: TableResult) -> list[Path]:
     from persona import cross_identity as X
     from persona import figures
 
-    return figures.cross_identity_figure(r.first_identity_methods(), [X.driving_clip(r.videos[0], X.driver_of(r.videos[0])),
-                                                                      X.driving_clip(r.videos[0].parent / "audio",
-                                                                                     X.driver_of(r.videos[0].parent / "audio"))],
+    first, audio = r.videos[0], r.videos[0].parent / "audio"
+    return figures.cross_identity_figure(r.first_identity_methods(), [X.driving_clip(first, X.driver_of(first, r.videos)),
+                                                                      X.driving_clip(audio, X.driver_of(audio, r.videos))],
                                          set(T3.method_labels(r.params)), r.figures_dir / "fig_cross_identity",
                                          title="Cross-identity reenactment: A's avatar driven by B")
 

@@ -56,6 +56,17 @@ def test_the_driver_is_the_next_identity_cyclic_and_one_identity_is_refused(benc
     (tmp_path / "id00" / "mono").mkdir(parents=True)
     with pytest.raises(PersonaInputError, match="needs >= 2"):
         X.driver_of(tmp_path / "id00" / "mono")
+    # a table cycles over its own identities, whatever else the benchmark folder holds (an earlier, larger profile's)
+    for name in ("id00", "id01", "id02"):
+        for kind in ("mono", "audio"):
+            (tmp_path / "big" / name / kind).mkdir(parents=True)
+    big = tmp_path / "big"
+    table = [big / "id00" / "mono", big / "id01" / "mono"]
+    assert X.driver_of(big / "id01" / "mono") == big / "id02" / "mono"  # the folder's next
+    assert X.driver_of(big / "id01" / "mono", table) == big / "id00" / "mono"  # the table's next, cyclic
+    assert X.driver_of(big / "id01" / "audio", table) == big / "id00" / "audio"  # the same identity, the audio kind
+    with pytest.raises(PersonaInputError, match="not an identity video"):
+        X.driver_of(big / "id02" / "mono", table)
 
 
 class Echo(Method):
