@@ -94,7 +94,9 @@ def driver_of(video: str | Path, table: Sequence[str | Path] | None = None) -> P
     else:
         found = sorted(Path(v).parent / kind for v in table)
     if video not in found:
-        raise PersonaInputError(f"{video}: not an identity video of the benchmark {root} (expected {root}/idNN/{kind})")
+        if table is None:
+            raise PersonaInputError(f"{video}: not an identity video of the benchmark {root} (expected {root}/idNN/{kind})")
+        raise PersonaInputError(f"{video}: not one of the table's identities ({', '.join(p.parent.name for p in found)})")
     if len(found) < 2:
         raise PersonaInputError(f"{root}: {len(found)} identity with a {kind} video; cross-identity reenactment needs >= 2 "
                                 "(the benchmark's identities, see persona.data.world.BENCHMARK_PROFILES)")

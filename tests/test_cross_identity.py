@@ -65,7 +65,7 @@ def test_the_driver_is_the_next_identity_cyclic_and_one_identity_is_refused(benc
     assert X.driver_of(big / "id01" / "mono") == big / "id02" / "mono"  # the folder's next
     assert X.driver_of(big / "id01" / "mono", table) == big / "id00" / "mono"  # the table's next, cyclic
     assert X.driver_of(big / "id01" / "audio", table) == big / "id00" / "audio"  # the same identity, the audio kind
-    with pytest.raises(PersonaInputError, match="not an identity video"):
+    with pytest.raises(PersonaInputError, match=r"id02/mono: not one of the table's identities \(id00, id01\)"):
         X.driver_of(big / "id02" / "mono", table)
 
 

@@ -351,7 +351,7 @@ def _use_fused(fused_modconv: bool | str, module: nn.Module, batch: int = 0, dev
     (except for one sample, where the fused form is one plain convolution: fewer passes, same result).
     On the CPU the shared conv for every batch of more than one sample, in either mode: it is the
     faster form there (tiny preset, one thread, batch 2: backbone forward+backward w.r.t. ws 57 ->
-    39 ms, forward 24 -> 18 ms; batch 8 forward 69-91 -> 47-55 ms; issue #16), and a generator kept
+    39 ms, forward 18-24 -> 15-18 ms; batch 8 forward 69-91 -> 47-55 ms; issue #16), and a generator kept
     in eval mode while it trains (ours, at batch 2) took the grouped one. Same values to float rounding."""
     if fused_modconv == "inference_only":
         if batch == 1:
