@@ -83,20 +83,21 @@ def pair_label(target: str | Path, driver: str | Path) -> str:
 def driver_of(video: str | Path, table: Sequence[str | Path] | None = None) -> Path:
     """Identity B of the pair whose A is ``video``: the next identity, cyclic, among ``table`` (the
     identities a table runs on: any of their videos, e.g. its ``mono`` ones; B is taken with
-    ``video``'s kind) or, when None, among every ``id*`` folder of its benchmark holding that kind
-    of video. A table passes its own: a benchmark folder can hold more identities than the table
-    (an earlier run's larger profile), and its last pair must not depend on them. Refuses fewer
-    than two identities."""
+    ``video``'s kind) when it holds two or more, else among every ``id*`` folder of the benchmark
+    holding that kind of video (a one-identity table, e.g. the smoke profile's, is driven by the
+    benchmark's next identity). A table passes its own: a benchmark folder can hold more identities
+    than the table (an earlier run's larger profile), and its last pair must not depend on them.
+    Refuses fewer than two identities."""
     video = Path(video)
     kind, root = video.name, video.parent.parent
-    if table is None:
-        found = sorted(p / kind for p in root.glob("id*") if (p / kind).is_dir())
-    else:
+    if table is not None and len(table) >= 2:
         found = sorted(Path(v).parent / kind for v in table)
-    if video not in found:
-        if table is None:
+        if video not in found:
+            raise PersonaInputError(f"{video}: not one of the table's identities ({', '.join(p.parent.name for p in found)})")
+    else:
+        found = sorted(p / kind for p in root.glob("id*") if (p / kind).is_dir())
+        if video not in found:
             raise PersonaInputError(f"{video}: not an identity video of the benchmark {root} (expected {root}/idNN/{kind})")
-        raise PersonaInputError(f"{video}: not one of the table's identities ({', '.join(p.parent.name for p in found)})")
     if len(found) < 2:
         raise PersonaInputError(f"{root}: {len(found)} identity with a {kind} video; cross-identity reenactment needs >= 2 "
                                 "(the benchmark's identities, see persona.data.world.BENCHMARK_PROFILES)")

@@ -630,7 +630,7 @@ def cross_identity_rows(p: Params) -> list[Row]:
 
 CROSS_IDENTITY_NOTES = (
     "Cross-identity reenactment (the paper's future work): for each identity A and B = the next identity of the "
-    "table (cyclic), A's avatar (Tables 2 and 3's trained runs, nothing retrained) is driven by B's test split: "
+    "table (cyclic; the benchmark's next when the table has one identity), A's avatar (Tables 2 and 3's trained runs, nothing retrained) is driven by B's test split: "
     "B's expressions (NerFACE, NHA, Ours 3DMM), B's audio windows (AD-NeRF, DFRF, Ours Audio), or B's video as FOMM's "
     "driving video with A's first training frame as the source; every method renders at A's test cameras. Columns: "
     "mean ± std over the pairs (A, B) (the 'identity' of the other tables is the pair here).",

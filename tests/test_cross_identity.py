@@ -67,6 +67,8 @@ def test_the_driver_is_the_next_identity_cyclic_and_one_identity_is_refused(benc
     assert X.driver_of(big / "id01" / "audio", table) == big / "id00" / "audio"  # the same identity, the audio kind
     with pytest.raises(PersonaInputError, match=r"id02/mono: not one of the table's identities \(id00, id01\)"):
         X.driver_of(big / "id02" / "mono", table)
+    # a one-identity table (the smoke profile's) is driven by the benchmark's next identity
+    assert X.driver_of(big / "id00" / "mono", [big / "id00" / "mono"]) == big / "id01" / "mono"
 
 
 class Echo(Method):
