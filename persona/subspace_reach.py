@@ -135,7 +135,7 @@ def train_encoder_alone(method: Any, video: str | Path, steps: int, lr: float = 
     ``video``: generator and basis frozen, batch and loss as ours trains (image L2 + ``mouth_weight`` x
     mouth L2, :func:`persona.ours.train.batch_indices` order under ``seed``). In place; the model ends in eval mode."""
     from persona.data.dataset import FrameDataset
-    from persona.ours.train import FrameSource, batch_indices, mouth_l2
+    from persona.ours.train import FrameSource, batch_indices, loss_images, reconstruction_loss
 
     model, cfg = method.model, method.config
     frames = FrameSource(FrameDataset(video, "train"), preload=True)
@@ -145,8 +145,9 @@ def train_encoder_alone(method: Any, video: str | Path, steps: int, lr: float = 
     optimizer = torch.optim.Adam(model.encoder.parameters(), lr=lr)
     for step in range(1, steps + 1):
         batch = frames.batch(batch_indices(seed, step, len(frames), cfg.batch_size))
-        image, target = model({"expression": batch["expression"]}, batch["camera"])["image"], batch["image"].float()
-        loss = F.mse_loss(image, target) + cfg.mouth_weight * mouth_l2(image, target, batch["mouth_box"])
+        image, target = loss_images(model({"expression": batch["expression"]}, batch["camera"])["image"], batch["image"].float(),
+                                    cfg.loss_resolution)
+        loss = reconstruction_loss(image, target, batch["mouth_box"], cfg.mouth_weight)[0]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

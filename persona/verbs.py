@@ -33,6 +33,7 @@ def main_train(argv: list[str]) -> int:
 
     from persona import cli
     from persona.errors import PersonaInputError
+    from persona.ours.camera_correction import CAMERA_TERMS
 
     p = cli.parser("train", "fit a method (ours or a baseline) on one video; unset options take the profile's values")
     p.add_argument("--method", default=METHOD_NAME, choices=sorted(REGISTRY), help="ours or a baseline")
@@ -47,7 +48,7 @@ def main_train(argv: list[str]) -> int:
     cli.add_batch_size(p, "frames per step (ours only; None: the profile's)", old=None)
     p.add_argument("--lambda-lpips", type=flag_number(0), help="LPIPS weight of ours' loss (ours only; 0: L2 only, explicitly; None: the profile's)")
     p.add_argument("--seed", type=flag_int(0), help="seed of initialisation and batch order (None: the profile's, 0)")
-    p.add_argument("--camera-correction", nargs="?", const="linear", default=None, choices=("linear", "quadratic"),
+    p.add_argument("--camera-correction", nargs="?", const="linear", default=None, choices=CAMERA_TERMS,
                    help="ours only: learn a per-video correction of the cameras with the avatar (for cameras estimated by "
                         "persona preprocess; persona/ours/camera_correction.py): linear (the flag alone) or quadratic")
     cli.add_runtime(p, device_help="torch device: cpu, cuda, cuda:1 ... (None: the profile's)")

@@ -540,6 +540,18 @@ def mouth_l2(pred: torch.Tensor, target: torch.Tensor, boxes: torch.Tensor) -> t
     return ((pred - target) ** 2 * mask).sum() / (mask.sum() * pred.shape[1]).clamp_min(1.0)
 
 
+def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, boxes: torch.Tensor,
+                        mouth_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ours' reconstruction loss on images as the loss sees them (:func:`loss_images`): (L2 +
+    ``mouth_weight`` x :func:`mouth_l2`, the L2, the mouth term (0 when ``mouth_weight`` is 0)), scalars.
+    pred, target [B,3,H,W]; boxes [B,4]. LPIPS and the orthogonality penalty are the trainer's to add."""
+    l2 = F.mse_loss(pred, target)
+    if mouth_weight <= 0:
+        return l2, l2, torch.zeros(())
+    mouth = mouth_l2(pred, target, boxes)
+    return l2 + mouth_weight * mouth, l2, mouth
+
+
 def init_basis_from_gradients(model: PersonalizedPrior, source: FrameSource, cfg: TrainConfig, device: torch.device,
                               batch_size: int = 8) -> None:
     """``basis_init = 'grad_pca'``: B's rows become the principal directions of the W+ gradients of
@@ -557,10 +569,8 @@ def init_basis_from_gradients(model: PersonalizedPrior, source: FrameSource, cfg
         batch = to_device(source.batch(chunk), device)
         ws = start.expand(len(chunk), -1, -1).clone().requires_grad_(True)
         pred, target = loss_images(model.synthesize(ws, batch["camera"]), batch["image"].float(), cfg.loss_resolution)
-        loss = ((pred - target) ** 2).mean(dim=(1, 2, 3)).sum()
-        if cfg.mouth_weight > 0:
-            loss = loss + cfg.mouth_weight * sum(mouth_l2(pred[i:i + 1], target[i:i + 1], batch["mouth_box"][i:i + 1])
-                                                 for i in range(len(chunk)))
+        loss = sum(reconstruction_loss(pred[i:i + 1], target[i:i + 1], batch["mouth_box"][i:i + 1], cfg.mouth_weight)[0]
+                   for i in range(len(chunk)))  # a sum over frames: each frame's own gradient
         (grad,) = torch.autograd.grad(loss, ws)
         gradients.append(grad.reshape(len(chunk), -1).cpu())
     model.basis.set_directions(gradient_principal_directions(torch.cat(gradients), cfg.k))
@@ -628,12 +638,7 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
         out = model(batch, batch["camera"])
         pred = out["image"]
         pred, target = loss_images(pred, target, cfg.loss_resolution)
-        l2 = F.mse_loss(pred, target)
-        loss = l2
-        mouth = torch.zeros(())
-        if cfg.mouth_weight > 0:
-            mouth = mouth_l2(pred, target, batch["mouth_box"])
-            loss = loss + cfg.mouth_weight * mouth
+        loss, l2, mouth = reconstruction_loss(pred, target, batch["mouth_box"], cfg.mouth_weight)
         lp = torch.zeros(())
         if lpips_model is not None:
             lp = lpips_model(pred, target).mean()

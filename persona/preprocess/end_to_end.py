@@ -96,6 +96,7 @@ def main(argv: list[str]) -> int:
     """Test PSNR of ours trained on `persona preprocess` of a synthetic mp4 vs on its ground-truth folder."""
     from persona.cli import parser
     from persona.errors import flag_int
+    from persona.ours.camera_correction import CAMERA_TERMS
 
     p = parser("bench end2end", main.__doc__)
     p.add_argument("--work", required=True, help="folder for the clip, both training folders and the runs (reused)")
@@ -109,7 +110,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--camera-correction", action="store_true",
                    help="also train on the preprocessed folder with --camera-correction and report the camera error "
                         "against the truth before and after the learned correction")
-    p.add_argument("--camera-terms", default="linear", choices=("linear", "quadratic"),
+    p.add_argument("--camera-terms", default="linear", choices=CAMERA_TERMS,
                    help="the learned correction's map (persona train --camera-correction TERMS)")
     p.add_argument("--seed", type=flag_int(0), default=0, help="training seed of every run (the clip is the same)")
     args = p.parse_args(argv)
