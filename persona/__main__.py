@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "bench preprocess": ("persona.preprocess.bench", "main", "persona preprocess frames per second on one core"),
     "bench cameras": ("persona.preprocess.accuracy", "main", "persona preprocess camera error on synthetic sweeps with known cameras"),
     "bench end2end": ("persona.preprocess.end_to_end", "main", "ours trained on persona preprocess of a synthetic mp4 vs on its ground truth"),
+    "bench gpu": ("persona.gpu_bench", "main", "ours' training step and the generator at paper size in fp32/tf32/bf16, peak memory, vs the official EG3D"),
     "bench paper": ("persona.paper_bench", "main", "paper-size dry run: ms/step per method, projected paper-profile hours"),
     "notebooks": ("persona.notebooks", "main", "run the notebooks in order (what reproduce.sh calls)"),
     "cluster": ("persona.cluster", "main", "train the notebooks' runs as SLURM (or local) jobs, then run the notebooks"),

@@ -272,7 +272,8 @@ def test_cli_train_then_render(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("field,value", [("modality", "video"), ("ortho", "gram"), ("basis_rows", "big"), ("offset_init", "zero"),
-                                         ("rgb_encoder", "resnet"), ("audio_init", "xavier"), ("audio_att_init", "flat")])
+                                         ("rgb_encoder", "resnet"), ("audio_init", "xavier"), ("audio_att_init", "flat"),
+                                         ("precision", "fp16")])
 def test_train_config_refuses_values_outside_a_fields_choices(field, value):
     from persona.errors import PersonaInputError
     from persona.ours.train import train_config
@@ -338,3 +339,21 @@ def test_grad_pca_starts_the_basis_on_the_principal_directions_of_the_frames_w_g
     rows = F.normalize(model.basis.basis.detach(), dim=1)
     assert torch.allclose((rows * expected).sum(1).abs(), torch.ones(cfg.k), atol=1e-4)
     assert torch.allclose(model.basis.basis.norm(dim=1), before.norm(dim=1))  # the lengths randn rows had
+
+
+def test_precision_tf32_and_bf16_train_both_stages_close_to_fp32(frames, tmp_path):
+    """``precision``: tf32 is fp32 off NVIDIA GPUs (the same losses); bf16 autocast trains both stages
+    (the backbone's own autograd functions included) within bf16 rounding of fp32's losses; the
+    process's TF32 flags are as before."""
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    losses = {}
+    for precision in ("fp32", "tf32", "bf16"):
+        cfg = tiny_cfg(precision=precision, iterations=4, frozen_iterations=2, checkpoint_every=4)
+        model, _ = make_model(cfg)
+        fit_prior(model, frames, RunDir(tmp_path / precision), cfg)
+        rows = [json.loads(line) for line in (tmp_path / precision / "metrics.jsonl").read_text().splitlines()]
+        losses[precision] = torch.tensor([r["loss"] for r in rows])
+    assert torch.equal(losses["tf32"], losses["fp32"])
+    assert not torch.equal(losses["bf16"], losses["fp32"])  # autocast did run in bf16
+    assert torch.allclose(losses["bf16"], losses["fp32"], rtol=0.05)
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == flags

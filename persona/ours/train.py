@@ -40,6 +40,7 @@ from persona.ours.basis import BASIS_INITS, BASIS_ROWS, OFFSET_INITS, ORTHO_MODE
 from persona.ours.camera_correction import CAMERA_TERMS
 from persona.ours.encoders import AUDIO_ATT_INITS, AUDIO_INITS, EXPRESSION_INITS, RGB_ENCODERS, RGB_INITS
 from persona.ours.model import MODALITIES, PersonalizedPrior
+from persona.precision import PRECISIONS, autocast, tf32_flags
 from persona.profiles import choices, config_for, torch_device, with_dry_run
 from persona.runs import RunDir, isolated_rng, load_tensors, prefixed, restore_training_state, training_state, unprefixed
 
@@ -200,6 +201,7 @@ class TrainConfig:
     camera_terms: str = field(default="linear", metadata=choices(*CAMERA_TERMS))  # that correction's map: linear (12 numbers) | quadratic (+ 9: yaw/pitch squares and product)
     betas: tuple[float, float] = (0.9, 0.999)
     batch_size: int = 2
+    precision: str = field(default="fp32", metadata=choices(*PRECISIONS))  # fp32 (paper, release) | tf32 (TF32 matmuls/convs on NVIDIA GPUs) | bf16 (autocast over forward + loss); persona.precision
     lambda_lpips: float = 5.0  # the paper's text; the release uses 1.0
     mouth_weight: float = 1.0  # weight of an extra L2 over the mouth box; 0 = off (paper, release). See the note above.
     audio_smooth_after: int = 300  # iterations before AudioAttNet smoothing starts (audio only)
@@ -385,7 +387,7 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 def _psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
     from persona.metrics import psnr
 
-    return float(psnr(pred.detach().cpu(), target.detach().cpu()).mean())
+    return float(psnr(pred.detach().float().cpu(), target.detach().float().cpu()).mean())
 
 
 class WeightAverage:
@@ -635,19 +637,21 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
         if cfg.modality == "audio" and bool(model.encoder.smoothing):
             batch["audio_neighbours"] = gather_neighbour_windows(batch["index"], batch["audio"].float(), track).to(device)
         target = batch["image"].float()
-        out = model(batch, batch["camera"])
-        pred = out["image"]
-        pred, target = loss_images(pred, target, cfg.loss_resolution)
-        loss, l2, mouth = reconstruction_loss(pred, target, batch["mouth_box"], cfg.mouth_weight)
-        lp = torch.zeros(())
-        if lpips_model is not None:
-            lp = lpips_model(pred, target).mean()
-            loss = loss + cfg.lambda_lpips * lp
-        ortho = model.basis.ortho_penalty() if cfg.ortho == "loss" else torch.zeros(())
-        if cfg.ortho == "loss":
-            loss = loss + cfg.ortho_weight * ortho
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with tf32_flags(cfg.precision):
+            with autocast(cfg.precision, device):
+                out = model(batch, batch["camera"])
+                pred = out["image"]
+                pred, target = loss_images(pred, target, cfg.loss_resolution)
+                loss, l2, mouth = reconstruction_loss(pred, target, batch["mouth_box"], cfg.mouth_weight)
+                lp = torch.zeros(())
+                if lpips_model is not None:
+                    lp = lpips_model(pred, target).mean()
+                    loss = loss + cfg.lambda_lpips * lp
+                ortho = model.basis.ortho_penalty() if cfg.ortho == "loss" else torch.zeros(())
+                if cfg.ortho == "loss":
+                    loss = loss + cfg.ortho_weight * ortho
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         grad_norm = clip_gradients(model, cfg.grad_clip)
         if cfg.lr_schedule != "constant":
             for group, base in zip(optimizer.param_groups, base_lrs):
@@ -655,6 +659,8 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
         optimizer.step()
         if average is not None:
             average.update(model)
+        if device.type == "cuda":  # the step clock counts the GPU's work, not only its queueing
+            torch.cuda.synchronize(device)
         train_seconds += time.perf_counter() - t0
 
         if step % cfg.log_every == 0 or step == cfg.iterations:
