@@ -154,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data + pickle: {time.perf_counter() - t0:.0f} s ({work})", flush=True)
 
     results: dict[str, Any] = {"device": args.device, "nr": args.nr or 128, "depth": args.depth or 48, "frames": args.frames,
-                               "threads": torch.get_num_threads(), "methods": {}}
-    failed: dict[str, str] = {}
+                               "threads": torch.get_num_threads(), "methods": {}, "failed": {}}
+    failed: dict[str, str] = results["failed"]
     for label, method, cfg, kind in chosen:
         full = {**cfg, **method_overrides(method, args.device, pkl, work)}
         try:
@@ -165,10 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             failed[label] = f"{type(error).__name__}: {error}"
             print(f"{label:<11} FAILED: {failed[label]}", flush=True)
             traceback.print_exc()
-            continue
-        finally:
-            results["failed"] = failed
             _write(args.out, results)
+            continue
         sps = _logged_seconds_per_step(work / "runs" / f"{label}-{1 + args.steps}")
         sps = sps if sps is not None else max(more - base, 0.0) / args.steps
         steps = paper_steps(method, cfg)

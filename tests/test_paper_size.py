@@ -161,6 +161,20 @@ def test_paper_bench_projection_counts_runs_and_spreads_them_over_devices():
     assert hours["ours rgb"] == pytest.approx(18 * 1.0) and hours["NHA"] == pytest.approx(3 * 1.0)
     assert hours["total"] == pytest.approx(21.0) and hours["wall"] == pytest.approx(21.0)
     assert project({"ours rgb": 0.36, "NHA": 3.6}, {"ours rgb": 10_000, "NHA": 1_000}, devices=7, identities=3)["wall"] == pytest.approx(3.0)
+    # DFRF's base model is trained once for all identities
+    shared = project({"DFRF": 0.36, "DFRF base": 0.36}, {"DFRF": 10_000, "DFRF base": 10_000}, devices=1, identities=3)
+    assert shared["DFRF"] == pytest.approx(3.0) and shared["DFRF base"] == pytest.approx(1.0)
+
+
+def test_paper_bench_dry_run_keeps_dfrfs_base_model_small_and_out_of_the_repository(tmp_path):
+    from persona.baselines.dfrf import PROFILES
+    from persona.paper_bench import method_overrides
+
+    got = method_overrides("dfrf", "cuda", tmp_path / "g.pkl", tmp_path)
+    assert got["pretrain_steps"] == 1 and got["pretrain_identities"] == 1
+    assert got["pretrain_frames"] == PROFILES["paper"].num_references and got["base_dir"] == str(tmp_path / "dfrf-base")
+    assert got["log_every"] == 1 and got["device"] == "cuda"
+    assert method_overrides("ours", "cpu", tmp_path / "g.pkl", tmp_path)["generator"] == str(tmp_path / "g.pkl")
 
 
 def test_paper_bench_reads_the_trainers_own_clock(tmp_path):
@@ -173,3 +187,7 @@ def test_paper_bench_reads_the_trainers_own_clock(tmp_path):
     assert _logged_seconds_per_step(tmp_path) == pytest.approx(25.0)  # the first step (warm-up) left out
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 2, "seconds": 9.0}) + "\n")
     assert _logged_seconds_per_step(tmp_path) is None and _logged_seconds_per_step(tmp_path / "none") is None
+    # the baselines log ``seconds`` (their cumulative clock) when they log every step
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0, "seconds": t}) + "\n"
+                                                     for s, t in ((1, 5.0), (2, 5.5), (3, 6.0))))
+    assert _logged_seconds_per_step(tmp_path) == pytest.approx(0.5)

@@ -110,9 +110,10 @@ def test_generator_unchanged_in_stage_one_and_changed_in_stage_two(frames, tmp_p
     assert not torch.equal(before["decode.weight"], G2.state_dict()["decode.weight"])
 
 
-@pytest.mark.parametrize("modality,basis_init", [("3dmm", "randn"), ("audio", "randn"), ("3dmm", "grad_pca")])
-def test_resume_is_bit_identical(frames, tmp_path, modality, basis_init):
-    cfg = tiny_cfg(modality=modality, audio_smooth_after=3, ortho="loss", basis_init=basis_init)
+@pytest.mark.parametrize("modality,basis_init,noise", [("3dmm", "randn", 0.0), ("audio", "randn", 0.0), ("3dmm", "grad_pca", 0.0),
+                                                      ("3dmm", "randn", 0.3)])
+def test_resume_is_bit_identical(frames, tmp_path, modality, basis_init, noise):
+    cfg = tiny_cfg(modality=modality, audio_smooth_after=3, ortho="loss", basis_init=basis_init, expression_noise=noise)
     full = RunDir(tmp_path / "full")
     fit_prior(make_model(cfg)[0], frames, full, cfg)
 
@@ -357,3 +358,26 @@ def test_precision_tf32_and_bf16_train_both_stages_close_to_fp32(frames, tmp_pat
     assert not torch.equal(losses["bf16"], losses["fp32"])  # autocast did run in bf16
     assert torch.allclose(losses["bf16"], losses["fp32"], rtol=0.05)
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == flags
+
+
+def test_expression_noise_is_scaled_per_dimension_keyed_by_seed_and_step_and_changes_training(frames, tmp_path):
+    """``expression_noise``: Gaussian noise of std scale x each dimension's spread over the training
+    frames, the same for the same (seed, step) and another for the next step; a run with it trains on
+    other inputs than one without (3DMM only)."""
+    from persona.ours.train import noisy_expressions
+
+    spread = torch.linspace(0.0, 2.0, 76)
+    base = torch.zeros(4000, 76)
+    a = noisy_expressions(base, spread, 0.5, seed=3, step=7)
+    assert torch.equal(a, noisy_expressions(base, spread, 0.5, seed=3, step=7))
+    assert not torch.equal(a, noisy_expressions(base, spread, 0.5, seed=3, step=8))
+    assert not torch.equal(a, noisy_expressions(base, spread, 0.5, seed=4, step=7))
+    assert torch.allclose(a.std(0), 0.5 * spread, atol=0.03)  # dimension 0 (spread 0) gets none
+
+    losses = {}
+    for noise in (0.0, 0.3):
+        cfg = tiny_cfg(expression_noise=noise, iterations=3, frozen_iterations=1, checkpoint_every=3)
+        model, _ = make_model(cfg)
+        fit_prior(model, frames, RunDir(tmp_path / str(noise)), cfg)
+        losses[noise] = [r["loss"] for r in RunDir(tmp_path / str(noise)).metrics()]
+    assert losses[0.0][0] != losses[0.3][0]

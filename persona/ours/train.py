@@ -204,6 +204,7 @@ class TrainConfig:
     precision: str = field(default="fp32", metadata=choices(*PRECISIONS))  # fp32 (paper, release) | tf32 (TF32 matmuls/convs on NVIDIA GPUs) | bf16 (autocast over forward + loss); persona.precision
     lambda_lpips: float = 5.0  # the paper's text; the release uses 1.0
     mouth_weight: float = 1.0  # weight of an extra L2 over the mouth box; 0 = off (paper, release). See the note above.
+    expression_noise: float = 0.0  # 3DMM only: Gaussian noise added to the training expressions, in units of each dimension's std over the training frames; 0 = off (paper, release)
     audio_smooth_after: int = 300  # iterations before AudioAttNet smoothing starts (audio only)
     audio_att_dims: int | None = None  # features AudioAttNet scores from: None = all 64 (persona) | 32 (the release)
     audio_init: str = field(default="he", metadata=choices(*AUDIO_INITS))  # AudioNet init: he (variance-preserving, persona) | torch (PyTorch's default: AD-NeRF, the release). See the note above.
@@ -492,6 +493,21 @@ def with_audio_neighbours(model: PersonalizedPrior, conditions: dict[str, torch.
     return conditions
 
 
+def expression_spread(source: FrameSource) -> torch.Tensor:
+    """Each expression dimension's standard deviation over the training frames [76]."""
+    expressions = source.cache["expression"] if source.cache is not None else source.batch(torch.arange(len(source)))["expression"]
+    return expressions.float().std(0)
+
+
+def noisy_expressions(expression: torch.Tensor, spread: torch.Tensor, scale: float, seed: int, step: int) -> torch.Tensor:
+    """``expression`` [B,76] plus Gaussian noise of std ``scale`` x ``spread`` [76] per dimension,
+    drawn from a generator of its own keyed by (seed, step): the same noise when a run resumes, and
+    none of the training's other random numbers move."""
+    generator = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step)) * 7_919 + 17)
+    noise = torch.randn(expression.shape, generator=generator) * (scale * spread)
+    return expression + noise.to(expression.device, expression.dtype)
+
+
 def parameter_groups(model: PersonalizedPrior, cfg: TrainConfig) -> list[dict[str, Any]]:
     """Adam's parameter groups: every parameter at ``cfg.lr`` (paper, release), except the
     subspace (basis rows B and offset) at ``cfg.basis_lr``, the encoder at ``cfg.encoder_lr``,
@@ -624,6 +640,7 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
     sample_frames = to_device(source.batch(torch.arange(min(4, len(source)))), device)
     end = cfg.iterations if stop_after is None else min(cfg.iterations, stop_after)
 
+    expression_std = expression_spread(source) if cfg.modality == "3dmm" and cfg.expression_noise > 0 else None
     train_mode(model)
     stream = source.stream(batch_indices(cfg.seed, s, len(source), cfg.batch_size) for s in range(start + 1, end + 1))
     bar = tqdm(range(start + 1, end + 1), initial=start, total=cfg.iterations, desc=f"ours/{cfg.modality}", dynamic_ncols=True)
@@ -636,6 +653,8 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
         batch = to_device(next(stream) if stream is not None else source.batch(batch_indices(cfg.seed, step, len(source), cfg.batch_size)), device)
         if cfg.modality == "audio" and bool(model.encoder.smoothing):
             batch["audio_neighbours"] = gather_neighbour_windows(batch["index"], batch["audio"].float(), track).to(device)
+        if expression_std is not None:
+            batch["expression"] = noisy_expressions(batch["expression"], expression_std, cfg.expression_noise, cfg.seed, step)
         target = batch["image"].float()
         with tf32_flags(cfg.precision):
             with autocast(cfg.precision, device):
