@@ -163,11 +163,24 @@ class Budget:
     seconds: float | None
     pixels: float
     per_test_frame: bool = False
+    calibrated: float | None = None  # steps x the calibrated seconds per step (None: no calibration for the profile)
 
     def as_record(self) -> dict[str, Any]:
-        """Columns of a timings row: ``steps``, ``train_s``, ``mpx`` (millions of supervised pixels), ``budget_per``."""
-        return {"steps": self.steps, "train_s": self.seconds, "mpx": self.pixels / 1e6,
+        """Columns of a timings row: ``steps``, ``cal_s`` (calibrated seconds), ``train_s``, ``mpx``
+        (millions of supervised pixels), ``budget_per``."""
+        return {"steps": self.steps, "cal_s": self.calibrated, "train_s": self.seconds, "mpx": self.pixels / 1e6,
                 "budget_per": "test frame" if self.per_test_frame else "identity"}
+
+
+def calibrated_seconds(method: str, config: Any, steps: float, profile: str,
+                       calibration: Mapping[str, Any] | None = None) -> float | None:
+    """``steps`` x the calibrated seconds per step of ``method``'s config at ``profile``
+    (:func:`seconds_per_step`): the machine-independent size of a budget, what equal budgets make
+    equal. None when the calibration has no entry for them (e.g. the paper profile)."""
+    try:
+        return float(steps) * seconds_per_step(calibration_key(method, config), profile, calibration)
+    except (PersonaInputError, PersonaFileError):
+        return None
 
 
 def pixels_per_step(method: str, config: Any, resolution: int) -> int:
@@ -192,9 +205,11 @@ def logged_seconds(rows: Sequence[Mapping[str, Any]]) -> float | None:
     return None
 
 
-def run_budget(method: str, config: Any, run: Any, resolution: int, done_seconds: float | None = None) -> Budget:
+def run_budget(method: str, config: Any, run: Any, resolution: int, done_seconds: float | None = None,
+               profile: str | None = None) -> Budget:
     """The recorded budget of a trained run (``run``: its :class:`persona.runs.RunDir`; ``config``
-    the method's resolved config; ``done_seconds``: ``done.json``'s seconds, used when the log has none)."""
+    the method's resolved config; ``done_seconds``: ``done.json``'s seconds, used when the log has none;
+    ``profile``: the calibration's profile for :attr:`Budget.calibrated`, None: not computed)."""
     rows = run.metrics()
     if method == "pti":  # one logged row per inverted test frame
         frames = [row for row in rows if "frame" in row and isinstance(row.get("seconds"), (int, float))]
@@ -203,10 +218,13 @@ def run_budget(method: str, config: Any, run: Any, resolution: int, done_seconds
         steps = statistics.fmean(config.w_steps + config.wplus_steps + row.get("tune_steps", config.tune_steps)
                                  for row in frames) if frames else float(planned)
         seconds = statistics.fmean(row["seconds"] for row in frames) if frames else None
-        return Budget(steps, seconds, steps * side * side, per_test_frame=True)
+        calibrated = calibrated_seconds(method, config, steps, profile) if profile else None
+        return Budget(steps, seconds, steps * side * side, per_test_frame=True, calibrated=calibrated)
     steps = own_steps(method, config)
     seconds = logged_seconds(rows)
-    return Budget(steps, seconds if seconds is not None else done_seconds, steps * pixels_per_step(method, config, resolution))
+    calibrated = calibrated_seconds(method, config, steps, profile) if profile else None
+    return Budget(steps, seconds if seconds is not None else done_seconds, steps * pixels_per_step(method, config, resolution),
+                  calibrated=calibrated)
 
 
 def dfrf_base_budget(config: Any, resolution: int) -> Budget | None:
@@ -224,24 +242,24 @@ def dfrf_base_budget(config: Any, resolution: int) -> Budget | None:
     return Budget(steps, record.get("train_seconds"), steps * pixels_per_step("dfrf", config, resolution))
 
 
-def trained_budget(trained_run: Any, resolution: int) -> Budget:
+def trained_budget(trained_run: Any, resolution: int, profile: str | None = None) -> Budget:
     """:func:`run_budget` of a :class:`persona.experiments.TrainedRun`."""
     method = trained_run.method
-    return run_budget(method.name, method.config, trained_run.run, resolution, trained_run.train_seconds)
+    return run_budget(method.name, method.config, trained_run.run, resolution, trained_run.train_seconds, profile)
 
 
-def row_record(trained_run: Any, train: Any) -> dict[str, Any]:
+def row_record(trained_run: Any, train: Any, profile: str | None = None) -> dict[str, Any]:
     """A table row's budget columns for one identity (:meth:`Budget.as_record`), plus ``base_steps``,
     ``base_train_s``, ``base_mpx`` of DFRF's cached base model when it starts from one."""
     method = trained_run.method
     if getattr(method, "name", None) not in SCHEDULE or not hasattr(trained_run.run, "metrics"):
         return {}  # not a registered method's run (a stand-in): nothing recorded
     resolution = int(getattr(train, "resolution", 0) or 0)
-    record = trained_budget(trained_run, resolution).as_record()
+    record = trained_budget(trained_run, resolution, profile).as_record()
     if trained_run.method.name == "dfrf":
         base = dfrf_base_budget(trained_run.method.config, resolution)
         if base is not None:
-            record.update({f"base_{k}": v for k, v in base.as_record().items() if k != "budget_per"})
+            record.update({f"base_{k}": v for k, v in base.as_record().items() if k not in ("budget_per", "cal_s")})
     return record
 
 
@@ -256,8 +274,9 @@ def base_budgets(timings: Any) -> dict[str, Budget]:
 
 
 # ----------------------------------------------------------------------------------------- notes
-PIXELS_NOTE = ("steps / train s / Mpx: each method's training steps, the training seconds its trainer logged (wall "
-               "time of its training loop, mean over identities) and the supervised pixels in millions (steps x full "
+PIXELS_NOTE = ("steps / calibrated s / train s / Mpx: each method's training steps, those steps at its calibrated "
+               "seconds per step (the budget's size, the same on any machine), the training seconds its trainer logged (wall "
+               "time of its training loop on the day it trained, mean over identities) and the supervised pixels in millions (steps x full "
                "frames x H x W for ours, NHA and FOMM; steps x rays for the NeRFs). PTI trains nothing: its budget is "
                "per test frame (the inversion and pivotal tuning of one frame). Empty for the reference rows.")
 
@@ -329,7 +348,7 @@ def budget_curve(result: Any, fractions: Sequence[float] = CURVE_FRACTIONS) -> l
                 deferred.append(str(run_name))
                 continue
             scores = ex.evaluated(tr, test, None, force=p["force"], max_frames=shared)
-            record = row_record(tr, train)
+            record = row_record(tr, train, profile)
             points.append({"method": row.label, "identity": identity, "fraction": fraction, "steps": record.get("steps"),
                            "train_s": record.get("train_s"), "budget_per": record.get("budget_per"),
                            "psnr": float(scores.loc[scores["view"] == "gt", "psnr"].mean())})

@@ -127,20 +127,21 @@ def results_table(per_frame: pd.DataFrame, metrics: Sequence[str], rows: Sequenc
 
 
 # the recorded budget of every method row (persona.budget): numeric column -> (display column, format)
-BUDGET_COLUMNS = {"steps": ("steps", ",.0f"), "train_s": ("train s", ",.1f"), "mpx": ("Mpx", ".3g")}
+BUDGET_COLUMNS = {"steps": ("steps", ",.0f"), "cal_s": ("calibrated s", ",.1f"), "train_s": ("train s", ",.1f"), "mpx": ("Mpx", ".3g")}
 
 
 def with_budget(table: pd.DataFrame, numeric: pd.DataFrame, timings: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(display table, numeric summary) with the budget columns :data:`BUDGET_COLUMNS`, means over
-    identities of ``timings`` (one row per method and identity, columns ``steps``, ``train_s``,
-    ``mpx``, ``budget_per``); rows without a trained method (static, reference, ground truth) stay
+    identities of ``timings`` (one row per method and identity, columns ``steps``, ``cal_s``,
+    ``train_s``, ``mpx``, ``budget_per``); rows without a trained method (static, reference, ground truth) stay
     empty. A per-test-frame budget (PTI) reads ``/frame`` in the display table."""
     if timings is None or timings.empty or "steps" not in timings.columns:
         return table, numeric
-    means = timings.groupby("method", sort=False)[list(BUDGET_COLUMNS)].mean()
+    present = [c for c in BUDGET_COLUMNS if c in timings.columns]
+    means = timings.groupby("method", sort=False)[present].mean()
     per = timings.groupby("method", sort=False)["budget_per"].first()
     table, numeric = table.copy(), numeric.copy()
-    for column, (label, spec) in BUDGET_COLUMNS.items():
+    for column, (label, spec) in ((c, BUDGET_COLUMNS[c]) for c in present):
         cells = []
         for row in table.index:
             value = means[column].get(row, np.nan) if row in means.index else None

@@ -297,7 +297,7 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
                                                  **{c: float(sync_rows.iloc[1].get(n, np.nan)) for c, n in columns.items()}}]))
             frames.append(df)
             timings.append({"method": row.label, "identity": identity, "seed": seed, "train_seconds": tr.train_seconds,
-                            "eval_seconds": eval_seconds, **budget.row_record(tr, train)})
+                            "eval_seconds": eval_seconds, **budget.row_record(tr, train, profile)})
             runs.setdefault((row.label, identity), tr)
     if deferred:
         raise ex.RunsDeferred(deferred)

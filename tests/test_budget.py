@@ -101,6 +101,10 @@ def test_run_budget_reads_steps_seconds_and_pixels_of_each_kind_of_run(tmp_path)
     run.log(6, loss=0.5, train_seconds=5.0)
     b = budget.run_budget("ours", ours, run, resolution=64)
     assert (b.steps, b.seconds, b.pixels, b.per_test_frame) == (6, 5.0, 6 * ours.batch_size * 64 * 64, False)
+    assert b.calibrated is None and b.as_record()["cal_s"] is None  # no profile asked
+    b = budget.run_budget("ours", ours, run, resolution=64, profile="smoke")
+    assert b.calibrated == pytest.approx(6 * budget.seconds_per_step("ours-rgb", "smoke"))
+    assert budget.calibrated_seconds("ours", ours, 6, "paper") is None  # no calibration there: n/a, not an error
     nerface = build_method("nerface", {"profile": "smoke"}).config
     run = RunDir(tmp_path / "nerface")
     run.log(20, loss=0.1, seconds=1.5)  # the NeRFs log 'seconds'
@@ -122,10 +126,11 @@ def test_table_columns_hold_the_mean_budget_and_leave_reference_rows_empty():
     numeric = pd.DataFrame({"method": ["PTI", "Ours RGB", tables.STATIC_LABEL], "view_group": "gt"})
     timings = pd.DataFrame([
         {"method": "PTI", "identity": "id00", "steps": 200, "train_s": 20.0, "mpx": 0.8, "budget_per": "test frame"},
-        {"method": "Ours RGB", "identity": "id00", "steps": 400, "train_s": 100.0, "mpx": 3.0, "budget_per": "identity"},
-        {"method": "Ours RGB", "identity": "id01", "steps": 400, "train_s": 120.0, "mpx": 3.0, "budget_per": "identity"}])
+        {"method": "Ours RGB", "identity": "id00", "steps": 400, "cal_s": 60.0, "train_s": 100.0, "mpx": 3.0, "budget_per": "identity"},
+        {"method": "Ours RGB", "identity": "id01", "steps": 400, "cal_s": 60.0, "train_s": 120.0, "mpx": 3.0, "budget_per": "identity"}])
     shown, csv = report.with_budget(table, numeric, timings)
-    assert shown.loc["Ours RGB", ["steps", "train s", "Mpx"]].tolist() == ["400", "110.0", "3"]
+    assert shown.loc["Ours RGB", ["steps", "calibrated s", "train s", "Mpx"]].tolist() == ["400", "60.0", "110.0", "3"]
+    assert shown.loc["PTI", "calibrated s"] == "n/a"  # no calibration in its timings row
     assert shown.loc["PTI", "Mpx"] == "0.8/frame"  # 3 significant digits: the NeRFs' 0.00256 Mpx stays visible
     assert shown.loc["PTI", "steps"] == "200/frame" and shown.loc[tables.STATIC_LABEL, "steps"] == ""
     assert csv.set_index("method").loc["Ours RGB", "train_s"] == 110.0 and pd.isna(csv.set_index("method").loc[tables.STATIC_LABEL, "steps"])
@@ -160,6 +165,8 @@ def test_compare_trains_with_the_equal_budget_and_records_it(monkeypatch, tmp_pa
     _, timings, _ = tables.compare(rows, [tmp_path / "id00" / "mono"], "smoke", novel=False, budget_seconds=10.0)
     assert asked["nerface"]["iterations"] == 200 and asked["fomm"]["iterations"] == 20  # 10 s / 50 ms, 10 s / 500 ms
     assert timings.set_index("method").loc["NerFACE", ["steps", "train_s"]].tolist() == [200, 7.0]
+    # equal budgets are equal in calibrated seconds, whatever the day's logged seconds
+    assert timings.set_index("method")["cal_s"].tolist() == pytest.approx([10.0, 10.0])
     _, timings, _ = tables.compare(rows, [tmp_path / "id00" / "mono"], "smoke", novel=False)
     assert "iterations" not in asked["nerface"]  # null: the row's own config
 
