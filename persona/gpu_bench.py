@@ -9,11 +9,11 @@ its time limit keeps what it measured:
 - ``ours``: ours (3DMM modality, the ``--profile``'s sizes: paper = k 50, encoder 512 x 6, the
   generator from a random-weight official-format pickle) trained by the real trainer
   (:func:`persona.ours.train.fit_prior`) on ``--frames`` synthetic frames written in the NerFACE
-  layout, for ``2 x (warm-up + steps)`` iterations, the first half generator-frozen (stage 1), the
+  layout, for ``2 x (warm-up + steps + 1)`` iterations, the first half generator-frozen (stage 1), the
   second half fine-tuning it (stage 2). ms/step per stage is the median of the trainer's own step
   clock (it synchronises the GPU) over the steps after the stage's warm-up; peak memory is
   ``torch.cuda.max_memory_allocated`` over the run. Whether a precision's results hold: the loss of
-  step 1 (same weights, same batch) and the mean loss of each stage's last steps, beside fp32's.
+  step 1 (same weights, same batch) and the mean loss of the run's last ``steps // 2`` steps, beside fp32's.
   LPIPS is off (its weights are not shipped), so the step is L2 only; the basis starts ``randn``.
 - ``generator``: persona's generator and, with ``--official-dir``, the official ``TriPlaneGenerator``
   with the same random weights (``persona bench official``), camera and ws: forward frames per second
