@@ -408,7 +408,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                    help="override a TrainConfig field, e.g. --set basis_lr=0.003 --set mouth_weight=0 (repeatable)")
     p.add_argument("--test-frames", type=flag_int(1), default=25, help="test frames for the PSNR columns (as the tables)")
+    p.add_argument("--hold-out", default=None, metavar="START:STOP[,...]",
+                   help="withhold these training positions (e.g. 200:250,400:450) and score them: memorised stretches vs new speech")
     args = p.parse_args(argv)
+    hold_out = parse_hold_out(args.hold_out)
     overrides: dict[str, Any] = {}
     for item in args.set:
         field, sep, value = item.partition("=")
@@ -431,7 +434,7 @@ def main(argv: list[str]) -> int:
     curves = []
     for video, name in zip(videos, names):
         curve, floor_mouth = diagnose_video(video, out if len(videos) == 1 else out / name, args.modality, args.profile,
-                                            overrides, args.every, args.test_frames)
+                                            overrides, args.every, args.test_frames, hold_out)
         curves.append(curve.assign(label=name, floor_mouth=floor_mouth))
     if len(videos) > 1:
         both = pd.concat(curves, ignore_index=True)
@@ -441,11 +444,74 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def parse_hold_out(text: str | None) -> list[tuple[int, int]]:
+    """``'200:250,400:450'`` -> [(200, 250), (400, 450)]: stretches of training positions [start, stop)."""
+    if not text:
+        return []
+    ranges = []
+    for part in text.split(","):
+        start, sep, stop = part.strip().partition(":")
+        try:
+            a, b = int(start), int(stop)
+        except ValueError:
+            a = b = -1
+        if not sep or not 0 <= a < b:
+            raise PersonaInputError(f"--hold-out {text!r}: expected START:STOP[,START:STOP...] training positions, "
+                                    "0 <= START < STOP, e.g. 200:250,400:450")
+        ranges.append((a, b))
+    return ranges
+
+
+def hold_out_video(video: Path, ranges: Sequence[tuple[int, int]], dest: Path) -> Path:
+    """A copy of the video folder ``video`` at ``dest`` whose training split lacks the training
+    positions in ``ranges`` and whose test split is exactly those frames (images, audio and plates
+    linked, not copied): trained on, it tells memorised stretches from new speech (docs/REENACTMENT.md,
+    eleventh round). Returns ``dest``."""
+    from persona.data import formats
+
+    train = formats.read_json(video / "transforms_train.json")
+    frames = train.get("frames")
+    if not isinstance(frames, list):
+        raise PersonaFileError(f"{video / 'transforms_train.json'}: field 'frames' missing; expected a NerFACE-layout video folder")
+    inside = [any(a <= k < b for a, b in ranges) for k in range(len(frames))]
+    if not any(inside) or all(inside):
+        raise PersonaInputError(f"--hold-out {ranges}: withholds {sum(inside)} of the {len(frames)} training frames of {video}; "
+                                "expected some but not all")
+    dest.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(video.iterdir()):
+        if not entry.name.startswith("transforms_") and not (dest / entry.name).exists():
+            (dest / entry.name).symlink_to(entry.resolve())
+    header = {k: v for k, v in train.items() if k != "frames"}
+    keep = [f for f, held in zip(frames, inside) if not held]
+    held = [f for f, held in zip(frames, inside) if held]
+    from persona.runs import atomic_write_json
+
+    atomic_write_json(dest / "transforms_train.json", {**header, "frames": keep})
+    atomic_write_json(dest / "transforms_test.json", {**header, "frames": held})
+    return dest
+
+
+def split_gains(method: Any, train_ds: Any, splits: dict[str, Any], max_frames: int = 50) -> dict[str, float]:
+    """{split name: mouth PSNR of ``method`` minus the static floor's (the mean frame of ``train_ds``),
+    on ``max_frames`` evenly spaced frames of that split}."""
+    from persona.evaluate import evaluate_method
+
+    gains = {}
+    for name, ds in splits.items():
+        scores = evaluate_method(method, ds, None, max_frames=max_frames, progress=False)
+        floor = static_floor(train_ds, ds, max_frames)
+        gains[name] = float(scores["psnr_mouth"].mean()) - float(floor["psnr_mouth"].mean())
+    return gains
+
+
 def diagnose_video(video: Path, out: Path, modality: str, profile: str, overrides: dict[str, Any], every: int,
-                   test_frames: int) -> tuple[pd.DataFrame, float]:
+                   test_frames: int, hold_out: Sequence[tuple[int, int]] = ()) -> tuple[pd.DataFrame, float]:
     """One ``diagnose`` run: train ours on ``video`` into ``out``/run (resuming), score its
     checkpoints every ``every`` steps, measure the basis; writes curve.csv/png, basis.png,
-    basis_change.csv and summary.json in ``out``. Returns (curve, the static floor's mouth PSNR)."""
+    basis_change.csv and summary.json in ``out``. ``hold_out``: training positions [start, stop) withheld
+    (:func:`hold_out_video`, in ``out``/data); the summary's ``mouth_gain`` then holds the final run's mouth
+    PSNR over the floor on its training frames, the withheld ones and the test clip. Returns (curve, the
+    static floor's mouth PSNR)."""
     from dataclasses import asdict
 
     from persona import explore, figures
@@ -457,8 +523,11 @@ def diagnose_video(video: Path, out: Path, modality: str, profile: str, override
     steps = sorted(set(list(range(every, method.config.iterations + 1, every)) + [method.config.iterations]))
     method = build_method({"profile": profile, "modality": modality, **overrides,
                            "checkpoint_every": every, "keep_checkpoints": len(steps) + 1})
-    train, test = FrameDataset(video, "train"), FrameDataset(video, "test")
-    clip = frontal_clip(video, "test")
+    original = video
+    if hold_out:
+        video = hold_out_video(original, hold_out, out / "data" / original.name)
+    train, test = FrameDataset(video, "train"), FrameDataset(original, "test")
+    clip = frontal_clip(original, "test")
     run = RunDir(out / "run")
     start = time.perf_counter()
     method.fit(train, run)
@@ -473,9 +542,14 @@ def diagnose_video(video: Path, out: Path, modality: str, profile: str, override
     change = basis_pixel_change(explorer, camera, clip.box)
     atomic_write(out / "basis_change.csv", lambda tmp: change.to_csv(tmp, index=False))
     figures.basis_directions_figure({modality: explorer}, camera, out / "basis", title="top basis directions at ±2σ")
-    summary = {"video": str(video), "modality": modality, "config": asdict(method.config), "train_seconds_wall": seconds,
+    summary = {"video": str(original), "modality": modality, "config": asdict(method.config), "train_seconds_wall": seconds,
                "floor_psnr": float(floor["psnr"].mean()), "floor_psnr_mouth": floor_mouth,
                "final": curve.iloc[-1].to_dict(), "basis_change": change.to_dict(orient="records")}
+    if hold_out:
+        final = checkpoint_method(out / "run", int(steps[-1]))
+        gains = split_gains(final, train, {"train": train, "held_out": FrameDataset(video, "test"), "test": test})
+        summary.update(hold_out=[list(r) for r in hold_out], mouth_gain=gains)
+        print("mouth PSNR over the static floor: " + ", ".join(f"{k} {v:+.2f} dB" for k, v in gains.items()))
     atomic_write_json(out / "summary.json", summary)
     print(curve.round(3).to_string(index=False))
     print(f"static floor: psnr {summary['floor_psnr']:.2f}  mouth {floor_mouth:.2f}; train {seconds:.0f} s")

@@ -229,3 +229,32 @@ def test_reach_inverts_an_open_mouth_into_a_trained_run_and_refuses_other_runs(t
         R.main(["--run", str(runs["rgb"]), "--data", str(video), "--out", str(out)])
     with pytest.raises(PersonaInputError, match="one --data per --run"):
         R.main(["--run", str(runs["3dmm"]), "--run", str(runs["3dmm"]), "--data", str(video), "--out", str(out)])
+
+
+def test_diagnose_hold_out_withholds_training_stretches_and_scores_them(tmp_path):
+    """``--hold-out``: the run trains without the withheld training positions, which become a split of
+    their own, scored beside the training frames and the test clip (memorised stretches vs new speech)."""
+    import json
+
+    tiny = S.BenchmarkConfig(resolution=16, identities=1, mono_train_frames=8, mono_test_frames=3, audio_train_frames=4,
+                             audio_test_frames=3, val_frames=1, novel_every=5, prior_images=2, render_batch=8)
+    bench = S.build_benchmark(tmp_path / "bench", "smoke", seed=0, config=tiny)
+    video = bench / "id00" / "mono"
+    for bad in ("5:3", "x", "2-4"):
+        with pytest.raises(PersonaInputError, match="--hold-out"):
+            D.main(["--data", str(video), "--out", str(tmp_path / "bad"), "--profile", "smoke", "--hold-out", bad])
+    with pytest.raises(PersonaInputError, match="some but not all"):
+        D.hold_out_video(video, [(0, 100)], tmp_path / "all")
+    out = tmp_path / "diag"
+    assert D.main(["--data", str(video), "--out", str(out), "--profile", "smoke", "--every", "3", "--test-frames", "2",
+                   "--hold-out", "2:4,6:7"]) == 0
+    held = out / "data" / "mono"
+    train = json.loads((held / "transforms_train.json").read_text())["frames"]
+    withheld = json.loads((held / "transforms_test.json").read_text())["frames"]
+    original = json.loads((video / "transforms_train.json").read_text())["frames"]
+    assert [f["file_path"] for f in withheld] == [original[k]["file_path"] for k in (2, 3, 6)]
+    assert len(train) == 5 and (held / "images").is_symlink()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["hold_out"] == [[2, 4], [6, 7]] and summary["video"] == str(video)  # the test clip stays the video's own
+    assert set(summary["mouth_gain"]) == {"train", "held_out", "test"}
+    assert all(isinstance(v, float) and v == v for v in summary["mouth_gain"].values())
