@@ -381,3 +381,21 @@ def test_expression_noise_is_scaled_per_dimension_keyed_by_seed_and_step_and_cha
         fit_prior(model, frames, RunDir(tmp_path / str(noise)), cfg)
         losses[noise] = [r["loss"] for r in RunDir(tmp_path / str(noise)).metrics()]
     assert losses[0.0][0] != losses[0.3][0]
+
+
+def test_encoder_weight_decay_is_the_encoder_groups_alone():
+    """``encoder_weight_decay``: Adam's weight decay on the encoder's group only (its own group at the
+    base lr when the profile gives it none); off, the groups are as before (no weight_decay key)."""
+    from persona.ours.train import parameter_groups
+
+    model, _ = make_model(tiny_cfg())
+    encoder = {id(p) for p in model.encoder.parameters()}
+    off = parameter_groups(model, tiny_cfg())
+    assert not any("weight_decay" in g for g in off)
+    on = parameter_groups(model, tiny_cfg(encoder_weight_decay=0.1))
+    decayed = [g for g in on if "weight_decay" in g]
+    assert len(decayed) == 1 and decayed[0]["weight_decay"] == 0.1 and {id(p) for p in decayed[0]["params"]} == encoder
+    paper = train_config("paper", encoder_weight_decay=0.1)  # encoder_lr None: its own group at lr
+    model, _ = make_model(replace(paper, k=4, mlp_hidden=16, mlp_layers=1, modality="3dmm", resolution=RES))
+    decayed = [g for g in parameter_groups(model, paper) if "weight_decay" in g]
+    assert len(decayed) == 1 and decayed[0]["lr"] == paper.lr

@@ -204,6 +204,7 @@ class TrainConfig:
     precision: str = field(default="fp32", metadata=choices(*PRECISIONS))  # fp32 (paper, release) | tf32 (TF32 matmuls/convs on NVIDIA GPUs) | bf16 (autocast over forward + loss); persona.precision
     lambda_lpips: float = 5.0  # the paper's text; the release uses 1.0
     mouth_weight: float = 1.0  # weight of an extra L2 over the mouth box; 0 = off (paper, release). See the note above.
+    encoder_weight_decay: float = 0.0  # L2 weight decay of the encoder's parameters (Adam's, coupled); 0 = off (paper, release)
     expression_noise: float = 0.0  # 3DMM only: Gaussian noise added to the training expressions, in units of each dimension's std over the training frames; 0 = off (paper, release)
     audio_smooth_after: int = 300  # iterations before AudioAttNet smoothing starts (audio only)
     audio_att_dims: int | None = None  # features AudioAttNet scores from: None = all 64 (persona) | 32 (the release)
@@ -514,13 +515,16 @@ def parameter_groups(model: PersonalizedPrior, cfg: TrainConfig) -> list[dict[st
     the generator at ``cfg.generator_lr`` when those are set, and the camera correction (when on)
     at ``cfg.camera_lr``. Parameters keep
     ``model.parameters()``' order within a group; empty groups are left out."""
-    special = {"basis": (list(model.basis.parameters()), cfg.basis_lr), "encoder": (list(model.encoder.parameters()), cfg.encoder_lr),
+    decay = float(cfg.encoder_weight_decay)
+    encoder_lr = cfg.encoder_lr if cfg.encoder_lr is not None or decay <= 0 else cfg.lr  # its own group when it decays
+    special = {"basis": (list(model.basis.parameters()), cfg.basis_lr), "encoder": (list(model.encoder.parameters()), encoder_lr),
                "generator": (list(model.generator.parameters()), cfg.generator_lr)}
     if model.camera_correction is not None:
         special["camera"] = (list(model.camera_correction.parameters()), cfg.camera_lr)
     taken = {id(p) for params, lr in special.values() if lr is not None for p in params}
     groups = [{"params": [p for p in model.parameters() if id(p) not in taken]}]
-    groups += [{"params": params, "lr": float(lr)} for params, lr in special.values() if lr is not None]
+    groups += [{"params": params, "lr": float(lr), **({"weight_decay": decay} if name == "encoder" and decay > 0 else {})}
+               for name, (params, lr) in special.items() if lr is not None]
     return [g for g in groups if g["params"]]
 
 
