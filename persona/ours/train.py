@@ -204,7 +204,7 @@ class TrainConfig:
     precision: str = field(default="fp32", metadata=choices(*PRECISIONS))  # fp32 (paper, release) | tf32 (TF32 matmuls/convs on NVIDIA GPUs) | bf16 (autocast over forward + loss); persona.precision
     lambda_lpips: float = 5.0  # the paper's text; the release uses 1.0
     mouth_weight: float = 1.0  # weight of an extra L2 over the mouth box; 0 = off (paper, release). See the note above.
-    encoder_weight_decay: float = 0.0  # L2 weight decay of the encoder's parameters (Adam's, coupled); 0 = off (paper, release)
+    encoder_weight_decay: float = 0.0  # L2 weight decay of the encoder's parameters (Adam's, coupled); 0 = off (paper, release). 1e-4..1e-1 lowered the mouth gain on every split (docs/REENACTMENT.md, eleventh round)
     expression_noise: float = 0.0  # 3DMM only: Gaussian noise added to the training expressions, in units of each dimension's std over the training frames; 0 = off (paper, release)
     audio_smooth_after: int = 300  # iterations before AudioAttNet smoothing starts (audio only)
     audio_att_dims: int | None = None  # features AudioAttNet scores from: None = all 64 (persona) | 32 (the release)
