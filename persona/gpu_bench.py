@@ -39,10 +39,11 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
+from persona.eg3d.bench import _timed
 from persona.errors import PersonaInputError, flag_int
 from persona.precision import PRECISIONS, autocast, tf32_flags
 
@@ -64,11 +65,6 @@ class Report:
             atomic_write_json(self.path, self.data)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -79,25 +75,12 @@ def _peak_gib(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None
 
 
-def _median_seconds(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def matmul_tflops(device: torch.device, precision: str, n: int) -> float:
     """[n,n] @ [n,n] throughput in ``precision`` (bf16: bfloat16 operands), TFLOP/s, median of 5."""
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     with tf32_flags(precision):
-        seconds = _median_seconds(lambda: a @ b, device, repeats=5, warmup=2)
+        seconds = _timed(lambda: a @ b, device, repeats=5, warmup=2)
     return 2 * n ** 3 / seconds / 1e12
 
 
@@ -271,7 +254,7 @@ def bench_generators(report: Report, device: torch.device, preset: str, batches:
 
                 try:
                     _reset_peak(device)
-                    seconds = _median_seconds(forward if mode == "forward" else forward_backward, device, repeats)
+                    seconds = _timed(forward if mode == "forward" else forward_backward, device, repeats)
                     row.update(ms=1000 * seconds, per_second=batch / seconds, peak_gib=_peak_gib(device))
                     if mode == "forward":
                         image = forward()
