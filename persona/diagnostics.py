@@ -35,7 +35,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -341,13 +341,40 @@ def score_method(method: Any, test_ds: Any, clip: FrontalClip, max_frames: int |
 
 
 def training_curve(run_dir: str | Path, test_ds: Any, clip: FrontalClip, steps: Sequence[int],
-                   max_frames: int | None = 25) -> pd.DataFrame:
-    """Scores (:func:`score_method`) of a run's checkpoints at ``steps``: one row per step."""
+                   max_frames: int | None = 25, gains: Callable[[Any], dict[str, float]] | None = None) -> pd.DataFrame:
+    """Scores (:func:`score_method`) of a run's checkpoints at ``steps``: one row per step; with
+    ``gains`` (a checkpoint's method -> {split: mouth gain}, :func:`split_gains`) also a
+    ``gain_<split>`` column per split."""
     rows = []
     for step in steps:
         method = checkpoint_method(run_dir, int(step))
-        rows.append({"step": int(step), **score_method(method, test_ds, clip, max_frames)})
+        extra = {} if gains is None else {f"gain_{k}": v for k, v in gains(method).items()}
+        rows.append({"step": int(step), **score_method(method, test_ds, clip, max_frames), **extra})
     return pd.DataFrame(rows)
+
+
+def gains_figure(curve: pd.DataFrame, path: Path, title: str | None = None) -> list[Path]:
+    """Mouth PSNR over the static floor against training steps, one line per ``gain_<split>``
+    column of ``curve`` (training frames, withheld stretches, the test clip): where the lines part
+    is where ours starts learning its training frames rather than the expression-to-mouth map
+    (docs/REENACTMENT.md, twelfth round). PNG + PDF."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from persona.report import save_figure
+
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    for column in [c for c in curve.columns if c.startswith("gain_")]:
+        ax.plot(curve["step"], curve[column], marker="o", label=column[len("gain_"):].replace("_", " "))
+    ax.axhline(4.0, color="grey", ls=":", label="target +4 dB")
+    ax.axhline(0.0, color="black", lw=0.5)
+    ax.set_xlabel("training step"), ax.set_ylabel("mouth PSNR over the static floor (dB)"), ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, Path(path))
 
 
 def curve_figure(curve: pd.DataFrame, floor_mouth: float | None, path: Path, title: str | None = None) -> list[Path]:
@@ -533,7 +560,9 @@ def diagnose_video(video: Path, out: Path, modality: str, profile: str, override
     method.fit(train, run)
     seconds = time.perf_counter() - start
     floor = static_floor(train, test, test_frames)
-    curve = training_curve(out / "run", test, clip, steps, test_frames)
+    splits = {"train": train, "held_out": FrameDataset(video, "test"), "test": test} if hold_out else None
+    curve = training_curve(out / "run", test, clip, steps, test_frames,
+                           gains=None if splits is None else (lambda m: split_gains(m, train, splits)))
     atomic_write(out / "curve.csv", lambda tmp: curve.to_csv(tmp, index=False))
     floor_mouth = float(floor["psnr_mouth"].mean())
     curve_figure(curve, floor_mouth, out / "curve", title=f"{video.parent.name}/{video.name}: ours {modality}")
@@ -545,14 +574,14 @@ def diagnose_video(video: Path, out: Path, modality: str, profile: str, override
     summary = {"video": str(original), "modality": modality, "config": asdict(method.config), "train_seconds_wall": seconds,
                "floor_psnr": float(floor["psnr"].mean()), "floor_psnr_mouth": floor_mouth,
                "final": curve.iloc[-1].to_dict(), "basis_change": change.to_dict(orient="records")}
-    if hold_out:
-        final = checkpoint_method(out / "run", int(steps[-1]))
-        gains = split_gains(final, train, {"train": train, "held_out": FrameDataset(video, "test"), "test": test})
+    if splits is not None:
+        gains = {k: float(curve.iloc[-1][f"gain_{k}"]) for k in splits}
         summary.update(hold_out=[list(r) for r in hold_out], mouth_gain=gains)
+        gains_figure(curve, out / "gains", title=f"{original.parent.name}/{original.name}: withheld {hold_out}")
         print("mouth PSNR over the static floor: " + ", ".join(f"{k} {v:+.2f} dB" for k, v in gains.items()))
     atomic_write_json(out / "summary.json", summary)
     print(curve.round(3).to_string(index=False))
     print(f"static floor: psnr {summary['floor_psnr']:.2f}  mouth {floor_mouth:.2f}; train {seconds:.0f} s")
     print(change.round(4).to_string(index=False))
-    print(f"wrote {out}/curve.csv, curve.png, basis.png, basis_change.csv, summary.json")
+    print(f"wrote {out}/curve.csv, curve.png, basis.png, basis_change.csv, summary.json" + (", gains.png" if splits is not None else ""))
     return curve, floor_mouth

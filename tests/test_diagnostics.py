@@ -258,3 +258,9 @@ def test_diagnose_hold_out_withholds_training_stretches_and_scores_them(tmp_path
     assert summary["hold_out"] == [[2, 4], [6, 7]] and summary["video"] == str(video)  # the test clip stays the video's own
     assert set(summary["mouth_gain"]) == {"train", "held_out", "test"}
     assert all(isinstance(v, float) and v == v for v in summary["mouth_gain"].values())
+    import pandas as pd
+
+    curve = pd.read_csv(out / "curve.csv")  # every scored checkpoint carries the three splits' gains
+    assert {"gain_train", "gain_held_out", "gain_test"} <= set(curve.columns) and len(curve) >= 2
+    assert curve.iloc[-1]["gain_held_out"] == pytest.approx(summary["mouth_gain"]["held_out"])
+    assert (out / "gains.png").is_file()
