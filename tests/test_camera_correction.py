@@ -124,6 +124,20 @@ def test_train_takes_the_correction_terms_and_old_runs_keep_their_keys(tmp_path,
         except SystemExit:
             pass
         assert (seen["config"].camera_correction, seen["config"].camera_terms) == expected, flag
+    for flag, expected in ((["--expression-lasso", "1"], 1.0), ([], 0.0)):  # issue #20's option rides the same path
+        try:
+            main_train(["--method", "ours", "--modality", "3dmm", "--profile", "smoke", "--data", str(video),
+                        "--out", str(tmp_path / "run"), *flag])
+        except SystemExit:
+            pass
+        assert seen["config"].expression_lasso == expected, flag
+    import pytest
+
+    from persona.errors import PersonaInputError
+
+    with pytest.raises(PersonaInputError, match="--expression-lasso 1.0: applies to --method ours --modality 3dmm"):
+        main_train(["--method", "ours", "--modality", "audio", "--profile", "smoke", "--data", str(video),
+                    "--out", str(tmp_path / "run"), "--expression-lasso", "1"])
 
 
 def test_ours_logs_the_quadratic_terms_and_end2end_reads_them_back(tmp_path):

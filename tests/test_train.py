@@ -399,3 +399,25 @@ def test_encoder_weight_decay_is_the_encoder_groups_alone():
     model, _ = make_model(replace(paper, k=4, mlp_hidden=16, mlp_layers=1, modality="3dmm", resolution=RES))
     decayed = [g for g in parameter_groups(model, paper) if "weight_decay" in g]
     assert len(decayed) == 1 and decayed[0]["lr"] == paper.lr
+
+
+def test_expression_lasso_shrinks_input_columns_and_zeroes_short_ones(frames, tmp_path):
+    """``expression_lasso``: group lasso's proximal step on the 3DMM encoder's input columns: each
+    column's norm drops by the amount, a shorter one becomes zero, directions are kept; in training the
+    first layer's columns end shorter than without it, and the other layers are untouched by the step."""
+    from persona.ours.train import shrink_input_columns_
+
+    layer = torch.nn.Linear(3, 2, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[3.0, 0.1, 0.0], [4.0, 0.0, 0.2]]))
+    norms = shrink_input_columns_(layer, 1.0)
+    assert torch.allclose(norms, torch.tensor([4.0, 0.0, 0.0]))
+    assert torch.allclose(layer.weight, torch.tensor([[2.4, 0.0, 0.0], [3.2, 0.0, 0.0]]))
+
+    weights = {}
+    for lasso in (0.0, 50.0):
+        cfg = tiny_cfg(expression_lasso=lasso, iterations=3, frozen_iterations=1, checkpoint_every=3)
+        model, _ = make_model(cfg)
+        fit_prior(model, frames, RunDir(tmp_path / str(lasso)), cfg)
+        weights[lasso] = torch.linalg.vector_norm(model.encoder.net[0].weight.detach(), dim=0)
+    assert (weights[50.0] < weights[0.0]).all()
