@@ -22,6 +22,7 @@ that fails is reported and left out of the projection; the others still run (exi
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 import traceback
@@ -138,61 +139,65 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--depth", type=int, help="coarse and fine depth samples stored in the pickle (default: 48 + 48)")
     p.add_argument("--gpus", type=int, nargs="*", default=[1, 4, 8], help="device counts to project the paper profile onto")
     p.add_argument("--out", help="write the results as JSON here")
-    p.add_argument("--workdir", help="keep data, pickle and runs here (default: a temporary folder)")
+    p.add_argument("--workdir", help="keep data, pickle and runs here (default: a temporary folder, removed at the end)")
     args = p.parse_args(argv)
 
     chosen = [m for m in PAPER_METHODS if not args.methods or m[0] in args.methods]
     work = Path(args.workdir or tempfile.mkdtemp(prefix="persona-paper-dry-"))
-    t0 = time.perf_counter()
-    nerface, adnerf = write_real_layouts(work / "data", 1, train_frames=args.frames, test_frames=2)
-    data = {"nerface": FrameDataset(nerface[0], "train"), "adnerf": FrameDataset(adnerf[0], "train")}
-    torch.manual_seed(0)
-    rendering = {}
-    if args.depth:
-        rendering.update(depth_resolution=args.depth, depth_resolution_importance=args.depth)
-    pkl = write_release_pickle(build_generator("ffhq512"), work / "ffhq512-random.pkl", neural_rendering_resolution=args.nr, **rendering)
-    print(f"data + pickle: {time.perf_counter() - t0:.0f} s ({work})", flush=True)
+    try:
+        t0 = time.perf_counter()
+        nerface, adnerf = write_real_layouts(work / "data", 1, train_frames=args.frames, test_frames=2)
+        data = {"nerface": FrameDataset(nerface[0], "train"), "adnerf": FrameDataset(adnerf[0], "train")}
+        torch.manual_seed(0)
+        rendering = {}
+        if args.depth:
+            rendering.update(depth_resolution=args.depth, depth_resolution_importance=args.depth)
+        pkl = write_release_pickle(build_generator("ffhq512"), work / "ffhq512-random.pkl", neural_rendering_resolution=args.nr, **rendering)
+        print(f"data + pickle: {time.perf_counter() - t0:.0f} s ({work})", flush=True)
 
-    results: dict[str, Any] = {"device": args.device, "nr": args.nr or 128, "depth": args.depth or 48, "frames": args.frames,
-                               "threads": torch.get_num_threads(), "methods": {}, "failed": {}}
-    failed: dict[str, str] = results["failed"]
-    for label, method, cfg, kind in chosen:
-        full = {**cfg, **method_overrides(method, args.device, pkl, work)}
-        try:
-            base = _fit_seconds(method, full, data[kind], work / "runs" / f"{label}-1", 1)
-            more = _fit_seconds(method, full, data[kind], work / "runs" / f"{label}-{1 + args.steps}", 1 + args.steps)
-        except Exception as error:  # the other methods still run; the projection leaves this one out and says so
-            failed[label] = f"{type(error).__name__}: {error}"
-            print(f"{label:<11} FAILED: {failed[label]}", flush=True)
-            traceback.print_exc()
+        results: dict[str, Any] = {"device": args.device, "nr": args.nr or 128, "depth": args.depth or 48, "frames": args.frames,
+                                   "threads": torch.get_num_threads(), "methods": {}, "failed": {}}
+        failed: dict[str, str] = results["failed"]
+        for label, method, cfg, kind in chosen:
+            full = {**cfg, **method_overrides(method, args.device, pkl, work)}
+            try:
+                base = _fit_seconds(method, full, data[kind], work / "runs" / f"{label}-1", 1)
+                more = _fit_seconds(method, full, data[kind], work / "runs" / f"{label}-{1 + args.steps}", 1 + args.steps)
+            except Exception as error:  # the other methods still run; the projection leaves this one out and says so
+                failed[label] = f"{type(error).__name__}: {error}"
+                print(f"{label:<11} FAILED: {failed[label]}", flush=True)
+                traceback.print_exc()
+                _write(args.out, results)
+                continue
+            sps = _logged_seconds_per_step(work / "runs" / f"{label}-{1 + args.steps}")
+            sps = sps if sps is not None else max(more - base, 0.0) / args.steps
+            steps = paper_steps(method, cfg)
+            # the 1-step run: setup + one step (for ours a generator-frozen step, cheaper than the timed ones)
+            results["methods"][label] = {"seconds_per_step": sps, "one_step_run_seconds": base, "paper_steps": steps}
             _write(args.out, results)
-            continue
-        sps = _logged_seconds_per_step(work / "runs" / f"{label}-{1 + args.steps}")
-        sps = sps if sps is not None else max(more - base, 0.0) / args.steps
-        steps = paper_steps(method, cfg)
-        # the 1-step run: setup + one step (for ours a generator-frozen step, cheaper than the timed ones)
-        results["methods"][label] = {"seconds_per_step": sps, "one_step_run_seconds": base, "paper_steps": steps}
-        _write(args.out, results)
-        print(f"{label:<11} {1000 * sps:10.0f} ms/step  (a 1-step run with setup: {base:.0f} s; paper profile: {steps} steps = "
-              f"{sps * steps / 3600:.1f} h per run on this device)", flush=True)
-    for shared, of in SHARED_RUNS.items():
-        if of in results["methods"]:
-            from persona.baselines.dfrf import PROFILES
+            print(f"{label:<11} {1000 * sps:10.0f} ms/step  (a 1-step run with setup: {base:.0f} s; paper profile: {steps} steps = "
+                  f"{sps * steps / 3600:.1f} h per run on this device)", flush=True)
+        for shared, of in SHARED_RUNS.items():
+            if of in results["methods"]:
+                from persona.baselines.dfrf import PROFILES
 
-            results["methods"][shared] = {"seconds_per_step": results["methods"][of]["seconds_per_step"], "one_step_run_seconds": None,
-                                          "paper_steps": PROFILES["paper"].pretrain_steps, "projected_from": of}
-    sps = {k: v["seconds_per_step"] for k, v in results["methods"].items()}
-    steps = {k: v["paper_steps"] for k, v in results["methods"].items()}
-    results["projection_hours"] = {str(n): project(sps, steps, n) for n in args.gpus}
-    if failed:
-        print(f"not in the projection (failed): {', '.join(failed)}", flush=True)
-    for n, hours in results["projection_hours"].items():
-        print(f"PROJECTION, {n} device(s) like this one: {hours['wall']:.0f} h wall ({hours['total']:.0f} device-hours; "
-              f"{PAPER_IDENTITIES} identities, runs per identity {PAPER_RUNS}, once: {', '.join(SHARED_RUNS)}; "
-              "PTI's per-frame optimisation not included)")
-    results["wall_seconds"] = time.perf_counter() - t0
-    _write(args.out, results)
-    return 1 if failed else 0
+                results["methods"][shared] = {"seconds_per_step": results["methods"][of]["seconds_per_step"], "one_step_run_seconds": None,
+                                              "paper_steps": PROFILES["paper"].pretrain_steps, "projected_from": of}
+        sps = {k: v["seconds_per_step"] for k, v in results["methods"].items()}
+        steps = {k: v["paper_steps"] for k, v in results["methods"].items()}
+        results["projection_hours"] = {str(n): project(sps, steps, n) for n in args.gpus}
+        if failed:
+            print(f"not in the projection (failed): {', '.join(failed)}", flush=True)
+        for n, hours in results["projection_hours"].items():
+            print(f"PROJECTION, {n} device(s) like this one: {hours['wall']:.0f} h wall ({hours['total']:.0f} device-hours; "
+                  f"{PAPER_IDENTITIES} identities, runs per identity {PAPER_RUNS}, once: {', '.join(SHARED_RUNS)}; "
+                  "PTI's per-frame optimisation not included)")
+        results["wall_seconds"] = time.perf_counter() - t0
+        _write(args.out, results)
+        return 1 if failed else 0
+    finally:  # a temporary folder of our own (data, a 120-MB pickle, runs) does not outlive the command
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _write(path: str | None, results: dict[str, Any]) -> None:

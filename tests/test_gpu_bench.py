@@ -91,8 +91,11 @@ def test_bench_paper_keeps_going_past_a_failing_method_and_writes_what_it_measur
         return float(iterations)
 
     monkeypatch.setattr(paper_bench, "_fit_seconds", fit_seconds)
+    work = tmp_path / "work"
+    monkeypatch.setattr(paper_bench.tempfile, "mkdtemp", lambda **k: str(work.mkdir() or work))
     out = tmp_path / "paper.json"
     assert paper_bench.main(["--device", "cpu", "--methods", "NerFACE", "FOMM", "--steps", "2", "--out", str(out)]) == 1
+    assert not work.exists()  # its own temporary folder removed; --workdir is kept
     report = json.loads(out.read_text())
     assert list(report["methods"]) == ["FOMM"] and report["methods"]["FOMM"]["seconds_per_step"] == pytest.approx(1.0)
     assert "illegal memory access" in report["failed"]["NerFACE"]
