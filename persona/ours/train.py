@@ -180,10 +180,11 @@ class TrainConfig:
     Note on ``expression_lasso`` (issue #20, twelfth round; off by default, as the paper and the release). Ours
     memorises stretches of its training clip through the expression's many small, slowly drifting dimensions (a
     time code: 68 slow signals tell every second of a 20-s clip apart); zeroing them raised the following score on
-    new speech from 0.63 to 0.89. The group lasso on the encoder's input columns (:func:`shrink_input_columns_`)
+    new speech from 0.74 to 0.89. The group lasso on the encoder's input columns (:func:`shrink_input_columns_`)
     keeps a dimension's weights only while the loss pushes them out faster than lr x S a step: at S = 1, seed 0,
     id00-id04 with two 2-s stretches withheld, the test clip's mouth gain +0.83 dB [+0.30, +1.38], following
-    0.63 -> 0.89, the trained frames' gain -0.49 dB (docs/REENACTMENT.md).
+    0.74 -> 0.89, the trained frames' gain -0.49 dB; on the full clip, 5 identities x 3 seeds: +0.70 dB
+    [+0.52, +0.86], 15 of 15 higher, following 0.73 -> 0.86 (docs/REENACTMENT.md).
     """
 
     profile: str = "default"
