@@ -518,17 +518,19 @@ def hold_out_video(video: Path, ranges: Sequence[tuple[int, int]], dest: Path) -
     return dest
 
 
-def split_gains(method: Any, train_ds: Any, splits: dict[str, Any], max_frames: int = 50) -> dict[str, float]:
-    """{split name: mouth PSNR of ``method`` minus the static floor's (the mean frame of ``train_ds``),
-    on ``max_frames`` evenly spaced frames of that split}."""
+def split_floors(train_ds: Any, splits: dict[str, Any], max_frames: int = 50) -> dict[str, float]:
+    """{split name: the static floor's mouth PSNR (the mean frame of ``train_ds``) on ``max_frames``
+    evenly spaced frames of that split}: the same for every checkpoint, so computed once."""
+    return {name: float(static_floor(train_ds, ds, max_frames)["psnr_mouth"].mean()) for name, ds in splits.items()}
+
+
+def split_gains(method: Any, splits: dict[str, Any], floors: dict[str, float], max_frames: int = 50) -> dict[str, float]:
+    """{split name: mouth PSNR of ``method`` minus ``floors``' (:func:`split_floors`), on the same
+    ``max_frames`` evenly spaced frames of that split}."""
     from persona.evaluate import evaluate_method
 
-    gains = {}
-    for name, ds in splits.items():
-        scores = evaluate_method(method, ds, None, max_frames=max_frames, progress=False)
-        floor = static_floor(train_ds, ds, max_frames)
-        gains[name] = float(scores["psnr_mouth"].mean()) - float(floor["psnr_mouth"].mean())
-    return gains
+    return {name: float(evaluate_method(method, ds, None, max_frames=max_frames, progress=False)["psnr_mouth"].mean()) - floors[name]
+            for name, ds in splits.items()}
 
 
 def diagnose_video(video: Path, out: Path, modality: str, profile: str, overrides: dict[str, Any], every: int,
@@ -561,8 +563,9 @@ def diagnose_video(video: Path, out: Path, modality: str, profile: str, override
     seconds = time.perf_counter() - start
     floor = static_floor(train, test, test_frames)
     splits = {"train": train, "held_out": FrameDataset(video, "test"), "test": test} if hold_out else None
+    floors = None if splits is None else split_floors(train, splits)
     curve = training_curve(out / "run", test, clip, steps, test_frames,
-                           gains=None if splits is None else (lambda m: split_gains(m, train, splits)))
+                           gains=None if splits is None else (lambda m: split_gains(m, splits, floors)))
     atomic_write(out / "curve.csv", lambda tmp: curve.to_csv(tmp, index=False))
     floor_mouth = float(floor["psnr_mouth"].mean())
     curve_figure(curve, floor_mouth, out / "curve", title=f"{video.parent.name}/{video.name}: ours {modality}")
