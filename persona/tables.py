@@ -395,7 +395,8 @@ def protocol_notes(spec: TableSpec, profile: str) -> list[str]:
 
 
 # ours' optimiser and loss fields where persona's default profiles deviate from the paper's (TrainConfig's notes)
-RECIPE_FIELDS = ("basis_lr", "encoder_lr", "generator_lr", "grad_clip", "mouth_weight", "lr_schedule", "ema_decay")
+RECIPE_FIELDS = ("basis_lr", "encoder_lr", "generator_lr", "grad_clip", "mouth_weight", "lr_schedule", "ema_decay",
+                 "expression_lasso")
 
 
 def recipe_notes(runs: Mapping[tuple[str, str], ex.TrainedRun]) -> list[str]:
@@ -418,7 +419,8 @@ def recipe_notes(runs: Mapping[tuple[str, str], ex.TrainedRun]) -> list[str]:
         groups.setdefault(recipe, []).append(label)
     rows = "; ".join(f"{', '.join(labels)}: {recipe}" for recipe, labels in groups.items())
     return [f"Ours' optimiser and loss where they differ from the paper's (TrainConfig; persona's short-budget recipe, "
-            f"docs/REENACTMENT.md; ema_decay: a weight average of the trained weights; the baselines train with their "
+            f"docs/REENACTMENT.md; ema_decay: a weight average of the trained weights; expression_lasso: a group lasso on "
+            f"the 3DMM encoder's expression inputs; the baselines train with their "
             f"releases' optimisers and no weight average): {rows}."]
 
 

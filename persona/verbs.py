@@ -53,7 +53,8 @@ def main_train(argv: list[str]) -> int:
                         "persona preprocess; persona/ours/camera_correction.py): linear (the flag alone) or quadratic")
     p.add_argument("--expression-lasso", type=flag_number(0), metavar="S",
                    help="ours, --modality 3dmm only: group lasso on the encoder's expression inputs, lr x S a step (1: "
-                        "+0.7 dB mouth PSNR on new speech over 15 synthetic runs, docs/REENACTMENT.md twelfth round; None: off)")
+                        "+0.7 dB mouth PSNR on new speech over 15 synthetic runs, docs/REENACTMENT.md twelfth round; 0: off, as "
+                        "the paper; None: the profile's, 1 on default and smoke, 0 on paper)")
     cli.add_runtime(p, device_help="torch device: cpu, cuda, cuda:1 ... (None: the profile's)")
     p.add_argument("--force", action="store_true",
                    help="start over in --out: delete what persona wrote there (config, metrics, checkpoints, renders)")

@@ -124,7 +124,8 @@ def test_train_takes_the_correction_terms_and_old_runs_keep_their_keys(tmp_path,
         except SystemExit:
             pass
         assert (seen["config"].camera_correction, seen["config"].camera_terms) == expected, flag
-    for flag, expected in ((["--expression-lasso", "1"], 1.0), ([], 0.0)):  # issue #20's option rides the same path
+    # issue #20's option rides the same path; on by default for 3DMM since session 19 (the profile's 1)
+    for flag, expected in ((["--expression-lasso", "3"], 3.0), (["--expression-lasso", "0"], 0.0), ([], 1.0)):
         try:
             main_train(["--method", "ours", "--modality", "3dmm", "--profile", "smoke", "--data", str(video),
                         "--out", str(tmp_path / "run"), *flag])

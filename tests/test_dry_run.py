@@ -85,11 +85,13 @@ def test_new_neutral_fields_at_their_old_values_leave_cached_run_keys_unchanged(
     from persona.experiments import KEY_NEUTRAL_DEFAULTS, key_config
 
     # ours' ema_decay became a default (0.99, session 14) after it was added neutral at 0: a new run
-    changed_defaults = {"ours": {"ema_decay"}, "nerface": set(), "nha": set()}
+    # and so did expression_lasso (1, session 19; the raw profile's value: train_config sets 0 for RGB and audio)
+    changed_defaults = {"ours": {"ema_decay", "expression_lasso"}, "nerface": set(), "nha": set()}
     for method in ("ours", "nerface", "nha"):
         config = _config(method, "default")
         assert set(key_config(config)) == set(asdict(config)) - set(KEY_NEUTRAL_DEFAULTS) | changed_defaults[method]
     assert "ema_decay" not in key_config(_config("ours", "paper"))  # the paper's last weights: old keys
+    assert "expression_lasso" not in key_config(_config("ours", "paper"))
     assert key_config(_config("nha", "paper"))["num_workers"] == 8
     from dataclasses import replace
 

@@ -426,3 +426,19 @@ def test_expression_lasso_shrinks_input_columns_and_zeroes_short_ones(frames, tm
     for name in ("expression_lasso", "expression_noise", "encoder_weight_decay"):  # a negative strength is refused by name
         with pytest.raises(PersonaInputError, match=f"{name}: -1 is out of range"):
             train_config("default", modality="3dmm", **{name: -1})
+
+
+def test_expression_lasso_is_the_3dmm_default_and_refused_where_there_is_no_expression_input():
+    """Since session 19 the CPU profiles train the 3DMM modality with the lasso at 1 (issue #20, twelfth
+    round); the paper's profile, RGB and audio keep 0; asking for it on RGB or audio is an error, not a no-op."""
+    from persona.errors import PersonaInputError
+
+    assert train_config("default", modality="3dmm").expression_lasso == 1.0
+    assert train_config("smoke", modality="3dmm").expression_lasso == 1.0
+    assert train_config("paper", modality="3dmm").expression_lasso == 0.0
+    assert train_config("default", modality="3dmm", expression_lasso=0.0).expression_lasso == 0.0
+    for modality in ("rgb", "audio"):
+        assert train_config("default", modality=modality).expression_lasso == 0.0
+        assert train_config("default", modality=modality, expression_lasso=0.0).expression_lasso == 0.0
+        with pytest.raises(PersonaInputError, match=f"expression_lasso=1.0 applies to modality '3dmm'.*got '{modality}'"):
+            train_config("default", modality=modality, expression_lasso=1.0)
