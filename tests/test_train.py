@@ -413,6 +413,11 @@ def test_expression_lasso_shrinks_input_columns_and_zeroes_short_ones(frames, tm
     norms = shrink_input_columns_(layer, 1.0)
     assert torch.allclose(norms, torch.tensor([4.0, 0.0, 0.0]))
     assert torch.allclose(layer.weight, torch.tensor([[2.4, 0.0, 0.0], [3.2, 0.0, 0.0]]))
+    with torch.no_grad():  # taper: a column shrinks less as it nears that norm, not at all beyond it
+        layer.weight.copy_(torch.tensor([[3.0, 0.1, 0.0], [4.0, 0.0, 0.2]]))
+    norms = shrink_input_columns_(layer, 0.05, taper=1.0)
+    assert torch.allclose(norms, torch.tensor([5.0, 0.1 - 0.05 * 0.9, 0.2 - 0.05 * 0.8]))
+    assert torch.equal(layer.weight[:, 0], torch.tensor([3.0, 4.0]))
 
     weights = {}
     for lasso in (0.0, 50.0):
@@ -421,6 +426,10 @@ def test_expression_lasso_shrinks_input_columns_and_zeroes_short_ones(frames, tm
         fit_prior(model, frames, RunDir(tmp_path / str(lasso)), cfg)
         weights[lasso] = torch.linalg.vector_norm(model.encoder.net[0].weight.detach(), dim=0)
     assert (weights[50.0] < weights[0.0]).all()
+    cfg = tiny_cfg(expression_lasso=50.0, expression_lasso_taper=1e-9, iterations=3, frozen_iterations=1, checkpoint_every=3)
+    model, _ = make_model(cfg)  # a taper below every column's norm spares them all: the run trains as without the lasso
+    fit_prior(model, frames, RunDir(tmp_path / "taper"), cfg)
+    assert torch.allclose(torch.linalg.vector_norm(model.encoder.net[0].weight.detach(), dim=0), weights[0.0])
     from persona.errors import PersonaInputError
 
     for name in ("expression_lasso", "expression_noise", "encoder_weight_decay"):  # a negative strength is refused by name
