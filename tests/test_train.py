@@ -432,7 +432,7 @@ def test_expression_lasso_shrinks_input_columns_and_zeroes_short_ones(frames, tm
     assert torch.allclose(torch.linalg.vector_norm(model.encoder.net[0].weight.detach(), dim=0), weights[0.0])
     from persona.errors import PersonaInputError
 
-    for name in ("expression_lasso", "expression_noise", "encoder_weight_decay"):  # a negative strength is refused by name
+    for name in ("expression_lasso", "expression_lasso_taper", "expression_noise", "encoder_weight_decay"):  # negatives refused by name
         with pytest.raises(PersonaInputError, match=f"{name}: -1 is out of range"):
             train_config("default", modality="3dmm", **{name: -1})
 
