@@ -689,10 +689,10 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
     end = cfg.iterations if stop_after is None else min(cfg.iterations, stop_after)
 
     expression_std = expression_spread(source) if cfg.modality == "3dmm" and cfg.expression_noise > 0 else None
-    lasso_group = None
+    lasso_layer, lasso_group = None, None  # the expression encoder's first layer and its optimiser group (its lr)
     if cfg.modality == "3dmm" and cfg.expression_lasso > 0:
-        first = model.encoder.net[0].weight
-        lasso_group = next(g for g in optimizer.param_groups if any(p is first for p in g["params"]))
+        lasso_layer = model.encoder.net[0]
+        lasso_group = next(g for g in optimizer.param_groups if any(p is lasso_layer.weight for p in g["params"]))
     train_mode(model)
     stream = source.stream(batch_indices(cfg.seed, s, len(source), cfg.batch_size) for s in range(start + 1, end + 1))
     bar = tqdm(range(start + 1, end + 1), initial=start, total=cfg.iterations, desc=f"ours/{cfg.modality}", dynamic_ncols=True)
@@ -728,8 +728,8 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base * lr_factor(step, cfg)
         optimizer.step()
-        if lasso_group is not None:
-            shrink_input_columns_(model.encoder.net[0], lasso_group["lr"] * cfg.expression_lasso, cfg.expression_lasso_taper)
+        if lasso_layer is not None:
+            shrink_input_columns_(lasso_layer, lasso_group["lr"] * cfg.expression_lasso, cfg.expression_lasso_taper)
         if average is not None:
             average.update(model)
         if device.type == "cuda":  # the step clock counts the GPU's work, not only its queueing
