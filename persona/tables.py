@@ -419,7 +419,8 @@ def recipe_notes(runs: Mapping[tuple[str, str], ex.TrainedRun]) -> list[str]:
         groups.setdefault(recipe, []).append(label)
     rows = "; ".join(f"{', '.join(labels)}: {recipe}" for recipe, labels in groups.items())
     return [f"Ours' optimiser and loss where they differ from the paper's (TrainConfig; persona's short-budget recipe, "
-            f"docs/REENACTMENT.md; ema_decay: a weight average of the trained weights; expression_lasso: a group lasso on "
+            f"docs/REENACTMENT.md; generator_lr: the generator's lr in the fine-tuning stage (the paper's: lr 0.0003); "
+            f"ema_decay: a weight average of the trained weights; expression_lasso: a group lasso on "
             f"the 3DMM encoder's expression inputs; the baselines train with their "
             f"releases' optimisers and no weight average): {rows}."]
 

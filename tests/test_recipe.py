@@ -13,10 +13,10 @@ from test_train import RES, StandInFrames, make_model, tiny_cfg
 from test_prior import StandInGenerator
 
 
-def test_second_round_settings_are_off_by_default_and_the_paper_keeps_its_optimiser():
+def test_second_round_settings_and_the_paper_keeps_its_optimiser():
     for m in ("rgb", "3dmm", "audio"):
         cfg = train_config("default", modality=m)
-        assert (cfg.generator_lr, cfg.grad_clip, cfg.frozen_iterations) == (None, 0.0, 100)
+        assert (cfg.grad_clip, cfg.frozen_iterations) == (0.0, 100)
     paper = train_config("paper", modality="3dmm")
     assert (paper.basis_lr, paper.encoder_lr, paper.generator_lr, paper.mouth_weight, paper.grad_clip) == (None, None, None, 0.0, 0.0)
     rgb = train_config("default", modality="rgb")  # RGB keeps the paper's optimiser until a recipe is stable everywhere
@@ -29,6 +29,18 @@ def test_audio_encoder_lr_is_its_own_where_the_profile_deviates_and_a_given_valu
     assert train_config("default", modality="3dmm").encoder_lr == 3e-3  # 3DMM keeps the recipe's
     assert train_config("default", modality="audio", encoder_lr=3e-3).encoder_lr == 3e-3
     assert train_config("paper", modality="audio").encoder_lr is None  # the paper's optimiser: every parameter at lr
+
+
+def test_generator_lr_is_the_3dmm_and_audio_default_rgb_and_the_paper_keep_lr():
+    """Thirteenth round of issue #20: the stage-2 generator at 1e-3 (3DMM, audio on the CPU profiles)."""
+    for profile in ("default", "smoke"):
+        assert train_config(profile, modality="3dmm").generator_lr == train_config(profile, modality="audio").generator_lr == 1e-3
+        assert train_config(profile, modality="rgb").generator_lr is None  # RGB keeps the paper's optimiser
+    assert train_config("paper", modality="3dmm").generator_lr is None and train_config("paper", modality="audio").generator_lr is None
+    assert train_config("default", modality="rgb", generator_lr=2e-3).generator_lr == 2e-3  # a given value wins
+    assert train_config("default", modality="3dmm", generator_lr=3e-4).generator_lr == 3e-4
+    # RGB's recipe still applies when only the generator lr is given
+    assert train_config("default", modality="rgb", generator_lr=2e-3).basis_lr is None
 
 
 def test_generator_trains_at_its_own_lr_when_set():

@@ -141,7 +141,7 @@ def test_recipe_note_says_what_ours_trains_with_that_the_paper_and_the_baselines
             ("Ours RGB", "id00"): run(train_config("default", modality="rgb")),
             ("NHA", "id00"): run({"steps": 3})}
     [note] = tables.recipe_notes(runs)
-    assert "Ours 3DMM: basis_lr 0.03, encoder_lr 0.003, mouth_weight 1.0, ema_decay 0.99, expression_lasso 1.0" in note
+    assert "Ours 3DMM: basis_lr 0.03, encoder_lr 0.003, generator_lr 0.001, mouth_weight 1.0, ema_decay 0.99, expression_lasso 1.0" in note
     assert "Ours RGB: the paper's" in note and "NHA" not in note and note.count("Ours 3DMM") == 1
     assert tables.recipe_notes({("NHA", "id00"): run({"steps": 3})}) == []
     [alike] = tables.recipe_notes({(f"k = {k}", "id00"): run(train_config("default", modality="rgb", k=k)) for k in (5, 10)})
