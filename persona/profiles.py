@@ -1,7 +1,7 @@
 """Profiles decide sizes, never code paths.
 
 ``smoke``  : CI, seconds per notebook, tiny data and few steps.
-``default``: the embedded default, every table on 2 CPU cores (aimed at an hour; 66 min from a fresh clone at f5d9d88).
+``default``: the embedded default, every table on 2 CPU cores (aimed at an hour; 52.7 min from a fresh clone of a5bdfb8, session 20; 66.5 at 65f7745 on a slower day).
 ``paper``  : the paper's hyper-parameters, official EG3D weights, real data, a GPU.
 ``paper-dry``: the paper profile's sizes and code paths at a few steps (:data:`DRY_RUN`), on inputs it
 writes itself (:mod:`persona.dry_run`): every notebook end to end at paper size (a CPU can afford it: README).
