@@ -421,18 +421,20 @@ def calibrate(profile: str, names: Sequence[str], data: Path, steps: int, repeat
     return out
 
 
-def calibrate_from_runs(runs: Path, threads: int = 1) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, int]]]:
+def calibrate_from_runs(runs: Path | Sequence[Path], threads: int = 1) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, int]]]:
     """({profile: {calibration key: median ms per training step}}, {profile: {key: runs counted}})
     of the finished runs under ``runs``
-    (a run cache, e.g. ``runs/default`` after ``./reproduce.sh``) trained with ``threads`` torch
+    (a run cache, e.g. ``runs/default`` after ``./reproduce.sh``, or several: the median is then over
+    every folder's runs, e.g. regenerations on different days, steadier than one day's) trained with ``threads`` torch
     threads: each run's logged training seconds (:func:`run_budget`, what the tables' ``train s``
     column shows) over its steps. Unlike :func:`calibrate` it measures whole runs as the tables
     train them (ours' generator-frozen stage included; two one-thread runs side by side under
     ``--jobs 2``), so equal budgets come out equal in the seconds the tables report."""
     from persona.runs import RunDir
 
+    folders = [Path(runs)] if isinstance(runs, (str, Path)) else [Path(r) for r in runs]
     per: dict[str, dict[str, list[float]]] = {}
-    for done in sorted(Path(runs).glob("*/done.json")):
+    for done in sorted(d for folder in folders for d in folder.glob("*/done.json")):
         try:
             record = json.loads(done.read_text())
             key = record["key"]
@@ -449,24 +451,26 @@ def calibrate_from_runs(runs: Path, threads: int = 1) -> tuple[dict[str, dict[st
         profile = str(cfg.get("profile") or getattr(config, "profile", "default"))
         per.setdefault(profile, {}).setdefault(calibration_key(method, config), []).append(1000 * b.seconds / b.steps)
     if not per:
-        raise PersonaInputError(f"bench budget: --from-runs {runs}: no finished run trained with {threads} torch "
+        raise PersonaInputError(f"bench budget: --from-runs {', '.join(map(str, folders))}: no finished run trained with {threads} torch "
                                 "thread(s); expected a run cache such as runs/default after ./reproduce.sh")
     return {profile: {name: round(statistics.median(ms), 2) for name, ms in sorted(table.items())}
             for profile, table in per.items()}, {profile: {name: len(ms) for name, ms in table.items()}
                                                  for profile, table in per.items()}
 
 
-def _write_from_runs(runs: Path, profile: str, out: Path, argv: Sequence[str]) -> int:
-    """``bench budget --from-runs``: merge :func:`calibrate_from_runs`'s ``profile`` into ``out``."""
+def _write_from_runs(runs: Sequence[Path], profile: str, out: Path, argv: Sequence[str]) -> int:
+    """``bench budget --from-runs DIR [--from-runs DIR ...]``: merge :func:`calibrate_from_runs`'s
+    ``profile`` (medians over every folder's runs) into ``out``."""
     import datetime
 
     from persona.runs import atomic_write_json
 
-    if not runs.is_dir():
-        raise PersonaInputError(f"bench budget: --from-runs {runs}: no such folder; expected a run cache such as runs/default")
+    for folder in runs:
+        if not folder.is_dir():
+            raise PersonaInputError(f"bench budget: --from-runs {folder}: no such folder; expected a run cache such as runs/default")
     tables_, counts = calibrate_from_runs(runs)
     if profile not in tables_:
-        raise PersonaInputError(f"bench budget: --from-runs {runs}: no finished run of profile {profile!r} "
+        raise PersonaInputError(f"bench budget: --from-runs {', '.join(map(str, runs))}: no finished run of profile {profile!r} "
                                 f"(found {sorted(tables_)})")
     measured = tables_[profile]
     for name, ms in measured.items():
@@ -476,7 +480,7 @@ def _write_from_runs(runs: Path, profile: str, out: Path, argv: Sequence[str]) -
     record.setdefault("measured", {})[profile] = {
         "date": datetime.date.today().isoformat(), "command": "python -m persona bench budget " + " ".join(argv),
         "machine_load": "the runs' own conditions (./reproduce.sh --jobs 2: two one-thread runs side by side)",
-        "runs": {name: counts[profile][name] for name in measured},
+        "runs": {name: counts[profile][name] for name in measured}, "folders": len(runs),
         "timing": "one torch thread per run; median over the finished runs of (training seconds the trainer logged / its steps): "
                   "whole runs, ours' generator-frozen stage included, as the tables' train s column reports them"}
     record["date"], record["command"] = record["measured"][profile]["date"], record["measured"][profile]["command"]
@@ -507,12 +511,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=flag_int(1, 100), default=3, help="timings per method (median)")
     parser.add_argument("--data", default=None, help="benchmark folder (None: the smoke benchmark, 64 px, built if missing)")
     parser.add_argument("--out", default=str(CALIBRATION), help="the calibration file (other profiles' entries are kept)")
-    parser.add_argument("--from-runs", default=None, metavar="DIR",
+    parser.add_argument("--from-runs", default=None, metavar="DIR", action="append",
                         help="instead of timing steps here, take each method's median logged seconds per step over "
-                             "the finished one-thread runs in DIR (e.g. runs/default after ./reproduce.sh)")
+                             "the finished one-thread runs in DIR (e.g. runs/default after ./reproduce.sh); repeat it "
+                             "to pool several run caches (regenerations on different days) into one median")
     args = parser.parse_args(argv)
     if args.from_runs is not None:
-        return _write_from_runs(Path(args.from_runs), args.profile, Path(args.out), argv or [])
+        return _write_from_runs([Path(d) for d in args.from_runs], args.profile, Path(args.out), argv or [])
     names = bench.case_names() if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(names) - set(bench.case_names()))
     if unknown:

@@ -260,3 +260,14 @@ def test_bench_budget_from_runs_takes_the_median_logged_seconds_per_step(tmp_pat
         budget.main(["--profile", "smoke", "--from-runs", str(runs), "--out", str(out)])
     with pytest.raises(PersonaInputError, match="no such folder"):
         budget.main(["--from-runs", str(tmp_path / "nope"), "--out", str(out)])
+    # several run caches (days) pool into one median: 10, 30, 20 here and 60, 70 there -> 30 s / 100 steps
+    other = tmp_path / "other-day"
+    for i, seconds in enumerate((60.0, 70.0)):
+        _finished_run(other, f"ours-{i}", "ours", {"profile": "default", "modality": "3dmm"}, 100, seconds)
+    ms, counts = budget.calibrate_from_runs([runs, other])
+    assert ms["default"]["ours-3dmm"] == 300.0 and counts["default"]["ours-3dmm"] == 5
+    assert budget.main(["--profile", "default", "--from-runs", str(runs), "--from-runs", str(other), "--out", str(out)]) == 0
+    data = budget.load_calibration(out)
+    assert data["profiles"]["default"]["ours-3dmm"] == 300.0 and data["measured"]["default"]["folders"] == 2
+    with pytest.raises(PersonaInputError, match="nope: no such folder"):
+        budget.main(["--from-runs", str(runs), "--from-runs", str(tmp_path / "nope"), "--out", str(out)])

@@ -64,3 +64,21 @@ def test_claims_table_shows_where_the_strict_comparison_disagrees():
     assert report.claims_table(frames, [("A", "psnr", "B")]).iloc[0]["verdict"] == "reproduced"
     clear = verdicts.claims_table(per_frame([31, 32, 33, 34], [29, 30, 31, 31]), [("A", "psnr", "B")])
     assert clear.iloc[0]["verdict"] == verdicts.REPRODUCED
+
+
+def test_sign_flip_p_has_a_floor_of_two_to_the_minus_n_and_counts_the_favouring_identities():
+    assert verdicts.sign_flip_p([1.0, 2.0, 3.0]) == pytest.approx(1 / 8)  # three agreeing identities: never < 0.125
+    assert verdicts.sign_flip_p([1.0, 2.0, 3.0, 0.5, 1.5]) == pytest.approx(1 / 32)
+    # one against: patterns with mean >= (3 + 2 - 1) / 3 are (+,+,-) observed and (+,+,+): 2 of 8
+    assert verdicts.sign_flip_p([3.0, 2.0, -1.0]) == pytest.approx(2 / 8)
+    assert verdicts.sign_flip_p([-1.0, -2.0, -3.0]) == pytest.approx(1.0)  # the claim's direction is the other one
+    big = [1.0] * 20  # beyond the exact limit: random patterns plus the observed one, deterministic
+    p = verdicts.sign_flip_p(big)
+    assert p == verdicts.sign_flip_p(big) and 0 < p < 1e-3
+    with pytest.raises(ValueError):
+        verdicts.sign_flip_p([])
+    v = verdicts.paired_verdict([31.0, 32.5, 30.2], [29.0, 30.1, 31.0])
+    assert (v.favour, v.n) == (2, 3) and v.p == pytest.approx(verdicts.sign_flip_p([2.0, 2.4, -0.8]))
+    table = verdicts.claims_table(per_frame([31, 32, 33, 34, 35], [29, 30, 31, 31, 36]), [("A", "psnr", "B")])
+    assert table.iloc[0]["favour"] == "4 of 5" and float(table.iloc[0]["sign-flip p"]) == pytest.approx(2 / 32)
+    assert "2^-n" in verdicts.claims_note()
