@@ -167,8 +167,11 @@ def test_ctrl_c_during_train_says_where_the_checkpoint_is_and_how_to_resume(benc
     argv = ["train", "--method", "nerface", "--profile", "smoke", "--data", str(bench / "id00" / "mono"), "--out", str(out),
             "--steps", "100000"]
     env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+    # SIGINT as a terminal's Ctrl-C finds it: a suite run as a background job of a non-interactive shell (nohup ... &)
+    # starts with SIGINT ignored, and a child inherits that (Python then installs no KeyboardInterrupt handler)
     proc = subprocess.Popen([sys.executable, "-m", "persona", *argv], cwd=HERE.parent, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while RunDir(out).latest_checkpoint() is None and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
