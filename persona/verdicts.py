@@ -85,7 +85,8 @@ def sign_flip_p(differences: Sequence[float], resamples: int = RESAMPLES, seed: 
     """One-sided p of a paired permutation test that the mean of ``differences`` [n] is > 0: the share
     of the 2^n sign patterns (each identity's difference kept or negated) whose mean is at least the
     observed one, the observed pattern included. Exact for n <= :data:`EXACT_FLIPS_MAX`; beyond,
-    ``resamples`` random patterns plus the observed one (deterministic: seeded). Its floor is 2^-n."""
+    ``resamples`` random patterns plus the observed one (deterministic: seeded). Its floor is 2^-n
+    (exact) or 1 / (``resamples`` + 1) (random patterns)."""
     d = np.asarray(differences, dtype=np.float64)
     if d.ndim != 1 or len(d) == 0 or not np.isfinite(d).all():
         raise ValueError(f"sign_flip_p: a non-empty 1-D series of finite numbers expected, got {d!r}")
