@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(argv)
     argv = [a for a in argv if a != "--debug"]
+    from persona.allocator import keep_freed_memory
+
+    keep_freed_memory()  # glibc keeps freed blocks for the next step (issue #16); PERSONA_MALLOC=system opts out
     try:
         return _dispatch(argv)
     except PersonaError as error:

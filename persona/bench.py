@@ -19,10 +19,17 @@ held a core (with more threads it is the sum over them; ``--wall`` reports wall 
   and inverts each test frame: its frame time includes that inversion, and its "step" is one
   optimisation step of the inversion (frame time / steps; FLOPs: an inversion of 2+2+2 steps
   minus one of 1+1+1).
+- matmul time %: the share of a training step's operator time (``torch.profiler``, self CPU time,
+  a ``--steps`` fit minus a 2-step fit, as above) spent in matmul and convolution kernels
+  (:data:`MATMUL_OPS`); everything else is element-wise, sampling, sorting and copying work, which
+  no matmul peak measures. "train % peak if only matmuls" = train % peak / that share: the share of
+  the peak the step would reach if every other operator took no time at all, an upper bound that
+  tells whether a target share is within reach of faster matmuls alone (not PTI).
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import tempfile
 import time
@@ -35,8 +42,14 @@ import torch
 from persona.errors import PersonaInputError
 
 # the column order of the Markdown table
-COLUMNS = ("method", "train ms/step", "train GFLOP/step", "train % peak", "render ms/frame", "render GFLOP/frame",
-           "render % peak")
+COLUMNS = ("method", "train ms/step", "train GFLOP/step", "train % peak", "matmul time %", "train % peak if only matmuls",
+           "render ms/frame", "render GFLOP/frame", "render % peak")
+# the operators whose self time counts as matmul / convolution work (the kernels the flop counter counts)
+MATMUL_OPS = frozenset({
+    "aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addbmm", "aten::mkldnn_convolution",
+    "aten::convolution_backward", "aten::mkldnn_linear", "aten::_mkldnn_convolution", "aten::slow_conv2d_forward",
+    "aten::_slow_conv2d_forward", "aten::_slow_conv2d_backward", "aten::slow_conv_transpose2d", "aten::_nnpack_spatial_convolution",
+})
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,30 @@ def _flops(fn: Callable[[], Any]) -> float:
     with FlopCounterMode(display=False) as counter:
         fn()
     return float(counter.get_total_flops())
+
+
+def _operator_seconds(fn: Callable[[], Any]) -> tuple[float, float]:
+    """(self CPU seconds of every operator ``fn`` ran, of those in :data:`MATMUL_OPS`), by ``torch.profiler``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    total = matmul = 0.0
+    for event in prof.key_averages():
+        seconds = event.self_cpu_time_total / 1e6
+        total += seconds
+        if event.key in MATMUL_OPS:
+            matmul += seconds
+    return total, matmul
+
+
+def matmul_time_share(case: Case, profile: str, train: Any, steps: int, work: Path) -> float:
+    """The share of one training step's operator time spent in matmul / convolution kernels: a
+    ``steps``-iteration fit minus a 2-iteration fit under the profiler (setup and warm-up cancel)."""
+    short = _operator_seconds(lambda: _fit(case, _fit_cfg(case, profile, 2), train, work / "profile-short"))
+    full = _operator_seconds(lambda: _fit(case, _fit_cfg(case, profile, steps), train, work / "profile-full"))
+    total, matmul = full[0] - short[0], full[1] - short[1]
+    return min(1.0, max(0.0, matmul / total)) if total > 0 else float("nan")
 
 
 def _timed(fn: Callable[[], Any]) -> float:
@@ -187,22 +224,25 @@ def pti_step_seconds(case: Case, profile: str, train: Any, test: Any, work: Path
 
 def bench_case(case: Case, profile: str, train: Any, test: Any, steps: int = 8, repeats: int = 3,
                work: Path | None = None) -> dict[str, float]:
-    """Seconds and FLOPs of one training step and one rendered test frame of ``case``:
-    {train_s, train_flops, render_s, render_flops}. ``train``/``test``: FrameDatasets (or stand-ins)."""
+    """Seconds and FLOPs of one training step and one rendered test frame of ``case``, and the
+    share of the step's operator time in matmul kernels: {train_s, train_flops, matmul_share,
+    render_s, render_flops} (PTI: matmul_share nan). ``train``/``test``: FrameDatasets (or stand-ins)."""
     if steps < 4:
         raise PersonaInputError(f"bench methods: --steps {steps}; expected at least 4 (two warm-up steps, two timed)")
     with tempfile.TemporaryDirectory(prefix="persona-bench-") as tmp:
         work = Path(work or tmp)
         if case.method == "pti":
-            return bench_pti(case, profile, train, test, repeats, work)
+            return {**bench_pti(case, profile, train, test, repeats, work), "matmul_share": float("nan")}
         train_s, method = timed_train_step(case, profile, train, steps, work)
+        matmul_share = matmul_time_share(case, profile, train, steps, work)
         flops_1 = _flops(lambda: _fit(case, _fit_cfg(case, profile, 1), train, work / "count-1"))
         flops_2 = _flops(lambda: _fit(case, _fit_cfg(case, profile, 2), train, work / "count-2"))
         batch = _one_frame(test)
         _prepare_render(method, test)
         render_flops = _flops(lambda: _render_once(method, batch))  # also the warm-up
         render_s = _timed_renders(method, batch, repeats)
-    return {"train_s": train_s, "train_flops": max(0.0, flops_2 - flops_1), "render_s": render_s, "render_flops": render_flops}
+    return {"train_s": train_s, "train_flops": max(0.0, flops_2 - flops_1), "matmul_share": matmul_share, "render_s": render_s,
+            "render_flops": render_flops}
 
 
 def markdown_table(rows: list[dict[str, Any]], peak_gflops: float) -> str:
@@ -211,10 +251,16 @@ def markdown_table(rows: list[dict[str, Any]], peak_gflops: float) -> str:
     def share(flops: float, seconds: float) -> str:
         return f"{100 * flops / seconds / 1e9 / peak_gflops:.1f}" if seconds > 0 and peak_gflops > 0 else "n/a"
 
+    def matmul_only(r: dict[str, Any]) -> tuple[str, str]:
+        fraction = r.get("matmul_share", float("nan"))
+        if math.isnan(fraction) or fraction <= 0:  # PTI, or no matmul time measured
+            return "n/a", "n/a"
+        return f"{100 * fraction:.0f}", share(r["train_flops"], r["train_s"] * fraction)
+
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(["---"] + ["---:"] * (len(COLUMNS) - 1)) + "|"]
     for r in rows:
         cells = [r["label"], f"{1000 * r['train_s']:.1f}", f"{r['train_flops'] / 1e9:.3f}", share(r["train_flops"], r["train_s"]),
-                 f"{1000 * r['render_s']:.1f}", f"{r['render_flops'] / 1e9:.3f}", share(r["render_flops"], r["render_s"])]
+                 *matmul_only(r), f"{1000 * r['render_s']:.1f}", f"{r['render_flops'] / 1e9:.3f}", share(r["render_flops"], r["render_s"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -270,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(0)
         result = bench_case(case, args.profile, train, test, steps=args.steps, repeats=args.repeats)
         rows.append({"label": case.label, **result})
-        print(f"  {case.label}: {1000 * result['train_s']:.1f} ms/step, {1000 * result['render_s']:.1f} ms/frame", flush=True)
+        in_matmul = "" if math.isnan(result["matmul_share"]) else f" ({100 * result['matmul_share']:.0f} % of it in matmul kernels)"
+        print(f"  {case.label}: {1000 * result['train_s']:.1f} ms/step{in_matmul}, {1000 * result['render_s']:.1f} ms/frame", flush=True)
     peak_after = matmul_gflops(torch.device("cpu"), clock=CLOCK[0])
     table = markdown_table(rows, max(peak, peak_after))
     print(f"\nmatmul peak (best of before/after): {max(peak, peak_after):.1f} GFLOP/s\n\n{table}")

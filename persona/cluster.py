@@ -62,10 +62,12 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from persona import experiments as ex
+    from persona.allocator import keep_freed_memory
     from persona.data.dataset import FrameDataset
     from persona.errors import PersonaInputError
 
     os.environ.pop(ex.PLAN_ENV, None)
+    keep_freed_memory()  # a SLURM job's interpreter did not start through python -m persona
     torch.set_num_threads(int(spec.get("threads") or 1))
     train = FrameDataset(spec["data"], spec["split"], max_seconds=spec.get("max_seconds"))
     method, key, run_path = ex.run_identity(spec["method"], dict(spec["cfg"]), train, spec["profile"])

@@ -27,12 +27,41 @@ def test_bench_case_measures_a_nerf_baseline(name, tmp_path):
     torch.manual_seed(0)
     result = bench.bench_case(case, "smoke", StandinFrames(6), StandinFrames(4, seed=1, first_index=100), steps=4, repeats=1,
                               work=tmp_path)
-    assert set(result) == {"train_s", "train_flops", "render_s", "render_flops"}
+    assert set(result) == {"train_s", "train_flops", "matmul_share", "render_s", "render_flops"}
     assert result["train_flops"] > 0 and result["render_flops"] > 0 and result["render_s"] > 0 and result["train_s"] >= 0
+    assert 0 < result["matmul_share"] < 1  # a NeRF step also samples, sorts and composites
     table = bench.markdown_table([{"label": case.label, **result}], peak_gflops=50.0)
     lines = table.splitlines()
     assert lines[0] == "| " + " | ".join(bench.COLUMNS) + " |" and lines[2].startswith(f"| {case.label} |")
-    assert len(lines[2].split("|")) == len(bench.COLUMNS) + 2
+    cells = [c.strip() for c in lines[2].split("|")[1:-1]]
+    assert len(cells) == len(bench.COLUMNS)
+    row = dict(zip(bench.COLUMNS, cells))
+    # the matmul-only bound is the step's share of the peak divided by its matmul time share
+    assert float(row["matmul time %"]) == pytest.approx(100 * result["matmul_share"], abs=0.5)
+    if result["train_s"] > 0:
+        assert float(row["train % peak if only matmuls"]) == pytest.approx(float(row["train % peak"]) / result["matmul_share"], rel=0.05, abs=0.1)
+
+
+def test_the_matmul_time_share_counts_only_matmul_kernels():
+    a, b = torch.randn(256, 256), torch.randn(256, 256)
+
+    def work():
+        for _ in range(3):
+            a @ b  # matmul
+        torch.sort(torch.randn(200_000))  # not a matmul
+
+    total, matmul = bench._operator_seconds(work)
+    assert 0 < matmul < total
+    total_mm, matmul_mm = bench._operator_seconds(lambda: a @ b)
+    assert matmul_mm == pytest.approx(total_mm, rel=0.2)  # a bare matmul is almost all matmul kernel time
+
+
+def test_the_table_says_n_a_where_no_matmul_share_was_measured():
+    row = {"label": "PTI", "train_s": 0.1, "train_flops": 1e9, "matmul_share": float("nan"), "render_s": 1.0, "render_flops": 1e9}
+    cells = [c.strip() for c in bench.markdown_table([row], peak_gflops=50.0).splitlines()[2].split("|")[1:-1]]
+    row_cells = dict(zip(bench.COLUMNS, cells))
+    assert row_cells["matmul time %"] == "n/a" and row_cells["train % peak if only matmuls"] == "n/a"
+    assert row_cells["train % peak"] == "20.0"
 
 
 def test_bench_rejects_unknown_methods_and_too_few_steps():
