@@ -220,6 +220,7 @@ class RunsDeferred(RuntimeError):
 KEY_NEUTRAL_DEFAULTS: dict[str, Any] = {"num_workers": 0, "max_pixels_per_pass": 1 << 20, "rgb_init": "torch", "lr_schedule": "constant",
                                          "camera_correction": False, "camera_lr": 3e-3, "camera_terms": "linear",
                                          "expression_init": "torch", "ema_decay": 0.0, "precision": "fp32", "expression_noise": 0.0,
+                                         "expression_standardise": False,
                                          "encoder_weight_decay": 0.0, "expression_lasso": 0.0,
                                          "expression_lasso_taper": 0.0}
 

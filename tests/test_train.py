@@ -451,3 +451,42 @@ def test_expression_lasso_is_the_3dmm_default_and_refused_where_there_is_no_expr
         assert train_config("default", modality=modality, expression_lasso=0.0).expression_lasso == 0.0
         with pytest.raises(PersonaInputError, match=f"expression_lasso=1.0 applies to modality '3dmm'.*got '{modality}'"):
             train_config("default", modality=modality, expression_lasso=1.0)
+
+
+def test_expression_standardise_centres_and_scales_by_the_training_frames_and_travels_with_the_weights(frames, tmp_path):
+    """``expression_standardise``: before step 1 the 3DMM encoder's input buffers take the training
+    frames' per-dimension mean and 1/std (a constant dimension keeps scale 1); the checkpoint carries
+    them, a resumed run ends bit-identical, and a rendering load encodes as the trained model did. Off
+    (the release), the encoder's state has no such keys."""
+    from persona.ours.encoders import ExpressionEncoder
+    from persona.ours.train import _load_checkpoint
+
+    encoder = ExpressionEncoder(4, 76, 16, 1, standardise=True)
+    expressions = torch.randn(50, 76) * torch.linspace(0.1, 3.0, 76) + 2.0
+    expressions[:, 5] = 7.0  # constant
+    encoder.set_input_statistics(expressions)
+    seen = (expressions - encoder.input_mean) * encoder.input_scale
+    assert torch.allclose(seen.mean(0), torch.zeros(76), atol=1e-5)
+    assert torch.allclose(seen.std(0)[torch.arange(76) != 5], torch.ones(75), atol=1e-4)
+    assert encoder.input_scale[5] == 1.0
+    assert "input_mean" not in ExpressionEncoder(4, 76, 16, 1).state_dict()
+
+    cfg = tiny_cfg(expression_standardise=True)
+    full = RunDir(tmp_path / "full")
+    model, _ = make_model(cfg)
+    fit_prior(model, frames, full, cfg)
+    tensors = final_tensors(full)
+    assert torch.allclose(tensors["model.encoder.input_mean"], frames.expression.mean(0))
+    assert torch.allclose(tensors["model.encoder.input_scale"], 1.0 / frames.expression.std(0))
+    killed = RunDir(tmp_path / "killed")
+    fit_prior(make_model(cfg)[0], frames, killed, cfg, stop_after=3)
+    fit_prior(make_model(cfg)[0], frames, killed, cfg)
+    got = final_tensors(killed)
+    assert all(torch.equal(got[k], tensors[k]) for k in tensors)
+
+    loaded, _ = make_model(cfg)
+    _load_checkpoint(full.latest_checkpoint()[1], loaded, None)
+    assert torch.equal(loaded.encoder.input_scale, tensors["model.encoder.input_scale"])
+    model.eval(), loaded.eval()
+    batch = {"expression": frames.expression[:3]}
+    assert torch.allclose(loaded.encode(batch), model.encode(batch), atol=1e-6)

@@ -109,10 +109,15 @@ class ExpressionEncoder(nn.Module):
     The release stacks its linear layers without activations; we put LeakyReLU between them
     (an MLP as the paper describes the encoder). ``init``: ``torch`` (PyTorch's default, the
     release) or ``he`` (:func:`he_init_` on the hidden layers, slope 0.2; the head keeps PyTorch's
-    default, so the coefficients still start small).
+    default, so the coefficients still start small). ``standardise`` (persona's option, issue #20;
+    off: the release): the input is centred and scaled per dimension by the training frames'
+    statistics (buffers ``input_mean``, ``input_scale`` [in_dim], set by :meth:`set_input_statistics`
+    before training and stored with the weights), so a dimension with a small spread (the jaw's)
+    moves the first layer's output as much per Adam step as a wide one.
     """
 
-    def __init__(self, k: int, in_dim: int = EXPRESSION_DIM, hidden: int = 512, layers: int = 6, init: str = "torch"):
+    def __init__(self, k: int, in_dim: int = EXPRESSION_DIM, hidden: int = 512, layers: int = 6, init: str = "torch",
+                 standardise: bool = False):
         super().__init__()
         if init not in EXPRESSION_INITS:
             raise ValueError(f"ExpressionEncoder: init={init!r}; expected one of {EXPRESSION_INITS}")
@@ -120,10 +125,27 @@ class ExpressionEncoder(nn.Module):
         self.net = mlp(in_dim, hidden, k, layers)
         if init == "he":
             he_init_(self.net[:-1], slope=0.2)
+        self.standardise = bool(standardise)
+        if self.standardise:  # only then: the state dicts of the other runs keep their keys
+            self.register_buffer("input_mean", torch.zeros(in_dim))
+            self.register_buffer("input_scale", torch.ones(in_dim))
+
+    @torch.no_grad()
+    def set_input_statistics(self, expressions: torch.Tensor) -> None:
+        """``standardise``: each dimension is centred on its mean over ``expressions`` [N,in_dim] (the
+        training frames) and divided by its standard deviation there (a constant dimension keeps scale 1)."""
+        if not self.standardise:
+            raise RuntimeError("ExpressionEncoder: set_input_statistics needs standardise=True")
+        expressions = expressions.float()
+        std = expressions.std(0) if len(expressions) > 1 else torch.zeros(self.in_dim)
+        self.input_mean.copy_(expressions.mean(0))
+        self.input_scale.copy_(torch.where(std > 1e-6, 1.0 / std.clamp_min(1e-6), torch.ones_like(std)))
 
     def forward(self, expression: torch.Tensor) -> torch.Tensor:
         if expression.dim() != 2 or expression.shape[1] != self.in_dim:
             raise ValueError(f"ExpressionEncoder: expressions [B,{self.in_dim}] expected, got {list(expression.shape)}")
+        if self.standardise:
+            expression = (expression - self.input_mean) * self.input_scale
         return self.net(expression)
 
 

@@ -41,7 +41,7 @@ class PersonalizedPrior(nn.Module):
 
     ``rgb_encoder``: ``persona`` (:class:`RGBEncoder`, at ``resolution``) or ``release``
     (:class:`persona.release_encoder.ReleaseRGBEncoder` at ``rgb_encoder_resolution``, 256 in
-    the release). ``rgb_init``: see :class:`RGBEncoder` (persona's only). ``expression_init``: see :class:`ExpressionEncoder`. ``audio_att_dims``,
+    the release). ``rgb_init``: see :class:`RGBEncoder` (persona's only). ``expression_init``, ``expression_standardise``: see :class:`ExpressionEncoder`. ``audio_att_dims``,
     ``audio_init``, ``audio_att_init``: see :class:`AudioEncoder`. ``camera_correction``: learn a
     per-video :class:`persona.ours.camera_correction.CameraCorrection` (``camera_terms``) applied to every camera.
     """
@@ -51,7 +51,8 @@ class PersonalizedPrior(nn.Module):
                  mlp_hidden: int = 512, mlp_layers: int = 6, rgb_encoder: str = "persona", rgb_encoder_resolution: int = 256,
                  audio_att_dims: int | None = None, basis_rows: str = "unit", audio_init: str = "he",
                  audio_att_init: str = "centre", basis_scale: float = 1.0, basis_init: str = "randn", rgb_init: str = "torch",
-                 camera_correction: bool = False, expression_init: str = "torch", camera_terms: str = "linear"):
+                 camera_correction: bool = False, expression_init: str = "torch", camera_terms: str = "linear",
+                 expression_standardise: bool = False):
         super().__init__()
         if modality not in MODALITIES:
             raise ValueError(f"PersonalizedPrior: modality={modality!r}; expected one of {MODALITIES}")
@@ -75,7 +76,8 @@ class PersonalizedPrior(nn.Module):
         elif modality == "rgb":
             self.encoder = RGBEncoder(k, resolution, rgb_base_channels, rgb_max_channels, rgb_feature_dim, rgb_head_layers, init=rgb_init)
         elif modality == "3dmm":
-            self.encoder = ExpressionEncoder(k, EXPRESSION_DIM, mlp_hidden, mlp_layers, init=expression_init)
+            self.encoder = ExpressionEncoder(k, EXPRESSION_DIM, mlp_hidden, mlp_layers, init=expression_init,
+                                            standardise=expression_standardise)
         else:
             self.encoder = AudioEncoder(k, mlp_hidden, mlp_layers, att_score_dims=audio_att_dims, audio_init=audio_init,
                                         att_init=audio_att_init)

@@ -227,6 +227,7 @@ class TrainConfig:
     encoder_weight_decay: float = 0.0  # L2 weight decay of the encoder's parameters (Adam's, coupled); 0 = off (paper, release). 1e-4..1e-1 lowered the mouth gain on every split (docs/REENACTMENT.md, eleventh round)
     expression_lasso: float = 1.0  # 3DMM only (0 for RGB and audio: train_config): after each step shrink every expression dimension's input column of the encoder's first layer by lr x this (group lasso, proximal; shrink_input_columns_; persona's default); 0 = off (paper, release)
     expression_lasso_taper: float = 0.0  # > 0: that lasso spares columns as they near this norm (shrink x max(0, 1 - norm / taper): a minimax concave penalty); 0 = the plain group lasso
+    expression_standardise: bool = False  # 3DMM only: the encoder's input centred and scaled per dimension by the training frames' mean and std (ExpressionEncoder); off: raw (paper, release)
     expression_noise: float = 0.0  # 3DMM only: Gaussian noise added to the training expressions, in units of each dimension's std over the training frames; 0 = off (paper, release)
     audio_smooth_after: int = 300  # iterations before AudioAttNet smoothing starts (audio only)
     audio_att_dims: int | None = None  # features AudioAttNet scores from: None = all 64 (persona) | 32 (the release)
@@ -322,7 +323,8 @@ def build_model(cfg: TrainConfig, G: torch.nn.Module) -> PersonalizedPrior:
                              audio_att_dims=cfg.audio_att_dims, basis_rows=cfg.basis_rows, audio_init=cfg.audio_init,
                              audio_att_init=cfg.audio_att_init, basis_scale=cfg.basis_scale,
                              basis_init=cfg.basis_init, rgb_init=cfg.rgb_init, camera_correction=cfg.camera_correction,
-                             expression_init=cfg.expression_init, camera_terms=cfg.camera_terms)
+                             expression_init=cfg.expression_init, camera_terms=cfg.camera_terms,
+                             expression_standardise=cfg.expression_standardise)
 
 
 def loss_images(pred: torch.Tensor, target: torch.Tensor, loss_resolution: int | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -525,10 +527,15 @@ def with_audio_neighbours(model: PersonalizedPrior, conditions: dict[str, torch.
     return conditions
 
 
+def training_expressions(source: FrameSource) -> torch.Tensor:
+    """The training frames' expressions [N,76]."""
+    expressions = source.cache["expression"] if source.cache is not None else source.batch(torch.arange(len(source)))["expression"]
+    return expressions.float()
+
+
 def expression_spread(source: FrameSource) -> torch.Tensor:
     """Each expression dimension's standard deviation over the training frames [76]."""
-    expressions = source.cache["expression"] if source.cache is not None else source.batch(torch.arange(len(source)))["expression"]
-    return expressions.float().std(0)
+    return training_expressions(source).std(0)
 
 
 def shrink_input_columns_(linear: torch.nn.Linear, amount: float, taper: float = 0.0) -> torch.Tensor:
@@ -687,6 +694,8 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
         train_seconds = float(meta.get("train_seconds", 0.0))
         if start < cfg.iterations:
             print(f"resuming {run.root} from step {start} ({path.name})", file=sys.stderr)
+    if path is None and cfg.modality == "3dmm" and cfg.expression_standardise:
+        model.encoder.set_input_statistics(training_expressions(source))
     if path is None and cfg.basis_init == "grad_pca":
         t0 = time.perf_counter()
         set_stage(model, 1)
