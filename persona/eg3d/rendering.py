@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from persona import cameras
 from persona.cameras import split_label
+from persona.eg3d.triplane_kernel import kernel_applies, sample_planes_mean
 
 
 def ray_bundle(camera: torch.Tensor, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,7 +157,8 @@ def render_planes(planes: torch.Tensor, decoder: Decoder, origins: torch.Tensor,
                   depth_resolution: int, depth_resolution_importance: int, box_warp: float, white_back: bool = False):
     """Two-pass (stratified, then importance) rendering of tri-planes.
 
-    planes [B,3,C,H,W]; decoder(features [B,3,M,C], directions [B,M,3]) -> {'rgb' [B,M,F], 'sigma' [B,M,1]};
+    planes [B,3,C,H,W]; decoder(features [B,3,M,C], or their mean over the planes [B,M,C] where the compiled
+    sampler runs (:mod:`persona.eg3d.triplane_kernel`), directions [B,M,3]) -> {'rgb' [B,M,F], 'sigma' [B,M,1]};
     origins/directions [B,R,3] -> (features [B,R,F] (first 3 = rgb, all mapped by x*2-1), depth [B,R,1], weight sum [B,R,1]).
     """
     batch, rays, _ = origins.shape
@@ -165,7 +167,12 @@ def render_planes(planes: torch.Tensor, decoder: Decoder, origins: torch.Tensor,
         n = depths.shape[2]
         points = (origins.unsqueeze(-2) + depths * directions.unsqueeze(-2)).reshape(batch, -1, 3)
         dirs = directions.unsqueeze(-2).expand(-1, -1, n, -1).reshape(batch, -1, 3)
-        out = decoder(sample_planes(planes, points, box_warp), dirs)
+        scaled = points * (2.0 / box_warp)
+        if kernel_applies(planes, scaled):  # the compiled sampler, fused with the mean over the planes: [B,M,C]
+            features = sample_planes_mean(planes, scaled)
+        else:
+            features = sample_planes(planes, points, box_warp)  # [B,3,M,C]
+        out = decoder(features, dirs)
         return out["rgb"].reshape(batch, rays, n, -1), out["sigma"].reshape(batch, rays, n, 1)
 
     depths = sample_stratified(batch, rays, ray_start, ray_end, depth_resolution, device=origins.device)

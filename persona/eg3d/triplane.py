@@ -33,7 +33,8 @@ class _PlaneMean(torch.autograd.Function):
 
 
 class OSGDecoder(nn.Module):
-    """Tri-plane features [B,3,M,C] -> {'rgb': [B,M,F] in (-0.001, 1.001), 'sigma': [B,M,1]}.
+    """Tri-plane features [B,3,M,C] (or their mean over the planes, [B,M,C]) -> {'rgb': [B,M,F] in
+    (-0.001, 1.001), 'sigma': [B,M,1]}.
 
     Mean over the three planes, FC C->hidden, softplus, FC hidden->1+F; sigma = out[0];
     features = sigmoid(out[1:]) * 1.002 - 0.001 (the first three are raw RGB)."""
@@ -47,10 +48,13 @@ class OSGDecoder(nn.Module):
         )
 
     def forward(self, sampled_features: torch.Tensor, ray_directions: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        # the mean over the planes in the layout grid_sample produced ([B,3,C,M] when
-        # ``sampled_features`` is sample_planes' transposed view): a contiguous reduction
-        raw = sampled_features.transpose(2, 3)  # [B,3,C,M]
-        x = _PlaneMean.apply(raw) if raw.is_contiguous() else raw.mean(1).transpose(1, 2)  # [B,M,C]
+        if sampled_features.dim() == 3:  # already the mean over the planes (the compiled sampler)
+            x = sampled_features
+        else:
+            # the mean over the planes in the layout grid_sample produced ([B,3,C,M] when
+            # ``sampled_features`` is sample_planes' transposed view): a contiguous reduction
+            raw = sampled_features.transpose(2, 3)  # [B,3,C,M]
+            x = _PlaneMean.apply(raw) if raw.is_contiguous() else raw.mean(1).transpose(1, 2)  # [B,M,C]
         batch, points, channels = x.shape
         x = self.net(x.reshape(batch * points, channels)).reshape(batch, points, -1)
         # the sigmoid over the whole contiguous output, then sliced: ~1.6x faster than over the strided
