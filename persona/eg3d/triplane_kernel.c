@@ -73,26 +73,28 @@ void triplane_sample_mean(const float *planes, const float *points, float *out, 
     }
 }
 
-/* grad_planes[b, p] += the gradient of plane p of batch b from grad_out [B,M,C] (all points, in
- * order). grad_planes [B,3,H,W,C] must start at zero; one (b, p) per call, so calls on different
- * (b, p) never write the same memory. */
+/* grad_planes[b] += the gradient of the three planes of batch b from grad_out [B,M,C]: all points in
+ * order, each point's corners computed once for its three planes. grad_planes [B,3,H,W,C] must start
+ * at zero; one b per call, so calls on different b never write the same memory. */
 PERSONA_CLONES
-void triplane_sample_mean_backward(const float *grad_out, const float *points, float *grad_planes, int64_t b, int p,
+void triplane_sample_mean_backward(const float *grad_out, const float *points, float *grad_planes, int64_t b,
                                    int64_t n_points, int64_t h, int64_t w, int64_t c) {
     const float third = 1.0f / 3.0f;
-    float *plane = grad_planes + (b * 3 + p) * h * w * c;
     for (int64_t m = 0; m < n_points; m++) {
         const float *pt = points + (b * n_points + m) * 3;
         const float *restrict g = grad_out + (b * n_points + m) * c;
-        float gx, gy, weight[4];
-        int64_t offset[4];
-        plane_coords(p, pt, &gx, &gy);
-        corners(gx, gy, h, w, offset, weight);
-        for (int k = 0; k < 4; k++) {
-            if (offset[k] < 0) continue;
-            float *restrict texel = plane + offset[k] * c;
-            const float wk = weight[k] * third;
-            for (int64_t j = 0; j < c; j++) texel[j] += wk * g[j];
+        for (int p = 0; p < 3; p++) {
+            float *plane = grad_planes + (b * 3 + p) * h * w * c;
+            float gx, gy, weight[4];
+            int64_t offset[4];
+            plane_coords(p, pt, &gx, &gy);
+            corners(gx, gy, h, w, offset, weight);
+            for (int k = 0; k < 4; k++) {
+                if (offset[k] < 0) continue;
+                float *restrict texel = plane + offset[k] * c;
+                const float wk = weight[k] * third;
+                for (int64_t j = 0; j < c; j++) texel[j] += wk * g[j];
+            }
         }
     }
 }

@@ -96,7 +96,7 @@ def library() -> ctypes.CDLL | None:
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.triplane_sample_mean.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, i64]
     lib.triplane_sample_mean.restype = None
-    lib.triplane_sample_mean_backward.argtypes = [ptr, ptr, ptr, i64, ctypes.c_int, i64, i64, i64, i64]
+    lib.triplane_sample_mean_backward.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, i64]
     lib.triplane_sample_mean_backward.restype = None
     return lib
 
@@ -147,8 +147,8 @@ class _SampleMean(torch.autograd.Function):
         batch, n_planes, channels, h, w = ctx.shape
         grad = grad.contiguous().float()
         texels = torch.zeros(batch, n_planes, h, w, channels, dtype=torch.float32)
-        _run([functools.partial(lib.triplane_sample_mean_backward, grad.data_ptr(), points.data_ptr(), texels.data_ptr(), b, p,
-                                points.shape[1], h, w, channels) for b in range(batch) for p in range(n_planes)])
+        _run([functools.partial(lib.triplane_sample_mean_backward, grad.data_ptr(), points.data_ptr(), texels.data_ptr(), b,
+                                points.shape[1], h, w, channels) for b in range(batch)])
         return texels.permute(0, 1, 4, 2, 3), None
 
 
