@@ -18,15 +18,11 @@
 #define PERSONA_CLONES
 #endif
 
-/* plane p's coordinates (gx: width, gy: height) of a point (x, y, z), already scaled by 2/box_warp */
-static inline void plane_coords(int p, const float *pt, float *gx, float *gy) {
-    if (p == 0) { *gx = pt[0]; *gy = pt[1]; }
-    else if (p == 1) { *gx = pt[0]; *gy = pt[2]; }
-    else { *gx = pt[2]; *gy = pt[0]; }
-}
-
-/* the four corners (texel offsets, -1 when outside) and their bilinear weights, as grid_sample */
-static inline void corners(float gx, float gy, int64_t h, int64_t w, int64_t *offset, float *weight) {
+/* plane p's four corners of a point (x, y, z), already scaled by 2/box_warp: texel offsets (-1 when
+ * outside) and bilinear weights, as grid_sample. Plane p is sampled at (gx: width, gy: height) =
+ * (x, y), (x, z), (z, x) for p = 0, 1, 2. */
+static inline void corners(int p, const float *pt, int64_t h, int64_t w, int64_t *offset, float *weight) {
+    const float gx = p == 2 ? pt[2] : pt[0], gy = p == 0 ? pt[1] : (p == 1 ? pt[2] : pt[0]);
     float ix = ((gx + 1.0f) * (float)w - 1.0f) * 0.5f;
     float iy = ((gy + 1.0f) * (float)h - 1.0f) * 0.5f;
     if (!(fabsf(ix) < 1e9f && fabsf(iy) < 1e9f)) {  /* NaN, inf or far outside: no corner inside */
@@ -58,10 +54,9 @@ void triplane_sample_mean(const float *planes, const float *points, float *out, 
         for (int64_t j = 0; j < c; j++) o[j] = 0.0f;
         for (int p = 0; p < 3; p++) {
             const float *plane = planes + (b * 3 + p) * h * w * c;
-            float gx, gy, weight[4];
+            float weight[4];
             int64_t offset[4];
-            plane_coords(p, pt, &gx, &gy);
-            corners(gx, gy, h, w, offset, weight);
+            corners(p, pt, h, w, offset, weight);
             for (int k = 0; k < 4; k++) {
                 if (offset[k] < 0) continue;
                 const float *restrict texel = plane + offset[k] * c;
@@ -85,10 +80,9 @@ void triplane_sample_mean_backward(const float *grad_out, const float *points, f
         const float *restrict g = grad_out + (b * n_points + m) * c;
         for (int p = 0; p < 3; p++) {
             float *plane = grad_planes + (b * 3 + p) * h * w * c;
-            float gx, gy, weight[4];
+            float weight[4];
             int64_t offset[4];
-            plane_coords(p, pt, &gx, &gy);
-            corners(gx, gy, h, w, offset, weight);
+            corners(p, pt, h, w, offset, weight);
             for (int k = 0; k < 4; k++) {
                 if (offset[k] < 0) continue;
                 float *restrict texel = plane + offset[k] * c;
