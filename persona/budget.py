@@ -296,6 +296,11 @@ def budget_notes(budget_seconds: float | None, bases: Mapping[str, Budget] | Non
                 f"{measured.get('date', '?')}: `{measured.get('command', 'python -m persona bench budget')}`); ours' generator-frozen "
                 "stage and the audio smoothing warm-ups scaled in proportion; PTI gets the budget per test frame; "
                 "DFRF's cached base pre-training is outside it.")
+        scaled = measured.get("scaled")
+        if isinstance(scaled, Mapping) and scaled.get("methods"):
+            entries = ", ".join(f"{key} x {float(pair[1]):.3g}" for key, pair in sorted(scaled["methods"].items()))
+            rule += (f" Scaled entries ({scaled.get('date', '?')}): {entries}, the side-by-side speed-up of a code change "
+                     f"since that calibration (the file's measured.{profile}.scaled says how it was measured).")
     notes = [PIXELS_NOTE, rule]
     for label, base in (bases or {}).items():
         seconds = "n/a" if base.seconds is None else f"{base.seconds:.0f} s"

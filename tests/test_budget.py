@@ -142,6 +142,11 @@ def test_table_columns_hold_the_mean_budget_and_leave_reference_rows_empty():
     measured = {**CALIBRATION, "measured": {"smoke": {"date": "2026-01-01", "command": "python -m persona bench budget --profile smoke"}}}
     assert any("2026-01-01: `python -m persona bench budget --profile smoke`" in n
                for n in budget.budget_notes(30.0, calibration=measured, profile="smoke"))
+    scaled = {**CALIBRATION, "measured": {"smoke": {"date": "2026-01-01", "scaled": {"date": "2026-02-02", "methods": {
+        "ours-3dmm": [100.0, 0.75], "ours-audio": [110.0, 0.8]}}}}}
+    rule = budget.budget_notes(30.0, calibration=scaled, profile="smoke")[1]
+    assert "Scaled entries (2026-02-02): ours-3dmm x 0.75, ours-audio x 0.8" in rule  # a table says which entries were not from runs
+    assert "Scaled entries" not in budget.budget_notes(30.0, calibration=measured, profile="smoke")[1]
 
 
 def test_compare_trains_with_the_equal_budget_and_records_it(monkeypatch, tmp_path):
