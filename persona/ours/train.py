@@ -227,7 +227,7 @@ class TrainConfig:
     encoder_weight_decay: float = 0.0  # L2 weight decay of the encoder's parameters (Adam's, coupled); 0 = off (paper, release). 1e-4..1e-1 lowered the mouth gain on every split (docs/REENACTMENT.md, eleventh round)
     expression_lasso: float = 1.0  # 3DMM only (0 for RGB and audio: train_config): after each step shrink every expression dimension's input column of the encoder's first layer by lr x this (group lasso, proximal; shrink_input_columns_; persona's default); 0 = off (paper, release)
     expression_lasso_taper: float = 0.0  # > 0: that lasso spares columns as they near this norm (shrink x max(0, 1 - norm / taper): a minimax concave penalty); 0 = the plain group lasso
-    expression_standardise: bool = False  # 3DMM only: the encoder's input centred and scaled per dimension by the training frames' mean and std (ExpressionEncoder); off: raw (paper, release)
+    expression_standardise: bool = False  # 3DMM only: the encoder's input centred and scaled per dimension by the training frames' mean and std (ExpressionEncoder); off: raw (paper, release). Mouth +0.15 dB [-0.08, +0.32] over 10 paired runs: not adopted (docs/REENACTMENT.md, sixteenth round)
     expression_noise: float = 0.0  # 3DMM only: Gaussian noise added to the training expressions, in units of each dimension's std over the training frames; 0 = off (paper, release)
     audio_smooth_after: int = 300  # iterations before AudioAttNet smoothing starts (audio only)
     audio_att_dims: int | None = None  # features AudioAttNet scores from: None = all 64 (persona) | 32 (the release)
