@@ -127,3 +127,25 @@ def test_build_is_cached_and_never_leaves_a_partial_library(tmp_path):
     with pytest.raises(RuntimeError, match="the compiler broke"):
         tk.build(compiler=str(broken), directory=tmp_path / "other")
     assert not any((tmp_path / "other").iterdir())
+
+
+@needs_kernel
+def test_a_forked_child_does_not_inherit_the_parents_thread_pool():
+    """A forked child (e.g. a DataLoader worker) has none of the parent's pool threads: the pool cache is
+    cleared in the child, so its first sampling makes a new pool instead of waiting on dead threads."""
+    import os
+
+    planes, pts = planes_and_points(points=3000)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        tk.sample_planes_mean(planes, pts)  # the parent's pool now exists
+    finally:
+        torch.set_num_threads(before)
+    assert tk._pool.cache_info().currsize >= 1
+    pid = os.fork()
+    if pid == 0:  # the child: no torch work here (torch's own thread pools are not fork-safe)
+        os._exit(0 if tk._pool.cache_info().currsize == 0 else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert tk._pool.cache_info().currsize >= 1  # the parent keeps its own

@@ -113,6 +113,10 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="persona-triplane")
 
 
+if hasattr(os, "register_at_fork"):  # a forked child (e.g. a DataLoader worker) has none of the parent's threads
+    os.register_at_fork(after_in_child=_pool.cache_clear)
+
+
 def _run(tasks: list) -> None:
     threads = min(torch.get_num_threads(), len(tasks))
     if threads <= 1:
