@@ -167,9 +167,8 @@ def render_planes(planes: torch.Tensor, decoder: Decoder, origins: torch.Tensor,
         n = depths.shape[2]
         points = (origins.unsqueeze(-2) + depths * directions.unsqueeze(-2)).reshape(batch, -1, 3)
         dirs = directions.unsqueeze(-2).expand(-1, -1, n, -1).reshape(batch, -1, 3)
-        scaled = points * (2.0 / box_warp)
-        if kernel_applies(planes, scaled):  # the compiled sampler, fused with the mean over the planes: [B,M,C]
-            features = sample_planes_mean(planes, scaled)
+        if kernel_applies(planes, points):  # the compiled sampler, fused with the mean over the planes: [B,M,C]
+            features = sample_planes_mean(planes, points * (2.0 / box_warp))
         else:
             features = sample_planes(planes, points, box_warp)  # [B,3,M,C]
         out = decoder(features, dirs)

@@ -149,7 +149,7 @@ class _SampleMean(torch.autograd.Function):
         lib = library()
         (points,) = ctx.saved_tensors
         batch, n_planes, channels, h, w = ctx.shape
-        grad = grad.contiguous().float()
+        grad = grad.contiguous()  # float32: the forward's output dtype
         texels = torch.zeros(batch, n_planes, h, w, channels, dtype=torch.float32)
         _run([functools.partial(lib.triplane_sample_mean_backward, grad.data_ptr(), points.data_ptr(), texels.data_ptr(), b,
                                 points.shape[1], h, w, channels) for b in range(batch)])
