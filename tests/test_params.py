@@ -157,3 +157,12 @@ def test_auto_profile_is_the_one_the_user_ran(tmp_path, monkeypatch):
     assert params.latest_profile(tmp_path / "empty") == "smoke"
     monkeypatch.setattr(nbr, "REPO_ROOT", tmp_path)
     assert params.resolve("05_explore_basis", {"profile": "auto", **UNSET}).profile == "default"
+
+
+def test_default_profile_scores_five_identities_at_one_equal_budget():
+    """Issue #19: the default profile's verdicts pair >= 5 identities, and the notebooks whose runs
+    are shared (02, 03, their explorer 05 and cross-identity 07) train at one equal budget."""
+    assert nbr.load_params("default")["identities"] >= 5
+    budgets = {name: nbr.load_params("default", name)["budget_seconds"]
+               for name in ("02_3dmm_reenactment", "03_audio_reenactment", "05_explore_basis", "07_cross_identity")}
+    assert len(set(budgets.values())) == 1 and None not in budgets.values(), budgets
