@@ -302,12 +302,49 @@ def trained(name: str, cfg: dict[str, Any], train_ds: Any, profile: str, label: 
     return TrainedRun(label or name, method, run, seconds, key["torch_threads"])
 
 
+class SplitFrames:
+    """A method's frames of one whole split, rendered once, on first use
+    (:func:`persona.evaluate.render_split`): Table 3's lip-sync clip, from which the scored test
+    frames are cut when the method renders frame by frame (``Method.renders_frame_by_frame``:
+    the NeRF baselines, whose renders of a frame alone and inside the clip agree within float
+    rounding, <= 1e-5) instead of rendering those frames a second time."""
+
+    def __init__(self, method: Any, dataset: Any):
+        self.method, self.dataset, self._frames = method, dataset, None
+
+    def frames(self) -> torch.Tensor:
+        """[T,3,H,W] in [-1,1], the split's frames in order."""
+        if self._frames is None:
+            from persona.evaluate import render_split
+
+            self._frames = render_split(self.method, self.dataset)
+        return self._frames
+
+    def by_index(self) -> dict[int, torch.Tensor]:
+        """{frame index: [3,H,W]}, as :func:`persona.evaluate.evaluate_method`'s ``rendered``."""
+        return {int(i): frame for i, frame in zip(self.dataset.indices, self.frames())}
+
+
+def shared_split_frames(trained_run: TrainedRun, test_ds: Any, syncnet_model: str | None = None,
+                        force: bool = False) -> SplitFrames | None:
+    """A :class:`SplitFrames` for :func:`evaluated` and :func:`synced` of one run when both would
+    render (the lip-sync score is not cached yet, or ``force``) and the method renders frame by
+    frame; else None."""
+    if not getattr(trained_run.method, "renders_frame_by_frame", False):
+        return None
+    if not force and sync_cache_path(trained_run, test_ds, syncnet_model).is_file():
+        return None
+    return SplitFrames(trained_run.method, test_ds)
+
+
 def evaluated(trained_run: TrainedRun, test_ds: Any, novel_ds: Any | None = None, force: bool = False,
-              max_frames: int | None = None, following: bool = False) -> pd.DataFrame:
+              max_frames: int | None = None, following: bool = False, split: SplitFrames | None = None) -> pd.DataFrame:
     """Per-frame metrics of a trained run (cached in the run dir as ``eval-<hash>.csv``).
     ``following``: also the expression-following score on the same frames
     (:func:`persona.evaluate.expression_following` on the synthetic video ``test_ds.root``),
-    as columns ``following``, ``opening_std_ratio`` of the ``gt`` rows (part of the cache key)."""
+    as columns ``following``, ``opening_std_ratio`` of the ``gt`` rows (part of the cache key).
+    ``split``: the run's frames of the whole ``test_ds`` (:func:`shared_split_frames`), from which
+    the scored test frames are taken instead of rendering them."""
     from persona.evaluate import evaluate_method
 
     key = [str(test_ds.root), test_ds.split, novel_ds is not None, max_frames] + (["following"] if following else [])
@@ -315,7 +352,8 @@ def evaluated(trained_run: TrainedRun, test_ds: Any, novel_ds: Any | None = None
     if path.is_file() and not force:
         return pd.read_csv(path)
     with using_threads(trained_run.threads):
-        df = evaluate_method(trained_run.method, test_ds, novel_ds, max_frames=max_frames)
+        df = evaluate_method(trained_run.method, test_ds, novel_ds, max_frames=max_frames,
+                             rendered=split.by_index() if split is not None else None)
         if following:
             df = with_following(df, trained_run.method, test_ds, max_frames)
     df["method"] = trained_run.name
@@ -374,11 +412,10 @@ def sync_references(test_sets: dict[str, Any], profile: str, syncnet_model: str 
     test clips (identity -> test FrameDataset), with columns ``sync`` or ``syncnet_c``/``syncnet_d``
     (official SyncNet), ``sync_lse_d``, ``sync_offset_accuracy``; cached under the profile's runs
     as ``sync-reference-<hash>.csv`` (key: the clips and the scorer's weights)."""
-    from persona import syncnet
     from persona.evaluate import sync_reference_rows
 
-    digest = sync_scorer(syncnet_model)[1] if syncnet_model else (file_digest(syncnet.ASSET) if syncnet.ASSET.is_file() else None)
-    key = [[name, str(ds.root), ds.split, len(ds)] for name, ds in test_sets.items()] + [bool(syncnet_model), digest]
+    key = [[name, str(ds.root), ds.split, len(ds)] for name, ds in test_sets.items()] + [bool(syncnet_model),
+                                                                                          scorer_digest(syncnet_model)]
     path = runs_root(profile) / f"sync-reference-{config_hash(key)}.csv"
     if path.is_file() and not force:
         return pd.read_csv(path)
@@ -390,6 +427,19 @@ def sync_references(test_sets: dict[str, Any], profile: str, syncnet_model: str 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
     return df
+
+
+def scorer_digest(syncnet_model: str | None = None) -> str | None:
+    """Digest of the lip-sync scorer's weights (part of every sync cache key): the official
+    SyncNet file when ``syncnet_model`` names one (a missing file: :func:`sync_scorer`'s error),
+    else the shipped synthetic expert's (None when it is absent)."""
+    from persona import syncnet
+
+    if syncnet_model:
+        if not Path(syncnet_model).is_file():
+            sync_scorer(syncnet_model)  # raises the one-line error
+        return file_digest(syncnet_model)
+    return file_digest(syncnet.ASSET) if syncnet.ASSET.is_file() else None
 
 
 def sync_scorer(syncnet_model: str | None = None) -> tuple[Any, str | None]:
@@ -408,24 +458,26 @@ def sync_scorer(syncnet_model: str | None = None) -> tuple[Any, str | None]:
     return syncnet.load_synthetic_expert(), file_digest(syncnet.ASSET) if syncnet.ASSET.is_file() else None
 
 
-def synced(trained_run: TrainedRun, test_ds: Any, force: bool = False, syncnet_model: str | None = None) -> pd.DataFrame:
+def sync_cache_path(trained_run: TrainedRun, test_ds: Any, syncnet_model: str | None = None) -> Path:
+    """Where :func:`synced` caches a run's lip-sync rows: ``sync-<hash>.csv`` in the run dir (key:
+    the clip and the scorer's weights)."""
+    key = [str(test_ds.root), test_ds.split] + (["official-syncnet"] if syncnet_model else []) + [scorer_digest(syncnet_model)]
+    return trained_run.run.root / f"sync-{config_hash(key)}.csv"
+
+
+def synced(trained_run: TrainedRun, test_ds: Any, force: bool = False, syncnet_model: str | None = None,
+           split: SplitFrames | None = None) -> pd.DataFrame:
     """Lip-sync rows (the method and the ground truth) of a trained run, cached as ``sync-*.csv``;
-    scored by the official SyncNet when ``syncnet_model`` names its weights, else by the synthetic expert."""
-    from persona import syncnet
+    scored by the official SyncNet when ``syncnet_model`` names its weights, else by the synthetic
+    expert. ``split``: the run's frames of ``test_ds`` when already rendered (:func:`shared_split_frames`)."""
     from persona.evaluate import evaluate_sync
 
-    if syncnet_model:
-        scorer, digest = sync_scorer(syncnet_model)
-        key = [str(test_ds.root), test_ds.split, "official-syncnet", digest]
-    else:
-        scorer = None  # loaded by evaluate_sync only when the cache misses
-        digest = file_digest(syncnet.ASSET) if syncnet.ASSET.is_file() else None
-        key = [str(test_ds.root), test_ds.split, digest]
-    path = trained_run.run.root / f"sync-{config_hash(key)}.csv"
+    path = sync_cache_path(trained_run, test_ds, syncnet_model)
     if path.is_file() and not force:
         return pd.read_csv(path)
+    scorer = sync_scorer(syncnet_model)[0] if syncnet_model else None  # the expert: loaded by evaluate_sync
     with using_threads(trained_run.threads):
-        df = evaluate_sync(trained_run.method, test_ds, scorer=scorer)
+        df = evaluate_sync(trained_run.method, test_ds, scorer=scorer, frames=split.frames() if split is not None else None)
     atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
     return df
 

@@ -29,6 +29,11 @@ class Method(Protocol):
     #: renders at cameras other than the video's (3-D methods); a 2-D method (FOMM) says False and
     #: gets "not supported" novel-view cells. Every registered method sets it; False unless stated.
     supports_novel_views: bool = False
+    #: a frame's render depends on that frame's inputs alone (no random draws, no batch state), so
+    #: one render of a whole split stands in for any subset of it (the NeRF baselines: evaluation
+    #: reuses their lip-sync clip's frames for the scored frames). False unless stated (ours draws
+    #: depth jitter).
+    renders_frame_by_frame: bool = False
 
     def fit(self, train: Any, run: RunDir) -> None:
         """Train on a dataset of frames; checkpoints/metrics go to ``run``; resumes if possible."""

@@ -279,13 +279,14 @@ def compare(rows: Sequence[Row], video_dirs: Sequence[Path], profile: str, force
                 continue
             tr.name = row.label
             start = time.perf_counter()
+            split = ex.shared_split_frames(tr, test, syncnet_model, force) if sync else None  # one render for both
             df = ex.evaluated(tr, test, novel_ds if tr.method.supports_novel_views else None, force=force,
-                              max_frames=shared, following=following)
+                              max_frames=shared, following=following, split=split)
             eval_seconds = time.perf_counter() - start
             df["method"] = row.label  # a cached evaluation may come from a row that spelled the same run differently
             df["identity"] = identity
             if sync:
-                sync_rows = ex.synced(tr, test, force=force, syncnet_model=syncnet_model)
+                sync_rows = ex.synced(tr, test, force=force, syncnet_model=syncnet_model, split=split)
                 columns = {**dict(zip(sync_metrics(syncnet_model), ("lse_c", "lse_d"))), **SYNC_DETAIL_COLUMNS}
                 for column, name in columns.items():
                     df.loc[df["view"] == "gt", column] = float(sync_rows.iloc[0].get(name, np.nan))

@@ -112,7 +112,7 @@ def test_compare_scores_every_row_on_the_smallest_subset(monkeypatch):
     class Still(methods.Method):  # the protocol's defaults: no novel views, no-op hooks
         name = "still"
 
-    def fake_evaluated(tr, test, novel, force=False, max_frames=None, following=False):
+    def fake_evaluated(tr, test, novel, force=False, max_frames=None, following=False, split=None):
         import pandas as pd
 
         calls[tr.name] = max_frames

@@ -70,7 +70,7 @@ def test_run_table_writes_the_spec_and_derives_unsupported_novel_views(tmp_path,
     def trained(name, cfg, train, profile, label=None, force=False):
         return ex.TrainedRun(label, build_method(name, {"profile": "smoke"}) if name == "fomm" else Still(True), None, 1.0)
 
-    def evaluated(run, test, novel, force=False, max_frames=None, following=False):
+    def evaluated(run, test, novel, force=False, max_frames=None, following=False, split=None):
         assert following  # Table 2 asks every row for the following score
         views = ["gt"] + (["yaw+25"] if novel is not None else [])
         return pd.DataFrame([{"view": v, "psnr": score[run.name] - (v != "gt"), "ssim": 0.9, "lpips": 0.1,

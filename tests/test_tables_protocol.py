@@ -141,6 +141,48 @@ def test_the_lip_sync_floor_goes_in_the_official_syncnet_columns(monkeypatch, tm
 
     monkeypatch.setattr(evaluate, "sync_reference_rows", reference_rows)
     test = VoicedFrames(root=tmp_path / "id00" / "audio", split="test", frames=40)
-    rows = ex.sync_references({"id00": test}, "smoke", syncnet_model="syncnet_v2.model")
+    (tmp_path / "syncnet_v2.model").write_bytes(b"weights")  # the cache key holds its digest
+    rows = ex.sync_references({"id00": test}, "smoke", syncnet_model=str(tmp_path / "syncnet_v2.model"))
     assert asked == [("official scorer", "syncnet_c")]
     assert rows.iloc[0][["syncnet_c", "syncnet_d", "sync_offset_accuracy"]].tolist() == [0.3, 12.5, 0.03]
+
+
+class _PerFrame:
+    """Renders frame i as the constant i/100 (no randomness), counting renders per frame index."""
+
+    name, supports_novel_views = "nerf-like", False
+
+    def __init__(self, frame_by_frame):
+        self.renders_frame_by_frame = frame_by_frame
+        self.rendered = []
+
+    def render(self, conditions, camera):
+        self.rendered += [int(i) for i in conditions["index"]]
+        return torch.stack([torch.full((3, 32, 32), int(i) / 100 - 1) for i in conditions["index"]])
+
+
+@pytest.mark.parametrize("frame_by_frame", [True, False])
+def test_a_frame_by_frame_method_renders_table3s_clip_once_for_the_scores_and_the_lip_sync(monkeypatch, tmp_path,
+                                                                                          frame_by_frame):
+    from persona import syncnet
+
+    monkeypatch.setattr(syncnet, "check_clip_length", lambda *a, **k: None)
+    monkeypatch.setattr(syncnet, "load_synthetic_expert", lambda: "expert")
+    scores = lambda value: types.SimpleNamespace(as_row=lambda: {"scorer": "fake", "lse_c": value, "lse_d": 1.0, "offset": 0,
+                                                                 "offset_accuracy": 1.0, "windows": 1})
+    seen = []
+    monkeypatch.setattr(syncnet, "score_frames", lambda scorer, frames, ds: seen.append(frames.clone()) or scores(float(frames.mean())))
+    monkeypatch.setattr(syncnet, "ground_truth_scores", lambda ds, scorer=None: scores(0.0))
+    method = _PerFrame(frame_by_frame)
+    run = ex.TrainedRun("AD-NeRF", method, types.SimpleNamespace(root=tmp_path), 0.0, None)
+    test = VoicedFrames(root=tmp_path / "video", split="test", frames=12)
+    split = ex.shared_split_frames(run, test)
+    assert (split is not None) == frame_by_frame
+    df = ex.evaluated(run, test, max_frames=4, split=split)
+    rows = ex.synced(run, test, split=split)
+    scored = [100, 104, 107, 111]  # frame_positions(12, 4)
+    assert sorted(method.rendered) == sorted(list(range(100, 112)) + ([] if frame_by_frame else scored))
+    assert sorted(df["index"]) == scored and len(seen) == 1 and seen[0].shape == (12, 3, 32, 32)
+    expected = torch.stack([torch.full((3, 32, 32), i / 100 - 1) for i in range(100, 112)])
+    assert torch.equal(seen[0], expected) and rows.iloc[0]["lse_c"] == pytest.approx(float(expected.mean()))
+    assert ex.shared_split_frames(run, test) is None  # the lip-sync score is cached now: nothing to share

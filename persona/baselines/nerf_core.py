@@ -445,6 +445,7 @@ class NeRFBaseline(Method):
 
     name = "nerf"
     supports_novel_views = True
+    renders_frame_by_frame = True  # no jitter or noise at evaluation (``render_rays`` with training=False)
 
     def __init__(self, config: NeRFConfig):
         self.config = config
