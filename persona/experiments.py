@@ -455,7 +455,7 @@ def sync_scorer(syncnet_model: str | None = None) -> tuple[Any, str | None]:
             raise PersonaFileError(f"syncnet_model: {path}: file not found; expected the official syncnet_v2.model "
                                    "(joonson/syncnet_python, data/syncnet_v2.model) or null for the synthetic expert")
         return syncnet.load_official(path), file_digest(path)
-    return syncnet.load_synthetic_expert(), file_digest(syncnet.ASSET) if syncnet.ASSET.is_file() else None
+    return syncnet.load_synthetic_expert(), scorer_digest()
 
 
 def sync_cache_path(trained_run: TrainedRun, test_ds: Any, syncnet_model: str | None = None) -> Path:
