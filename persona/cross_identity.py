@@ -227,10 +227,9 @@ def score_method(method: Any, clip: DrivingClip, frontal: DrivingClip, max_frame
 def cache_key(clip: DrivingClip, max_frames: int | None, sync: bool) -> list[Any]:
     """What decides one method's scores on a pair besides the run: the two videos, the scored
     frames, whether lip-sync is scored (and by which expert's weights)."""
-    from persona import syncnet
-    from persona.experiments import file_digest
+    from persona.experiments import scorer_digest
 
-    digest = file_digest(syncnet.ASSET) if sync and syncnet.ASSET.is_file() else None
+    digest = scorer_digest() if sync else None
     return ["cross-identity", CACHE_VERSION, str(Path(clip.target).resolve()), str(Path(clip.driver).resolve()), SPLIT,
             max_frames, sync, digest]
 
