@@ -250,3 +250,48 @@ def test_fast_paths_equal_the_plain_compositions():
         w, s = torch.randn(3, 5, 1, 1), torch.randn(2, 5)
         ref = modulated_conv2d(x0, w, s, demodulate=False, fused=False)
         assert torch.allclose(modulated_conv1x1(x0, w, s), ref, atol=1e-5)
+
+
+def test_step_fast_paths_equal_the_release_compositions():
+    """Issue #16's fast forms give the release's values and gradients: the equalised-lr linear layer
+    as one addmm (vs F.linear with scaled copies), the demodulation coefficients as s^2 @ sum(w^2)
+    (vs the [B,O,I,k,k] product), the decoder's head as one autograd function (vs sigmoid, slice,
+    scale; either output alone too)."""
+    from persona.eg3d.networks import FullyConnectedLayer
+    from persona.eg3d.triplane import _DecoderHead
+
+    torch.manual_seed(0)
+    layer = FullyConnectedLayer(6, 4, lr_multiplier=0.3, bias_init=0.5)
+    x = torch.randn(5, 6, requires_grad=True)
+    grads = []
+    for fast in (True, False):
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+        y = layer(x) if fast else F.linear(x, layer.weight * layer.weight_gain, layer.bias * layer.bias_gain)
+        (y * torch.arange(y.numel()).reshape(y.shape).cos()).sum().backward()
+        grads.append((y.detach(), x.grad, layer.weight.grad, layer.bias.grad))
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-6)
+
+    w0, s0 = torch.randn(7, 5, 3, 3), torch.randn(3, 5)
+    w, s = w0.clone().requires_grad_(True), s0.clone().requires_grad_(True)
+    x = torch.randn(3, 5, 6, 6)
+    y = modulated_conv2d(x, w, s, fused=False)
+    (y * torch.arange(y.numel()).reshape(y.shape).sin()).sum().backward()
+    wr, sr = w0.clone().requires_grad_(True), s0.clone().requires_grad_(True)
+    dco = ((wr.unsqueeze(0) * sr.reshape(3, 1, -1, 1, 1)).square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
+    ref = F.conv2d(x * sr.reshape(3, -1, 1, 1), wr, padding=1) * dco.reshape(3, -1, 1, 1)
+    (ref * torch.arange(ref.numel()).reshape(ref.shape).sin()).sum().backward()
+    assert torch.allclose(y, ref, atol=1e-5)
+    assert torch.allclose(w.grad, wr.grad, atol=1e-4) and torch.allclose(s.grad, sr.grad, atol=1e-4)
+
+    for used in ("both", "rgb", "sigma"):
+        outs = []
+        for fast in (True, False):
+            z = torch.randn(9, 5, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+            rgb, sigma = _DecoderHead.apply(z) if fast else (torch.sigmoid(z[:, 1:]) * 1.002 - 0.001, z[:, :1])
+            loss = (rgb.square().sum() if used != "sigma" else 0) + (sigma.pow(3).sum() if used != "rgb" else 0)
+            loss.backward()
+            outs.append((rgb.detach(), sigma.detach(), z.grad))
+        for a, b in zip(*outs):
+            assert torch.allclose(a, b, atol=1e-6), used

@@ -217,6 +217,11 @@ class FullyConnectedLayer(nn.Module):
         self.bias_gain = lr_multiplier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.activation == "linear" and self.bias is not None and x.dim() == 2 and x.shape[0] * sum(self.weight.shape) < self.weight.numel():
+            # few rows (the styles' affine layers): bias_gain * b + weight_gain * (x @ W^T) in one operator, the
+            # release's F.linear(x, W * weight_gain, b * bias_gain) to float rounding without the two scaled copies
+            # and their backward (issue #16); with many rows (the decoder) scaling the weight is the cheaper side
+            return torch.addmm(self.bias, x, self.weight.t(), beta=self.bias_gain, alpha=self.weight_gain)
         w = self.weight * self.weight_gain
         b = self.bias * self.bias_gain if self.bias is not None else None
         if self.activation == "linear":
@@ -310,8 +315,9 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         return x if noise is None else x.add_(noise)
     dcoefs = None
     if demodulate:
-        wmod = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)  # [B,O,I,k,k]
-        dcoefs = (wmod.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [B,O]
+        # sum over (i, kh, kw) of (w[o,i] s[b,i])^2 = s^2 [B,I] @ (sum over kh, kw of w^2) [I,O]: the same
+        # coefficients as the release's [B,O,I,k,k] product (to float rounding), without building it
+        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [B,O]
     if not fused:
         x = x * styles.reshape(batch, -1, 1, 1)
         x = conv2d_up2(x, _like_input(weight, x), resample_filter) if up == 2 else F.conv2d(x, _like_input(weight, x), padding=kw // 2)

@@ -442,7 +442,7 @@ class WeightAverage:
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
         weight = 1.0 - min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
-        torch._foreach_lerp_(self.average, [p.detach() for p in model.parameters()], weight)
+        torch._foreach_lerp_(self.average, list(model.parameters()), weight)  # no_grad: no detached views needed
         self.updates += 1
 
     def state(self) -> dict[str, torch.Tensor]:
@@ -711,11 +711,13 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
         lasso_group = next(g for g in optimizer.param_groups if any(p is lasso_layer.weight for p in g["params"]))
     train_mode(model)
     stream = source.stream(batch_indices(cfg.seed, s, len(source), cfg.batch_size) for s in range(start + 1, end + 1))
+    stage = 0  # none yet: the first iteration sets its stage
     bar = tqdm(range(start + 1, end + 1), initial=start, total=cfg.iterations, desc=f"ours/{cfg.modality}", dynamic_ncols=True)
     for step in bar:
         t0 = time.perf_counter()
-        stage = stage_of(step, cfg)
-        set_stage(model, stage)
+        if stage_of(step, cfg) != stage:  # switch the generator's gradients only when the stage changes
+            stage = stage_of(step, cfg)
+            set_stage(model, stage)
         if cfg.modality == "audio" and step > cfg.audio_smooth_after:
             model.encoder.smoothing.fill_(True)
         batch = to_device(next(stream) if stream is not None else source.batch(batch_indices(cfg.seed, step, len(source), cfg.batch_size)), device)
