@@ -13,7 +13,8 @@ held a core (with more threads it is the sum over them; ``--wall`` reports wall 
 - training step: the method's own ``fit`` on the first video: (time of a ``--steps``-iteration
   fit - time of a 2-iteration fit) / (steps - 2), so setup and the first two (warm-up) steps
   cancel. Only the iteration count, logging and checkpoint spacing change; ours also starts its
-  second stage (the generator trains) after one step, the stage most of a run spends in.
+  second stage (the generator trains) after one step, the stage most of a run spends in. With
+  ``--train-repeats N``, the median of N such measurements.
   FLOPs per step: a 2-step fit minus a 1-step fit under the flop counter.
 - rendered frame: ``render`` of one test frame, median of ``--repeats``. PTI trains nothing
   and inverts each test frame: its frame time includes that inversion, and its "step" is one
@@ -222,27 +223,55 @@ def pti_step_seconds(case: Case, profile: str, train: Any, test: Any, work: Path
     return max(0.0, large - small) / max(1, sum(counts) - 3)
 
 
-def bench_case(case: Case, profile: str, train: Any, test: Any, steps: int = 8, repeats: int = 3,
-               work: Path | None = None) -> dict[str, float]:
-    """Seconds and FLOPs of one training step and one rendered test frame of ``case``, and the
-    share of the step's operator time in matmul kernels: {train_s, train_flops, matmul_share,
-    render_s, render_flops} (PTI: matmul_share nan). ``train``/``test``: FrameDatasets (or stand-ins)."""
+def time_case(case: Case, profile: str, train: Any, test: Any, steps: int = 8, repeats: int = 3,
+              work: Path | None = None, train_repeats: int = 1) -> dict[str, float]:
+    """Seconds of one training step and of one rendered test frame of ``case``: {train_s, render_s}
+    (PTI: also its FLOPs, :func:`bench_pti`). ``train_repeats``: train_s is the median of that many
+    timed fits (the machine's noise is ~5 % a fit). Run every case's timing before any profiling
+    (:func:`count_case`): ``torch.profiler`` leaves threads behind whose CPU time the process clock
+    counts, which made every case after the first ~5-10 % slower in CPU time (not in wall time)."""
     if steps < 4:
         raise PersonaInputError(f"bench methods: --steps {steps}; expected at least 4 (two warm-up steps, two timed)")
     with tempfile.TemporaryDirectory(prefix="persona-bench-") as tmp:
         work = Path(work or tmp)
         if case.method == "pti":
             return {**bench_pti(case, profile, train, test, repeats, work), "matmul_share": float("nan")}
-        train_s, method = timed_train_step(case, profile, train, steps, work)
-        matmul_share = matmul_time_share(case, profile, train, steps, work)
-        flops_1 = _flops(lambda: _fit(case, _fit_cfg(case, profile, 1), train, work / "count-1"))
-        flops_2 = _flops(lambda: _fit(case, _fit_cfg(case, profile, 2), train, work / "count-2"))
+        timed = [timed_train_step(case, profile, train, steps, work / f"train-{r}") for r in range(max(1, train_repeats))]
+        method = timed[-1][1]
         batch = _one_frame(test)
         _prepare_render(method, test)
-        render_flops = _flops(lambda: _render_once(method, batch))  # also the warm-up
-        render_s = _timed_renders(method, batch, repeats)
-    return {"train_s": train_s, "train_flops": max(0.0, flops_2 - flops_1), "matmul_share": matmul_share, "render_s": render_s,
-            "render_flops": render_flops}
+        _render_once(method, batch)  # warm-up
+        return {"train_s": statistics.median(t for t, _ in timed), "render_s": _timed_renders(method, batch, repeats)}
+
+
+def count_case(case: Case, profile: str, train: Any, test: Any, steps: int = 8, work: Path | None = None) -> dict[str, float]:
+    """FLOPs of one training step and of one rendered test frame of ``case``, and the share of the
+    step's operator time in matmul kernels (``torch.profiler``): {train_flops, matmul_share,
+    render_flops}; PTI: {} (its FLOPs come with its timing)."""
+    if case.method == "pti":
+        return {}
+    with tempfile.TemporaryDirectory(prefix="persona-bench-") as tmp:
+        work = Path(work or tmp)
+        matmul_share = matmul_time_share(case, profile, train, steps, work)
+        flops_1 = _flops(lambda: _fit(case, _fit_cfg(case, profile, 1), train, work / "count-1"))
+        fitted: list[Any] = []
+        flops_2 = _flops(lambda: fitted.append(_fit(case, _fit_cfg(case, profile, 2), train, work / "count-2")))
+        method, batch = fitted[0][0], _one_frame(test)
+        _prepare_render(method, test)
+        render_flops = _flops(lambda: _render_once(method, batch))
+    return {"train_flops": max(0.0, flops_2 - flops_1), "matmul_share": matmul_share, "render_flops": render_flops}
+
+
+def bench_case(case: Case, profile: str, train: Any, test: Any, steps: int = 8, repeats: int = 3,
+               work: Path | None = None, train_repeats: int = 1) -> dict[str, float]:
+    """Seconds and FLOPs of one training step and one rendered test frame of ``case``, and the
+    share of the step's operator time in matmul kernels: {train_s, train_flops, matmul_share,
+    render_s, render_flops} (PTI: matmul_share nan): :func:`time_case`, then :func:`count_case`.
+    ``train``/``test``: FrameDatasets (or stand-ins)."""
+    with tempfile.TemporaryDirectory(prefix="persona-bench-") as tmp:
+        work = Path(work or tmp)
+        timed = time_case(case, profile, train, test, steps, repeats, work / "time", train_repeats)
+        return {**timed, **count_case(case, profile, train, test, steps, work / "count")}
 
 
 def markdown_table(rows: list[dict[str, Any]], peak_gflops: float) -> str:
@@ -284,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default="all", help=f"comma-separated subset of {','.join(case_names())}")
     parser.add_argument("--steps", type=flag_int(3, 100000), default=10, help="training iterations per method; the first 2 are warm-up")
     parser.add_argument("--repeats", type=flag_int(1, 1000), default=3, help="timed renders per method, median (PTI at most 2)")
+    parser.add_argument("--train-repeats", type=flag_int(1, 100), default=1, help="timed training fits per method, median (not PTI)")
     parser.add_argument("--data", default=None, help="benchmark folder (None: the smoke benchmark, 64 px, built if missing)")
     parser.add_argument("--threads", type=flag_int(1, 1024), default=None, help="torch CPU threads (None: torch's choice)")
     parser.add_argument("--wall", action="store_true", help="time wall-clock seconds instead of this process's CPU time")
@@ -308,17 +338,21 @@ def main(argv: list[str] | None = None) -> int:
     peak = matmul_gflops(torch.device("cpu"), clock=CLOCK[0])
     print(f"CPU, {torch.get_num_threads()} threads, {'wall' if args.wall else 'CPU'} time; plain fp32 matmul (1024^3): {peak:.1f} GFLOP/s; "
           f"profile {args.profile}; data {data}", flush=True)
+    chosen = [case for case, name in zip(CASES, names) if name in wanted]
     rows = []
-    for case, name in zip(CASES, names):
-        if name not in wanted:
-            continue
+    for case in chosen:  # every timing first: the profiler's threads would add to the later cases' CPU time
         train, test = _datasets(data, case.video)
         torch.manual_seed(0)
-        result = bench_case(case, args.profile, train, test, steps=args.steps, repeats=args.repeats)
+        result = time_case(case, args.profile, train, test, steps=args.steps, repeats=args.repeats, train_repeats=args.train_repeats)
         rows.append({"label": case.label, **result})
-        in_matmul = "" if math.isnan(result["matmul_share"]) else f" ({100 * result['matmul_share']:.0f} % of it in matmul kernels)"
-        print(f"  {case.label}: {1000 * result['train_s']:.1f} ms/step{in_matmul}, {1000 * result['render_s']:.1f} ms/frame", flush=True)
-    peak_after = matmul_gflops(torch.device("cpu"), clock=CLOCK[0])
+        print(f"  {case.label}: {1000 * result['train_s']:.1f} ms/step, {1000 * result['render_s']:.1f} ms/frame", flush=True)
+    peak_after = matmul_gflops(torch.device("cpu"), clock=CLOCK[0])  # before the profiler runs (see time_case)
+    for case, row in zip(chosen, rows):
+        train, test = _datasets(data, case.video)
+        torch.manual_seed(0)
+        row.update(count_case(case, args.profile, train, test, steps=args.steps))
+        if not math.isnan(row["matmul_share"]):
+            print(f"  {case.label}: {100 * row['matmul_share']:.0f} % of a step in matmul kernels", flush=True)
     table = markdown_table(rows, max(peak, peak_after))
     print(f"\nmatmul peak (best of before/after): {max(peak, peak_after):.1f} GFLOP/s\n\n{table}")
     if args.out:

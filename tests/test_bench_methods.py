@@ -71,3 +71,38 @@ def test_bench_rejects_unknown_methods_and_too_few_steps():
         bench.main(["--methods", "nosuch", "--data", "/nonexistent"])
     with pytest.raises(PersonaInputError, match="--steps 2"):
         bench.bench_case(bench.CASES[4], "smoke", StandinFrames(4), StandinFrames(2), steps=2)
+
+
+def test_train_repeats_time_separate_fits_and_take_the_median(tmp_path, monkeypatch):
+    """--train-repeats N: N timed fits, each in a folder of its own (a shared one would resume the
+    finished run and time nothing), and the median of their step times."""
+    calls = []
+
+    def fake(case, profile, train, steps, work):
+        calls.append(work)
+        return [0.3, 0.1, 0.2][len(calls) - 1], object()
+
+    monkeypatch.setattr(bench, "timed_train_step", fake)
+    monkeypatch.setattr(bench, "_prepare_render", lambda *a: None)
+    monkeypatch.setattr(bench, "_render_once", lambda *a: None)
+    monkeypatch.setattr(bench, "_timed_renders", lambda *a: 0.01)
+    monkeypatch.setattr(bench, "_one_frame", lambda test: {})
+    case = next(c for c in bench.CASES if c.method == "nerface")
+    result = bench.time_case(case, "smoke", StandinFrames(6), StandinFrames(4), steps=4, repeats=1, work=tmp_path, train_repeats=3)
+    assert len(calls) == 3 and len(set(calls)) == 3
+    assert result == {"train_s": pytest.approx(0.2), "render_s": 0.01}
+
+
+def test_every_case_is_timed_before_any_is_profiled(tmp_path, monkeypatch):
+    """bench methods times all cases first, then profiles and counts them: torch.profiler leaves
+    threads whose CPU time the process clock would add to the cases timed after it."""
+    events = []
+    monkeypatch.setattr(bench, "_datasets", lambda data, video: (None, None))
+    monkeypatch.setattr(bench, "time_case", lambda case, *a, **k: events.append(("time", case.label)) or {"train_s": 0.1, "render_s": 0.1})
+    monkeypatch.setattr(bench, "count_case", lambda case, *a, **k: events.append(("count", case.label)) or
+                        {"train_flops": 1e9, "matmul_share": 0.5, "render_flops": 1e8})
+    import persona.eg3d.bench as eg3d_bench
+    monkeypatch.setattr(eg3d_bench, "matmul_gflops", lambda *a, **k: events.append(("peak", "")) or 100.0)
+    assert bench.main(["--methods", "ours-3dmm,ours-audio", "--data", str(tmp_path), "--steps", "4"]) == 0
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["peak", "time", "time", "peak", "count", "count"], events
