@@ -46,3 +46,17 @@ def test_codes_hold_the_eye_dims_after_the_named_distances():
     assert code.shape == (5, E.CODE_DIM) == (5, 76)
     assert np.allclose(code[:, 12:16], eyes - np.median(eyes, 0))  # minus the video's median, like every dim
     assert np.allclose(E.codes(pts, rots)[:, 12:16], 0) and np.allclose(E.codes(pts, rots)[:, 16:], code[:, 16:])
+
+
+def test_the_sclera_dims_ignore_a_dark_brow_in_the_patch():
+    """A closed eye under a brow low enough to enter the patch: the "not skin" share rises with the
+    brow, the sclera share (dims 1 and 3: whiter than the skin) stays at zero; open eyes show it."""
+    assert E.EYE_NAMED[1] == "eye_sclera_left" and E.EYE_NAMED[3] == "eye_sclera_right"
+    img, pts = _face(False)
+    for x0, x1 in ((26, 58), (70, 102)):
+        cv2.rectangle(img, (x0, 52), (x1, 55), (30, 20, 15), -1)  # a dark brow just above the lid line
+    closed = E.eye_appearance(img, pts)
+    open_ = E.eye_appearance(*_face(True))
+    assert closed[0] > 0.05 and closed[2] > 0.05, closed  # the brow is not skin
+    assert closed[1] == 0 and closed[3] == 0, closed
+    assert open_[1] > 0.1 and open_[3] > 0.1, open_

@@ -9,11 +9,12 @@ and scale removed) and measured in units of the video's inter-ocular distance. T
   lip height, left / right eye opening, left / right brow height, inner-brow distance, jaw drop,
   jaw side shift, lip protrusion;
 * dims 12..15: how much of each eye shows (:data:`EYE_NAMED`, :func:`eye_appearance`): the share
-  of an eye patch whose colour is not the skin's, and the mean colour distance, per eye. Mediapipe's
+  of an eye patch whose colour is not the skin's, and the share that is whiter than the skin, per eye. Mediapipe's
   eyelid points barely follow a blink on the synthetic heads (held-out R² of the world's lid control
   0.35-0.78 from the landmarks alone); the patch sees the sclera and iris disappear. The patch
   constants (:data:`PATCH`, :data:`PATCH_EXTENT`, :data:`SKIN_DISTANCE`) are first choices, kept
-  after comparing three variants by eye and by R² on identities 1-6 (the bench's 1-3 included);
+  after comparing three variants by eye and by R² on identities 1-6 (the bench's 1-3 included); the
+  sclera thresholds are first choices too (not searched);
 * dims 16..75: x, y of 30 lip and eyelid points (:data:`POINTS`) in the head frame;
 
 each minus its median over the video (the person's resting face), so the code is zero at rest
@@ -29,7 +30,7 @@ from persona.data.formats import EXPRESSION_DIM
 CODE_DIM = EXPRESSION_DIM
 NAMED = ("lip_gap", "mouth_width", "corner_lift", "outer_lip_height", "eye_open_left", "eye_open_right",
          "brow_left", "brow_right", "brow_inner", "jaw_drop", "jaw_side", "lip_protrusion")
-EYE_NAMED = ("eye_shown_left", "eye_contrast_left", "eye_shown_right", "eye_contrast_right")
+EYE_NAMED = ("eye_shown_left", "eye_sclera_left", "eye_shown_right", "eye_sclera_right")
 # 20 lip + 10 eyelid points -> 60 dims
 POINTS = (0, 13, 14, 17, 37, 40, 61, 78, 81, 84, 87, 91, 178, 181, 267, 270, 291, 308, 311, 314,
           159, 145, 153, 160, 144, 386, 374, 380, 387, 373)
@@ -38,6 +39,8 @@ EYE_CORNERS = ((33, 133), (263, 362))
 PATCH = (32, 20)  # eye patch width, height in samples
 PATCH_EXTENT = (1.4, 0.9)  # its width, height in corner-to-corner distances
 SKIN_DISTANCE = 0.2  # a sample is "not skin" beyond this colour distance, relative to the skin colour's norm
+SCLERA_BRIGHTER = 1.15  # a sample is "sclera" when its brightness exceeds the skin's by this factor ...
+SCLERA_CHROMA = 0.8  # ... and its chroma (max - min channel) is below this share of the skin's (+ 2 grey levels)
 
 
 def head_frame_points(points: np.ndarray, rotations: np.ndarray, scales_: np.ndarray | None = None) -> np.ndarray:
@@ -68,17 +71,22 @@ def eye_patch(rgb: np.ndarray, corner_a: np.ndarray, corner_b: np.ndarray) -> np
 
 
 def eye_appearance(rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """[4] float32 (:data:`EYE_NAMED`) of one frame ``rgb`` [H,W,3] with its landmarks [478,>=2] in
+    """[4] float32 (:data:`EYE_NAMED`) of one frame ``rgb`` [H,W,3] (0..255) with its landmarks [478,>=2] in
     that frame's pixels: per eye, the share of its patch (:func:`eye_patch`) whose colour lies
     farther than :data:`SKIN_DISTANCE` from the skin's (the patch's median: the eye covers less
-    than half of it), and the mean such distance. An open eye shows sclera and iris; a closed one,
-    the lid's skin."""
+    than half of it), and the share that is whiter than the skin (:data:`SCLERA_BRIGHTER` brighter,
+    less saturated: :data:`SCLERA_CHROMA`). An open eye shows sclera and iris; a closed one, the
+    lid's skin. The second dim replaced the patch's mean colour distance (session 25, issue #15):
+    a brow or hair edge entering the patch counts as "not skin" but is not white, and the world's
+    lid control on identity 2's 800-frame sweep went from held-out R² 0.71 to 0.81."""
     out = []
     for outer, inner in EYE_CORNERS:
         patch = eye_patch(rgb, points[outer, :2], points[inner, :2])
         skin = np.median(patch.reshape(-1, 3), 0)
         dist = np.linalg.norm(patch - skin, axis=-1) / max(float(np.linalg.norm(skin)), 1.0)
-        out += [float((dist > SKIN_DISTANCE).mean()), float(dist.mean())]
+        chroma = patch.max(-1) - patch.min(-1)
+        white = (patch.mean(-1) > SCLERA_BRIGHTER * skin.mean()) & (chroma < SCLERA_CHROMA * (skin.max() - skin.min()) + 2.0)
+        out += [float((dist > SKIN_DISTANCE).mean()), float(white.mean())]
     return np.asarray(out, np.float32)
 
 
