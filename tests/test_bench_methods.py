@@ -106,3 +106,16 @@ def test_every_case_is_timed_before_any_is_profiled(tmp_path, monkeypatch):
     assert bench.main(["--methods", "ours-3dmm,ours-audio", "--data", str(tmp_path), "--steps", "4"]) == 0
     kinds = [kind for kind, _ in events]
     assert kinds == ["peak", "time", "time", "peak", "count", "count"], events
+
+
+def test_a_case_with_a_noisy_setup_times_at_least_its_min_steps(monkeypatch, tmp_path):
+    """NHA tracks its mesh in every fit; ten timed steps drown in that setup's noise (they read 0 ms),
+    so its timed fit is at least Case.min_steps long and the step time divides by that count."""
+    case = next(c for c in bench.CASES if c.method == "nha")
+    assert case.min_steps >= 50
+    fits = []
+    monkeypatch.setattr(bench, "_fit", lambda c, cfg, train, work: fits.append(cfg["iterations"]) or (object(), None))
+    clock = iter([0.0, 1.0, 1.0, 2.0 + 0.05 * (case.min_steps - 2)])  # short fit 1 s, the full one 1 s + its steps
+    monkeypatch.setattr(bench, "CLOCK", [lambda: next(clock)])
+    seconds, _ = bench.timed_train_step(case, "smoke", None, 10, tmp_path)
+    assert fits == [2, 2, case.min_steps] and seconds == pytest.approx(0.05)
