@@ -25,7 +25,7 @@ def test_cases_cover_every_registered_method():
 def test_bench_case_measures_a_nerf_baseline(name, tmp_path):
     case = next(c for c in bench.CASES if c.method == name)
     torch.manual_seed(0)
-    result = bench.bench_case(case, "smoke", StandinFrames(6), StandinFrames(4, seed=1, first_index=100), steps=4, repeats=1,
+    result = bench.bench_case(case, "smoke", StandinFrames(6), StandinFrames(4, seed=1, first_index=100), steps=8, repeats=1,
                               work=tmp_path)
     assert set(result) == {"train_s", "train_flops", "matmul_share", "render_s", "render_flops"}
     assert result["train_flops"] > 0 and result["render_flops"] > 0 and result["render_s"] > 0 and result["train_s"] >= 0
