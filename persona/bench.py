@@ -64,9 +64,8 @@ class Case:
     video: str = "mono"  # 'mono' or 'audio'
     min_steps: int = 0  # timed fits at least this long: a fit whose setup varies more than ``--steps`` steps take
 
-
-def _steps(case: Case, steps: int) -> int:
-    return max(steps, case.min_steps)
+    def timed_steps(self, steps: int) -> int:
+        return max(steps, self.min_steps)
 
 
 CASES: tuple[Case, ...] = (
@@ -139,7 +138,7 @@ def matmul_time_share(case: Case, profile: str, train: Any, steps: int, work: Pa
     """The share of one training step's operator time spent in matmul / convolution kernels: a
     ``steps``-iteration fit minus a 2-iteration fit under the profiler (setup and warm-up cancel)."""
     short = _operator_seconds(lambda: _fit(case, _fit_cfg(case, profile, 2), train, work / "profile-short"))
-    full = _operator_seconds(lambda: _fit(case, _fit_cfg(case, profile, _steps(case, steps)), train, work / "profile-full"))
+    full = _operator_seconds(lambda: _fit(case, _fit_cfg(case, profile, case.timed_steps(steps)), train, work / "profile-full"))
     total, matmul = full[0] - short[0], full[1] - short[1]
     return min(1.0, max(0.0, matmul / total)) if total > 0 else float("nan")
 
@@ -201,7 +200,7 @@ def timed_train_step(case: Case, profile: str, train: Any, steps: int, work: Pat
     """(seconds of one training step of ``case``, the method fitted for ``steps`` steps): the time
     of a ``steps``-iteration fit minus that of a 2-iteration fit, over ``steps - 2`` (after a
     warm-up fit), so setup and the first two steps cancel. Not PTI (see :func:`pti_step_seconds`)."""
-    steps = _steps(case, steps)
+    steps = case.timed_steps(steps)
     _fit(case, _fit_cfg(case, profile, 2), train, work / "warm")  # imports, caches
     short = _timed(lambda: _fit(case, _fit_cfg(case, profile, 2), train, work / "short"))
     trained: list[Any] = []

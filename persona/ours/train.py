@@ -715,8 +715,8 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
     bar = tqdm(range(start + 1, end + 1), initial=start, total=cfg.iterations, desc=f"ours/{cfg.modality}", dynamic_ncols=True)
     for step in bar:
         t0 = time.perf_counter()
-        if stage_of(step, cfg) != stage:  # switch the generator's gradients only when the stage changes
-            stage = stage_of(step, cfg)
+        previous, stage = stage, stage_of(step, cfg)
+        if stage != previous:  # switch the generator's gradients only when the stage changes
             set_stage(model, stage)
         if cfg.modality == "audio" and step > cfg.audio_smooth_after:
             model.encoder.smoothing.fill_(True)
