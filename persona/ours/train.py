@@ -741,7 +741,9 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
                     loss = loss + cfg.ortho_weight * ortho
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-        grad_norm = clip_gradients(model, cfg.grad_clip)
+        logged = step % cfg.log_every == 0 or step == cfg.iterations
+        # the global gradient norm: every step when clipping, else only for the log (Adam leaves the gradients as they are)
+        grad_norm = clip_gradients(model, cfg.grad_clip) if cfg.grad_clip > 0 or logged else None
         if cfg.lr_schedule != "constant":
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base * lr_factor(step, cfg)
@@ -754,7 +756,7 @@ def fit_prior(model: PersonalizedPrior, train: Any, run: RunDir, cfg: TrainConfi
             torch.cuda.synchronize(device)
         train_seconds += time.perf_counter() - t0
 
-        if step % cfg.log_every == 0 or step == cfg.iterations:
+        if logged:
             psnr_value = _psnr(pred, target)
             loss_value = loss.item()
             extra = {} if model.camera_correction is None else {
