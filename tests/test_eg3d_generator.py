@@ -193,6 +193,24 @@ def test_importance_samples_concentrate_on_the_peak():
     assert ((s >= 0.7) & (s <= 0.8)).float().mean() > 0.95
 
 
+def test_cpu_sorting_and_bucketing_give_pytorch_s_indices():
+    """depth_order (NumPy's argsort on the CPU) and bucket_index (a comparison count) return the indices of
+    torch.sort and torch.searchsorted(right=True), including u on a bin edge, repeated cdf values and u = 0 / 1."""
+    from persona.eg3d.rendering import bucket_index, depth_order
+
+    torch.manual_seed(0)
+    depths = torch.cat([torch.linspace(2.25, 3.3, 24).expand(2, 64, 24).unsqueeze(-1) + 0.01 * torch.rand(2, 64, 24, 1),
+                        2.25 + 1.05 * torch.rand(2, 64, 24, 1)], -2)
+    assert torch.equal(depth_order(depths), torch.sort(depths, dim=-2).indices)
+    assert depth_order(depths).dtype == torch.int64
+    pdf = torch.rand(300, 22)
+    pdf[:50, 5:9] = 0  # repeated cdf values
+    cdf = torch.cat([torch.zeros(300, 1), torch.cumsum(pdf / pdf.sum(-1, keepdim=True), -1)], -1)
+    u = torch.rand(300, 24)
+    u[:, 0], u[:, 1], u[:, 2], u[:, 3] = 0.0, 1.0, cdf[:, 7], cdf[:, 20]
+    assert torch.equal(bucket_index(cdf, u), torch.searchsorted(cdf, u, right=True))
+
+
 def test_save_load_round_trip(tiny, tmp_path):
     G = tiny
     path = save_generator(G, tmp_path / "g.safetensors", meta={"note": "test"})

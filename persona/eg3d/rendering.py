@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -67,6 +68,15 @@ def sample_stratified(batch: int, rays: int, ray_start: float, ray_end: float, n
     return depths + torch.rand_like(depths) * ((ray_end - ray_start) / (n - 1))
 
 
+def bucket_index(cdf: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """cdf [R,K] ascending along each row, u [R,n] -> int64 [R,n]: how many of the row's values are
+    <= u, i.e. ``torch.searchsorted(cdf, u, right=True)``. On the CPU a comparison count: the same
+    integers, 0.76 against 1.15 ms for the importance sampler's 2048 rows of 23 bins (issue #16)."""
+    if cdf.device.type == "cpu" and u.numel() * cdf.shape[-1] <= 1 << 24:  # the [R,n,K] comparisons: at most 16 MB
+        return torch.count_nonzero(u.unsqueeze(-1) >= cdf.unsqueeze(-2), dim=-1)
+    return torch.searchsorted(cdf, u, right=True)
+
+
 def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n: int, eps: float = 1e-5) -> torch.Tensor:
     """Inverse-CDF sampling. bins [R,K+1] (extra trailing entries ignored), weights [R,K] -> [R,n]."""
     rays, k = weights.shape
@@ -74,7 +84,7 @@ def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n: int, eps: float = 1
     pdf = weights / weights.sum(-1, keepdim=True)
     cdf = torch.cat([torch.zeros_like(pdf[:, :1]), torch.cumsum(pdf, -1)], -1)  # [R,K+1]
     u = torch.rand(rays, n, device=bins.device).contiguous()
-    idx = torch.searchsorted(cdf, u, right=True)
+    idx = bucket_index(cdf, u)
     lo = (idx - 1).clamp_min(0)
     hi = idx.clamp_max(k)
     pair = torch.stack([lo, hi], -1).reshape(rays, 2 * n)
@@ -127,6 +137,17 @@ def ray_march(colors: torch.Tensor, densities: torch.Tensor, depths: torch.Tenso
     return rgb * 2 - 1, _depth(weights, depths), weights
 
 
+def depth_order(depths: torch.Tensor) -> torch.Tensor:
+    """depths [B,R,S,1] -> the indices [B,R,S,1] (int64) that sort each ray's samples by depth, as
+    ``torch.sort(depths, dim=-2).indices`` (ties, which jittered depths do not have, in either order).
+    On the CPU, without a gradient, NumPy's argsort (its SIMD sort): 2048 rays of 48 samples in 0.36
+    against 1.75 ms, and ours' step 1.5 ms faster (issue #16)."""
+    if depths.device.type == "cpu" and depths.dtype == torch.float32 and not depths.requires_grad:
+        flat = depths.detach().reshape(-1, depths.shape[-2]).contiguous().numpy()
+        return torch.from_numpy(np.argsort(flat, axis=-1).astype(np.int64, copy=False)).reshape(depths.shape)
+    return torch.sort(depths, dim=-2).indices
+
+
 def ray_march_unsorted(colors: list[torch.Tensor], densities: list[torch.Tensor], depths: list[torch.Tensor], white_back: bool = False):
     """:func:`ray_march` of samples given in parts ([B,R,S_i,*] each, unsorted along a ray), without
     sorting or concatenating the colours: the colour of interval i is the mean of its two end
@@ -134,7 +155,7 @@ def ray_march_unsorted(colors: list[torch.Tensor], densities: list[torch.Tensor]
     factors are computed in depth order and put back where each sample came from (one channel
     instead of C). Same results as sorting everything first, to float rounding."""
     all_depths = torch.cat(depths, -2)
-    order = torch.sort(all_depths, dim=-2).indices  # [B,R,S,1]
+    order = depth_order(all_depths)  # [B,R,S,1]
     depths_sorted = torch.gather(all_depths, -2, order)
     weights = march_weights(torch.gather(torch.cat(densities, -2), -2, order), depths_sorted)  # [B,R,S-1,1]
     pad = torch.zeros_like(weights[:, :, :1])
