@@ -437,6 +437,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--test-frames", type=flag_int(1), default=25, help="test frames for the PSNR columns (as the tables)")
     p.add_argument("--hold-out", default=None, metavar="START:STOP[,...]",
                    help="withhold these training positions (e.g. 200:250,400:450) and score them: memorised stretches vs new speech")
+    p.add_argument("--train-gain", action="store_true",
+                   help="also score the mouth on 50 evenly spaced training frames at every checkpoint (gain_train, gain_test "
+                        "columns and gains.png): under-fitting of the frames trained on vs failing to carry to new ones")
     args = p.parse_args(argv)
     hold_out = parse_hold_out(args.hold_out)
     overrides: dict[str, Any] = {}
@@ -461,7 +464,7 @@ def main(argv: list[str]) -> int:
     curves = []
     for video, name in zip(videos, names):
         curve, floor_mouth = diagnose_video(video, out if len(videos) == 1 else out / name, args.modality, args.profile,
-                                            overrides, args.every, args.test_frames, hold_out)
+                                            overrides, args.every, args.test_frames, hold_out, args.train_gain)
         curves.append(curve.assign(label=name, floor_mouth=floor_mouth))
     if len(videos) > 1:
         both = pd.concat(curves, ignore_index=True)
@@ -534,13 +537,16 @@ def split_gains(method: Any, splits: dict[str, Any], floors: dict[str, float], m
 
 
 def diagnose_video(video: Path, out: Path, modality: str, profile: str, overrides: dict[str, Any], every: int,
-                   test_frames: int, hold_out: Sequence[tuple[int, int]] = ()) -> tuple[pd.DataFrame, float]:
+                   test_frames: int, hold_out: Sequence[tuple[int, int]] = (), train_gain: bool = False
+                   ) -> tuple[pd.DataFrame, float]:
     """One ``diagnose`` run: train ours on ``video`` into ``out``/run (resuming), score its
     checkpoints every ``every`` steps, measure the basis; writes curve.csv/png, basis.png,
     basis_change.csv and summary.json in ``out``. ``hold_out``: training positions [start, stop) withheld
     (:func:`hold_out_video`, in ``out``/data); the summary's ``mouth_gain`` then holds the final run's mouth
-    PSNR over the floor on its training frames, the withheld ones and the test clip. Returns (curve, the
-    static floor's mouth PSNR)."""
+    PSNR over the floor on its training frames, the withheld ones and the test clip. ``train_gain``
+    (without ``hold_out``): the same on the training frames and the test clip, at every checkpoint
+    (does the mouth under-fit the frames it trains on, or fail to carry to new ones?). Returns
+    (curve, the static floor's mouth PSNR)."""
     from dataclasses import asdict
 
     from persona import explore, figures
@@ -562,7 +568,8 @@ def diagnose_video(video: Path, out: Path, modality: str, profile: str, override
     method.fit(train, run)
     seconds = time.perf_counter() - start
     floor = static_floor(train, test, test_frames)
-    splits = {"train": train, "held_out": FrameDataset(video, "test"), "test": test} if hold_out else None
+    splits = ({"train": train, "held_out": FrameDataset(video, "test"), "test": test} if hold_out
+              else {"train": train, "test": test} if train_gain else None)
     floors = None if splits is None else split_floors(train, splits)
     curve = training_curve(out / "run", test, clip, steps, test_frames,
                            gains=None if splits is None else (lambda m: split_gains(m, splits, floors)))
@@ -579,8 +586,9 @@ def diagnose_video(video: Path, out: Path, modality: str, profile: str, override
                "final": curve.iloc[-1].to_dict(), "basis_change": change.to_dict(orient="records")}
     if splits is not None:
         gains = {k: float(curve.iloc[-1][f"gain_{k}"]) for k in splits}
-        summary.update(hold_out=[list(r) for r in hold_out], mouth_gain=gains)
-        gains_figure(curve, out / "gains", title=f"{original.parent.name}/{original.name}: withheld {hold_out}")
+        summary.update(hold_out=[list(r) for r in hold_out], mouth_gain=gains, mouth_floors=floors)
+        gains_figure(curve, out / "gains", title=f"{original.parent.name}/{original.name}: "
+                     + (f"withheld {hold_out}" if hold_out else "training frames and test clip"))
         print("mouth PSNR over the static floor: " + ", ".join(f"{k} {v:+.2f} dB" for k, v in gains.items()))
     atomic_write_json(out / "summary.json", summary)
     print(curve.round(3).to_string(index=False))

@@ -264,3 +264,28 @@ def test_diagnose_hold_out_withholds_training_stretches_and_scores_them(tmp_path
     assert {"gain_train", "gain_held_out", "gain_test"} <= set(curve.columns) and len(curve) >= 2
     assert curve.iloc[-1]["gain_held_out"] == pytest.approx(summary["mouth_gain"]["held_out"])
     assert (out / "gains.png").is_file()
+
+
+def test_diagnose_train_gain_scores_the_training_frames_beside_the_test_clip(tmp_path):
+    """``--train-gain``: every checkpoint's mouth gain over the static floor on the training frames and on
+    the test clip (under-fitting vs not carrying over), each against the floor of its own frames."""
+    import json
+
+    import pandas as pd
+
+    tiny = S.BenchmarkConfig(resolution=16, identities=1, mono_train_frames=6, mono_test_frames=3, audio_train_frames=4,
+                             audio_test_frames=3, val_frames=1, novel_every=5, prior_images=2, render_batch=8)
+    video = S.build_benchmark(tmp_path / "bench", "smoke", seed=0, config=tiny) / "id00" / "mono"
+    out = tmp_path / "diag"
+    assert D.main(["--data", str(video), "--out", str(out), "--profile", "smoke", "--every", "3", "--test-frames", "2",
+                   "--train-gain"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["mouth_gain"]) == set(summary["mouth_floors"]) == {"train", "test"} and summary["hold_out"] == []
+    curve = pd.read_csv(out / "curve.csv")
+    assert {"gain_train", "gain_test"} <= set(curve.columns) and "gain_held_out" not in curve.columns and len(curve) >= 2
+    from persona.data.dataset import FrameDataset
+
+    train = FrameDataset(video, "train")
+    floor = D.static_floor(train, train, 50)["psnr_mouth"].mean()  # the training frames' own floor
+    assert summary["mouth_floors"]["train"] == pytest.approx(floor)
+    assert (out / "gains.png").is_file() and not (out / "data").exists()  # nothing copied: the video's own splits
