@@ -11,7 +11,8 @@ look at the mouth:
   darker than the lips and skin that fill a closed mouth's box), in a box that depends on the
   camera only (:func:`opening_box`), so that the box itself never carries the expression.
 - :func:`retrieval_ceiling`: mouth PSNR of predicting each test frame by the mean of the training
-  frames nearest in a key (audio windows, the true mouth opening): what a signal tells, no generator.
+  frames nearest in a key (audio windows, the true mouth opening): what a signal tells, no generator;
+  :func:`mouth_oracles` scores three keys on a synthetic video (``diagnose --oracles``).
 - :func:`following_score`: the Pearson correlation over a clip between a method's and the ground
   truth's mouth opening (1 for the ground truth itself, 0 for a frozen frame).
 - :func:`frontal_clip`: the clip the following score runs on: a split's driving signals
@@ -131,6 +132,62 @@ def retrieval_ceiling(train_images: torch.Tensor, train_keys: torch.Tensor, test
     nearest = torch.cdist(test_keys, train_keys).topk(k, largest=False).indices  # [T,k]
     pred = torch.as_tensor(train_images).float()[nearest].mean(1)
     return float(metrics.psnr(pred, torch.as_tensor(test_images).float(), boxes).mean())
+
+
+# The synthetic world's face controls that shape the mouth (persona.data.world.expression_controls' columns).
+MOUTH_CONTROLS = {"mouth_open": 0, "mouth_width": 1, "pucker": 2, "corner_up": 3, "jaw_x": 7, "lip_press": 11}
+
+
+def ridge_predict(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, penalty: float) -> torch.Tensor:
+    """A ridge regression fit on (train_x [N,D], train_y [N,K]), both centred and x divided by its
+    training spread, applied to test_x [T,D] -> [T,K] (float64 normal equations; D in the hundreds)."""
+    x, t = train_x.double().flatten(1), test_x.double().flatten(1)
+    mean, spread = x.mean(0), x.std(0) + 1e-6
+    x, t = (x - mean) / spread, (t - mean) / spread
+    y_mean = train_y.double().mean(0)
+    w = torch.linalg.solve(x.T @ x + penalty * torch.eye(x.shape[1], dtype=x.dtype), x.T @ (train_y.double() - y_mean))
+    return (t @ w + y_mean).float()
+
+
+def mouth_oracles(video: str | Path, k: int = 5, penalty: float = 100.0) -> dict[str, float]:
+    """Mouth PSNR over the static floor (dB, mean over the test clip, every frame) of predictors with
+    no generator (:func:`retrieval_ceiling`, each test frame the mean of ``k`` training frames), on a
+    synthetic video (issue #20: what the driving signal tells about the mouth):
+
+    - ``audio``: nearest in the audio windows (their 4 central feature frames);
+    - ``audio_ridge``: nearest in the world's mouth controls (:data:`MOUTH_CONTROLS`) as predicted from
+      the whole 16x29 window by a ridge regression fit on the training frames (penalty ``penalty`` on
+      standardised windows, fixed, not tuned on the test clip); ``audio_ridge_r2``: that prediction's
+      R^2 for ``mouth_open`` on the test clip;
+    - ``mouth_controls``: nearest in the true mouth controls: a perfectly informed driver.
+
+    Plus ``floor`` (the static floor's mouth PSNR, dB). Retrieval mixes the training frames' cameras:
+    read it on a fixed-camera video (the audio ones)."""
+    from persona.data.dataset import FrameDataset
+    from persona.data.world import expression_controls
+
+    def stacked(split: str) -> dict[str, torch.Tensor]:
+        ds = FrameDataset(video, split)
+        items = [ds[i] for i in range(len(ds))]
+        return {key: torch.stack([torch.as_tensor(it[key]) for it in items]) for key in ("image", "expression", "audio", "mouth_box")}
+
+    train, test = stacked("train"), stacked("test")
+    if not 1 <= k <= len(train["image"]):
+        raise PersonaInputError(f"mouth_oracles: k={k}; expected 1 <= k <= {len(train['image'])} training frames of {video}")
+    columns = list(MOUTH_CONTROLS.values())
+    controls = {name: expression_controls(part["expression"])[:, columns] for name, part in (("train", train), ("test", test))}
+    floor = float(metrics.psnr(train["image"].mean(0, keepdim=True).expand_as(test["image"]), test["image"], test["mouth_box"]).mean())
+
+    def gain(train_keys: torch.Tensor, test_keys: torch.Tensor) -> float:
+        return retrieval_ceiling(train["image"], train_keys, test["image"], test_keys, test["mouth_box"], k) - floor
+
+    centre = lambda a: a[:, 6:10].flatten(1)  # noqa: E731  (the window's 4 central feature frames)
+    predicted = ridge_predict(train["audio"], controls["train"], test["audio"], penalty)
+    truth = controls["test"][:, 0]
+    r2 = 1 - float(((predicted[:, 0] - truth) ** 2).sum() / ((truth - truth.mean()) ** 2).sum().clamp_min(1e-12))
+    return {"floor": floor, "audio": gain(centre(train["audio"]), centre(test["audio"])),
+            "audio_ridge": gain(controls["train"], predicted), "audio_ridge_r2": r2,
+            "mouth_controls": gain(controls["train"], controls["test"])}
 
 
 # --------------------------------------------------------------------------------------------
@@ -437,6 +494,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--test-frames", type=flag_int(1), default=25, help="test frames for the PSNR columns (as the tables)")
     p.add_argument("--hold-out", default=None, metavar="START:STOP[,...]",
                    help="withhold these training positions (e.g. 200:250,400:450) and score them: memorised stretches vs new speech")
+    p.add_argument("--oracles", action="store_true",
+                   help="train nothing: score each video's retrieval oracles (mouth_oracles: audio, a ridge from audio to the "
+                        "world's mouth controls, the true controls) and write OUT/oracles.csv")
     p.add_argument("--train-gain", action="store_true",
                    help="also score the mouth on 50 evenly spaced training frames at every checkpoint (gain_train, gain_test "
                         "columns and gains.png): under-fitting of the frames trained on vs failing to carry to new ones")
@@ -461,6 +521,14 @@ def main(argv: list[str]) -> int:
     if len(set(names)) < len(names):
         raise PersonaInputError(f"--data: two folders share the name {sorted(n for n in names if names.count(n) > 1)[0]} "
                                 "(identity-video); give each identity once")
+    if args.oracles:
+        table = pd.DataFrame([{"video": name, **mouth_oracles(video)} for video, name in zip(videos, names)])
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "oracles.csv", lambda tmp: table.to_csv(tmp, index=False))
+        print("mouth PSNR over the static floor (dB) of retrieval oracles, k = 5 nearest training frames:")
+        print(table.round(2).to_string(index=False))
+        print(f"wrote {out}/oracles.csv")
+        return 0
     curves = []
     for video, name in zip(videos, names):
         curve, floor_mouth = diagnose_video(video, out if len(videos) == 1 else out / name, args.modality, args.profile,

@@ -289,3 +289,32 @@ def test_diagnose_train_gain_scores_the_training_frames_beside_the_test_clip(tmp
     floor = D.static_floor(train, train, 50)["psnr_mouth"].mean()  # the training frames' own floor
     assert summary["mouth_floors"]["train"] == pytest.approx(floor)
     assert (out / "gains.png").is_file() and not (out / "data").exists()  # nothing copied: the video's own splits
+
+
+def test_ridge_predict_recovers_a_linear_map_and_shrinks_to_the_mean():
+    torch.manual_seed(0)
+    x, w = torch.randn(200, 12) * torch.linspace(0.1, 5, 12), torch.randn(12, 3)
+    y = x @ w + 0.5
+    t = torch.randn(20, 12)
+    assert torch.allclose(D.ridge_predict(x, y, t, 1e-6), t @ w + 0.5, atol=1e-3)
+    assert torch.allclose(D.ridge_predict(x, y, t, 1e12), y.mean(0).expand(20, 3), atol=1e-3)  # all penalty: the mean
+
+
+def test_diagnose_oracles_scores_the_retrieval_oracles_and_trains_nothing(tmp_path):
+    import pandas as pd
+
+    tiny = S.BenchmarkConfig(resolution=16, identities=1, mono_train_frames=6, mono_test_frames=3, audio_train_frames=8,
+                             audio_test_frames=3, val_frames=1, novel_every=5, prior_images=2, render_batch=8)
+    video = S.build_benchmark(tmp_path / "bench", "smoke", seed=0, config=tiny) / "id00" / "audio"
+    out = tmp_path / "oracles"
+    assert D.main(["--data", str(video), "--out", str(out), "--oracles"]) == 0
+    table = pd.read_csv(out / "oracles.csv")
+    assert list(table.columns) == ["video", "floor", "audio", "audio_ridge", "audio_ridge_r2", "mouth_controls"]
+    assert table["video"].tolist() == ["id00-audio"] and table.drop(columns="video").notna().all(axis=None)
+    assert not (out / "run").exists()  # nothing trained
+    from persona.data.dataset import FrameDataset
+
+    train, test = FrameDataset(video, "train"), FrameDataset(video, "test")
+    assert table["floor"][0] == pytest.approx(D.static_floor(train, test)["psnr_mouth"].mean(), abs=1e-4)
+    with pytest.raises(PersonaInputError, match="k=99"):
+        D.mouth_oracles(video, k=99)
