@@ -438,7 +438,9 @@ def curve_figure(curve: pd.DataFrame, floor_mouth: float | None, path: Path, tit
     """Two panels against training steps: mouth PSNR (with the static floor and floor + 4 dB)
     and the following score (with the 0.8 target). ``curve`` may hold a ``label`` column (one
     line per label); ``floor_mouth`` None: each row's own ``floor_mouth`` column (several
-    identities), and the left panel shows mouth PSNR over that floor. PNG + PDF."""
+    identities), and the left panel shows mouth PSNR over that floor, with each label's
+    ``gain_train`` (``diagnose --train-gain``: the same on its training frames) dashed where present.
+    PNG + PDF."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -451,7 +453,9 @@ def curve_figure(curve: pd.DataFrame, floor_mouth: float | None, path: Path, tit
     base = 0.0 if floor_mouth is None else float(floor_mouth)
     for label, part in groups:
         mouth = part["psnr_mouth"] - part["floor_mouth"] if floor_mouth is None else part["psnr_mouth"]
-        a.plot(part["step"], mouth, marker="o", label=str(label))
+        line, = a.plot(part["step"], mouth, marker="o", label=str(label))
+        if floor_mouth is None and "gain_train" in part.columns and part["gain_train"].notna().all():
+            a.plot(part["step"], part["gain_train"], marker="s", ls="--", color=line.get_color(), label=f"{label}, training frames")
         b.plot(part["step"], part["following"], marker="o", label=str(label))
     a.axhline(base, color="grey", ls="--", label="static floor")
     a.axhline(base + 4, color="grey", ls=":", label="floor + 4 dB")

@@ -318,3 +318,21 @@ def test_diagnose_oracles_scores_the_retrieval_oracles_and_trains_nothing(tmp_pa
     assert table["floor"][0] == pytest.approx(D.static_floor(train, test)["psnr_mouth"].mean(), abs=1e-4)
     with pytest.raises(PersonaInputError, match="k=99"):
         D.mouth_oracles(video, k=99)
+
+
+def test_the_several_identities_figure_dashes_each_training_frames_gain(tmp_path, monkeypatch):
+    import pandas as pd
+
+    import persona.report
+
+    drawn = []
+    monkeypatch.setattr(persona.report, "save_figure", lambda fig, path: drawn.append(fig) or [path])
+    rows = [{"step": s, "psnr_mouth": 27.0 + s / 1000, "floor_mouth": 25.0, "following": 0.9, "gain_train": 2.5 + s / 1000,
+             "gain_test": 2.0 + s / 1000, "label": label} for label in ("id00-mono", "id01-mono") for s in (100, 200)]
+    D.curve_figure(pd.DataFrame(rows), None, tmp_path / "curve")
+    mouth_panel = drawn[0].axes[0]
+    dashed = [line for line in mouth_panel.lines if line.get_linestyle() == "--" and line.get_label().endswith("training frames")]
+    assert [line.get_label() for line in dashed] == ["id00-mono, training frames", "id01-mono, training frames"]
+    assert list(dashed[1].get_ydata()) == [2.6, 2.7]
+    D.curve_figure(pd.DataFrame(rows).drop(columns="gain_train"), None, tmp_path / "plain")  # no training split: no dashes
+    assert not [line for line in drawn[1].axes[0].lines if line.get_label().endswith("training frames")]
