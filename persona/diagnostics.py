@@ -525,6 +525,8 @@ def main(argv: list[str]) -> int:
     if len(set(names)) < len(names):
         raise PersonaInputError(f"--data: two folders share the name {sorted(n for n in names if names.count(n) > 1)[0]} "
                                 "(identity-video); give each identity once")
+    if args.oracles and (args.hold_out or args.train_gain):
+        raise PersonaInputError("--oracles trains nothing; --hold-out and --train-gain score a training run: give one or the other")
     if args.oracles:
         table = pd.DataFrame([{"video": name, **mouth_oracles(video)} for video, name in zip(videos, names)])
         out.mkdir(parents=True, exist_ok=True)

@@ -318,6 +318,8 @@ def test_diagnose_oracles_scores_the_retrieval_oracles_and_trains_nothing(tmp_pa
     assert table["floor"][0] == pytest.approx(D.static_floor(train, test)["psnr_mouth"].mean(), abs=1e-4)
     with pytest.raises(PersonaInputError, match="k=99"):
         D.mouth_oracles(video, k=99)
+    with pytest.raises(PersonaInputError, match="--oracles trains nothing"):
+        D.main(["--data", str(video), "--out", str(out), "--oracles", "--train-gain"])
 
 
 def test_the_several_identities_figure_dashes_each_training_frames_gain(tmp_path, monkeypatch):
