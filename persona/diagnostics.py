@@ -498,6 +498,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--test-frames", type=flag_int(1), default=25, help="test frames for the PSNR columns (as the tables)")
     p.add_argument("--hold-out", default=None, metavar="START:STOP[,...]",
                    help="withhold these training positions (e.g. 200:250,400:450) and score them: memorised stretches vs new speech")
+    cli.add_runtime(p, device_help="torch device of the run (None: the profile's); --set device=... alike")
     p.add_argument("--oracles", action="store_true",
                    help="train nothing: score each video's retrieval oracles (mouth_oracles: audio, a ridge from audio to the "
                         "world's mouth controls, the true controls) and write OUT/oracles.csv")
@@ -505,8 +506,9 @@ def main(argv: list[str]) -> int:
                    help="also score the mouth on 50 evenly spaced training frames at every checkpoint (gain_train, gain_test "
                         "columns and gains.png): under-fitting of the frames trained on vs failing to carry to new ones")
     args = p.parse_args(argv)
+    cli.apply_runtime(args)  # --threads 1 beside another run: two processes at torch's default thread count oversubscribe the cores
     hold_out = parse_hold_out(args.hold_out)
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = {} if args.device is None else {"device": args.device}
     for item in args.set:
         field, sep, value = item.partition("=")
         if not sep:

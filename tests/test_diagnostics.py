@@ -320,6 +320,14 @@ def test_diagnose_oracles_scores_the_retrieval_oracles_and_trains_nothing(tmp_pa
         D.mouth_oracles(video, k=99)
     with pytest.raises(PersonaInputError, match="--oracles trains nothing"):
         D.main(["--data", str(video), "--out", str(out), "--oracles", "--train-gain"])
+    threads = torch.get_num_threads()
+    try:  # --threads as the other verbs (two diagnose runs at torch's default count oversubscribe two cores)
+        assert D.main(["--data", str(video), "--out", str(out), "--oracles", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(PersonaInputError, match="--device"):
+        D.main(["--data", str(video), "--out", str(out), "--oracles", "--device", "tpu:9"])
 
 
 def test_the_several_identities_figure_dashes_each_training_frames_gain(tmp_path, monkeypatch):
