@@ -51,6 +51,8 @@ def main_train(argv: list[str]) -> int:
     p.add_argument("--camera-correction", nargs="?", const="linear", default=None, choices=CAMERA_TERMS,
                    help="ours only: learn a per-video correction of the cameras with the avatar (for cameras estimated by "
                         "persona preprocess; persona/ours/camera_correction.py): linear (the flag alone) or quadratic")
+    p.add_argument("--camera-lr", type=flag_number(0), metavar="LR",
+                   help="with --camera-correction: the correction's Adam lr (None: 3e-3; README, Your own video)")
     p.add_argument("--expression-lasso", type=flag_number(0), metavar="S",
                    help="ours, --modality 3dmm only: group lasso on the encoder's expression inputs, lr x S a step (1: "
                         "+0.7 dB mouth PSNR on new speech over 15 synthetic runs, docs/REENACTMENT.md twelfth round; 0: off, as "
@@ -62,17 +64,20 @@ def main_train(argv: list[str]) -> int:
     if args.expression_lasso is not None and args.modality != "3dmm":
         raise PersonaInputError(f"--expression-lasso {args.expression_lasso}: applies to --method ours --modality 3dmm "
                                 f"(the expression encoder), got --modality {args.modality or 'rgb (the default)'}")
+    if args.camera_lr is not None and args.camera_correction is None:
+        raise PersonaInputError(f"--camera-lr {args.camera_lr}: sets the lr of --camera-correction; add --camera-correction "
+                                "[linear|quadratic]")
     cli.apply_runtime(args)
     from persona.data.dataset import FrameDataset
 
     flags = {"modality": "--modality", "k": "--k", "ortho": "--ortho", "generator": "--generator", "iterations": "--steps",
              "batch_size": "--batch-size", "seed": "--seed", "device": "--device", "lambda_lpips": "--lambda-lpips",
-             "camera_correction": "--camera-correction", "camera_terms": "--camera-correction",
+             "camera_correction": "--camera-correction", "camera_terms": "--camera-correction", "camera_lr": "--camera-lr",
              "expression_lasso": "--expression-lasso"}
     overrides = {"modality": args.modality, "k": args.k, "ortho": args.ortho, "generator": args.generator,
                  "iterations": args.steps, "batch_size": args.batch_size, "seed": args.seed, "device": args.device,
                  "lambda_lpips": args.lambda_lpips, "camera_correction": None if args.camera_correction is None else True,
-                 "camera_terms": args.camera_correction, "expression_lasso": args.expression_lasso}
+                 "camera_terms": args.camera_correction, "camera_lr": args.camera_lr, "expression_lasso": args.expression_lasso}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     settings = {f.name for f in fields(getattr(build_registered(args.method, {"profile": args.profile}), "config"))}
     foreign = list(dict.fromkeys(flags[k] for k in overrides if k not in settings))

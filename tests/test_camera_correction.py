@@ -124,6 +124,13 @@ def test_train_takes_the_correction_terms_and_old_runs_keep_their_keys(tmp_path,
         except SystemExit:
             pass
         assert (seen["config"].camera_correction, seen["config"].camera_terms) == expected, flag
+    for flag, expected in ((["--camera-correction", "quadratic", "--camera-lr", "0.01"], 0.01), (["--camera-correction"], 3e-3)):
+        try:
+            main_train(["--method", "ours", "--modality", "3dmm", "--profile", "smoke", "--data", str(video),
+                        "--out", str(tmp_path / "run"), *flag])
+        except SystemExit:
+            pass
+        assert seen["config"].camera_lr == expected, flag
     # issue #20's option rides the same path; on by default for 3DMM since session 19 (the profile's 1)
     for flag, expected in ((["--expression-lasso", "3"], 3.0), (["--expression-lasso", "0"], 0.0), ([], 1.0)):
         try:
@@ -136,6 +143,14 @@ def test_train_takes_the_correction_terms_and_old_runs_keep_their_keys(tmp_path,
 
     from persona.errors import PersonaInputError
 
+    with pytest.raises(PersonaInputError, match="--camera-lr 0.01: sets the lr of --camera-correction"):
+        main_train(["--method", "ours", "--modality", "3dmm", "--profile", "smoke", "--data", str(video),
+                    "--out", str(tmp_path / "run"), "--camera-lr", "0.01"])
+    from persona.preprocess.end_to_end import main as end2end
+
+    with pytest.raises(PersonaInputError, match="--camera-lr 0.01: sets the lr of --camera-correction"):
+        end2end(["--work", str(tmp_path / "e2e"), "--camera-lr", "0.01"])
+    assert not (tmp_path / "e2e").exists()  # refused before anything is written
     with pytest.raises(PersonaInputError, match="--expression-lasso 1.0: applies to --method ours --modality 3dmm"):
         main_train(["--method", "ours", "--modality", "audio", "--profile", "smoke", "--data", str(video),
                     "--out", str(tmp_path / "run"), "--expression-lasso", "1"])

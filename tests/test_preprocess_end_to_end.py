@@ -22,3 +22,25 @@ def test_truth_folder_holds_the_clips_true_cameras_and_expressions(tmp_path):
     np.testing.assert_allclose(sample["expression"].numpy(), truth.expressions[test.indices[0]], atol=1e-5)
     assert sample["image"].shape == (3, 32, 32) and train.background is not None
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_end2end_passes_the_camera_lr_to_training_and_names_its_runs(tmp_path, monkeypatch, capsys):
+    """``bench end2end --camera-correction --camera-lr LR``: the corrected run trains with ``--camera-lr``, in a
+    folder of its own (the default lr's runs keep their names); the clip and folders already there are reused."""
+    work = tmp_path / "work"
+    for folder in ("pre_world", "gt"):
+        (work / folder).mkdir(parents=True)
+    (work / "clip.mp4").write_bytes(b"")
+    calls = []
+    monkeypatch.setattr(end_to_end, "train_and_score", lambda data, run, modality, steps, seed, extra=(): calls.append((run.name, extra)) or 25.0)
+    truth = synthetic_clip.clip_truth(n_frames=150, seed=0)
+    monkeypatch.setattr(end_to_end, "corrected_cameras", lambda data, run: (truth.cameras, truth.cameras))
+    assert end_to_end.main(["--work", str(work), "--modalities", "rgb", "--steps", "1290", "--camera-correction",
+                            "--camera-terms", "quadratic", "--camera-lr", "0.01"]) == 0
+    assert calls[2] == ("run_pre_world_rgb_1290_camera_correction_quadratic_lr0.01",
+                        ("--camera-correction", "quadratic", "--camera-lr", "0.01"))
+    assert [name for name, _ in calls[:2]] == ["run_pre_world_rgb_1290", "run_gt_rgb_1290"]
+    calls.clear()
+    assert end_to_end.main(["--work", str(work), "--modalities", "rgb", "--steps", "1290", "--camera-correction"]) == 0
+    assert calls[2] == ("run_pre_world_rgb_1290_camera_correction", ("--camera-correction", "linear"))
+    assert "deg corrected (issue #15 target: 3 / 8)" in capsys.readouterr().out

@@ -95,7 +95,7 @@ def corrected_cameras(data: Path, run: Path) -> tuple[np.ndarray, np.ndarray]:
 def main(argv: list[str]) -> int:
     """Test PSNR of ours trained on `persona preprocess` of a synthetic mp4 vs on its ground-truth folder."""
     from persona.cli import parser
-    from persona.errors import flag_int
+    from persona.errors import PersonaInputError, flag_int, flag_number
     from persona.ours.camera_correction import CAMERA_TERMS
 
     p = parser("bench end2end", main.__doc__)
@@ -112,8 +112,12 @@ def main(argv: list[str]) -> int:
                         "against the truth before and after the learned correction")
     p.add_argument("--camera-terms", default="linear", choices=CAMERA_TERMS,
                    help="the learned correction's map (persona train --camera-correction TERMS)")
+    p.add_argument("--camera-lr", type=flag_number(0), default=None, metavar="LR",
+                   help="with --camera-correction: its lr (persona train --camera-lr; None: the default 3e-3)")
     p.add_argument("--seed", type=flag_int(0), default=0, help="training seed of every run (the clip is the same)")
     args = p.parse_args(argv)
+    if args.camera_lr is not None and not args.camera_correction:
+        raise PersonaInputError(f"--camera-lr {args.camera_lr}: sets the lr of --camera-correction; add --camera-correction")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     clip = work / "clip.mp4"
@@ -135,9 +139,11 @@ def main(argv: list[str]) -> int:
         if args.camera_correction:
             from persona.preprocess import camera
 
-            suffix = "" if args.camera_terms == "linear" else f"_{args.camera_terms}"
+            suffix = ("" if args.camera_terms == "linear" else f"_{args.camera_terms}") + \
+                ("" if args.camera_lr is None else f"_lr{args.camera_lr:g}")  # the default's runs keep their names
             run = work / f"run_{pre.name}_{modality}_{args.steps}_camera_correction{suffix}{seeded}"
-            c = train_and_score(pre, run, modality, args.steps, args.seed, extra=("--camera-correction", args.camera_terms))
+            lr = () if args.camera_lr is None else ("--camera-lr", f"{args.camera_lr:g}")
+            c = train_and_score(pre, run, modality, args.steps, args.seed, extra=("--camera-correction", args.camera_terms, *lr))
             before, after = corrected_cameras(pre, run)
             e0, e1 = camera.rotation_error_deg(before, truth.cameras), camera.rotation_error_deg(after, truth.cameras)
             print(f"  with --camera-correction {args.camera_terms}: test PSNR {c:.2f} dB; camera error against the truth, mean / max: "
