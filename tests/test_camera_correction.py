@@ -116,29 +116,23 @@ def test_train_takes_the_correction_terms_and_old_runs_keep_their_keys(tmp_path,
     tiny = S.BenchmarkConfig(resolution=16, identities=1, mono_train_frames=2, mono_test_frames=1, audio_train_frames=2,
                              audio_test_frames=1, val_frames=1, novel_every=5, prior_images=2, render_batch=8)
     video = S.build_benchmark(tmp_path / "bench", "smoke", seed=0, config=tiny) / "id00" / "mono"
+    def trained_config(*flag: str):
+        try:
+            main_train(["--method", "ours", "--modality", "3dmm", "--profile", "smoke", "--data", str(video),
+                        "--out", str(tmp_path / "run"), *flag])
+        except SystemExit:
+            pass
+        return seen["config"]
+
     for flag, expected in ((["--camera-correction"], (True, "linear")), (["--camera-correction", "quadratic"], (True, "quadratic")),
                            ([], (False, "linear"))):
-        try:
-            main_train(["--method", "ours", "--modality", "3dmm", "--profile", "smoke", "--data", str(video),
-                        "--out", str(tmp_path / "run"), *flag])
-        except SystemExit:
-            pass
-        assert (seen["config"].camera_correction, seen["config"].camera_terms) == expected, flag
+        config = trained_config(*flag)
+        assert (config.camera_correction, config.camera_terms) == expected, flag
     for flag, expected in ((["--camera-correction", "quadratic", "--camera-lr", "0.01"], 0.01), (["--camera-correction"], 3e-3)):
-        try:
-            main_train(["--method", "ours", "--modality", "3dmm", "--profile", "smoke", "--data", str(video),
-                        "--out", str(tmp_path / "run"), *flag])
-        except SystemExit:
-            pass
-        assert seen["config"].camera_lr == expected, flag
+        assert trained_config(*flag).camera_lr == expected, flag
     # issue #20's option rides the same path; on by default for 3DMM since session 19 (the profile's 1)
     for flag, expected in ((["--expression-lasso", "3"], 3.0), (["--expression-lasso", "0"], 0.0), ([], 1.0)):
-        try:
-            main_train(["--method", "ours", "--modality", "3dmm", "--profile", "smoke", "--data", str(video),
-                        "--out", str(tmp_path / "run"), *flag])
-        except SystemExit:
-            pass
-        assert seen["config"].expression_lasso == expected, flag
+        assert trained_config(*flag).expression_lasso == expected, flag
     import pytest
 
     from persona.errors import PersonaInputError
