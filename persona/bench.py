@@ -141,11 +141,11 @@ def matmul_time_share(case: Case, profile: str, train: Any, steps: int, work: Pa
     An unprofiled 2-iteration fit runs first, so one-off first-call costs fall in neither; a pair
     whose difference is not positive in both parts (a fit preempted on a shared machine) is measured
     again, up to ``attempts`` times, and gives nan if none is."""
-    _fit(case, _fit_cfg(case, profile, 2), train, work / "profile-warm")
+    short_cfg, full_cfg = _fit_cfg(case, profile, 2), _fit_cfg(case, profile, case.timed_steps(steps))
+    _fit(case, short_cfg, train, work / "profile-warm")
     for attempt in range(max(1, attempts)):  # a fresh run folder each time: a fit resumes from its checkpoint
-        short = _operator_seconds(lambda: _fit(case, _fit_cfg(case, profile, 2), train, work / f"profile-short-{attempt}"))
-        steps_n = case.timed_steps(steps)
-        full = _operator_seconds(lambda: _fit(case, _fit_cfg(case, profile, steps_n), train, work / f"profile-full-{attempt}"))
+        short = _operator_seconds(lambda: _fit(case, short_cfg, train, work / f"profile-short-{attempt}"))
+        full = _operator_seconds(lambda: _fit(case, full_cfg, train, work / f"profile-full-{attempt}"))
         total, matmul = full[0] - short[0], full[1] - short[1]
         if matmul > 0 and total - matmul > 0:
             return matmul / total

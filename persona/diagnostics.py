@@ -163,20 +163,17 @@ def mouth_oracles(video: str | Path, k: int = 5, penalty: float = 100.0) -> dict
 
     Plus ``floor`` (the static floor's mouth PSNR, dB). Retrieval mixes the training frames' cameras:
     read it on a fixed-camera video (the audio ones)."""
-    from persona.data.dataset import FrameDataset
+    from persona.data.dataset import FrameDataset, stack_samples
     from persona.data.world import expression_controls
 
-    def stacked(split: str) -> dict[str, torch.Tensor]:
-        ds = FrameDataset(video, split)
-        items = [ds[i] for i in range(len(ds))]
-        return {key: torch.stack([torch.as_tensor(it[key]) for it in items]) for key in ("image", "expression", "audio", "mouth_box")}
-
-    train, test = stacked("train"), stacked("test")
-    if not 1 <= k <= len(train["image"]):
-        raise PersonaInputError(f"mouth_oracles: k={k}; expected 1 <= k <= {len(train['image'])} training frames of {video}")
+    train_ds, test_ds = FrameDataset(video, "train"), FrameDataset(video, "test")
+    if not 1 <= k <= len(train_ds):
+        raise PersonaInputError(f"mouth_oracles: k={k}; expected 1 <= k <= {len(train_ds)} training frames of {video}")
+    keys = ("image", "expression", "audio", "mouth_box")
+    train, test = ({key: v.float() for key, v in stack_samples(ds, keys).items()} for ds in (train_ds, test_ds))
     columns = list(MOUTH_CONTROLS.values())
     controls = {name: expression_controls(part["expression"])[:, columns] for name, part in (("train", train), ("test", test))}
-    floor = float(metrics.psnr(train["image"].mean(0, keepdim=True).expand_as(test["image"]), test["image"], test["mouth_box"]).mean())
+    floor = float(static_floor(train_ds, test_ds)["psnr_mouth"].mean())
 
     def gain(train_keys: torch.Tensor, test_keys: torch.Tensor) -> float:
         return retrieval_ceiling(train["image"], train_keys, test["image"], test_keys, test["mouth_box"], k) - floor
