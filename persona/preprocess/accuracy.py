@@ -12,6 +12,9 @@ mediapipe landmarks -> FFHQ crop -> :func:`persona.preprocess.camera.fit`, and
 * the framing: how much larger the head shows in the crop than in EG3D's framing of the world
   (its whole frame), and how far the crop centre sits from the pivot, for FFHQ's 2D box and for
   the ``world`` framing (:func:`persona.preprocess.crop.framed_boxes`);
+* ``map``: the fit's cameras through the best per-video map of the kind ``--camera-correction
+  quadratic`` learns, fitted here to the truth (:func:`best_map_labels`): the most such a correction
+  could recover;
 * the landmark bound: every landmark triangulated with the TRUE cameras (perspective, EG3D's
   intrinsics), then each frame's pose re-fitted by perspective PnP to that shape. It is what a
   perfect shape estimate could give from these 2D landmarks; when it is far from the truth, the
@@ -91,6 +94,29 @@ def summarise(est: np.ndarray, truth: np.ndarray) -> dict:
     return out
 
 
+def best_map_labels(est: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """``est`` [N,25] with its rotations put through the best map of the shape
+    :class:`persona.ours.camera_correction.CameraCorrection` ``quadratic`` learns (rotation vectors about the
+    frontal camera: linear, offset, squares and product of pitch and yaw), fitted by least squares to the
+    rotation vectors of ``truth`` [N,25] of the same clip: what a perfect per-video correction could reach."""
+    from scipy.spatial.transform import Rotation
+
+    frontal = cameras.look_at(0.0, 0.0)[:3, :3].astype(np.float64)
+
+    def rotvecs(labels: np.ndarray) -> np.ndarray:
+        return Rotation.from_matrix(_c2w(labels)[:, :3, :3] @ frontal.T).as_rotvec()
+
+    r = rotvecs(est)
+    feats = np.c_[r, r[:, 0] ** 2, r[:, 1] ** 2, r[:, 0] * r[:, 1], np.ones(len(r))]
+    mapped = feats @ np.linalg.lstsq(feats, rotvecs(truth), rcond=None)[0]
+    out = np.array(est, np.float64)
+    c2w = _c2w(out)
+    c2w[:, :3, :3] = Rotation.from_rotvec(mapped).as_matrix() @ frontal
+    c2w[:, :3, 3] = np.asarray(cameras.PIVOT) - cameras.RADIUS * c2w[:, :3, 2]
+    out[:, :16] = c2w.reshape(-1, 16)
+    return out
+
+
 def measure_points(points: np.ndarray, truth: np.ndarray, resolution: int, **fit_kw) -> dict:
     """Accuracy of :func:`camera.fit` on source-pixel landmarks [N,478,3] of a clip with true
     cameras [N,25] rendered at ``resolution``; also the landmark bound (module doc)."""
@@ -103,7 +129,7 @@ def measure_points(points: np.ndarray, truth: np.ndarray, resolution: int, **fit
     world, dist = triangulate(uv, truth)
     motion = camera.fit(crop.to_crop(points, boxes), **{**fit_kw, "depth": "motion"})
     return {"fit": summarise(fit.labels, truth), "motion": summarise(motion.labels, truth),
-            "bound": summarise(pnp_labels(world, uv), truth),
+            "bound": summarise(pnp_labels(world, uv), truth), "best_map": summarise(best_map_labels(fit.labels, truth), truth),
             "tri_px": float(dist.mean() * resolution), "framing_ffhq": framing_error(boxes, resolution),
             "framing_world": framing_error(framed, resolution)}
 
@@ -175,6 +201,7 @@ def main(argv: list[str]) -> int:
         print(_line("fit", r["fit"]))
         print(_line("motion", r["motion"]))
         print(_line("bound", r["bound"]))
+        print(_line("map", r["best_map"]))
         r2 = expression_r2(tracks.points, frames, truth.controls)
         for name, label in (("code", "code"), ("landmarks", "landmarks only")):
             print(f"  expression R² ({label}, every 4th frame held out): "

@@ -29,7 +29,10 @@ sweep, identities 1-3): mean error 5.5 / 6.8 / 5.5° with ``landmarks``, 7.1 / 7
 4.1° vs 8.6 / 5.7 / 5.3°). The limit is the landmarks themselves: mediapipe's 2D points on the
 synthetic heads move as if yaw were ~1.1-1.2x and pitch ~0.65x the truth, so even the pose fit
 to the shape triangulated with the TRUE cameras errs 5-6° on average. The solvers recover known
-poses from exact projections (tests/test_preprocess_camera.py).
+poses from exact projections (tests/test_preprocess_camera.py). What remains is largely a per-video
+bias of the angles: the best quadratic map of the estimated rotations to the true ones leaves
+1.6-2.5° (``accuracy.best_map_labels``), which is what the avatar's correction
+(:mod:`persona.ours.camera_correction`) tries to learn.
 
 Landmark input: crop coordinates [N,478,3] (x, y in [0,1] inside the crop, z in x's unit,
 larger = farther), i.e. OpenCV camera axes.
