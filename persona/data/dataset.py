@@ -98,7 +98,8 @@ def stack_samples(dataset: Any, keys: Any, desc: str = "load frames", positions:
     return _Stack(keys)(samples)
 
 
-def _to_tensor_image(rgb: np.ndarray, resolution: int | None) -> torch.Tensor:
+def to_tensor_image(rgb: np.ndarray, resolution: int | None) -> torch.Tensor:
+    """RGB uint8 [H,W,3] -> [3,R,R] float in [-1,1], resized (area) to ``resolution`` unless None."""
     if resolution is not None and rgb.shape[:2] != (resolution, resolution):
         rgb = cv2.resize(rgb, (resolution, resolution), interpolation=cv2.INTER_AREA)
     return torch.from_numpy(rgb).permute(2, 0, 1).float() / 127.5 - 1.0
@@ -135,7 +136,7 @@ class _FramesBase(Dataset):
             self._audio = torch.zeros(n, audio_mod.WINDOW, audio_mod.FEATURE_DIM)
         self.background = None
         if background is not None and background.is_file():
-            self.background = _to_tensor_image(formats.read_image(background), self.resolution)
+            self.background = to_tensor_image(formats.read_image(background), self.resolution)
         # small sets are decoded once (and every image checked now); large ones lazily
         self._cache: list[torch.Tensor] | None = None
         if n * self.native_size[0] * self.native_size[1] <= 64e6:
@@ -169,7 +170,7 @@ class _FramesBase(Dataset):
 
     def _load(self, i: int) -> torch.Tensor:
         rgb = formats.read_image(self._paths[i], size=self.native_size, where=f"{self._where} frame {i}")
-        return _to_tensor_image(rgb, self.resolution)
+        return to_tensor_image(rgb, self.resolution)
 
     def __len__(self) -> int:
         return len(self._paths)
