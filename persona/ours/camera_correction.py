@@ -22,7 +22,7 @@ alike) is read in the frame of the video's estimated cameras.
 
 How far it can go (README, "Your own video", session 28): on the synthetic clips the best such map,
 fitted to the true cameras, leaves 1.6-2.5 deg; and the shipped prior does not pin the cameras more
-closely than ~2 deg: trained on frames with their true cameras the avatar moves them by 1.5-1.9 deg
+closely than ~2 deg: trained on frames with their true cameras the avatar moves them by 1.4-1.9 deg
 at no cost in PSNR, and :func:`fit_to_generator` (the prior alone) by 1.7-2.6 deg, while on frames the
 prior rendered itself it stays within 0.3 deg.
 """
