@@ -6,6 +6,7 @@ import pytest
 
 pytest.importorskip("mediapipe")  # the background plate (selfie segmentation)
 
+from persona.data import formats  # noqa: E402
 from persona.data.dataset import FrameDataset  # noqa: E402
 from persona.errors import PersonaInputError  # noqa: E402
 from persona.preprocess import end_to_end, synthetic_clip  # noqa: E402
@@ -36,6 +37,9 @@ def test_end2end_passes_the_camera_lr_to_training_and_names_its_runs(tmp_path, m
     monkeypatch.setattr(end_to_end, "train_and_score", lambda data, run, modality, steps, seed, extra=(): calls.append((run.name, extra)) or 25.0)
     truth = synthetic_clip.clip_truth(n_frames=150, seed=0)
     monkeypatch.setattr(end_to_end, "corrected_cameras", lambda data, run: (truth.cameras, truth.cameras))
+    formats.write_nerface(work / "pre_world", "test", [{"file_path": f"images/{i:05d}", "transform_matrix": np.eye(4),
+                                                        "expression": np.zeros(76), "frame_index": i} for i in range(135, 150)],
+                          [4.26, 4.26, 0.5, 0.5])
     assert end_to_end.main(["--work", str(work), "--modalities", "rgb", "--steps", "1290", "--camera-correction",
                             "--camera-terms", "quadratic", "--camera-lr", "0.01"]) == 0
     assert calls[2] == ("run_pre_world_rgb_1290_camera_correction_quadratic_lr0.01",
@@ -50,7 +54,8 @@ def test_end2end_passes_the_camera_lr_to_training_and_names_its_runs(tmp_path, m
     assert calls[3] == ("run_gt_rgb_1290_camera_correction", ("--camera-correction", "linear"))
     out = capsys.readouterr().out
     assert "deg corrected (issue #15 target: 3 / 8; the best quadratic map, fitted to the truth: 0.00 / 0.02)" in out
-    assert "the correction moves the true cameras by 0.01 / 0.03 deg" in out  # float32 labels of the same cameras
+    assert "the correction moves the true cameras by 0.01 / 0.03 deg" in out
+    assert "on the test frames (scored) 0.01 -> 0.01 deg" in out  # float32 labels of the same cameras
 
 
 def test_end2end_prior_fit_alone_trains_nothing(tmp_path, monkeypatch, capsys):

@@ -199,6 +199,9 @@ def main(argv: list[str]) -> int:
             print(f"  with --camera-correction {args.camera_terms}: test PSNR {c:.2f} dB; camera error against the truth, mean / max: "
                   f"{e0.mean():.2f} / {e0.max():.2f} deg as preprocessed -> {e1.mean():.2f} / {e1.max():.2f} deg corrected "
                   f"(issue #15 target: 3 / 8; the best quadratic map, fitted to the truth: {best.mean():.2f} / {best.max():.2f})")
+            test = np.isin(np.arange(len(before)), [f["frame_index"] for f in formats.read_nerface(pre, "test").frames])
+            print(f"    mean on the training frames {e0[~test].mean():.2f} -> {e1[~test].mean():.2f} deg, on the test frames "
+                  f"(scored) {e0[test].mean():.2f} -> {e1[test].mean():.2f} deg")
             # the same training on the ground-truth folder: cameras that need no correction; how far the learned
             # one moves them is what learning it through the prior cannot tell apart (its floor)
             run = work / f"run_{gt.name}_{modality}_{args.steps}_camera_correction{suffix}{seeded}"
