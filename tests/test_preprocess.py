@@ -69,7 +69,7 @@ def test_cameras_follow_the_yaw_pitch_sweep(clip):
                    "2D landmarks on the synthetic heads are biased (a pose fit to the shape triangulated with the "
                    "TRUE cameras still errs 5-6 deg mean; `python -m persona bench cameras`); refined during training "
                    "(--camera-correction) 2.7-3.5 deg, at the floors of the best per-video map (1.6-2.5 deg) and of "
-                   "the prior's own cameras (1.5-2.6 deg; `bench end2end --camera-correction`, `--prior-fit`)")
+                   "the prior's own cameras (1.4-2.6 deg; `bench end2end --camera-correction`, `--prior-fit`)")
 def test_cameras_meet_the_issue_target(clip):
     _, truth, out = clip
     err = K.rotation_error_deg(np.stack([lab for _, lab in F.read_eg3d_dataset(out)]), truth.cameras)
