@@ -41,7 +41,8 @@ def test_end2end_passes_the_camera_lr_to_training_and_names_its_runs(tmp_path, m
                                                         "expression": np.zeros(76), "frame_index": i} for i in range(135, 150)],
                           [4.26, 4.26, 0.5, 0.5])
     assert end_to_end.main(["--work", str(work), "--modalities", "rgb", "--steps", "1290", "--camera-correction",
-                            "--camera-terms", "quadratic", "--camera-lr", "0.01"]) == 0
+                            "--camera-terms", "quadratic", "--camera-lr", "0.01", "--figure", str(tmp_path / "fig")]) == 0
+    assert (tmp_path / "fig_rgb.png").is_file() and (tmp_path / "fig_rgb.pdf").is_file()
     assert calls[2] == ("run_pre_world_rgb_1290_camera_correction_quadratic_lr0.01",
                         ("--camera-correction", "quadratic", "--camera-lr", "0.01"))
     assert [name for name, _ in calls[:2]] == ["run_pre_world_rgb_1290", "run_gt_rgb_1290"]
@@ -75,6 +76,8 @@ def test_end2end_prior_fit_alone_trains_nothing(tmp_path, monkeypatch, capsys):
     assert "  prior fit line" in capsys.readouterr().out
     assert end_to_end.main(args) == 0
     assert calls == ["run_pre_world_rgb_150_s1", "run_gt_rgb_150_s1"]
+    with pytest.raises(PersonaInputError, match="--figure .* add --camera-correction"):
+        end_to_end.main(["--work", str(tmp_path / "none"), "--figure", str(tmp_path / "f")])
     with pytest.raises(PersonaInputError, match="--no-train: .* without --prior-fit"):
         end_to_end.main(["--work", str(tmp_path / "none"), "--no-train"])
     assert not (tmp_path / "none").exists()  # refused before anything is written

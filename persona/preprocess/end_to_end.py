@@ -131,6 +131,30 @@ def prior_fit(pre: Path, gt: Path, truth: np.ndarray, terms: str, steps: int, se
     return "\n".join(lines)
 
 
+def camera_error_figure(curves: dict[str, np.ndarray], test: np.ndarray, path: Path, title: str) -> list[Path]:
+    """Per-frame camera rotation error (degrees) against the frame number, one line per entry of ``curves``
+    ({label: [N]}), the test frames (``test`` [N] bool) shaded, the issue's 3° dotted. PNG + PDF."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from persona.report import save_figure
+
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    frames = np.arange(len(test))
+    if test.any():
+        ax.axvspan(frames[test].min() - 0.5, frames[test].max() + 0.5, color="0.9", label="test frames (scored)")
+    for label, err in curves.items():
+        ax.plot(frames, err, lw=1.2, label=f"{label}: mean {np.mean(err):.2f}°")
+    ax.axhline(3.0, color="grey", ls=":", label="issue #15: mean 3°")
+    ax.set_xlabel("frame"), ax.set_ylabel("rotation error (°)"), ax.set_ylim(bottom=0)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, Path(path))
+
+
 def main(argv: list[str]) -> int:
     """Test PSNR of ours trained on `persona preprocess` of a synthetic mp4 vs on its ground-truth folder."""
     from persona.cli import parser
@@ -159,9 +183,14 @@ def main(argv: list[str]) -> int:
                         "by every frame, STEPS steps, on both folders: how far it moves the true cameras (the prior's "
                         "floor) and how close it brings the estimated ones; minutes, no training")
     p.add_argument("--no-train", action="store_true", help="skip the trainings (with --prior-fit: only the fit)")
+    p.add_argument("--figure", default=None, metavar="PATH",
+                   help="with --camera-correction: per-frame camera error of each modality's runs (as preprocessed, "
+                        "corrected, the best map, the correction on the true cameras) to PATH_<modality>.png / .pdf")
     args = p.parse_args(argv)
     if args.camera_lr is not None and not args.camera_correction:
         raise PersonaInputError(f"--camera-lr {args.camera_lr}: sets the lr of --camera-correction; add --camera-correction")
+    if args.figure and not args.camera_correction:
+        raise PersonaInputError(f"--figure {args.figure}: plots the cameras of --camera-correction's runs; add --camera-correction")
     if args.no_train and not args.prior_fit:
         raise PersonaInputError("--no-train: skips the trainings, which leaves nothing to measure without --prior-fit STEPS")
     work = Path(args.work)
@@ -210,4 +239,12 @@ def main(argv: list[str]) -> int:
             e2 = camera.rotation_error_deg(moved, true)
             print(f"  the same on the ground-truth folder: test PSNR {g:.2f} dB; the correction moves the true cameras by "
                   f"{e2.mean():.2f} / {e2.max():.2f} deg (mean / max): the floor of learning it through the prior")
+            if args.figure:
+                out = Path(args.figure)
+                written = camera_error_figure(
+                    {"as preprocessed": e0, "corrected by the avatar": e1, "best quadratic map (fitted to the truth)": best,
+                     "true cameras, corrected by the avatar": e2}, test, out.with_name(f"{out.stem}_{modality}"),
+                    f"identity {args.identity}, {modality}, {args.steps} steps, seed {args.seed}, --camera-correction "
+                    f"{args.camera_terms}")
+                print(f"  figure: {written[0]}")
     return 0
