@@ -14,7 +14,9 @@ the truth before and after it, and trains on ``gt`` with it too: the true camera
 correction, so how far the learned one moves them is the floor of learning it through the prior
 (what the reconstruction loss cannot tell from a camera error). ``--prior-fit STEPS`` fits the same
 correction to the shipped prior alone (one latent shared by every frame, no avatar; minutes) on both
-folders: the prior's own floor without the avatar's freedoms. Trainings run as ``python -m persona train`` subprocesses, one thread each.
+folders: the prior's own floor without the avatar's freedoms. ``--figure PATH`` plots the per-frame
+camera errors of the corrected runs (:func:`camera_error_figure`). Trainings run as
+``python -m persona train`` subprocesses, one thread each.
 """
 
 from __future__ import annotations
